@@ -1,0 +1,361 @@
+"""Synthetic stick-figure keypoint data: generator, coordinate convention, heatmap encoder, KeypointDataset.
+
+Run `python dataset.py --help` to generate a course-layout dataset by hand; the other scripts
+generate the default one automatically when it is missing.
+
+Coordinate convention (the ONE place it is defined; encoding here and decoding in evaluate.py use it)
+------------------------------------------------------------------------------------------------
+* Image space ("img px"): 128x128, x to the right, y down. Integer (x, y) is the CENTRE of pixel
+  column x / row y, so the image covers the continuous square [-0.5, 127.5]^2. The course's integer
+  labels are pixel centres in this space. Every reported error is in this space.
+* Heatmap space ("hm px") of size S covers the same square with S x S cells; cell j is centred at
+  image coordinate (j + 0.5) * 128 / S - 0.5. Hence, for any S (32, 64, 128, ...):
+      hm = (img + 0.5) * S / 128 - 0.5            img = (hm + 0.5) * 128 / S - 0.5
+  e.g. at S=64, image pixel 10 -> heatmap 4.75, and heatmap cell 5 -> image 10.5.
+* Unit space (regression targets in [0, 1]): the same square scaled to [0, 1]:
+      unit = (img + 0.5) / 128                    img = unit * 128 - 0.5
+  i.e. unit space is heatmap space with S = 1 shifted by half a cell.
+The Gaussian target of a keypoint is exp(-d^2 / (2 sigma^2)) with d measured in hm px from the
+float (sub-pixel) keypoint position; it is evaluated on the whole grid, so keypoints at or beyond
+the border just give a clipped Gaussian whose continuous peak (value 1) still sits at the keypoint.
+
+Data layout (identical to the course's `datasets/keypoints/`)
+------------------------------------------------------------
+  <root>/keypoints/{train,val,test}/NNNNNN.png      128x128 'L', white background, black 3-px strokes
+  <root>/keypoints/{train,val,test}_annotations.json
+  {"images": [{"id", "file_name", "keypoints": [[x, y] x 5]}], "keypoint_names": [...], "num_keypoints": 5}
+Ids run on across splits (val starts at num_train, test at num_train + num_val). The test split is
+ours; a folder with only train/val (the course's) still works and test falls back to val.
+
+Hand ambiguity (a property of the course distribution, kept on purpose): the figure with arm angles
+(a, b) is pixel-identical to the one with (-b, -a) and the hand labels swapped, so about half of all
+images have left_hand to the right of right_hand. `canonical_hands=True` relabels left_hand := the
+hand with the smaller x, for the study of that effect; the default stays faithful to the course.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader, Dataset
+
+IMG_SIZE = 128
+KEYPOINT_NAMES = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+LEFT_HAND, RIGHT_HAND = 1, 2
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA_ROOT = HERE / "data"  # gitignored; holds keypoints/
+DEFAULT_SPLIT_SIZES = {"train": 1000, "val": 200, "test": 200}
+COURSE_CENTER_RANGE = (40, 88)  # figure centre (cx, cy), inclusive integers
+
+
+# ----------------------------------------------------------------------------- coordinates
+def img_to_hm(coord_img_px, hm_size, img_size=IMG_SIZE):
+    """Image px -> heatmap px for a heatmap of `hm_size` cells per side (see module docstring)."""
+    return (coord_img_px + 0.5) * (hm_size / img_size) - 0.5
+
+
+def hm_to_img(coord_hm_px, hm_size, img_size=IMG_SIZE):
+    """Heatmap px -> image px; exact inverse of img_to_hm."""
+    return (coord_hm_px + 0.5) * (img_size / hm_size) - 0.5
+
+
+def img_to_unit(coord_img_px, img_size=IMG_SIZE):
+    """Image px -> unit [0, 1] coordinates (regression targets)."""
+    return (coord_img_px + 0.5) / img_size
+
+
+def unit_to_img(coord_unit, img_size=IMG_SIZE):
+    """Unit [0, 1] coordinates -> image px; exact inverse of img_to_unit."""
+    return coord_unit * img_size - 0.5
+
+
+def encode_heatmaps(kp_img_px, hm_size, sigma):
+    """Gaussian heatmaps for keypoints in image px.
+
+    kp_img_px: [..., K, 2] (x, y) in image px; hm_size: int or (height, width) in cells;
+    sigma: Gaussian std in heatmap px. Returns float32 [..., K, height, width], peak 1 at the
+    float keypoint position. Separable and vectorised: no Python loop over keypoints or pixels.
+    """
+    height, width = (hm_size, hm_size) if isinstance(hm_size, int) else hm_size
+    kp = torch.as_tensor(kp_img_px, dtype=torch.float32)
+    x_hm = img_to_hm(kp[..., 0:1], width)  # [..., K, 1]
+    y_hm = img_to_hm(kp[..., 1:2], height)
+    gx = torch.exp(-((torch.arange(width, dtype=torch.float32) - x_hm) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((torch.arange(height, dtype=torch.float32) - y_hm) ** 2) / (2 * sigma**2))
+    return gy[..., :, None] * gx[..., None, :]
+
+
+def canonicalize_hands(kp):
+    """Relabel hands so left_hand is the one with the smaller x (ties keep their order). kp: [..., K, 2]."""
+    kp = kp.clone()
+    swap = kp[..., LEFT_HAND, 0] > kp[..., RIGHT_HAND, 0]
+    left, right = kp[..., LEFT_HAND, :].clone(), kp[..., RIGHT_HAND, :].clone()
+    kp[..., LEFT_HAND, :] = torch.where(swap[..., None], right, left)
+    kp[..., RIGHT_HAND, :] = torch.where(swap[..., None], left, right)
+    return kp
+
+
+# ----------------------------------------------------------------------------- file helpers
+def atomic_write_bytes(path, data):
+    """Write bytes to `path` via a temp file + rename, so an interrupted write leaves no partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path, obj):
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def atomic_torch_save(path, obj):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- generator
+def sample_figure(rng, center_range=COURSE_CENTER_RANGE):
+    """Draw one figure's parameters with the course's distribution; returns (centre, angles_rad, spread)."""
+    cx, cy = (int(v) for v in rng.integers(center_range[0], center_range[1] + 1, size=2))
+    a_left, a_right = np.radians(rng.uniform(-60, 60, size=2))
+    spread = float(rng.uniform(10, 30))
+    return (cx, cy), (float(a_left), float(a_right)), spread
+
+
+def render_figure(center, angles_rad, spread):
+    """Render a stick figure exactly as the course does; returns (PIL 'L' image, 5 integer [x, y])."""
+    cx, cy = center
+    a_left, a_right = angles_rad
+    head = (cx, cy - 12 - 8)
+    shoulder, hip_top, hip = (cx, cy - 6), (cx, cy - 12), (cx, cy + 12)
+    left_hand = (cx - int(20 * math.sin(a_left)), cy - 6 + int(20 * math.cos(a_left)))
+    right_hand = (cx + int(20 * math.sin(a_right)), cy - 6 + int(20 * math.cos(a_right)))
+    left_foot = (cx - int(spread), cy + 12 + 25)
+    right_foot = (cx + int(spread), cy + 12 + 25)
+
+    img = Image.new("L", (IMG_SIZE, IMG_SIZE), 255)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse([head[0] - 8, head[1] - 8, head[0] + 8, head[1] + 8], outline=0, width=3)
+    draw.line([hip_top, hip], fill=0, width=3)
+    draw.line([shoulder, left_hand], fill=0, width=3)
+    draw.line([shoulder, right_hand], fill=0, width=3)
+    draw.line([hip, left_foot], fill=0, width=3)
+    draw.line([hip, right_foot], fill=0, width=3)
+    return img, [list(p) for p in (head, left_hand, right_hand, left_foot, right_foot)]
+
+
+def write_split(keypoints_dir, split, first_id, count, seed, sampler=sample_figure):
+    """Write `count` figures of one split (PNGs + annotation JSON) into keypoints_dir.
+
+    Image `id` is drawn from np.random.default_rng([seed, id]) alone, so a figure depends only on
+    (seed, id). `sampler(rng)` returns figure parameters (swap it to change the distribution).
+    """
+    keypoints_dir = Path(keypoints_dir)
+    (keypoints_dir / split).mkdir(parents=True, exist_ok=True)
+    images = []
+    for image_id in range(first_id, first_id + count):
+        img, kps = render_figure(*sampler(np.random.default_rng([seed, image_id])))
+        file_name = f"{image_id:06d}.png"
+        img.save(keypoints_dir / split / file_name)
+        images.append({"id": image_id, "file_name": file_name, "keypoints": kps})
+    atomic_write_json(keypoints_dir / f"{split}_annotations.json",
+                      {"images": images, "keypoint_names": KEYPOINT_NAMES, "num_keypoints": NUM_KEYPOINTS})
+
+
+def generate_dataset(root, split_sizes=None, seed=0, sampler=sample_figure):
+    """Generate <root>/keypoints/ in course layout. Built in a temp folder and renamed at the end,
+    so an interrupted run never leaves a half-written dataset. Returns the keypoints folder."""
+    split_sizes = dict(DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
+    final = Path(root) / "keypoints"
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; delete it first to regenerate")
+    tmp = Path(root) / f".keypoints.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    first_id = 0
+    for split, count in split_sizes.items():
+        write_split(tmp, split, first_id, count, seed, sampler)
+        first_id += count
+    os.replace(tmp, final)
+    return final
+
+
+def resolve_keypoints_dir(data_dir=None, seed=0):
+    """Find the course-layout folder: `data_dir` may be <root> or <root>/keypoints. With no data_dir,
+    use (and generate on first use) the default dataset under problem2/data/."""
+    if data_dir is None:
+        kp_dir = DEFAULT_DATA_ROOT / "keypoints"
+        if not (kp_dir / "train_annotations.json").exists():
+            t0 = time.time()
+            print(f"[data] no dataset at {kp_dir}; generating the default one "
+                  f"({DEFAULT_SPLIT_SIZES}, seed {seed}) ...", flush=True)
+            generate_dataset(DEFAULT_DATA_ROOT, seed=seed)
+            print(f"[data] generated in {time.time() - t0:.1f}s", flush=True)
+        return kp_dir
+    data_dir = Path(data_dir)
+    for kp_dir in (data_dir / "keypoints", data_dir):
+        if (kp_dir / "train_annotations.json").exists():
+            return kp_dir
+    raise FileNotFoundError(
+        f"no train_annotations.json in {data_dir} or {data_dir / 'keypoints'}. Point --data-dir at a "
+        f"course-layout folder, or generate one with: python problem2/dataset.py --out {data_dir}")
+
+
+def split_paths(keypoints_dir, split):
+    """(image_dir, annotation_file) of a split; 'test' falls back to 'val' (with a warning) when absent."""
+    keypoints_dir = Path(keypoints_dir)
+    if split == "test" and not (keypoints_dir / "test_annotations.json").exists():
+        print(f"[data] WARNING: no test split in {keypoints_dir}; reporting on val instead", flush=True)
+        split = "val"
+    return keypoints_dir / split, keypoints_dir / f"{split}_annotations.json"
+
+
+# ----------------------------------------------------------------------------- dataset
+def _parse_annotations(annotation_file):
+    """Load and validate a course annotation file; returns its list of image entries."""
+    annotation_file = Path(annotation_file)
+    if not annotation_file.exists():
+        raise FileNotFoundError(f"annotation file {annotation_file} not found. Generate data with "
+                                f"`python problem2/dataset.py --out <root>` or pass the course folder.")
+    try:
+        data = json.loads(annotation_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{annotation_file}: malformed JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{annotation_file}: expected an object with an 'images' list (course format)")
+    for i, entry in enumerate(data["images"]):
+        where = f"{annotation_file}: images[{i}]" + (f" (id {entry.get('id')})" if isinstance(entry, dict) else "")
+        if not isinstance(entry, dict) or "file_name" not in entry or "keypoints" not in entry:
+            raise ValueError(f"{where}: each entry needs 'id', 'file_name' and 'keypoints'")
+        kps = entry["keypoints"]
+        ok = (isinstance(kps, list) and len(kps) == NUM_KEYPOINTS and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p)
+            for p in kps))
+        if not ok:
+            raise ValueError(f"{where}: 'keypoints' must be {NUM_KEYPOINTS} numeric [x, y] pairs "
+                             f"({', '.join(KEYPOINT_NAMES)}), got {kps!r}")
+    if not data["images"]:
+        raise ValueError(f"{annotation_file}: 'images' is empty")
+    return data["images"]
+
+
+def _load_image(path, image_id):
+    """Decode one PNG to a [128, 128] uint8 array plus the factors (sx, sy) it was resized by.
+    Non-grayscale images are converted to 'L'; other sizes are resized to 128x128 (bilinear) and the
+    caller scales keypoints with the pixel-centre convention: new = (old + 0.5) * s - 0.5."""
+    if not path.exists():
+        raise FileNotFoundError(f"image file {path} (id {image_id}) is missing")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            w, h = im.size
+            if (w, h) != (IMG_SIZE, IMG_SIZE):
+                im = im.resize((IMG_SIZE, IMG_SIZE), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8), (IMG_SIZE / w, IMG_SIZE / h)
+    except OSError as e:
+        raise ValueError(f"image file {path} (id {image_id}) cannot be decoded: {e}") from None
+
+
+class KeypointDataset(Dataset):
+    """A split held in memory: every PNG is decoded once and all targets are built once, vectorised.
+
+    Items are (image [1, 128, 128] float in [0, 1], targets) where targets are [K, hm_size, hm_size]
+    Gaussian heatmaps (output_type='heatmap', sigma in heatmap px) or [2K] = (x0, y0, x1, y1, ...) in
+    unit [0, 1] coordinates (output_type='regression'). Attributes: images [N,1,128,128] float,
+    keypoints [N,K,2] float (image px), targets, image_ids, file_names.
+    """
+
+    def __init__(self, image_dir, annotation_file, output_type='heatmap', heatmap_size=64, sigma=2.0,
+                 canonical_hands=False):
+        if output_type not in ("heatmap", "regression"):
+            raise ValueError(f"output_type must be 'heatmap' or 'regression', got {output_type!r}")
+        self.output_type, self.heatmap_size, self.sigma = output_type, heatmap_size, sigma
+        self.canonical_hands = canonical_hands
+        image_dir = Path(image_dir)
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"image folder {image_dir} not found. Generate data with "
+                                    f"`python problem2/dataset.py --out <root>` or pass the course folder.")
+        entries = _parse_annotations(annotation_file)
+        self.image_ids = [e.get("id") for e in entries]
+        self.file_names = [e["file_name"] for e in entries]
+        pixels, kps = [], []
+        for e in entries:
+            arr, (sx, sy) = _load_image(image_dir / e["file_name"], e.get("id"))
+            pixels.append(arr)
+            kp = np.asarray(e["keypoints"], dtype=np.float32)
+            kps.append((kp + 0.5) * np.float32([sx, sy]) - 0.5)
+        self.images = torch.from_numpy(np.stack(pixels)[:, None]).float().div_(255.0)
+        self.keypoints = torch.from_numpy(np.stack(kps))
+        if canonical_hands:
+            self.keypoints = canonicalize_hands(self.keypoints)
+        if output_type == "heatmap":
+            self.targets = encode_heatmaps(self.keypoints, heatmap_size, sigma)
+        else:
+            self.targets = img_to_unit(self.keypoints).reshape(len(self.keypoints), -1)
+
+    def generate_heatmap(self, keypoints, height, width):
+        """Gaussian heatmaps [K, height, width] for keypoints [K, 2] (x, y) given in 128-px image space,
+        mapped to heatmap px with the module's convention; sigma (heatmap px) is self.sigma."""
+        return encode_heatmaps(keypoints, (height, width), self.sigma)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, idx):
+        return self.images[idx], self.targets[idx]
+
+    def __getitems__(self, indices):
+        # DataLoader fast path: one tensor gather per batch instead of len(batch) calls + collate.
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.targets[idx]
+
+
+def _whole_batch(batch):
+    return batch  # __getitems__ already returns stacked tensors
+
+
+def make_loader(dataset, batch_size=32, shuffle=False, seed=0):
+    """DataLoader over an in-memory KeypointDataset: batches are tensor gathers, no worker processes
+    (they only add IPC overhead for data already in RAM); shuffling is seeded for reproducibility."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=_whole_batch, num_workers=0)
+
+
+def load_split(keypoints_dir, split, output_type="heatmap", heatmap_size=64, sigma=2.0, canonical_hands=False):
+    """KeypointDataset of one split of a course-layout folder (test falls back to val)."""
+    image_dir, annotation_file = split_paths(keypoints_dir, split)
+    return KeypointDataset(image_dir, annotation_file, output_type, heatmap_size, sigma, canonical_hands)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Generate the synthetic stick-figure keypoint dataset in the "
+                                "course's layout (<out>/keypoints/{train,val,test}/ + *_annotations.json).")
+    p.add_argument("--out", type=Path, default=DEFAULT_DATA_ROOT, help="root folder (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical files (default: 0)")
+    p.add_argument("--num-train", type=int, default=DEFAULT_SPLIT_SIZES["train"])
+    p.add_argument("--num-val", type=int, default=DEFAULT_SPLIT_SIZES["val"])
+    p.add_argument("--num-test", type=int, default=DEFAULT_SPLIT_SIZES["test"],
+                   help="held-out test split (ours; 0 for course-only train/val)")
+    args = p.parse_args(argv)
+    sizes = {"train": args.num_train, "val": args.num_val}
+    if args.num_test > 0:
+        sizes["test"] = args.num_test
+    t0 = time.time()
+    out = generate_dataset(args.out, sizes, args.seed)
+    print(f"wrote {sum(sizes.values())} images to {out} in {time.time() - t0:.2f}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

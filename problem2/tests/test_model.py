@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from model import HeatmapNet, RegressionNet, build_model, load_checkpoint, model_config, save_checkpoint
+
+
+@pytest.mark.parametrize("skip", [True, False])
+@pytest.mark.parametrize("hm_size", [32, 64, 128])
+def test_heatmap_variants_shapes(skip, hm_size):
+    model = HeatmapNet(skip=skip, hm_size=hm_size).eval()
+    out = model(torch.rand(2, 1, 128, 128))
+    assert out.shape == (2, 5, hm_size, hm_size)
+
+
+def test_spec_network_defaults():
+    model = HeatmapNet()
+    assert model.skip and model.hm_size == 64
+    assert model.deconv4[0].in_channels == 256 and model.deconv4[0].out_channels == 128
+    assert model.deconv3[0].in_channels == 256 and model.deconv3[0].out_channels == 64   # after concat conv3
+    assert model.deconv2[0].in_channels == 128 and model.deconv2[0].out_channels == 32   # after concat conv2
+    assert model.final.in_channels == 32 and model.final.out_channels == 5
+    enc = [getattr(model.encoder, f"conv{i}")[0] for i in range(1, 5)]
+    assert [(c.in_channels, c.out_channels) for c in enc] == [(1, 32), (32, 64), (64, 128), (128, 256)]
+    no_skip = HeatmapNet(skip=False)
+    assert no_skip.deconv3[0].in_channels == 128 and no_skip.deconv2[0].in_channels == 64
+
+
+def test_regression_output_shape_and_range():
+    model = RegressionNet().eval()
+    out = model(torch.randn(4, 1, 128, 128) * 10)
+    assert out.shape == (4, 10) and (out >= 0).all() and (out <= 1).all()
+    assert model.head[0].in_features == 256 and model.head[-2].out_features == 10
+
+
+def test_encoder_is_shared_code():
+    assert type(HeatmapNet().encoder) is type(RegressionNet().encoder)
+    hm, rg = HeatmapNet(), RegressionNet()
+    rg.encoder.load_state_dict(hm.encoder.state_dict())   # same parameters, same names
+
+
+@pytest.mark.parametrize("model", [HeatmapNet(skip=False, hm_size=32), RegressionNet()])
+def test_checkpoint_round_trip(tmp_path, model):
+    model.eval()
+    path = tmp_path / "m.pth"
+    save_checkpoint(path, model, epoch=3, val_loss=0.5)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["config"] == model_config(model)
+    loaded, _ = load_checkpoint(path)
+    x = torch.rand(2, 1, 128, 128)
+    assert torch.equal(loaded(x), model(x))
+    assert type(build_model(model_config(model))) is type(model)
+    assert not list(tmp_path.glob(".*tmp*"))   # no temp file left behind
