@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import torch
+
+import baseline
+from dataset import encode_heatmaps, img_to_unit, load_split, make_loader
+from evaluate import pck_normalizer
+from model import HeatmapNet
+
+
+@pytest.fixture(scope="module")
+def ablation_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ablation")
+    logs = []
+    res = baseline.ablation_study(tiny_data, HeatmapNet, epochs=1, out_dir=out, log=logs.append)
+    return out, res, logs
+
+
+def test_every_study_writes_documented_json(ablation_run):
+    out, res, logs = ablation_run
+    on_disk = json.loads((out / "ablation_results.json").read_text())
+    assert on_disk == json.loads(json.dumps(res))
+    assert set(on_disk["studies"]) == {"resolution", "sigma", "skip"}
+    assert on_disk["studies"]["resolution"] == ["hm32_sigma2_skip", "hm64_sigma2_skip", "hm128_sigma2_skip"]
+    assert len(on_disk["variants"]) == 7       # the shared 64/sigma-2/skip config is trained once
+    assert sum("training" in line for line in logs) == 7
+    for name, v in on_disk["variants"].items():
+        assert {"config", "source", "best_epoch", "best_val_loss", "best_val_px_error", "train_seconds", "test"} <= set(v)
+        assert set(v["test"]) == {"argmax", "dark"}
+        for matching in ("strict", "symmetric"):
+            entry = v["test"]["dark"][matching]
+            assert set(entry["pck"]["bbox"]) == {"0.05", "0.1", "0.15", "0.2"} and entry["mean_px_error"] > 0
+    cfg = on_disk["variants"]["hm128_sigma2_skip"]["config"]
+    assert cfg["sigma_hm"] == 4.0 and cfg["sigma_img"] == 4.0        # sigma fixed in image px
+    assert on_disk["variants"]["hm32_sigma2_skip"]["config"]["sigma_hm"] == 1.0
+    assert on_disk["variants"]["hm64_sigma2_noskip"]["config"]["skip"] is False
+
+
+def test_resume_skips_recorded_variants(ablation_run, tiny_data):
+    out, res, _ = ablation_run
+    logs = []
+    again = baseline.ablation_study(tiny_data, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append)
+    assert all("skipping" in line for line in logs) and len(logs) == 2
+    assert again["variants"]["hm64_sigma2_noskip"] == res["variants"]["hm64_sigma2_noskip"]
+
+
+def test_figures(ablation_run, tiny_data):
+    out, res, _ = ablation_run
+    baseline.plot_ablations(res, out / "vis")
+    baseline.plot_sigma_examples(res, tiny_data, out / "vis", out)
+    for name in ("ablation_sigma", "ablation_resolution", "ablation_skip", "ablation_sigma_examples"):
+        assert (out / "vis" / f"{name}.png").stat().st_size > 5000
+
+
+def test_failure_categories_known_masks():
+    ok_h = torch.tensor([[True, True, False, False, True]])
+    ok_r = torch.tensor([[True, False, True, False, True]])
+    cats = baseline.failure_categories(ok_h, ok_r)
+    assert cats["heatmap_only"].tolist() == [[False, True, False, False, False]]
+    assert cats["regression_only"].tolist() == [[False, False, True, False, False]]
+    assert cats["both_fail"].tolist() == [[False, False, False, True, False]]
+
+
+class _Replay(torch.nn.Module):
+    """A stand-in model that returns preset outputs batch by batch (loader is not shuffled)."""
+
+    def __init__(self, outputs, output_type):
+        super().__init__()
+        self.outputs, self.output_type, self.pos = outputs, output_type, 0
+
+    def forward(self, x):
+        out = self.outputs[self.pos:self.pos + len(x)]
+        self.pos += len(x)
+        return out
+
+
+def test_analyze_failure_cases_on_known_predictions(tiny_data, tmp_path):
+    ds = load_split(tiny_data, "test", "regression")
+    gt = ds.keypoints.clone()
+    pred_h, pred_r = gt.clone(), gt.clone()
+    pred_h[0, 0] += 40          # image 0 head: heatmap fails, regression fine -> regression_only
+    pred_r[1, 3] += 40          # image 1 left_foot: regression fails -> heatmap_only
+    pred_h[2, 4] -= 40          # image 2 right_foot: both fail
+    pred_r[2, 4] += 40
+    pred_r[3, [1, 2]] = gt[3, [2, 1]]   # image 3: regression swaps the hands
+    hm = _Replay(encode_heatmaps(pred_h, 64, 2.0), "heatmap")
+    rg = _Replay(img_to_unit(pred_r).reshape(len(gt), -1), "regression")
+    res = baseline.analyze_failure_cases({"heatmap": hm, "regression": rg}, make_loader(ds, 8), tmp_path)
+    assert res["counts"]["regression_only"] == 1 and res["per_keypoint"]["regression_only"]["head"] == 1
+    swap_fails = 2 * int((gt[3, 1] - gt[3, 2]).norm() > 0.1 * pck_normalizer(gt[3:4], "bbox")[0])
+    assert res["counts"]["heatmap_only"] == 1 + swap_fails
+    assert res["per_keypoint"]["heatmap_only"]["left_foot"] == 1
+    assert res["counts"]["both_fail"] == 1 and res["per_keypoint"]["both_fail"]["right_foot"] == 1
+    assert res["gallery"]["regression_only"] == [0] and res["gallery"]["both_fail"] == [2]
+    assert res["fixed_by_symmetric_matching"]["heatmap"] == 0
+    assert res["fixed_by_symmetric_matching"]["regression"] == swap_fails
+    assert (tmp_path / "visualizations" / "failures_both_fail.png").exists()
+    assert json.loads((tmp_path / "failure_cases.json").read_text())["counts"] == res["counts"]
