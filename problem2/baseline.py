@@ -9,12 +9,12 @@ for the default 2.0), so every resolution learns the same target shape in the im
 quantisation of the grid differs. The shared configuration (64, sigma 2, skips on) is trained once and
 reused by all three studies (and taken from train.py's results/heatmap_model.pth when that was trained
 with the same recipe). Each variant is decoded at its own resolution with evaluate.py's decoders
-(argmax and the refined default) and scored on the test split.
+(argmax, quarter and dark) and scored on the test split.
 
 ablation_results.json schema:
   {"recipe": {...}, "variants": {"<name>": {"config": {"hm_size", "sigma_hm", "sigma_img", "skip"},
       "source": "baseline.py" | "train.py", "best_epoch", "best_val_loss", "best_val_px_error",
-      "train_seconds", "test": {"<decoder: argmax|dark>": {"strict"|"symmetric": {
+      "train_seconds", "test": {"<decoder: argmax|quarter|dark>": {"strict"|"symmetric": {
           "mean_px_error", "median_px_error", "per_keypoint_px_error", "pck": {"bbox"|"torso": {thr: acc}},
           "auc": {...}}}}}},
    "studies": {"resolution": [names], "sigma": [names], "skip": [names]}}
@@ -29,12 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from dataset import KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_json, encode_heatmaps, load_split, \
-    make_loader, resolve_keypoints_dir
-from evaluate import (REFINE_DEFAULT, _plt, _save, decode_outputs, draw_keypoints, keypoint_distances,
+from dataset import (KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_json, encode_heatmaps, load_split,
+                     make_loader, record_timing, resolve_keypoints_dir)
+from evaluate import (DECODERS, REFINE_DEFAULT, _plt, _save, decode_outputs, draw_keypoints, keypoint_distances,
                       pck_matrix, run_model, summarize)
 from model import HeatmapNet, load_checkpoint, pick_device, pick_precision
 from train import DEFAULTS, fmt_time, set_seed, train_heatmap_model
@@ -74,7 +73,7 @@ def _reusable_train_checkpoint(out_dir, cfg, epochs, dataset, precision):
             and ckpt.get("data", {}).get("sigma") == cfg["sigma_hm"] and run.get("epochs") == epochs
             and run.get("seed") == DEFAULTS["seed"] and run.get("lr") == DEFAULTS["lr"]
             and run.get("batch_size") == DEFAULTS["batch_size"] and run.get("data_dir") == str(dataset)
-            and run.get("precision") == precision
+            and run.get("precision") == precision and run.get("num_train") is None
             and not run.get("canonical_hands") and "heatmap" in log)
     return (path, log["heatmap"]) if same else None
 
@@ -128,7 +127,7 @@ def ablation_study(dataset, model_class, studies=tuple(STUDIES), epochs=DEFAULTS
         model, _ = load_checkpoint(ckpt_path)
         outputs = run_model(model.to(device), make_loader(test_ds, 64), device, "fp32")
         test = {}
-        for decoder in ("argmax", REFINE_DEFAULT):
+        for decoder in DECODERS:
             s = summarize(decode_outputs(outputs, "heatmap", decoder), test_ds.keypoints)
             test[decoder] = {m: {k: v for k, v in s[m].items() if k != "pck_per_keypoint"} for m in s}
         results["variants"][name] = {
@@ -157,7 +156,7 @@ def plot_ablations(results, vis_dir):
         xs = {"sigma": [c["sigma_img"] for c in cfgs], "resolution": [c["hm_size"] for c in cfgs],
               "skip": ["with" if c["skip"] else "without" for c in cfgs]}[study]
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for decoder, style in (("argmax", "o--"), (REFINE_DEFAULT, "s-")):
+        for decoder, style in (("argmax", "o:"), ("quarter", "s--"), ("dark", "^-")):
             for matching, color in (("strict", "C0"), ("symmetric", "C2")):
                 err = [variants[n]["test"][decoder][matching]["mean_px_error"] for n in names]
                 pck = [variants[n]["test"][decoder][matching]["pck"]["bbox"]["0.05"] for n in names]
@@ -344,17 +343,19 @@ def main(argv=None):
         print(f"\nfailure cases ({fc['rule']}), {fc['num_images']} test images x 5 keypoints:")
         for cat, n in fc["counts"].items():
             print(f"  {cat:<16}{n:>5}   " + "  ".join(f"{k}={v}" for k, v in fc["per_keypoint"][cat].items()))
+    if args.studies and not args.no_failures:  # a full run: its wall time is the study's baseline step
+        record_timing(args.out_dir, "baseline.py", time.time() - t0)
     print(f"baseline.py done in {fmt_time(time.time() - t0)}")
 
 
 def print_ablation_table(results):
-    print(f"\n{'variant':<26}{'px err argmax':>14}{'px err ' + REFINE_DEFAULT:>13}{'PCK@.05':>9}{'PCK@.1':>8}"
-          f"{'sym px':>8}{'train s':>9}")
+    print(f"\n{'variant':<22}" + "".join(f"{'px ' + d:>11}" for d in DECODERS) +
+          f"{'PCK@.05':>9}{'PCK@.1':>8}{'sym px':>8}{'train s':>9}   (strict unless marked; PCK with {REFINE_DEFAULT})")
     for name, v in results["variants"].items():
-        a, r = v["test"]["argmax"]["strict"], v["test"][REFINE_DEFAULT]["strict"]
-        print(f"{name:<26}{a['mean_px_error']:>14.2f}{r['mean_px_error']:>13.2f}{r['pck']['bbox']['0.05']:>9.3f}"
-              f"{r['pck']['bbox']['0.1']:>8.3f}{v['test'][REFINE_DEFAULT]['symmetric']['mean_px_error']:>8.2f}"
-              f"{v['train_seconds']:>9.0f}")
+        r = v["test"][REFINE_DEFAULT]["strict"]
+        print(f"{name:<22}" + "".join(f"{v['test'][d]['strict']['mean_px_error']:>11.2f}" for d in DECODERS) +
+              f"{r['pck']['bbox']['0.05']:>9.3f}{r['pck']['bbox']['0.1']:>8.3f}"
+              f"{v['test'][REFINE_DEFAULT]['symmetric']['mean_px_error']:>8.2f}{v['train_seconds']:>9.0f}")
 
 
 if __name__ == "__main__":

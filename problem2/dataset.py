@@ -124,6 +124,14 @@ def atomic_torch_save(path, obj):
     os.replace(tmp, path)
 
 
+def record_timing(out_dir, script, seconds):
+    """Add {script: wall seconds} to out_dir/timings.json (read by report.py for the study's wall time)."""
+    path = Path(out_dir) / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[script] = round(float(seconds), 1)
+    atomic_write_json(path, timings)
+
+
 # ----------------------------------------------------------------------------- generator
 def sample_figure(rng, center_range=COURSE_CENTER_RANGE):
     """Draw one figure's parameters with the course's distribution; returns (centre, angles_rad, spread)."""
@@ -192,7 +200,7 @@ def generate_dataset(root, split_sizes=None, seed=0, sampler=sample_figure):
 
 def resolve_keypoints_dir(data_dir=None, seed=0):
     """Find the course-layout folder: `data_dir` may be <root> or <root>/keypoints. With no data_dir,
-    use (and generate on first use) the default dataset under problem2/data/."""
+    use (and generate on first use, with `seed`) the default dataset under problem2/data/."""
     if data_dir is None:
         kp_dir = DEFAULT_DATA_ROOT / "keypoints"
         if not (kp_dir / "train_annotations.json").exists():
@@ -277,7 +285,7 @@ class KeypointDataset(Dataset):
     """
 
     def __init__(self, image_dir, annotation_file, output_type='heatmap', heatmap_size=64, sigma=2.0,
-                 canonical_hands=False):
+                 canonical_hands=False, limit=None):
         if output_type not in ("heatmap", "regression"):
             raise ValueError(f"output_type must be 'heatmap' or 'regression', got {output_type!r}")
         self.output_type, self.heatmap_size, self.sigma = output_type, heatmap_size, sigma
@@ -286,7 +294,7 @@ class KeypointDataset(Dataset):
         if not image_dir.is_dir():
             raise FileNotFoundError(f"image folder {image_dir} not found. Generate data with "
                                     f"`python problem2/dataset.py --out <root>` or pass the course folder.")
-        entries = _parse_annotations(annotation_file)
+        entries = _parse_annotations(annotation_file)[:limit]  # limit: first N images (data-efficiency study)
         self.image_ids = [e.get("id") for e in entries]
         self.file_names = [e["file_name"] for e in entries]
         pixels, kps = [], []
@@ -333,10 +341,11 @@ def make_loader(dataset, batch_size=32, shuffle=False, seed=0):
                       collate_fn=_whole_batch, num_workers=0)
 
 
-def load_split(keypoints_dir, split, output_type="heatmap", heatmap_size=64, sigma=2.0, canonical_hands=False):
+def load_split(keypoints_dir, split, output_type="heatmap", heatmap_size=64, sigma=2.0, canonical_hands=False,
+               limit=None):
     """KeypointDataset of one split of a course-layout folder (test falls back to val)."""
     image_dir, annotation_file = split_paths(keypoints_dir, split)
-    return KeypointDataset(image_dir, annotation_file, output_type, heatmap_size, sigma, canonical_hands)
+    return KeypointDataset(image_dir, annotation_file, output_type, heatmap_size, sigma, canonical_hands, limit)
 
 
 def main(argv=None):

@@ -15,6 +15,7 @@ Ablation options (defaults give the spec network):
     skip=False : no concatenation; deconv3 takes 128 channels, deconv2 takes 64.
     hm_size=32 : deconv2 is dropped; the final 1x1 conv reads the 32x32 features (128 ch, or 64 w/o skip).
     hm_size=128: one more up stage, ConvTranspose 32->32 + BN + ReLU (64->128), then the final conv.
+IntegralNet (the "why" study's third method): HeatmapNet body -> spatial softmax -> expected (x, y).
 RegressionNet head: global average pool -> FC 256->128 -> ReLU -> Dropout(0.5) -> FC 128->64 -> ReLU
     -> Dropout(0.5) -> FC 64->2K -> Sigmoid -> [B, 2K] = (x0, y0, x1, y1, ...) in unit [0, 1] space.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from dataset import atomic_torch_save
+from dataset import atomic_torch_save, hm_to_img, img_to_unit
 
 
 def conv_block(in_ch, out_ch):
@@ -105,6 +106,32 @@ class RegressionNet(nn.Module):
         return self.head(self.pool(f4).flatten(1))  # [B, 2K] in [0, 1]
 
 
+class IntegralNet(nn.Module):
+    """Integral regression / soft-argmax (Sun et al. 2018; DSNT, Nibali et al. 2018): the HeatmapNet body,
+    a spatial softmax per keypoint, and the expected (x, y) under it. Outputs [B, 2K] unit coordinates
+    like RegressionNet, so it trains with the same coordinate MSE, but keeps the heatmap's geometry."""
+    output_type = "regression"
+
+    def __init__(self, num_keypoints=5, skip=True, hm_size=64):
+        super().__init__()
+        self.num_keypoints, self.skip, self.hm_size = num_keypoints, skip, hm_size
+        self.body = HeatmapNet(num_keypoints, skip, hm_size)
+
+    def forward(self, x):
+        return soft_argmax(self.body(x))  # [B, 2K] = (x0, y0, x1, y1, ...) in unit space
+
+
+def soft_argmax(logits):
+    """Expected (x, y) under a spatial softmax of each channel: [B, K, S, S] -> [B, 2K] in unit [0, 1] space
+    (cell centres mapped with dataset's convention, so a centred symmetric blob decodes to its centre)."""
+    probs = logits.float().flatten(2).softmax(-1).view(logits.shape)
+    s = probs.shape[-1]
+    centres = img_to_unit(hm_to_img(torch.arange(s, dtype=probs.dtype, device=probs.device), s))
+    x_unit = (probs.sum(2) * centres).sum(-1)  # marginal over rows -> expected x
+    y_unit = (probs.sum(3) * centres).sum(-1)
+    return torch.stack([x_unit, y_unit], -1).flatten(1)
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def model_config(model):
     """The constructor arguments that rebuild `model` (stored in every checkpoint)."""
@@ -113,13 +140,16 @@ def model_config(model):
                 "hm_size": model.hm_size}
     if isinstance(model, RegressionNet):
         return {"method": "regression", "num_keypoints": model.num_keypoints}
+    if isinstance(model, IntegralNet):
+        return {"method": "integral", "num_keypoints": model.num_keypoints, "skip": model.skip,
+                "hm_size": model.hm_size}
     raise TypeError(f"unknown model type {type(model).__name__}")
 
 
 def build_model(config):
     """Inverse of model_config."""
     kwargs = {k: v for k, v in config.items() if k != "method"}
-    return {"heatmap": HeatmapNet, "regression": RegressionNet}[config["method"]](**kwargs)
+    return {"heatmap": HeatmapNet, "regression": RegressionNet, "integral": IntegralNet}[config["method"]](**kwargs)
 
 
 def save_checkpoint(path, model, **extra):

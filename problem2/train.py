@@ -1,11 +1,12 @@
 """Train HeatmapNet and RegressionNet with the spec recipe: `python train.py` (see --help).
 
-Both methods: same data, split and seed; MSE loss, Adam lr 1e-3, batch 32, 30 epochs; the checkpoint
+Both seed methods (and the third, IntegralNet = soft-argmax on the HeatmapNet body): same data, split and seed; MSE loss, Adam lr 1e-3, batch 32, 30 epochs; the checkpoint
 with the lowest validation loss is kept. One training loop (`fit`) serves both; they differ only in
 their targets (heatmaps vs unit coordinates) and in how outputs are decoded to pixels.
 
 Writes into --out-dir (default problem2/results/), every file atomically (temp + rename):
-  heatmap_model.pth, regression_model.pth   {"config": model_config, "state_dict", "epoch", "val_loss",
+  heatmap_model.pth, regression_model.pth,
+  integral_model.pth                        {"config": model_config, "state_dict", "epoch", "val_loss",
                                              "val_px_error", "data": {"sigma", "canonical_hands", "hm_size"}}
                                              (torch.load(..., weights_only=True); model.load_checkpoint)
   heatmap_snapshots.pt                      {"epochs": [E], "heatmaps": [E, n, K, H, W] float16,
@@ -19,7 +20,6 @@ Writes into --out-dir (default problem2/results/), every file atomically (temp +
   evaluate.REFINE_DEFAULT); train_loss is the mean over the epoch's batches.
 """
 import argparse
-import json
 import math
 import os
 import random
@@ -31,15 +31,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataset import atomic_torch_save, atomic_write_json, load_split, make_loader, resolve_keypoints_dir
+from dataset import (atomic_torch_save, atomic_write_json, load_split, make_loader, record_timing,
+                     resolve_keypoints_dir)
 from evaluate import REFINE_DEFAULT, decode_outputs, run_model
-from model import HeatmapNet, RegressionNet, autocast, pick_device, pick_precision, prepare_input, save_checkpoint
+from model import HeatmapNet, IntegralNet, RegressionNet, autocast, pick_device, pick_precision, prepare_input, save_checkpoint
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 # ---- defaults (the spec recipe); every one is a CLI flag
 DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigma=2.0,
                 snapshot_epochs=(1, 5, 10, 20, 30), num_snapshot_images=4)
+
+
+METHODS = {"heatmap": "heatmap", "regression": "regression", "integral": "regression"}  # method -> target type
 
 
 def set_seed(seed):
@@ -149,7 +153,8 @@ def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=
 
 def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
                            precision="fp32", lr=DEFAULTS["lr"], ckpt_name="regression_model.pth", log=print):
-    """Train RegressionNet on unit [0, 1] coordinates (MSE); best-by-val-loss checkpoint to out_dir/ckpt_name."""
+    """Train RegressionNet (or IntegralNet) on unit [0, 1] coordinates (MSE); best-by-val-loss checkpoint to
+    out_dir/ckpt_name."""
     extra = {"data": {"canonical_hands": val_loader.dataset.canonical_hands}}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
                extra, log=log)
@@ -160,10 +165,13 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seeds data generation, init, shuffling, dropout")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="seeds init, shuffling and dropout (the default dataset is always generated with seed 0)")
+    p.add_argument("--num-train", type=int, default=None, help="use only the first N training images")
     p.add_argument("--heatmap-size", type=int, default=DEFAULTS["heatmap_size"], choices=(32, 64, 128))
     p.add_argument("--sigma", type=float, default=DEFAULTS["sigma"], help="Gaussian std in heatmap px")
-    p.add_argument("--methods", nargs="+", default=["heatmap", "regression"], choices=["heatmap", "regression"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                   help="integral = soft-argmax on the HeatmapNet body (the 'why' study's third method)")
     p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
     p.add_argument("--data-dir", default=None, help="course-layout folder (<root> or <root>/keypoints); "
                    "default: generate/use problem2/data")
@@ -184,7 +192,7 @@ def main(argv=None):
     precision = pick_precision(args.precision, device)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    kp_dir = resolve_keypoints_dir(args.data_dir, args.seed)
+    kp_dir = resolve_keypoints_dir(args.data_dir)
     log_path = args.out_dir / "training_log.json"
     run_log = {"config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                           "data_dir": str(kp_dir), "device": device, "precision": precision,
@@ -192,8 +200,10 @@ def main(argv=None):
     print(f"device {device}, precision {precision}, {torch.get_num_threads()} threads, data {kp_dir}")
     t0 = time.time()
     for method in args.methods:
-        train_ds = load_split(kp_dir, "train", method, args.heatmap_size, args.sigma, args.canonical_hands)
-        val_ds = load_split(kp_dir, "val", method, args.heatmap_size, args.sigma, args.canonical_hands)
+        target = METHODS[method]
+        train_ds = load_split(kp_dir, "train", target, args.heatmap_size, args.sigma, args.canonical_hands,
+                              args.num_train)
+        val_ds = load_split(kp_dir, "val", target, args.heatmap_size, args.sigma, args.canonical_hands)
         train_loader = make_loader(train_ds, args.batch_size, shuffle=True, seed=args.seed)
         val_loader = make_loader(val_ds, 64)
         set_seed(args.seed)  # each method starts from the same RNG state, whatever ran before it
@@ -202,14 +212,16 @@ def main(argv=None):
             model = HeatmapNet(hm_size=args.heatmap_size)
             run_log[method] = train_heatmap_model(model, train_loader, val_loader, args.epochs, **common)
         else:
-            model = RegressionNet()
-            run_log[method] = train_regression_model(model, train_loader, val_loader, args.epochs, **common)
+            model = RegressionNet() if method == "regression" else IntegralNet(hm_size=args.heatmap_size)
+            run_log[method] = train_regression_model(model, train_loader, val_loader, args.epochs,
+                                                     ckpt_name=f"{method}_model.pth", **common)
         atomic_write_json(log_path, run_log)
         h = run_log[method]
         print(f"[{method}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
               f"{h['best_val_px_error']:.2f}; {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
     run_log["total_seconds"] = time.time() - t0
     atomic_write_json(log_path, run_log)
+    record_timing(args.out_dir, "train.py", run_log["total_seconds"])
     print(f"done in {fmt_time(run_log['total_seconds'])}; wrote {args.out_dir}")
     return run_log
 

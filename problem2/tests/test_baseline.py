@@ -27,7 +27,7 @@ def test_every_study_writes_documented_json(ablation_run):
     assert sum("training" in line for line in logs) == 7
     for name, v in on_disk["variants"].items():
         assert {"config", "source", "best_epoch", "best_val_loss", "best_val_px_error", "train_seconds", "test"} <= set(v)
-        assert set(v["test"]) == {"argmax", "dark"}
+        assert set(v["test"]) == {"argmax", "quarter", "dark"}
         for matching in ("strict", "symmetric"):
             entry = v["test"]["dark"][matching]
             assert set(entry["pck"]["bbox"]) == {"0.05", "0.1", "0.15", "0.2"} and entry["mean_px_error"] > 0

@@ -1,0 +1,240 @@
+"""Markdown tables of report.md and README.md, generated from the results JSON (never typed by hand).
+
+`python report.py` rewrites every block
+    <!-- table:NAME -->
+    ...
+    <!-- /table -->
+in problem2/report.md and README.md from problem2/results/*.json; `python report.py --check` exits 1 when a
+block differs from what the JSON gives (tests/test_report.py runs it), so a number in the report that
+disagrees with the committed results fails the test suite.
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+DOCS = [HERE / "report.md", HERE.parent / "README.md"]
+THR = ["0.05", "0.1", "0.15", "0.2"]
+KPS = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
+NAMES = {"heatmap": "HeatmapNet", "regression": "RegressionNet", "integral": "IntegralNet (soft-argmax)"}
+BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
+
+
+def load_results(results_dir=RESULTS_DIR):
+    files = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_results.json",
+             "failures": "failure_cases.json", "study": "study_results.json", "timings": "timings.json",
+             "benchmark": "benchmark.json"}
+    return {k: json.loads((Path(results_dir) / f).read_text()) for k, f in files.items()
+            if (Path(results_dir) / f).exists()}
+
+
+def md(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
+
+
+def _final(metrics, method):
+    dec = metrics["refine_default"] if method == "heatmap" else "direct"
+    return metrics[method]["decoders"][dec]
+
+
+def _methods(metrics):
+    return [m for m in ("heatmap", "regression", "integral") if m in metrics]
+
+
+def table_headline(r):
+    s = r["study"]["seeds"]
+    rows = []
+    for m in _methods(r["metrics"]):
+        mu, sd = s["mean"][m], s["std"][m]
+        rows.append([NAMES[m]] + [f"{mu[k]:.3f} ± {sd[k]:.3f}" for k in ("pck_bbox_0.05", "pck_bbox_0.1")] +
+                    [f"{mu[k]:.2f} ± {sd[k]:.2f}" for k in ("mean_px_error", "mean_px_error_symmetric")])
+    return md(["method (test, %d seeds)" % len(s["seeds"]), "PCK@0.05 bbox", "PCK@0.1 bbox", "mean error px",
+               "mean error px, symmetric hands"], rows)
+
+
+def table_pck(r, norm):
+    m = r["metrics"]
+    rows = []
+    for method in _methods(m):
+        for dec in m[method]["decoders"]:
+            e = m[method]["decoders"][dec]
+            rows.append([NAMES[method], dec] + [f"{e['strict']['pck'][norm][t]:.3f} / {e['symmetric']['pck'][norm][t]:.3f}"
+                                                for t in THR] +
+                        [f"{e['strict']['auc'][norm]:.3f} / {e['symmetric']['auc'][norm]:.3f}",
+                         f"{e['strict']['mean_px_error']:.2f} / {e['symmetric']['mean_px_error']:.2f}"])
+    return md(["method", "decoder"] + [f"PCK@{t}" for t in THR] + ["AUC@0.2", "mean px error"], rows)
+
+
+def table_per_keypoint(r):
+    m = r["metrics"]
+    rows = []
+    for method in _methods(m):
+        e = _final(m, method)
+        rows.append([NAMES[method]] + [f"{e['strict']['per_keypoint_px_error'][k]:.2f}" for k in KPS] +
+                    [f"{e['symmetric']['per_keypoint_px_error'][k]:.2f}" for k in ("left_hand", "right_hand")])
+    return md(["method (strict, px)"] + KPS + ["left_hand sym", "right_hand sym"], rows)
+
+
+def table_per_keypoint_pck(r):
+    m = r["metrics"]
+    rows = []
+    for method in _methods(m):
+        e = _final(m, method)
+        rows.append([NAMES[method]] + [f"{e['strict']['pck_per_keypoint']['bbox'][k]['0.05']:.3f}" for k in KPS])
+    return md(["method (PCK@0.05 bbox, strict)"] + KPS, rows)
+
+
+def table_decoders(r):
+    m = r["metrics"]["heatmap"]["decoders"]
+    return md(["HeatmapNet decoder", "mean px", "median px", "mean px (symmetric)", "PCK@0.05 bbox"],
+              [[d, f"{e['strict']['mean_px_error']:.2f}", f"{e['strict']['median_px_error']:.2f}",
+                f"{e['symmetric']['mean_px_error']:.2f}", f"{e['strict']['pck']['bbox']['0.05']:.3f}"] for d, e in m.items()])
+
+
+def table_seeds(r):
+    s = r["study"]["seeds"]
+    keys = ["pck_bbox_0.05", "pck_bbox_0.05_symmetric", "pck_bbox_0.1", "pck_bbox_0.1_symmetric", "mean_px_error",
+            "mean_px_error_symmetric"]
+    rows = [[NAMES[m]] + [f"{s['mean'][m][k]:.3f} ± {s['std'][m][k]:.3f}" for k in keys] for m in s["mean"]]
+    return md(["method (seeds " + " ".join(map(str, s["seeds"])) + ")"] + [k.replace("_", " ") for k in keys], rows)
+
+
+def table_bootstrap(r):
+    b = r["study"]["seeds"]["paired_bootstrap"]
+    keys = ["pck_bbox_0.05", "pck_bbox_0.05_symmetric", "mean_px_error", "mean_px_error_symmetric"]
+    rows = [[pair.replace("-", " − ")] + [f"{v[k]['diff']:+.3f} [{v[k]['ci95'][0]:+.3f}, {v[k]['ci95'][1]:+.3f}]"
+                                         for k in keys] for pair, v in b.items()]
+    return md(["difference (paired bootstrap, 95% CI)"] + [k.replace("_", " ") for k in keys], rows)
+
+
+def table_ablation(r):
+    a = r["ablation"]
+    rows = []
+    for study, names in a["studies"].items():
+        for n in names:
+            v = a["variants"][n]
+            c, t = v["config"], v["test"]
+            rows.append([study, n, c["hm_size"], f"{c['sigma_hm']:g}", f"{c['sigma_img']:g}", "on" if c["skip"] else "off"] +
+                        [f"{t[d]['strict']['mean_px_error']:.2f}" for d in ("argmax", "quarter", "dark")] +
+                        [f"{t['quarter']['strict']['pck']['bbox']['0.05']:.3f}",
+                         f"{t['quarter']['symmetric']['mean_px_error']:.2f}", f"{v['best_val_loss']:.2e}",
+                         f"{v['train_seconds']:.0f}"])
+    return md(["study", "variant", "hm", "σ (hm px)", "σ (img px)", "skips", "px argmax", "px quarter", "px dark",
+               "PCK@0.05 (quarter)", "sym px (quarter)", "best val loss", "train s"], rows)
+
+
+def table_failures(r):
+    f = r["failures"]
+    rows = []
+    for cat, n in f["counts"].items():
+        c = f["characterisation"][cat]
+        fmt = lambda x: "–" if x is None else f"{x:.2f}"  # noqa: E731
+        rows.append([cat.replace("_", " "), n, ", ".join(f"{k} {v}" for k, v in f["per_keypoint"][cat].items() if v),
+                     f"{c['share_of_failures_that_are_hands']:.2f}",
+                     f"{fmt(c['hands_swapped_fraction']['these'])} (all {c['hands_swapped_fraction']['all']:.2f})",
+                     f"{fmt(c['hand_gap_px']['these'])} (all {c['hand_gap_px']['all']:.1f})",
+                     f"{fmt(c['off_centre_px']['these'])} (all {c['off_centre_px']['all']:.1f})"])
+    return md(["category (keypoints)", "count", "which keypoints", "share hands", "hands swapped (rows with a failing hand)",
+               "hand gap px", "figure off-centre px"], rows)
+
+
+def table_hands(r):
+    h = r["study"]["hands"]
+    rows = [[k.replace("_", " "), f"{v['strict']['mean_px_error']:.2f}", f"{v['strict']['hand_px_error']:.2f}",
+             f"{v['symmetric']['hand_px_error']:.2f}", f"{v['strict']['pck_bbox']['0.05']:.3f}",
+             f"{v['symmetric']['pck_bbox']['0.05']:.3f}"] for k, v in h.items() if k != "hand_gap_px"]
+    return md(["model / labels / decoding", "mean px (strict)", "hand px (strict)", "hand px (symmetric)",
+               "PCK@0.05 strict", "PCK@0.05 symmetric"], rows)
+
+
+def table_hand_gap(r):
+    g = r["study"]["hands"]["hand_gap_px"]
+    return md(["", *[k.replace("_", " ") for k in g]], [["mean distance between the two hands (px)", *[f"{v:.1f}" for v in g.values()]]])
+
+
+def table_translation(r):
+    t = r["study"]["translation"]
+    methods = [m for m in NAMES if m in t]
+    bins = [d["distance_px"] for d in t[methods[0]]["by_distance"]]
+    rows = [[NAMES[m], f"{t[m]['in_range']['strict']['mean_px_error']:.2f}",
+             f"{t[m]['shifted']['strict']['mean_px_error']:.2f}", f"{t[m]['shifted']['symmetric']['mean_px_error']:.2f}",
+             f"{t[m]['shifted']['strict']['pck_bbox']['0.1']:.3f}"] +
+            [f"{d['mean_px_error']:.2f}" for d in t[m]["by_distance"]] for m in methods]
+    return md(["method", "in-range test px", "shifted test px", "shifted px (sym)", "shifted PCK@0.1"] +
+              [f"{lo}–{hi} px out (n={d['n_images']})" for (lo, hi), d in zip(bins, t[methods[0]]["by_distance"])], rows)
+
+
+def table_data(r):
+    d = r["study"]["data_efficiency"]
+    rows = [[NAMES[m]] + [f"{e:.2f} / {p:.3f}" for e, p in zip(d[m]["mean_px_error"], d[m]["pck_bbox_0.05"])]
+            for m in NAMES if m in d]
+    return md(["method (mean px / PCK@0.05)"] + [f"{n} train" for n in d["sizes"]], rows)
+
+
+def table_timing(r):
+    t = r["timings"]
+    rows = [[f"`{k}`", f"{v / 60:.1f}"] for k, v in t.items()]
+    rows.append(["**whole study**", f"**{sum(t.values()) / 60:.1f}**"])
+    return md(["step", "wall minutes (2-core CPU)"], rows)
+
+
+def table_training(r):
+    log = r["log"]
+    rows = [[NAMES[m], log[m]["best_epoch"], f"{log[m]['best_val_loss']:.2e}", f"{log[m]['best_val_px_error']:.2f}",
+             f"{log[m]['train_seconds']:.0f}", f"{log[m]['images_per_second']:.0f}"] for m in NAMES if m in log]
+    return md(["method", "best epoch", "best val loss", "val px error", "train s", "img/s"], rows)
+
+
+def table_benchmark(r):
+    b = r["benchmark"]
+    rows = [[x["model"], x["path"], x["precision"], f"{x['images_per_s']:.0f}", f"{x['gflop_per_image']:.2f}",
+             f"{x['gflops_achieved']:.0f}", f"{x['gemm_peak_gflops']:.0f}", f"{x['fraction_of_peak']:.0%}",
+             f"{x['data_share']:.1%}"] for x in b["rows"]]
+    rows += [[f"**{k}: fast / plain**", "", "", f"**{v:.2f}x**", "", "", "", "", ""] for k, v in b["speedup"].items()]
+    return md(["model", "input path", "precision", "img/s", "GFLOP/img (fwd+bwd)", "GFLOP/s", "GEMM peak GFLOP/s",
+               "of peak", "data share"], rows)
+
+
+TABLES = {"headline": table_headline, "pck_bbox": lambda r: table_pck(r, "bbox"),
+          "pck_torso": lambda r: table_pck(r, "torso"), "per_keypoint": table_per_keypoint,
+          "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
+          "bootstrap": table_bootstrap, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
+          "hand_gap": table_hand_gap, "translation": table_translation, "data": table_data, "timing": table_timing,
+          "training": table_training, "benchmark": table_benchmark}
+
+
+def render(text, results):
+    """Text with every table block regenerated from `results`."""
+    def sub(mt):
+        return mt.group(1) + TABLES[mt.group(2)](results) + mt.group(4)
+    return BLOCK.sub(sub, text)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Regenerate (or --check) the results tables in report.md and README.md.")
+    p.add_argument("--check", action="store_true", help="exit 1 if a table block is out of date")
+    args = p.parse_args(argv)
+    results = load_results()
+    stale = []
+    for doc in DOCS:
+        if not doc.exists():
+            continue
+        text = doc.read_text()
+        new = render(text, results)
+        if new != text:
+            stale.append(doc.name)
+            if not args.check:
+                doc.write_text(new)
+    if args.check and stale:
+        print(f"out of date: {', '.join(stale)}; run `python problem2/report.py`")
+        return 1
+    print("tables " + ("checked" if args.check else "written") + f" ({len(DOCS)} documents)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""The "why" study: `python study.py` (see --help). Reuses train.py's loop and evaluate.py's decoding/metrics.
+
+Studies (each resumable: a finished training run is found by its training_log.json and not redone):
+  hands       Hand-label ambiguity. Retrain heatmap + regression on canonical hand labels (left_hand :=
+              smaller-x hand) and compare with the faithful-label models, strict and symmetric; decode the
+              faithful HeatmapNet with an ambiguity-aware joint hand assignment (joint_hand_decode).
+  translation Evaluate the trained models, without retraining, on a test set whose figure centres lie
+              OUTSIDE the training range [40, 88]^2 but keep the whole figure inside the image; error vs
+              distance from the training range.
+  seeds       The three methods (heatmap, regression, integral) over --seeds: mean +- std of the test metrics
+              and a paired bootstrap 95% CI of the differences between methods (resampling test images).
+  data        Test error vs training-set size (--sizes, plus the full 1000 of the seed-0 run).
+Seed 0 with the full training set IS the default run in results/ (train.py); other runs train into
+results/study_runs/ (gitignored: only study_results.json and the figures are the deliverable).
+
+study_results.json schema:
+  {"hands": {"<variant>": {"strict"|"symmetric": {"mean_px_error", "hand_px_error", "pck_bbox": {thr: acc}}}},
+   "translation": {"shifted_test": {...how generated}, "<method>": {"in_range": {...}, "shifted": {...},
+                   "by_distance": [{"distance_px": [lo, hi], "n_images", "mean_px_error"}]}},
+   "seeds": {"seeds": [..], "per_seed": {method: [{metric: value}]}, "mean": {method: {metric}},
+             "std": {method: {metric}}, "paired_bootstrap": {"A-B": {metric: {"diff", "ci95"}}}},
+   "data_efficiency": {"sizes": [..], "<method>": {"mean_px_error": [..], "pck_bbox_0.05": [..]}},
+   "seconds": {study: wall seconds}}
+Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import train
+from dataset import (COURSE_CENTER_RANGE, DEFAULT_DATA_ROOT, KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_json,
+                     generate_dataset, hm_to_img, load_split, make_loader, record_timing, resolve_keypoints_dir)
+from evaluate import (REFINE_DEFAULT, _argmax_hm, _patch3x3, _plt, _save, decode_outputs,
+                      keypoint_distances, pck_matrix, quarter_offset, dark_offset, run_model, summarize)
+from model import load_checkpoint
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+RUNS_DIR = RESULTS_DIR / "study_runs"
+METHODS = ("heatmap", "regression", "integral")
+SHIFTED_ROOT = DEFAULT_DATA_ROOT / "shifted"
+# whole figure inside the 128-px image: head top cy-28 >= 0, feet cy+37 <= 127, feet x = cx +- 30 at most
+FIT_X, FIT_Y = (30, 97), (28, 90)
+
+
+# ----------------------------------------------------------------------------- ambiguity-aware decoding
+def joint_hand_decode(heatmaps, refine=REFINE_DEFAULT, radius_hm=3.0, min_peak=0.1):
+    """Decode [B, K, H, W] like evaluate.extract_keypoints_from_heatmaps, but assign the two hand channels
+    jointly. When both hand channels put their argmax on the same blob (within radius_hm heatmap px),
+    the strongest local maximum of the summed hand maps outside that blob (if >= min_peak) is taken as the
+    other hand, and the two peaks are given to the channels in the order with the larger summed
+    response (left at p, right at q vs the reverse). Returns [B, K, 2] in image px."""
+    heatmaps = heatmaps.float()
+    b, k, h, w = heatmaps.shape
+    x, y = _argmax_hm(heatmaps)
+    hands = heatmaps[:, [LEFT_HAND, RIGHT_HAND]]                       # [B, 2, H, W]
+    p = torch.stack([x[:, LEFT_HAND], y[:, LEFT_HAND]], -1).float()     # the left channel's peak
+    q = torch.stack([x[:, RIGHT_HAND], y[:, RIGHT_HAND]], -1).float()
+    collide = (p - q).norm(dim=-1) <= radius_hm
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    combined = hands.sum(1)
+    strongest = torch.where((hands.amax((2, 3))[:, 0] >= hands.amax((2, 3))[:, 1])[:, None], p, q)  # [B, 2]
+    far = ((xs - strongest[:, 0, None, None]) ** 2 + (ys - strongest[:, 1, None, None]) ** 2) > radius_hm**2
+    local_max = combined == F.max_pool2d(combined[:, None], 3, stride=1, padding=1)[:, 0]  # a real peak, not a tail
+    masked = torch.where(far & local_max, combined, torch.full_like(combined, -float("inf")))
+    idx2 = masked.flatten(1).argmax(-1)
+    second = torch.stack([idx2 % w, idx2 // w], -1).float()
+    use = collide & (masked.flatten(1).amax(-1) >= min_peak)
+    bi = torch.arange(b)
+
+    def resp(ch, pt):
+        return hands[bi, ch, pt[:, 1].long(), pt[:, 0].long()]
+
+    keep_order = resp(0, strongest) + resp(1, second) >= resp(0, second) + resp(1, strongest)
+    new_left = torch.where(keep_order[:, None], strongest, second)
+    new_right = torch.where(keep_order[:, None], second, strongest)
+    x, y = x.clone(), y.clone()
+    for ch, new in ((LEFT_HAND, new_left), (RIGHT_HAND, new_right)):
+        x[:, ch] = torch.where(use, new[:, 0].long(), x[:, ch])
+        y[:, ch] = torch.where(use, new[:, 1].long(), y[:, ch])
+    kp_hm = torch.stack([x, y], -1).float()
+    if refine in ("quarter", "dark"):
+        patch = _patch3x3(heatmaps, x, y)
+        kp_hm = kp_hm + (quarter_offset(patch) if refine == "quarter" else dark_offset(patch))
+    return hm_to_img(kp_hm, w)
+
+
+# ----------------------------------------------------------------------------- shifted test set
+def sample_shifted_figure(rng):
+    """Course figure whose centre lies outside [40, 88]^2 (at least one coordinate) while the whole
+    figure stays inside the image (cx in [30, 97], cy in [28, 90]); arms and legs as in the course."""
+    lo, hi = COURSE_CENTER_RANGE
+    while True:
+        cx, cy = int(rng.integers(FIT_X[0], FIT_X[1] + 1)), int(rng.integers(FIT_Y[0], FIT_Y[1] + 1))
+        if not (lo <= cx <= hi and lo <= cy <= hi):
+            break
+    a = np.radians(rng.uniform(-60, 60, size=2))
+    return (cx, cy), (float(a[0]), float(a[1])), float(rng.uniform(10, 30))
+
+
+def distance_from_training_range(kp_img_px):
+    """Chebyshev distance (px) of each figure centre (head + 20 px down) from the box [40, 88]^2."""
+    centre = torch.as_tensor(kp_img_px, dtype=torch.float64)[:, 0] + torch.tensor([0.0, 20.0])
+    lo, hi = COURSE_CENTER_RANGE
+    return torch.clamp(torch.maximum(lo - centre, centre - hi), min=0).amax(-1)
+
+
+def shifted_test_dir(num_images=200, seed=1):
+    kp_dir = SHIFTED_ROOT / "keypoints"
+    if not (kp_dir / "test_annotations.json").exists():
+        generate_dataset(SHIFTED_ROOT, {"test": num_images}, seed=seed, sampler=sample_shifted_figure)
+    return kp_dir
+
+
+# ----------------------------------------------------------------------------- runs and predictions
+def ensure_run(out_dir, args, kp_dir, log=print):
+    """Train all three methods into out_dir with train.py's main unless its training_log.json has them."""
+    log_path = Path(out_dir) / "training_log.json"
+    if log_path.exists() and all(m in json.loads(log_path.read_text()) for m in METHODS):
+        log(f"[study] {out_dir.name}: found finished run, reusing")
+        return
+    log(f"[study] training {out_dir.name}: train.py {' '.join(args)}")
+    train.main(["--out-dir", str(out_dir), "--data-dir", str(kp_dir), *args])
+
+
+def predict(run_dir, kp_dir, split="test", methods=METHODS, canonical=False):
+    """{method: (kp_img_px [N, K, 2], raw outputs)} of the run's checkpoints on a split, plus the GT."""
+    out = {}
+    for method in methods:
+        model, ckpt = load_checkpoint(Path(run_dir) / f"{method}_model.pth")
+        ds = load_split(kp_dir, split, "regression", canonical_hands=canonical)
+        raw = run_model(model, make_loader(ds, 64))
+        out[method] = (decode_outputs(raw, model.output_type, REFINE_DEFAULT), raw)
+    return out, ds.keypoints
+
+
+def brief(kp, gt):
+    """The few numbers each study compares: mean error, hand error, PCK (bbox), strict and symmetric."""
+    s = summarize(kp, gt)
+    return {m: {"mean_px_error": s[m]["mean_px_error"],
+                "hand_px_error": (s[m]["per_keypoint_px_error"]["left_hand"] + s[m]["per_keypoint_px_error"]["right_hand"]) / 2,
+                "pck_bbox": s[m]["pck"]["bbox"]} for m in s}
+
+
+# ----------------------------------------------------------------------------- studies
+def study_hands(kp_dir, log=print):
+    ensure_run(RUNS_DIR / "canonical", ["--canonical-hands", "--methods", *METHODS], kp_dir, log)
+    faithful, gt = predict(RESULTS_DIR, kp_dir)
+    canonical, gt_c = predict(RUNS_DIR / "canonical", kp_dir, canonical=True)
+    res = {f"{m}_faithful": brief(faithful[m][0], gt) for m in METHODS}
+    res["heatmap_faithful_joint_hands"] = brief(joint_hand_decode(faithful["heatmap"][1]), gt)
+    res.update({f"{m}_canonical": brief(canonical[m][0], gt_c) for m in METHODS})
+    # how far apart the two predicted hands are, vs the truth (regression's hedge shrinks the gap)
+    gap = lambda kp: (kp[:, LEFT_HAND] - kp[:, RIGHT_HAND]).norm(dim=-1)  # noqa: E731
+    res["hand_gap_px"] = {"ground_truth": float(gap(gt).mean()),
+                          **{f"{m}_faithful": float(gap(faithful[m][0]).mean()) for m in METHODS},
+                          **{f"{m}_canonical": float(gap(canonical[m][0]).mean()) for m in METHODS}}
+    plot_hands(kp_dir, faithful, canonical, gt)
+    return res
+
+
+def study_translation(kp_dir, log=print):
+    shifted_dir = shifted_test_dir()
+    preds_in, gt_in = predict(RESULTS_DIR, kp_dir)
+    preds_out, gt_out = predict(RESULTS_DIR, shifted_dir)
+    dist = distance_from_training_range(gt_out)
+    bins = [(1, 3), (4, 6), (7, 9), (10, 12)]
+    res = {"shifted_test": {"num_images": len(gt_out), "seed": 1, "centre_x": FIT_X, "centre_y": FIT_Y,
+                            "rule": "centre outside [40, 88]^2, whole figure inside the image"}}
+    for m in METHODS:
+        err = keypoint_distances(preds_out[m][0], gt_out).mean(1)
+        res[m] = {"in_range": brief(preds_in[m][0], gt_in), "shifted": brief(preds_out[m][0], gt_out),
+                  "by_distance": [{"distance_px": [lo, hi], "n_images": int(((dist >= lo) & (dist <= hi)).sum()),
+                                   "mean_px_error": float(err[(dist >= lo) & (dist <= hi)].mean())}
+                                  for lo, hi in bins if ((dist >= lo) & (dist <= hi)).any()]}
+    plot_translation(res, preds_out, gt_out, shifted_dir)
+    return res
+
+
+def _metrics_of(kp, gt):
+    d_strict, d_sym = keypoint_distances(kp, gt), keypoint_distances(kp, gt, symmetric=True)
+    ok = pck_matrix(kp, gt, [0.05, 0.1], "bbox").double()
+    ok_sym = pck_matrix(kp, gt, [0.05, 0.1], "bbox", symmetric=True).double()
+    return {"mean_px_error": d_strict.mean(1), "mean_px_error_symmetric": d_sym.mean(1),
+            "pck_bbox_0.05": ok[0].mean(1), "pck_bbox_0.1": ok[1].mean(1),
+            "pck_bbox_0.05_symmetric": ok_sym[0].mean(1), "pck_bbox_0.1_symmetric": ok_sym[1].mean(1)}  # per image
+
+
+def study_seeds(kp_dir, seeds, n_boot=2000, log=print):
+    per_image = {m: [] for m in METHODS}  # per seed: {metric: [N] per-image values}
+    for seed in seeds:
+        run_dir = RESULTS_DIR if seed == 0 else RUNS_DIR / f"seed{seed}"
+        if seed != 0:
+            ensure_run(run_dir, ["--seed", str(seed), "--methods", *METHODS], kp_dir, log)
+        preds, gt = predict(run_dir, kp_dir)
+        for m in METHODS:
+            per_image[m].append(_metrics_of(preds[m][0], gt))
+    names = list(per_image[METHODS[0]][0])
+    res = {"seeds": list(seeds),
+           "per_seed": {m: [{k: float(v[k].mean()) for k in names} for v in per_image[m]] for m in METHODS}}
+    res["mean"] = {m: {k: float(np.mean([r[k] for r in res["per_seed"][m]])) for k in names} for m in METHODS}
+    res["std"] = {m: {k: float(np.std([r[k] for r in res["per_seed"][m]], ddof=1)) if len(seeds) > 1 else 0.0
+                      for k in names} for m in METHODS}
+    # paired bootstrap over test images: the same resampled images for both methods, seeds averaged
+    gen = torch.Generator().manual_seed(0)
+    n = len(gt)
+    idx = torch.randint(0, n, (n_boot, n), generator=gen)
+    res["paired_bootstrap"] = {}
+    for a, b in (("heatmap", "regression"), ("integral", "regression"), ("heatmap", "integral")):
+        res["paired_bootstrap"][f"{a}-{b}"] = {}
+        for k in names:
+            diff = torch.stack([pa[k] - pb[k] for pa, pb in zip(per_image[a], per_image[b])]).mean(0)  # [N]
+            boots = diff[idx].mean(1)
+            res["paired_bootstrap"][f"{a}-{b}"][k] = {
+                "diff": float(diff.mean()), "ci95": [float(boots.quantile(0.025)), float(boots.quantile(0.975))]}
+    return res
+
+
+def study_data(kp_dir, sizes, log=print):
+    res = {"sizes": list(sizes) + [1000], **{m: {"mean_px_error": [], "pck_bbox_0.05": []} for m in METHODS}}
+    for n in list(sizes) + [None]:
+        run_dir = RESULTS_DIR if n is None else RUNS_DIR / f"n{n}"
+        if n is not None:
+            ensure_run(run_dir, ["--num-train", str(n), "--methods", *METHODS], kp_dir, log)
+        preds, gt = predict(run_dir, kp_dir)
+        for m in METHODS:
+            b = brief(preds[m][0], gt)["strict"]
+            res[m]["mean_px_error"].append(b["mean_px_error"])
+            res[m]["pck_bbox_0.05"].append(b["pck_bbox"]["0.05"])
+    plot_data_efficiency(res)
+    return res
+
+
+# ----------------------------------------------------------------------------- figures
+COLORS = {"heatmap": "C0", "regression": "C3", "integral": "C4"}
+
+
+def plot_hands(kp_dir, faithful, canonical, gt, n=3):
+    """Top: faithful HeatmapNet's two hand maps (bimodal: both channels light up both hands) and both
+    methods' hand predictions. Bottom: predicted vs true hand gap (regression collapses to the middle)."""
+    plt = _plt()
+    ds = load_split(kp_dir, "test", "regression")
+    hm = faithful["heatmap"][1]
+    gap = (gt[:, LEFT_HAND] - gt[:, RIGHT_HAND]).norm(dim=-1)
+    both = hm[:, [LEFT_HAND, RIGHT_HAND]]
+    # examples: wide hand gaps where the left-hand channel also responds at the right hand
+    score = gap * both[:, 0].flatten(1).amax(-1)
+    order = [int(i) for i in score.argsort(descending=True)[:n]]
+    fig = plt.figure(figsize=(12, 4.0 * n / 1.2 + 4))
+    gs = fig.add_gridspec(n + 1, 4)
+    ext = (-0.5, 127.5, 127.5, -0.5)
+    for r, i in enumerate(order):
+        ax = fig.add_subplot(gs[r, 0])
+        ax.imshow(ds.images[i, 0], cmap="gray")
+        for m, mk in (("heatmap", "x"), ("regression", "s")):
+            kp = faithful[m][0][i]
+            for ch, c in ((LEFT_HAND, "#1f77b4"), (RIGHT_HAND, "#2ca02c")):
+                ax.plot(*kp[ch].numpy(), mk, color=c, mfc="none" if mk == "s" else c, ms=8, mew=2)
+        for ch, c in ((LEFT_HAND, "#1f77b4"), (RIGHT_HAND, "#2ca02c")):
+            ax.plot(*gt[i, ch].numpy(), "o", mfc="none", mec=c, ms=11, mew=1.5)
+        ax.set_title("blue = left_hand, green = right_hand\no GT, x heatmap, square regression", fontsize=8)
+        for j, ch in enumerate((LEFT_HAND, RIGHT_HAND)):
+            ax = fig.add_subplot(gs[r, 1 + j])
+            ax.imshow(hm[i, ch].numpy(), cmap="magma", vmin=0, extent=ext)
+            ax.plot(*gt[i, ch].numpy(), "c+", ms=10, mew=2)
+            ax.set_title(f"HeatmapNet {KEYPOINT_NAMES[ch]} channel\n(+ = its GT hand)", fontsize=8)
+        ax = fig.add_subplot(gs[r, 3])
+        ax.imshow(canonical["heatmap"][1][i, LEFT_HAND].numpy(), cmap="magma", vmin=0, extent=ext)
+        ax.set_title("canonical-label HeatmapNet\nleft_hand channel", fontsize=8)
+        for a in fig.axes[-4:]:
+            a.set_xticks([])
+            a.set_yticks([])
+    ax = fig.add_subplot(gs[n, :2])
+    for label, kp, c in (("regression (faithful labels)", faithful["regression"][0], "C3"),
+                         ("regression (canonical labels)", canonical["regression"][0], "C1"),
+                         ("heatmap (faithful labels)", faithful["heatmap"][0], "C0")):
+        ax.scatter(gap, (kp[:, LEFT_HAND] - kp[:, RIGHT_HAND]).norm(dim=-1), s=8, alpha=0.6, color=c, label=label)
+    lim = float(gap.max()) + 2
+    ax.plot([0, lim], [0, lim], "k:", lw=1)
+    ax.set(xlabel="true distance between the hands (px)", ylabel="predicted distance (px)",
+           title="Predicted vs true hand gap (test)")
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(gs[n, 2:])
+    mid = gt[:, [LEFT_HAND, RIGHT_HAND]].mean(1)
+    for label, kp, c in (("regression (faithful)", faithful["regression"][0], "C3"),
+                         ("regression (canonical)", canonical["regression"][0], "C1")):
+        rel = (kp[:, LEFT_HAND] - mid).numpy()
+        ax.scatter(rel[:, 0], rel[:, 1], s=8, alpha=0.6, color=c, label=f"{label}: left_hand")
+    true_rel = (gt[:, LEFT_HAND] - mid).numpy()
+    ax.scatter(true_rel[:, 0], true_rel[:, 1], s=8, alpha=0.3, color="0.5", label="ground truth left_hand")
+    ax.set(xlabel="x relative to the hands' midpoint (px)", ylabel="y relative to midpoint (px)",
+           title="Faithful-label regression hedges toward the midpoint")
+    ax.axvline(0, color="k", lw=0.5)
+    ax.legend(fontsize=8)
+    fig.suptitle("Hand-label ambiguity: mirror poses are the same picture with swapped labels", fontsize=11)
+    fig.tight_layout()
+    _save(fig, RESULTS_DIR / "visualizations" / "study_hands.png")
+
+
+def plot_translation(res, preds_out, gt_out, shifted_dir):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
+    for m in METHODS:
+        pts = [(0, res[m]["in_range"]["strict"]["mean_px_error"])]
+        pts += [((d["distance_px"][0] + d["distance_px"][1]) / 2, d["mean_px_error"]) for d in res[m]["by_distance"]]
+        axes[0].plot(*zip(*pts), "o-", color=COLORS[m], label=m)
+    axes[0].set(xlabel="distance of the figure centre outside the training range [40, 88]^2 (px)",
+                ylabel="mean error (px, strict)", yscale="log",
+                title="Translation generalisation (0 = in-range test set)")
+    axes[0].grid(alpha=0.3, which="both")
+    axes[0].legend()
+    ds = load_split(shifted_dir, "test", "regression")
+    dist = distance_from_training_range(gt_out)
+    i = int(dist.argmax())
+    axes[1].imshow(ds.images[i, 0], cmap="gray")
+    for m, mk in (("heatmap", "x"), ("regression", "s"), ("integral", "^")):
+        kp = preds_out[m][0][i].numpy()
+        axes[1].plot(kp[:, 0], kp[:, 1], mk, color=COLORS[m], mfc="none", ms=8, mew=2, label=m)
+    axes[1].plot(gt_out[i, :, 0], gt_out[i, :, 1], "o", mfc="none", mec="k", ms=10, label="ground truth")
+    axes[1].set_title(f"a shifted test figure ({float(dist[i]):.0f} px outside the range)", fontsize=9)
+    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].set_xticks([])
+    axes[1].set_yticks([])
+    fig.tight_layout()
+    _save(fig, RESULTS_DIR / "visualizations" / "study_translation.png")
+
+
+def plot_data_efficiency(res):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for m in METHODS:
+        axes[0].plot(res["sizes"], res[m]["mean_px_error"], "o-", color=COLORS[m], label=m)
+        axes[1].plot(res["sizes"], res[m]["pck_bbox_0.05"], "o-", color=COLORS[m], label=m)
+    for ax, yl in zip(axes, ("mean error (px, strict)", "PCK@0.05 (bbox, strict)")):
+        ax.set(xscale="log", xlabel="training images", ylabel=yl)
+        ax.set_xticks(res["sizes"], [str(s) for s in res["sizes"]])
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_yscale("log")
+    fig.suptitle("Data efficiency (30 epochs each, test split)")
+    fig.tight_layout()
+    _save(fig, RESULTS_DIR / "visualizations" / "study_data_efficiency.png")
+
+
+def main(argv=None):
+    global RESULTS_DIR, RUNS_DIR
+    p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: hand ambiguity, translation, "
+                                "seeds (mean +- std, paired bootstrap CI) and data efficiency.")
+    p.add_argument("--studies", nargs="+", default=["hands", "translation", "seeds", "data"],
+                   choices=["hands", "translation", "seeds", "data"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--sizes", nargs="+", type=int, default=[125, 250, 500], help="training-set sizes (+ 1000)")
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder of the default train.py run")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    RESULTS_DIR, RUNS_DIR = args.out_dir, args.out_dir / "study_runs"
+    for m in METHODS:
+        if not (RESULTS_DIR / f"{m}_model.pth").exists():
+            raise SystemExit(f"error: {RESULTS_DIR / f'{m}_model.pth'} not found; run `python problem2/train.py` first")
+    kp_dir = resolve_keypoints_dir(args.data_dir)
+    json_path = RESULTS_DIR / "study_results.json"
+    results = json.loads(json_path.read_text()) if json_path.exists() else {}
+    results.setdefault("seconds", {})
+    fns = {"hands": lambda: study_hands(kp_dir), "translation": lambda: study_translation(kp_dir),
+           "seeds": lambda: study_seeds(kp_dir, args.seeds), "data": lambda: study_data(kp_dir, args.sizes)}
+    keys = {"hands": "hands", "translation": "translation", "seeds": "seeds", "data": "data_efficiency"}
+    for study in args.studies:
+        t0 = time.time()
+        results[keys[study]] = fns[study]()
+        results["seconds"][study] = time.time() - t0
+        atomic_write_json(json_path, results)
+        print(f"[study] {study} done in {train.fmt_time(results['seconds'][study])}")
+    record_timing(RESULTS_DIR, "study.py", sum(results["seconds"].values()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
