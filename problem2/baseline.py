@@ -290,8 +290,8 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
     err_h, err_r = keypoint_distances(pred_h, gt), keypoint_distances(pred_r, gt)
     for cat, mask in cats.items():
         # the worst examples: largest error of the failing method(s) on a keypoint of this category
-        score = torch.where(mask, torch.maximum(err_h if cat != "heatmap_only" else err_r,
-                                                err_r if cat != "regression_only" else err_h), torch.tensor(-1.0))
+        failing_err = {"heatmap_only": err_r, "regression_only": err_h, "both_fail": torch.maximum(err_h, err_r)}[cat]
+        score = torch.where(mask, failing_err, torch.tensor(-1.0, dtype=failing_err.dtype))
         worst = score.max(1)
         order = [int(i) for i in worst.values.argsort(descending=True) if worst.values[i] >= 0][:per_gallery]
         result["gallery"][cat] = order

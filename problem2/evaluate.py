@@ -272,7 +272,7 @@ def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path):
     """Grid: one row per method, one column per image; errors (strict, px) in each title."""
     plt = _plt()
     n, m = len(images), len(preds_by_method)
-    fig, axes = plt.subplots(m, n, figsize=(2.3 * n, 2.7 * m), squeeze=False)
+    fig, axes = plt.subplots(m, n, figsize=(2.3 * n, 2.9 * m), squeeze=False)
     for r, (method, preds) in enumerate(preds_by_method.items()):
         for c in range(n):
             err = (preds[c] - gt_keypoints[c]).norm(dim=-1).mean()
@@ -280,7 +280,7 @@ def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path):
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(KEYPOINT_NAMES), fontsize=8)
     fig.suptitle("Test predictions (o = ground truth, x = prediction, line = error)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96), h_pad=2.0)
     _save(fig, save_path)
 
 

@@ -4,7 +4,8 @@
     <!-- table:NAME -->
     ...
     <!-- /table -->
-in problem2/report.md and README.md from problem2/results/*.json; `python report.py --check` exits 1 when a
+and every inline value <!-- v:NAME -->...<!-- /v --> in problem2/report.md and README.md from
+problem2/results/*.json; `python report.py --check` exits 1 when a
 block differs from what the JSON gives (tests/test_report.py runs it), so a number in the report that
 disagrees with the committed results fails the test suite.
 """
@@ -21,6 +22,7 @@ THR = ["0.05", "0.1", "0.15", "0.2"]
 KPS = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
 NAMES = {"heatmap": "HeatmapNet", "regression": "RegressionNet", "integral": "IntegralNet (soft-argmax)"}
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
+INLINE = re.compile(r"(<!-- v:(\w+) -->)(.*?)(<!-- /v -->)")
 
 
 def load_results(results_dir=RESULTS_DIR):
@@ -207,11 +209,66 @@ TABLES = {"headline": table_headline, "pck_bbox": lambda r: table_pck(r, "bbox")
           "training": table_training, "benchmark": table_benchmark}
 
 
+def _seed_mean(r, method, key):
+    return r["study"]["seeds"]["mean"][method][key]
+
+
+def _shifted(r, method):
+    return r["study"]["translation"][method]["shifted"]["strict"]["mean_px_error"]
+
+
+def _in_range(r, method):
+    return r["study"]["translation"][method]["in_range"]["strict"]["mean_px_error"]
+
+
+# numbers quoted in prose: <!-- v:NAME -->value<!-- /v -->
+VALUES = {
+    "n_seeds": lambda r: str(len(r["study"]["seeds"]["seeds"])),
+    "hm_px": lambda r: f"{_seed_mean(r, 'heatmap', 'mean_px_error'):.2f}",
+    "rg_px": lambda r: f"{_seed_mean(r, 'regression', 'mean_px_error'):.2f}",
+    "int_px": lambda r: f"{_seed_mean(r, 'integral', 'mean_px_error'):.2f}",
+    "rg_over_hm_px": lambda r: f"{_seed_mean(r, 'regression', 'mean_px_error') / _seed_mean(r, 'heatmap', 'mean_px_error'):.1f}",
+    "hm_pck05": lambda r: f"{_seed_mean(r, 'heatmap', 'pck_bbox_0.05'):.3f}",
+    "rg_pck05": lambda r: f"{_seed_mean(r, 'regression', 'pck_bbox_0.05'):.3f}",
+    "int_pck05": lambda r: f"{_seed_mean(r, 'integral', 'pck_bbox_0.05'):.3f}",
+    "hm_shift_px": lambda r: f"{_shifted(r, 'heatmap'):.2f}",
+    "rg_shift_px": lambda r: f"{_shifted(r, 'regression'):.2f}",
+    "int_shift_px": lambda r: f"{_shifted(r, 'integral'):.2f}",
+    "hm_in_px": lambda r: f"{_in_range(r, 'heatmap'):.2f}",
+    "rg_in_px": lambda r: f"{_in_range(r, 'regression'):.2f}",
+    "int_in_px": lambda r: f"{_in_range(r, 'integral'):.2f}",
+    "study_minutes": lambda r: f"{sum(r['timings'].values()) / 60:.0f}",
+    "train_minutes": lambda r: f"{r['timings']['train.py'] / 60:.1f}",
+    "hm_img_s": lambda r: f"{r['log']['heatmap']['images_per_second']:.0f}",
+    "fail_hm_only": lambda r: str(r["failures"]["counts"]["heatmap_only"]),
+    "fail_rg_only": lambda r: str(r["failures"]["counts"]["regression_only"]),
+    "fail_both": lambda r: str(r["failures"]["counts"]["both_fail"]),
+    "fail_both_gap": lambda r: f"{r['failures']['characterisation']['both_fail']['hand_gap_px']['these']:.1f}",
+    "all_gap": lambda r: f"{r['failures']['characterisation']['both_fail']['hand_gap_px']['all']:.1f}",
+    "fixed_sym_hm": lambda r: str(r["failures"]["fixed_by_symmetric_matching"]["heatmap"]),
+    "hm_hand_px_faithful": lambda r: f"{r['study']['hands']['heatmap_faithful']['strict']['hand_px_error']:.2f}",
+    "hm_hand_px_joint": lambda r: f"{r['study']['hands']['heatmap_faithful_joint_hands']['strict']['hand_px_error']:.2f}",
+    "hm_hand_px_joint_sym": lambda r: f"{r['study']['hands']['heatmap_faithful_joint_hands']['symmetric']['hand_px_error']:.2f}",
+    "hm_hand_px_canonical": lambda r: f"{r['study']['hands']['heatmap_canonical']['strict']['hand_px_error']:.2f}",
+    "rg_hand_px_faithful": lambda r: f"{r['study']['hands']['regression_faithful']['strict']['hand_px_error']:.2f}",
+    "rg_hand_px_canonical": lambda r: f"{r['study']['hands']['regression_canonical']['strict']['hand_px_error']:.2f}",
+    "rg_px_canonical": lambda r: f"{r['study']['hands']['regression_canonical']['strict']['mean_px_error']:.2f}",
+    "hm_px_canonical": lambda r: f"{r['study']['hands']['heatmap_canonical']['strict']['mean_px_error']:.2f}",
+    "int_px_canonical": lambda r: f"{r['study']['hands']['integral_canonical']['strict']['mean_px_error']:.2f}",
+    "int_best_epoch": lambda r: str(r["log"]["integral"]["best_epoch"]),
+    "gap_gt": lambda r: f"{r['study']['hands']['hand_gap_px']['ground_truth']:.1f}",
+    "gap_hm": lambda r: f"{r['study']['hands']['hand_gap_px']['heatmap_faithful']:.1f}",
+    "gap_rg": lambda r: f"{r['study']['hands']['hand_gap_px']['regression_faithful']:.1f}",
+    "gap_rg_canonical": lambda r: f"{r['study']['hands']['hand_gap_px']['regression_canonical']:.1f}",
+    "speedup_hm": lambda r: f"{r['benchmark']['speedup']['HeatmapNet']:.1f}",
+    "speedup_rg": lambda r: f"{r['benchmark']['speedup']['RegressionNet']:.1f}",
+}
+
+
 def render(text, results):
-    """Text with every table block regenerated from `results`."""
-    def sub(mt):
-        return mt.group(1) + TABLES[mt.group(2)](results) + mt.group(4)
-    return BLOCK.sub(sub, text)
+    """Text with every table block and every inline value regenerated from `results`."""
+    text = BLOCK.sub(lambda mt: mt.group(1) + TABLES[mt.group(2)](results) + mt.group(4), text)
+    return INLINE.sub(lambda mt: mt.group(1) + VALUES[mt.group(2)](results) + mt.group(4), text)
 
 
 def main(argv=None):

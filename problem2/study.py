@@ -241,9 +241,18 @@ def study_data(kp_dir, sizes, log=print):
 COLORS = {"heatmap": "C0", "regression": "C3", "integral": "C4"}
 
 
+def _plain_numbers(ax, axis="y"):
+    """Plain tick labels (3, 10, 30) on a log axis instead of 3x10^0 and crowded minor labels."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(ScalarFormatter())
+    target.set_minor_formatter(NullFormatter())
+
+
 def plot_hands(kp_dir, faithful, canonical, gt, n=3):
     """Top: faithful HeatmapNet's two hand maps (bimodal: both channels light up both hands) and both
-    methods' hand predictions. Bottom: predicted vs true hand gap (regression collapses to the middle)."""
+    methods' hand predictions. Bottom: predicted vs true hand gap, and the signed left-right hand offset
+    (faithful labels are two-sided; regression puts both hands at the same x)."""
     plt = _plt()
     ds = load_split(kp_dir, "test", "regression")
     hm = faithful["heatmap"][1]
@@ -287,16 +296,15 @@ def plot_hands(kp_dir, faithful, canonical, gt, n=3):
            title="Predicted vs true hand gap (test)")
     ax.legend(fontsize=8)
     ax = fig.add_subplot(gs[n, 2:])
-    mid = gt[:, [LEFT_HAND, RIGHT_HAND]].mean(1)
-    for label, kp, c in (("regression (faithful)", faithful["regression"][0], "C3"),
-                         ("regression (canonical)", canonical["regression"][0], "C1")):
-        rel = (kp[:, LEFT_HAND] - mid).numpy()
-        ax.scatter(rel[:, 0], rel[:, 1], s=8, alpha=0.6, color=c, label=f"{label}: left_hand")
-    true_rel = (gt[:, LEFT_HAND] - mid).numpy()
-    ax.scatter(true_rel[:, 0], true_rel[:, 1], s=8, alpha=0.3, color="0.5", label="ground truth left_hand")
-    ax.set(xlabel="x relative to the hands' midpoint (px)", ylabel="y relative to midpoint (px)",
-           title="Faithful-label regression hedges toward the midpoint")
-    ax.axvline(0, color="k", lw=0.5)
+    bins = np.arange(-40, 41, 2)
+    for label, kp, c in (("ground truth (faithful labels)", gt, "0.6"),
+                         ("regression (faithful labels)", faithful["regression"][0], "C3"),
+                         ("regression (canonical labels)", canonical["regression"][0], "C1"),
+                         ("heatmap (faithful labels)", faithful["heatmap"][0], "C0")):
+        ax.hist((kp[:, LEFT_HAND, 0] - kp[:, RIGHT_HAND, 0]).numpy(), bins=bins, histtype="step", lw=2, color=c,
+                label=label)
+    ax.set(xlabel="left_hand x − right_hand x (px)", ylabel="test images",
+           title="Faithful labels are two-sided; regression collapses to 0")
     ax.legend(fontsize=8)
     fig.suptitle("Hand-label ambiguity: mirror poses are the same picture with swapped labels", fontsize=11)
     fig.tight_layout()
@@ -314,6 +322,8 @@ def plot_translation(res, preds_out, gt_out, shifted_dir):
                 ylabel="mean error (px, strict)", yscale="log",
                 title="Translation generalisation (0 = in-range test set)")
     axes[0].grid(alpha=0.3, which="both")
+    axes[0].set_yticks([2, 3, 5, 10, 20, 30])
+    _plain_numbers(axes[0])
     axes[0].legend()
     ds = load_split(shifted_dir, "test", "regression")
     dist = distance_from_training_range(gt_out)
@@ -340,9 +350,12 @@ def plot_data_efficiency(res):
     for ax, yl in zip(axes, ("mean error (px, strict)", "PCK@0.05 (bbox, strict)")):
         ax.set(xscale="log", xlabel="training images", ylabel=yl)
         ax.set_xticks(res["sizes"], [str(s) for s in res["sizes"]])
+        ax.xaxis.set_minor_formatter(_plt().NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].set_yscale("log")
+    axes[0].set_yticks([2, 3, 5, 10, 20])
+    _plain_numbers(axes[0])
     fig.suptitle("Data efficiency (30 epochs each, test split)")
     fig.tight_layout()
     _save(fig, RESULTS_DIR / "visualizations" / "study_data_efficiency.png")

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from dataset import (atomic_torch_save, atomic_write_json, load_split, make_loader, record_timing,
                      resolve_keypoints_dir)
 from evaluate import REFINE_DEFAULT, decode_outputs, run_model
-from model import HeatmapNet, IntegralNet, RegressionNet, autocast, pick_device, pick_precision, prepare_input, save_checkpoint
+from model import (HeatmapNet, IntegralNet, RegressionNet, autocast, model_config, pick_device, pick_precision,
+                   prepare_input, save_checkpoint)
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -78,7 +79,7 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
     on_epoch_end(epoch, val_outputs) is called after each epoch (used for heatmap snapshots).
     Returns the history: a dict with 'epochs' (one dict per epoch) and the best-epoch summary.
     """
-    name = name or model.output_type
+    name = name or model_config(model)["method"]
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     val_kp = val_loader.dataset.keypoints

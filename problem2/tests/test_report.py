@@ -20,3 +20,9 @@ def test_render_replaces_only_marked_blocks():
 def test_md_table_shape():
     assert report.md(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |\n"
     assert json.loads(json.dumps(report.THR)) == ["0.05", "0.1", "0.15", "0.2"]
+
+
+def test_inline_values_are_regenerated():
+    results = {"timings": {"train.py": 600.0, "baseline.py": 1200.0}}
+    text = "the study takes <!-- v:study_minutes -->999<!-- /v --> minutes"
+    assert report.render(text, results) == "the study takes <!-- v:study_minutes -->30<!-- /v --> minutes"
