@@ -246,23 +246,29 @@ VALUES = {
     "fail_both_gap": lambda r: f"{r['failures']['characterisation']['both_fail']['hand_gap_px']['these']:.1f}",
     "all_gap": lambda r: f"{r['failures']['characterisation']['both_fail']['hand_gap_px']['all']:.1f}",
     "fixed_sym_hm": lambda r: str(r["failures"]["fixed_by_symmetric_matching"]["heatmap"]),
-    "hm_hand_px_faithful": lambda r: f"{r['study']['hands']['heatmap_faithful']['strict']['hand_px_error']:.2f}",
-    "hm_hand_px_joint": lambda r: f"{r['study']['hands']['heatmap_faithful_joint_hands']['strict']['hand_px_error']:.2f}",
-    "hm_hand_px_joint_sym": lambda r: f"{r['study']['hands']['heatmap_faithful_joint_hands']['symmetric']['hand_px_error']:.2f}",
-    "hm_hand_px_canonical": lambda r: f"{r['study']['hands']['heatmap_canonical']['strict']['hand_px_error']:.2f}",
-    "rg_hand_px_faithful": lambda r: f"{r['study']['hands']['regression_faithful']['strict']['hand_px_error']:.2f}",
-    "rg_hand_px_canonical": lambda r: f"{r['study']['hands']['regression_canonical']['strict']['hand_px_error']:.2f}",
-    "rg_px_canonical": lambda r: f"{r['study']['hands']['regression_canonical']['strict']['mean_px_error']:.2f}",
-    "hm_px_canonical": lambda r: f"{r['study']['hands']['heatmap_canonical']['strict']['mean_px_error']:.2f}",
-    "int_px_canonical": lambda r: f"{r['study']['hands']['integral_canonical']['strict']['mean_px_error']:.2f}",
     "int_best_epoch": lambda r: str(r["log"]["integral"]["best_epoch"]),
-    "gap_gt": lambda r: f"{r['study']['hands']['hand_gap_px']['ground_truth']:.1f}",
-    "gap_hm": lambda r: f"{r['study']['hands']['hand_gap_px']['heatmap_faithful']:.1f}",
-    "gap_rg": lambda r: f"{r['study']['hands']['hand_gap_px']['regression_faithful']:.1f}",
-    "gap_rg_canonical": lambda r: f"{r['study']['hands']['hand_gap_px']['regression_canonical']:.1f}",
     "speedup_hm": lambda r: f"{r['benchmark']['speedup']['HeatmapNet']:.1f}",
     "speedup_rg": lambda r: f"{r['benchmark']['speedup']['RegressionNet']:.1f}",
 }
+
+
+# quoted numbers of the hands study: name -> (variant, matching, key) in study_results.json["hands"]
+HAND_VALUES = {
+    "hm_hand_px_faithful": ("heatmap_faithful", "strict", "hand_px_error"),
+    "hm_hand_px_joint": ("heatmap_faithful_joint_hands", "strict", "hand_px_error"),
+    "hm_hand_px_joint_sym": ("heatmap_faithful_joint_hands", "symmetric", "hand_px_error"),
+    "hm_hand_px_canonical": ("heatmap_canonical", "strict", "hand_px_error"),
+    "rg_hand_px_faithful": ("regression_faithful", "strict", "hand_px_error"),
+    "rg_hand_px_canonical": ("regression_canonical", "strict", "hand_px_error"),
+    "rg_px_canonical": ("regression_canonical", "strict", "mean_px_error"),
+    "hm_px_canonical": ("heatmap_canonical", "strict", "mean_px_error"),
+    "int_px_canonical": ("integral_canonical", "strict", "mean_px_error"),
+}
+VALUES.update({name: (lambda r, v=v, m=m, k=k: f"{r['study']['hands'][v][m][k]:.2f}")
+               for name, (v, m, k) in HAND_VALUES.items()})
+VALUES.update({f"gap_{short}": (lambda r, key=key: f"{r['study']['hands']['hand_gap_px'][key]:.1f}")
+               for short, key in (("gt", "ground_truth"), ("hm", "heatmap_faithful"), ("rg", "regression_faithful"),
+                                  ("rg_canonical", "regression_canonical"))})
 
 
 def render(text, results):

@@ -132,9 +132,9 @@ def ensure_run(out_dir, args, kp_dir, log=print):
 def predict(run_dir, kp_dir, split="test", methods=METHODS, canonical=False):
     """{method: (kp_img_px [N, K, 2], raw outputs)} of the run's checkpoints on a split, plus the GT."""
     out = {}
+    ds = load_split(kp_dir, split, "regression", canonical_hands=canonical)  # images only; targets unused
     for method in methods:
-        model, ckpt = load_checkpoint(Path(run_dir) / f"{method}_model.pth")
-        ds = load_split(kp_dir, split, "regression", canonical_hands=canonical)
+        model, _ = load_checkpoint(Path(run_dir) / f"{method}_model.pth")
         raw = run_model(model, make_loader(ds, 64))
         out[method] = (decode_outputs(raw, model.output_type, REFINE_DEFAULT), raw)
     return out, ds.keypoints
