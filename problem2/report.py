@@ -98,11 +98,16 @@ def table_decoders(r):
 
 
 def table_seeds(r):
+    """PCK at the four thresholds, bbox and torso, strict and symmetric, and mean px error: mean ± std over seeds."""
     s = r["study"]["seeds"]
-    keys = ["pck_bbox_0.05", "pck_bbox_0.05_symmetric", "pck_bbox_0.1", "pck_bbox_0.1_symmetric", "mean_px_error",
-            "mean_px_error_symmetric"]
-    rows = [[NAMES[m]] + [f"{s['mean'][m][k]:.3f} ± {s['std'][m][k]:.3f}" for k in keys] for m in s["mean"]]
-    return md(["method (seeds " + " ".join(map(str, s["seeds"])) + ")"] + [k.replace("_", " ") for k in keys], rows)
+    rows = []
+    for m in s["mean"]:
+        for norm in ("bbox", "torso"):
+            for suffix, label in (("", "strict"), ("_symmetric", "symmetric")):
+                keys = [f"pck_{norm}_{t}{suffix}" for t in THR] + [f"mean_px_error{suffix}"]
+                rows.append([NAMES[m], norm, label] + [f"{s['mean'][m][k]:.3f} ± {s['std'][m][k]:.3f}" for k in keys])
+    return md([f"method (seeds {' '.join(map(str, s['seeds']))})", "normalisation", "hands"] +
+              [f"PCK@{t}" for t in THR] + ["mean px error"], rows)
 
 
 def table_bootstrap(r):

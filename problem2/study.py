@@ -20,7 +20,7 @@ study_results.json schema:
    "seeds": {"seeds": [..], "per_seed": {method: [{metric: value}]}, "mean": {method: {metric}},
              "std": {method: {metric}}, "paired_bootstrap": {"A-B": {metric: {"diff", "ci95"}}}},
    "data_efficiency": {"sizes": [..], "<method>": {"mean_px_error": [..], "pck_bbox_0.05": [..]}},
-   "seconds": {study: wall seconds}}
+   "seconds": {study: seconds = its evaluation time + the training time of the runs it uses}}
 Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
 """
 import argparse
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 import train
 from dataset import (COURSE_CENTER_RANGE, DEFAULT_DATA_ROOT, KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_json,
                      generate_dataset, hm_to_img, load_split, make_loader, record_timing, resolve_keypoints_dir)
-from evaluate import (REFINE_DEFAULT, _argmax_hm, _patch3x3, _plt, _save, decode_outputs,
+from evaluate import (PCK_THRESHOLDS, REFINE_DEFAULT, _argmax_hm, _patch3x3, _plt, _save, decode_outputs,
                       keypoint_distances, pck_matrix, quarter_offset, dark_offset, run_model, summarize)
 from model import load_checkpoint
 
@@ -119,14 +119,20 @@ def shifted_test_dir(num_images=200, seed=1):
 
 
 # ----------------------------------------------------------------------------- runs and predictions
+TRAIN_SECONDS = {"used": 0.0, "now": 0.0}  # training time of the runs a study uses / trains in this call
+
+
 def ensure_run(out_dir, args, kp_dir, log=print):
-    """Train all three methods into out_dir with train.py's main unless its training_log.json has them."""
+    """Train all three methods into out_dir with train.py's main unless its training_log.json has them.
+    Adds the run's training seconds to TRAIN_SECONDS, so a study's recorded cost does not depend on caching."""
     log_path = Path(out_dir) / "training_log.json"
     if log_path.exists() and all(m in json.loads(log_path.read_text()) for m in METHODS):
         log(f"[study] {out_dir.name}: found finished run, reusing")
-        return
-    log(f"[study] training {out_dir.name}: train.py {' '.join(args)}")
-    train.main(["--out-dir", str(out_dir), "--data-dir", str(kp_dir), *args])
+    else:
+        log(f"[study] training {out_dir.name}: train.py {' '.join(args)}")
+        seconds = train.main(["--out-dir", str(out_dir), "--data-dir", str(kp_dir), *args])["total_seconds"]
+        TRAIN_SECONDS["now"] += seconds
+    TRAIN_SECONDS["used"] += json.loads(log_path.read_text())["total_seconds"]
 
 
 def predict(run_dir, kp_dir, split="test", methods=METHODS, canonical=False):
@@ -184,12 +190,15 @@ def study_translation(kp_dir, log=print):
 
 
 def _metrics_of(kp, gt):
-    d_strict, d_sym = keypoint_distances(kp, gt), keypoint_distances(kp, gt, symmetric=True)
-    ok = pck_matrix(kp, gt, [0.05, 0.1], "bbox").double()
-    ok_sym = pck_matrix(kp, gt, [0.05, 0.1], "bbox", symmetric=True).double()
-    return {"mean_px_error": d_strict.mean(1), "mean_px_error_symmetric": d_sym.mean(1),
-            "pck_bbox_0.05": ok[0].mean(1), "pck_bbox_0.1": ok[1].mean(1),
-            "pck_bbox_0.05_symmetric": ok_sym[0].mean(1), "pck_bbox_0.1_symmetric": ok_sym[1].mean(1)}  # per image
+    """Per-image values [N] of every headline metric: mean px error and PCK at the four thresholds, bbox and
+    torso, strict and symmetric (keys like 'pck_torso_0.15_symmetric')."""
+    out = {"mean_px_error": keypoint_distances(kp, gt).mean(1),
+           "mean_px_error_symmetric": keypoint_distances(kp, gt, symmetric=True).mean(1)}
+    for norm in ("bbox", "torso"):
+        for sym, suffix in ((False, ""), (True, "_symmetric")):
+            ok = pck_matrix(kp, gt, PCK_THRESHOLDS, norm, sym).double().mean(2)  # [T, N]
+            out.update({f"pck_{norm}_{t}{suffix}": ok[i] for i, t in enumerate(PCK_THRESHOLDS)})
+    return out
 
 
 def study_seeds(kp_dir, seeds, n_boot=2000, log=print):
@@ -385,8 +394,10 @@ def main(argv=None):
     keys = {"hands": "hands", "translation": "translation", "seeds": "seeds", "data": "data_efficiency"}
     for study in args.studies:
         t0 = time.time()
+        TRAIN_SECONDS.update(used=0.0, now=0.0)
         results[keys[study]] = fns[study]()
-        results["seconds"][study] = time.time() - t0
+        # cost = evaluation time now + training time of every run it uses (whether trained now or earlier)
+        results["seconds"][study] = time.time() - t0 - TRAIN_SECONDS["now"] + TRAIN_SECONDS["used"]
         atomic_write_json(json_path, results)
         print(f"[study] {study} done in {train.fmt_time(results['seconds'][study])}")
     record_timing(RESULTS_DIR, "study.py", sum(results["seconds"].values()))
