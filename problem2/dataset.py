@@ -33,6 +33,7 @@ images have left_hand to the right of right_hand. `canonical_hands=True` relabel
 hand with the smaller x, for the study of that effect; the default stays faithful to the course.
 """
 import argparse
+import io
 import json
 import math
 import os
@@ -118,10 +119,9 @@ def atomic_write_json(path, obj):
 
 
 def atomic_torch_save(path, obj):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def record_timing(out_dir, script, seconds):

@@ -23,6 +23,7 @@ metrics.json schema (written by main):
   method: heatmap (decoders argmax / quarter / dark), regression and, when trained, integral (decoder direct).
 """
 import argparse
+import io
 import json
 import sys
 import time
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataset import (KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_json, hm_to_img, load_split,
+from dataset import (KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_bytes, atomic_write_json, hm_to_img, load_split,
                      make_loader, record_timing, resolve_keypoints_dir, unit_to_img)
 from model import autocast, load_checkpoint, pick_device, prepare_input
 
@@ -97,7 +98,12 @@ def extract_keypoints_from_heatmaps(heatmaps, refine=None):
     'dark' = Taylor step on the log-heatmap), then mapped with dataset.hm_to_img (any H = W).
     """
     heatmaps = heatmaps.float()
-    x, y = _argmax_hm(heatmaps)
+    return cells_to_img(heatmaps, *_argmax_hm(heatmaps), refine)
+
+
+def cells_to_img(heatmaps, x, y, refine=None):
+    """Chosen cells (x, y: long [B, K]) of heatmaps [B, K, H, W] -> [B, K, 2] image px, after the optional
+    sub-pixel step computed around each cell (shared by every heatmap decoder)."""
     kp_hm = torch.stack([x, y], -1).float()
     if refine in ("quarter", "dark"):
         patch = _patch3x3(heatmaps, x, y)
@@ -211,11 +217,12 @@ def _plt():
 
 
 def _save(fig, save_path):
+    """Write a figure as PNG atomically (never a half-written file) and close it."""
     save_path = Path(save_path)
     save_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save_path.with_name(f".{save_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(save_path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(save_path, buf.getvalue())
     _plt().close(fig)
 
 
@@ -353,17 +360,12 @@ def require(path, how):
         raise SystemExit(f"error: {path} not found; run `{how}` first")
 
 
-def evaluate_checkpoint(ckpt_path, dataset, device="cpu", precision="fp32", batch_size=64):
-    """Decode a checkpoint's predictions on `dataset`: returns (model, ckpt, {decoder: kp_img_px [N,K,2]},
-    raw outputs)."""
-    model, ckpt = load_checkpoint(ckpt_path)
-    model = model.to(device)
-    outputs = run_model(model, make_loader(dataset, batch_size), device, precision)
+def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_size=64):
+    """{decoder: kp_img_px [N, K, 2]} of a model on `dataset`: every heatmap decoder, or 'direct'."""
+    outputs = run_model(model.to(device), make_loader(dataset, batch_size), device, precision)
     if model.output_type == "heatmap":
-        preds = {d: decode_outputs(outputs, "heatmap", d) for d in DECODERS}
-    else:
-        preds = {"direct": decode_outputs(outputs, "regression")}
-    return model, ckpt, preds, outputs
+        return {d: decode_outputs(outputs, "heatmap", d) for d in DECODERS}
+    return {"direct": decode_outputs(outputs, "regression")}
 
 
 def main(argv=None):
@@ -387,13 +389,12 @@ def main(argv=None):
     metrics = {"split": args.split, "thresholds": PCK_THRESHOLDS, "refine_default": REFINE_DEFAULT}
     preds = {}
     for method in methods:
-        ckpt_path = out_dir / f"{method}_model.pth"
-        ckpt_cfg = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        data_cfg = ckpt_cfg.get("data", {})
+        model, ckpt = load_checkpoint(out_dir / f"{method}_model.pth")
+        data_cfg = ckpt.get("data", {})
         ds = load_split(kp_dir, args.split, "heatmap" if method == "heatmap" else "regression",
-                        ckpt_cfg["config"].get("hm_size", 64), data_cfg.get("sigma", 2.0),
+                        ckpt["config"].get("hm_size", 64), data_cfg.get("sigma", 2.0),
                         data_cfg.get("canonical_hands", False))
-        _, ckpt, preds[method], _ = evaluate_checkpoint(ckpt_path, ds, device, precision)
+        preds[method] = predict_all_decoders(model, ds, device, precision)
         metrics["num_images"] = len(ds)
         metrics[method] = {"checkpoint": {k: ckpt[k] for k in ("epoch", "val_loss", "val_px_error") if k in ckpt},
                            "decoders": {d: summarize(kp, ds.keypoints) for d, kp in preds[method].items()}}

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 
 import train
 from dataset import (COURSE_CENTER_RANGE, DEFAULT_DATA_ROOT, KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_json,
-                     generate_dataset, hm_to_img, load_split, make_loader, record_timing, resolve_keypoints_dir)
-from evaluate import (PCK_THRESHOLDS, REFINE_DEFAULT, _argmax_hm, _patch3x3, _plt, _save, decode_outputs,
-                      keypoint_distances, pck_matrix, quarter_offset, dark_offset, run_model, summarize)
+                     generate_dataset, load_split, make_loader, record_timing, resolve_keypoints_dir)
+from evaluate import (PCK_THRESHOLDS, REFINE_DEFAULT, _argmax_hm, _plt, _save, cells_to_img, decode_outputs,
+                      keypoint_distances, pck_matrix, run_model, summarize)
 from model import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
@@ -84,11 +84,7 @@ def joint_hand_decode(heatmaps, refine=REFINE_DEFAULT, radius_hm=3.0, min_peak=0
     for ch, new in ((LEFT_HAND, new_left), (RIGHT_HAND, new_right)):
         x[:, ch] = torch.where(use, new[:, 0].long(), x[:, ch])
         y[:, ch] = torch.where(use, new[:, 1].long(), y[:, ch])
-    kp_hm = torch.stack([x, y], -1).float()
-    if refine in ("quarter", "dark"):
-        patch = _patch3x3(heatmaps, x, y)
-        kp_hm = kp_hm + (quarter_offset(patch) if refine == "quarter" else dark_offset(patch))
-    return hm_to_img(kp_hm, w)
+    return cells_to_img(heatmaps, x, y, refine)
 
 
 # ----------------------------------------------------------------------------- shifted test set
