@@ -1,23 +1,10 @@
-"""Synthetic stick-figure keypoint data: generator, coordinate convention, heatmap encoder, KeypointDataset.
+"""Synthetic stick-figure keypoint data: generator (course layout), data fingerprint, KeypointDataset.
 
 Run `python dataset.py --help` to generate a course-layout dataset by hand; the other scripts
 generate the default one automatically when it is missing.
 
-Coordinate convention (the ONE place it is defined; encoding here and decoding in evaluate.py use it)
-------------------------------------------------------------------------------------------------
-* Image space ("img px"): 128x128, x to the right, y down. Integer (x, y) is the CENTRE of pixel
-  column x / row y, so the image covers the continuous square [-0.5, 127.5]^2. The course's integer
-  labels are pixel centres in this space. Every reported error is in this space.
-* Heatmap space ("hm px") of size S covers the same square with S x S cells; cell j is centred at
-  image coordinate (j + 0.5) * 128 / S - 0.5. Hence, for any S (32, 64, 128, ...):
-      hm = (img + 0.5) * S / 128 - 0.5            img = (hm + 0.5) * 128 / S - 0.5
-  e.g. at S=64, image pixel 10 -> heatmap 4.75, and heatmap cell 5 -> image 10.5.
-* Unit space (regression targets in [0, 1]): the same square scaled to [0, 1]:
-      unit = (img + 0.5) / 128                    img = unit * 128 - 0.5
-  i.e. unit space is heatmap space with S = 1 shifted by half a cell.
-The Gaussian target of a keypoint is exp(-d^2 / (2 sigma^2)) with d measured in hm px from the
-float (sub-pixel) keypoint position; it is evaluated on the whole grid, so keypoints at or beyond
-the border just give a clipped Gaussian whose continuous peak (value 1) still sits at the keypoint.
+Coordinates, Gaussian targets and their decoding follow the one convention written down in codec.py
+(image px are pixel centres; heatmap cell j of S is centred at image (j + 0.5) * 128 / S - 0.5).
 
 Data layout (identical to the course's `datasets/keypoints/`)
 ------------------------------------------------------------
@@ -33,7 +20,6 @@ images have left_hand to the right of right_hand. `canonical_hands=True` relabel
 hand with the smaller x, for the study of that effect; the default stays faithful to the course.
 """
 import argparse
-import io
 import json
 import math
 import os
@@ -47,95 +33,28 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
-IMG_SIZE = 128
-KEYPOINT_NAMES = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
-NUM_KEYPOINTS = len(KEYPOINT_NAMES)
-LEFT_HAND, RIGHT_HAND = 1, 2
+from codec import IMG_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS, canonicalize_hands, encode, encode_heatmaps
+from common import UsageError, file_sha256, read_json, write_json
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = HERE / "data"  # gitignored; holds keypoints/
 DEFAULT_SPLIT_SIZES = {"train": 1000, "val": 200, "test": 200}
 COURSE_CENTER_RANGE = (40, 88)  # figure centre (cx, cy), inclusive integers
-
-
-# ----------------------------------------------------------------------------- coordinates
-def img_to_hm(coord_img_px, hm_size, img_size=IMG_SIZE):
-    """Image px -> heatmap px for a heatmap of `hm_size` cells per side (see module docstring)."""
-    return (coord_img_px + 0.5) * (hm_size / img_size) - 0.5
-
-
-def hm_to_img(coord_hm_px, hm_size, img_size=IMG_SIZE):
-    """Heatmap px -> image px; exact inverse of img_to_hm."""
-    return (coord_hm_px + 0.5) * (img_size / hm_size) - 0.5
-
-
-def img_to_unit(coord_img_px, img_size=IMG_SIZE):
-    """Image px -> unit [0, 1] coordinates (regression targets)."""
-    return (coord_img_px + 0.5) / img_size
-
-
-def unit_to_img(coord_unit, img_size=IMG_SIZE):
-    """Unit [0, 1] coordinates -> image px; exact inverse of img_to_unit."""
-    return coord_unit * img_size - 0.5
-
-
-def encode_heatmaps(kp_img_px, hm_size, sigma):
-    """Gaussian heatmaps for keypoints in image px.
-
-    kp_img_px: [..., K, 2] (x, y) in image px; hm_size: int or (height, width) in cells;
-    sigma: Gaussian std in heatmap px. Returns float32 [..., K, height, width], peak 1 at the
-    float keypoint position. Separable and vectorised: no Python loop over keypoints or pixels.
-    """
-    height, width = (hm_size, hm_size) if isinstance(hm_size, int) else hm_size
-    kp = torch.as_tensor(kp_img_px, dtype=torch.float32)
-    x_hm = img_to_hm(kp[..., 0:1], width)  # [..., K, 1]
-    y_hm = img_to_hm(kp[..., 1:2], height)
-    gx = torch.exp(-((torch.arange(width, dtype=torch.float32) - x_hm) ** 2) / (2 * sigma**2))
-    gy = torch.exp(-((torch.arange(height, dtype=torch.float32) - y_hm) ** 2) / (2 * sigma**2))
-    return gy[..., :, None] * gx[..., None, :]
-
-
-def canonicalize_hands(kp):
-    """Relabel hands so left_hand is the one with the smaller x (ties keep their order). kp: [..., K, 2]."""
-    kp = kp.clone()
-    swap = kp[..., LEFT_HAND, 0] > kp[..., RIGHT_HAND, 0]
-    left, right = kp[..., LEFT_HAND, :].clone(), kp[..., RIGHT_HAND, :].clone()
-    kp[..., LEFT_HAND, :] = torch.where(swap[..., None], right, left)
-    kp[..., RIGHT_HAND, :] = torch.where(swap[..., None], left, right)
-    return kp
-
-
-# ----------------------------------------------------------------------------- file helpers
-def atomic_write_bytes(path, data):
-    """Write bytes to `path` via a temp file + rename, so an interrupted write leaves no partial file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path, obj):
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def atomic_torch_save(path, obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def record_timing(out_dir, script, seconds):
-    """Add {script: wall seconds} to out_dir/timings.json (read by report.py for the study's wall time)."""
-    path = Path(out_dir) / "timings.json"
-    timings = json.loads(path.read_text()) if path.exists() else {}
-    timings[script] = round(float(seconds), 1)
-    atomic_write_json(path, timings)
+GENERATOR_FILE = "generator.json"  # written by generate_dataset next to the annotations
+HEAD_ABOVE_CENTRE = 20          # the head is drawn at (cx, cy - 20): figure centre = head + (0, 20)
 
 
 # ----------------------------------------------------------------------------- generator
-def sample_figure(rng, center_range=COURSE_CENTER_RANGE):
-    """Draw one figure's parameters with the course's distribution; returns (centre, angles_rad, spread)."""
-    cx, cy = (int(v) for v in rng.integers(center_range[0], center_range[1] + 1, size=2))
+def sample_figure(rng, center_range=COURSE_CENTER_RANGE, exclude=None):
+    """Draw one figure's parameters; returns (centre, angles_rad, spread). Defaults: the course's distribution.
+
+    center_range: (lo, hi) for both axes or ((x_lo, x_hi), (y_lo, y_hi)), inclusive integers. exclude: an
+    optional (lo, hi) box the centre must lie outside of (redrawn until it does; the translation test set)."""
+    lo, hi = np.broadcast_to(np.asarray(center_range).T, (2, 2))
+    while True:
+        cx, cy = (int(v) for v in rng.integers(lo, hi + 1))
+        if exclude is None or not (exclude[0] <= cx <= exclude[1] and exclude[0] <= cy <= exclude[1]):
+            break
     a_left, a_right = np.radians(rng.uniform(-60, 60, size=2))
     spread = float(rng.uniform(10, 30))
     return (cx, cy), (float(a_left), float(a_right)), spread
@@ -145,7 +64,7 @@ def render_figure(center, angles_rad, spread):
     """Render a stick figure exactly as the course does; returns (PIL 'L' image, 5 integer [x, y])."""
     cx, cy = center
     a_left, a_right = angles_rad
-    head = (cx, cy - 12 - 8)
+    head = (cx, cy - HEAD_ABOVE_CENTRE)
     shoulder, hip_top, hip = (cx, cy - 6), (cx, cy - 12), (cx, cy + 12)
     left_hand = (cx - int(20 * math.sin(a_left)), cy - 6 + int(20 * math.cos(a_left)))
     right_hand = (cx + int(20 * math.sin(a_right)), cy - 6 + int(20 * math.cos(a_right)))
@@ -177,13 +96,14 @@ def write_split(keypoints_dir, split, first_id, count, seed, sampler=sample_figu
         file_name = f"{image_id:06d}.png"
         img.save(keypoints_dir / split / file_name)
         images.append({"id": image_id, "file_name": file_name, "keypoints": kps})
-    atomic_write_json(keypoints_dir / f"{split}_annotations.json",
+    write_json(keypoints_dir / f"{split}_annotations.json",
                       {"images": images, "keypoint_names": KEYPOINT_NAMES, "num_keypoints": NUM_KEYPOINTS})
 
 
-def generate_dataset(root, split_sizes=None, seed=0, sampler=sample_figure):
-    """Generate <root>/keypoints/ in course layout. Built in a temp folder and renamed at the end,
-    so an interrupted run never leaves a half-written dataset. Returns the keypoints folder."""
+def generate_dataset(root, split_sizes=None, seed=0, sampler=sample_figure, sampler_name="course"):
+    """Generate <root>/keypoints/ in course layout (+ generator.json: seed, sizes, sampler). Built in a temp
+    folder and renamed at the end, so an interrupted run never leaves a half-written dataset. Returns the
+    keypoints folder."""
     split_sizes = dict(DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
     final = Path(root) / "keypoints"
     if final.exists():
@@ -194,8 +114,27 @@ def generate_dataset(root, split_sizes=None, seed=0, sampler=sample_figure):
     for split, count in split_sizes.items():
         write_split(tmp, split, first_id, count, seed, sampler)
         first_id += count
+    write_json(tmp / GENERATOR_FILE, {"seed": seed, "split_sizes": split_sizes, "sampler": sampler_name})
     os.replace(tmp, final)
     return final
+
+
+# whole figure inside the image: head top cy-28 >= 0, feet cy+37 <= 127, feet x = cx +- 30 at most
+SHIFTED_CENTER_RANGE = ((30, 97), (28, 90))
+
+
+def sample_shifted_figure(rng):
+    """A course figure whose centre lies outside the training range [40, 88]^2 (at least one coordinate)
+    while the whole figure stays inside the image: the translation test set."""
+    return sample_figure(rng, SHIFTED_CENTER_RANGE, exclude=COURSE_CENTER_RANGE)
+
+
+def shifted_test_dir(root=None, num_images=200, seed=1):
+    """The translation test set (test split only), generated on first use under problem2/data/shifted/."""
+    root = DEFAULT_DATA_ROOT / "shifted" if root is None else Path(root)
+    if not (root / "keypoints" / "test_annotations.json").exists():
+        generate_dataset(root, {"test": num_images}, seed=seed, sampler=sample_shifted_figure, sampler_name="shifted")
+    return root / "keypoints"
 
 
 def resolve_keypoints_dir(data_dir=None, seed=0):
@@ -226,6 +165,24 @@ def split_paths(keypoints_dir, split):
         print(f"[data] WARNING: no test split in {keypoints_dir}; reporting on val instead", flush=True)
         split = "val"
     return keypoints_dir / split, keypoints_dir / f"{split}_annotations.json"
+
+
+def data_fingerprint(keypoints_dir):
+    """What identifies a dataset in provenance and resume keys (never its absolute path): a hash of the
+    annotation files, the split sizes and, for generated data, the generator's seed and sampler."""
+    keypoints_dir = Path(keypoints_dir)
+    files = [keypoints_dir / f"{s}_annotations.json" for s in ("train", "val", "test")]
+    files = [f for f in files if f.exists()]
+    sizes = {f.name.split("_")[0]: len(read_json(f)["images"]) for f in files}
+    gen = read_json(keypoints_dir / GENERATOR_FILE, default={})
+    return {"annotations_sha256": file_sha256(files), "split_sizes": sizes,
+            "generator_seed": gen.get("seed"), "generator_sampler": gen.get("sampler")}
+
+
+def figure_centre(kp_img_px):
+    """Figure centre (cx, cy) [..., 2] in image px from keypoints [..., K, 2]: the head plus (0, 20)."""
+    kp = torch.as_tensor(kp_img_px, dtype=torch.float64)
+    return kp[..., 0, :] + torch.tensor([0.0, float(HEAD_ABOVE_CENTRE)], dtype=torch.float64)
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -307,10 +264,7 @@ class KeypointDataset(Dataset):
         self.keypoints = torch.from_numpy(np.stack(kps))
         if canonical_hands:
             self.keypoints = canonicalize_hands(self.keypoints)
-        if output_type == "heatmap":
-            self.targets = encode_heatmaps(self.keypoints, heatmap_size, sigma)
-        else:
-            self.targets = img_to_unit(self.keypoints).reshape(len(self.keypoints), -1)
+        self.targets = encode("heatmap" if output_type == "heatmap" else "coords", self.keypoints, heatmap_size, sigma)
 
     def generate_heatmap(self, keypoints, height, width):
         """Gaussian heatmaps [K, height, width] for keypoints [K, 2] (x, y) given in 128-px image space,

@@ -23,112 +23,30 @@ metrics.json schema (written by main):
   method: heatmap (decoders argmax / quarter / dark), regression and, when trained, integral (decoder direct).
 """
 import argparse
-import io
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from dataset import (KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_bytes, atomic_write_json, hm_to_img, load_split,
-                     make_loader, record_timing, resolve_keypoints_dir, unit_to_img)
-from model import autocast, load_checkpoint, pick_device, prepare_input
+from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode,
+                   decode_heatmaps, swap_hands)
+from common import (RESULTS_DIR, UsageError, pick_device, plt, read_json, record_timing, results_lock,
+                    save_figure, torch_load, write_json)
+from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
+from model import METHODS, load_checkpoint, run_model, target_of
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 PCK_THRESHOLDS = [0.05, 0.1, 0.15, 0.2]
 DENSE_THRESHOLDS = np.round(np.linspace(0, 0.3, 61), 4).tolist()
-# Chosen by measurement on val (64x64, spec model): mean px error argmax 3.04, quarter 2.56, dark 2.66.
-# Quarter wins because the labels are integers: 64-grid cells are centred on half-integer image px, and a
-# 0.25 heatmap-px step (= 0.5 image px) lands exactly on the label lattice. For continuous positions DARK is
-# the better estimator (exact on Gaussians, see tests); metrics.json reports all three side by side.
-REFINE_DEFAULT = "quarter"
-DECODERS = ("argmax", "quarter", "dark")
-
-
-# ----------------------------------------------------------------------------- decoding
-def _argmax_hm(heatmaps):
-    """Integer argmax per channel: [B, K, H, W] -> x, y (long tensors [B, K]) in heatmap px."""
-    w = heatmaps.shape[-1]
-    idx = heatmaps.flatten(2).argmax(-1)
-    return idx % w, idx // w
-
-
-def _patch3x3(heatmaps, x, y):
-    """The 3x3 neighbourhood around (x, y) per channel (edge-replicated): [B, K, 3, 3]."""
-    b, k, h, w = heatmaps.shape
-    padded = F.pad(heatmaps.float(), (1, 1, 1, 1), mode="replicate").flatten(2)
-    offsets = torch.tensor([dy * (w + 2) + dx for dy in range(3) for dx in range(3)])
-    idx = (y * (w + 2) + x)[..., None] + offsets
-    return padded.gather(2, idx).view(b, k, 3, 3)
-
-
-def quarter_offset(patch):
-    """HRNet's step: move 0.25 px toward the higher horizontal / vertical neighbour. -> [B, K, 2]."""
-    dx = torch.sign(patch[..., 1, 2] - patch[..., 1, 0])
-    dy = torch.sign(patch[..., 2, 1] - patch[..., 0, 1])
-    return 0.25 * torch.stack([dx, dy], -1)
-
-
-def dark_offset(patch, eps=1e-10):
-    """DARK (Zhang et al. 2020): one Newton step on the log-heatmap, -H^-1 grad, from 3x3 central
-    differences. Exact for a Gaussian peak; zero where the Hessian is not negative definite."""
-    L = patch.clamp_min(eps).log()
-    gx = (L[..., 1, 2] - L[..., 1, 0]) / 2
-    gy = (L[..., 2, 1] - L[..., 0, 1]) / 2
-    hxx = L[..., 1, 2] - 2 * L[..., 1, 1] + L[..., 1, 0]
-    hyy = L[..., 2, 1] - 2 * L[..., 1, 1] + L[..., 0, 1]
-    hxy = (L[..., 2, 2] - L[..., 2, 0] - L[..., 0, 2] + L[..., 0, 0]) / 4
-    det = hxx * hyy - hxy**2
-    ok = (det > 1e-12) & (hxx < 0)
-    safe_det = torch.where(ok, det, torch.ones_like(det))
-    ox = -(hyy * gx - hxy * gy) / safe_det
-    oy = -(hxx * gy - hxy * gx) / safe_det
-    offset = torch.stack([ox, oy], -1).clamp(-1, 1)
-    return torch.where(ok[..., None], offset, torch.zeros_like(offset))
 
 
 def extract_keypoints_from_heatmaps(heatmaps, refine=None):
     """Keypoints from heatmaps [B, K, H, W] -> [B, K, 2] (x, y) in 128-px IMAGE space.
 
     Argmax cell per channel, optionally refined to sub-pixel ('quarter' = HRNet quarter-pixel step,
-    'dark' = Taylor step on the log-heatmap), then mapped with dataset.hm_to_img (any H = W).
-    """
-    heatmaps = heatmaps.float()
-    return cells_to_img(heatmaps, *_argmax_hm(heatmaps), refine)
-
-
-def cells_to_img(heatmaps, x, y, refine=None):
-    """Chosen cells (x, y: long [B, K]) of heatmaps [B, K, H, W] -> [B, K, 2] image px, after the optional
-    sub-pixel step computed around each cell (shared by every heatmap decoder)."""
-    kp_hm = torch.stack([x, y], -1).float()
-    if refine in ("quarter", "dark"):
-        patch = _patch3x3(heatmaps, x, y)
-        kp_hm = kp_hm + (quarter_offset(patch) if refine == "quarter" else dark_offset(patch))
-    elif refine not in (None, "argmax"):
-        raise ValueError(f"refine must be None, 'argmax', 'quarter' or 'dark', got {refine!r}")
-    return hm_to_img(kp_hm, heatmaps.shape[-1])
-
-
-def decode_outputs(outputs, output_type, refine=REFINE_DEFAULT):
-    """Model outputs -> keypoints [B, K, 2] in image px (heatmaps decoded, unit coords rescaled)."""
-    if output_type == "heatmap":
-        return extract_keypoints_from_heatmaps(outputs, refine)
-    return unit_to_img(outputs.float().reshape(len(outputs), -1, 2))
-
-
-@torch.no_grad()
-def run_model(model, loader, device="cpu", precision="fp32"):
-    """Raw outputs of `model` over a non-shuffled loader, concatenated on the CPU as float32."""
-    model.eval()
-    outputs = []
-    for images, _ in loader:
-        with autocast(device, precision):
-            outputs.append(model(prepare_input(images, device)).float().cpu())
-    return torch.cat(outputs)
+    'dark' = Taylor step on the log-heatmap); the seed's entry point to codec.decode_heatmaps."""
+    return decode_heatmaps(heatmaps, refine)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -139,11 +57,8 @@ def keypoint_distances(predictions, ground_truths, symmetric=False):
     gt = torch.as_tensor(ground_truths, dtype=torch.float64)
     dist = (pred - gt).norm(dim=-1)
     if symmetric:
-        swapped = pred.clone()
-        swapped[:, [LEFT_HAND, RIGHT_HAND]] = pred[:, [RIGHT_HAND, LEFT_HAND]]
-        dist_sw = (swapped - gt).norm(dim=-1)
-        hands = [LEFT_HAND, RIGHT_HAND]
-        use_sw = dist_sw[:, hands].sum(1) < dist[:, hands].sum(1)
+        dist_sw = (swap_hands(pred) - gt).norm(dim=-1)
+        use_sw = dist_sw[:, HANDS].sum(1) < dist[:, HANDS].sum(1)
         dist = torch.where(use_sw[:, None], dist_sw, dist)
     return dist
 
@@ -205,33 +120,43 @@ def summarize(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
     return out
 
 
+def hand_gap(kp_img_px):
+    """Distance between the two hands [N] in px (predicted or true)."""
+    kp = torch.as_tensor(kp_img_px, dtype=torch.float64)
+    return (kp[:, LEFT_HAND] - kp[:, RIGHT_HAND]).norm(dim=-1)
+
+
+def spread_ratio(predictions, ground_truths):
+    """std of predicted coordinates / std of true coordinates over a split (x and y of every keypoint
+    pooled, each keypoint's own mean removed first): < 1 means predictions are pulled toward the mean pose."""
+    pred = torch.as_tensor(predictions, dtype=torch.float64)
+    gt = torch.as_tensor(ground_truths, dtype=torch.float64)
+    return float((pred - pred.mean(0)).std() / (gt - gt.mean(0)).std())
+
+
+def brief(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
+    """The few numbers every study compares, flat: mean px strict/symmetric, head+feet, hands (strict and
+    symmetric), PCK (bbox) strict/symmetric at `thresholds`, spread ratio and the mean predicted hand gap."""
+    strict = keypoint_distances(predictions, ground_truths)
+    sym = keypoint_distances(predictions, ground_truths, symmetric=True)
+    pck = {s: {str(t): float(a) for t, a in zip(thresholds, pck_matrix(predictions, ground_truths, thresholds,
+                                                                       "bbox", s).double().mean((1, 2)))}
+           for s in (False, True)}
+    return {"px": float(strict.mean()), "px_sym": float(sym.mean()), "px_head_feet": float(strict[:, HEAD_FEET].mean()),
+            "px_hands": float(strict[:, HANDS].mean()), "px_hands_sym": float(sym[:, HANDS].mean()),
+            "pck_bbox": pck[False], "pck_bbox_sym": pck[True], "spread_ratio": spread_ratio(predictions, ground_truths),
+            "hand_gap_px": float(hand_gap(predictions).mean())}
+
+
 # ----------------------------------------------------------------------------- figures
 KP_COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd"]  # head, l/r hand, l/r foot
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, save_path):
-    """Write a figure as PNG atomically (never a half-written file) and close it."""
-    save_path = Path(save_path)
-    save_path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(save_path, buf.getvalue())
-    _plt().close(fig)
 
 
 def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox", extra_curves=None):
     """PCK vs threshold for both methods. pck_*: {threshold: accuracy} (any grid; a dense one reads
     best); extra_curves: optional {label: {threshold: accuracy}} drawn dashed (e.g. symmetric PCK).
     The assignment's thresholds are marked with dotted vertical lines."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt().subplots(figsize=(6.4, 4.4))
     curves = [("HeatmapNet", pck_heatmap, "-", "C0"), ("RegressionNet", pck_regression, "-", "C3")]
     curves += [(label, c, "--", f"C{i + 4}") for i, (label, c) in enumerate((extra_curves or {}).items())]
     for label, pck, style, color in curves:
@@ -244,7 +169,7 @@ def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox",
            title=f"PCK curves on the test split ({normalize_by}-normalised)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    _save(fig, save_path)
+    save_figure(fig, save_path)
 
 
 def draw_keypoints(ax, image, pred_keypoints, gt_keypoints, title=None):
@@ -267,19 +192,17 @@ def draw_keypoints(ax, image, pred_keypoints, gt_keypoints, title=None):
 
 def visualize_predictions(image, pred_keypoints, gt_keypoints, save_path):
     """One image [1, 128, 128] with predictions (x) and ground truth (o) per keypoint, in image px."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = plt().subplots(figsize=(4, 4))
     err = np.linalg.norm(np.asarray(pred_keypoints) - np.asarray(gt_keypoints), axis=-1).mean()
     draw_keypoints(ax, image, pred_keypoints, gt_keypoints, f"mean error {err:.2f} px  (o = GT, x = prediction)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    _save(fig, save_path)
+    save_figure(fig, save_path)
 
 
 def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path):
     """Grid: one row per method, one column per image; errors (strict, px) in each title."""
-    plt = _plt()
     n, m = len(images), len(preds_by_method)
-    fig, axes = plt.subplots(m, n, figsize=(2.3 * n, 2.9 * m), squeeze=False)
+    fig, axes = plt().subplots(m, n, figsize=(2.3 * n, 2.9 * m), squeeze=False)
     for r, (method, preds) in enumerate(preds_by_method.items()):
         for c in range(n):
             err = (preds[c] - gt_keypoints[c]).norm(dim=-1).mean()
@@ -288,17 +211,16 @@ def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path):
     fig.legend(handles, labels, loc="lower center", ncol=len(KEYPOINT_NAMES), fontsize=8)
     fig.suptitle("Test predictions (o = ground truth, x = prediction, line = error)", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96), h_pad=2.0)
-    _save(fig, save_path)
+    save_figure(fig, save_path)
 
 
 def plot_heatmap_stages(snapshots, save_path):
     """Predicted heatmaps of one val image at the epochs train.py snapshotted: a row per epoch,
     the image plus one column per keypoint (GT marked)."""
-    plt = _plt()
     epochs, heatmaps = snapshots["epochs"], snapshots["heatmaps"][:, 0].float().numpy()  # [E, K, H, W]
     image, gt = snapshots["images"][0].numpy(), snapshots["keypoints"][0].numpy()
     k, hm_size = heatmaps.shape[1], heatmaps.shape[-1]
-    fig, axes = plt.subplots(len(epochs), k + 1, figsize=(1.9 * (k + 1), 1.9 * len(epochs)), squeeze=False)
+    fig, axes = plt().subplots(len(epochs), k + 1, figsize=(1.9 * (k + 1), 1.9 * len(epochs)), squeeze=False)
     for r, epoch in enumerate(epochs):
         axes[r, 0].imshow(image.squeeze(), cmap="gray", vmin=0, vmax=1)
         axes[r, 0].set_ylabel(f"epoch {epoch}", fontsize=10)
@@ -315,14 +237,13 @@ def plot_heatmap_stages(snapshots, save_path):
     fig.suptitle(f"HeatmapNet predictions on a val image during training ({hm_size}x{hm_size}, "
                  f"colour 0..1, + = ground truth)", fontsize=10)
     fig.tight_layout()
-    _save(fig, save_path)
+    save_figure(fig, save_path)
 
 
 def plot_training_curves(training_log, save_path):
     """Train/val loss per method (log scale) and val pixel error per epoch for both methods."""
-    plt = _plt()
     methods = [m for m in ("heatmap", "regression", "integral") if m in training_log]
-    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(5 * (len(methods) + 1), 3.8))
+    fig, axes = plt().subplots(1, len(methods) + 1, figsize=(5 * (len(methods) + 1), 3.8))
     for ax, method in zip(axes, methods):
         hist = training_log[method]["epochs"]
         ep = [h["epoch"] for h in hist]
@@ -339,7 +260,7 @@ def plot_training_curves(training_log, save_path):
     axes[-1].legend()
     axes[-1].grid(alpha=0.3, which="both")
     fig.tight_layout()
-    _save(fig, save_path)
+    save_figure(fig, save_path)
 
 
 # ----------------------------------------------------------------------------- main
@@ -354,18 +275,42 @@ def print_metrics_table(metrics, methods):
             print(f"{method:<11}{dec:<8}{cells}{s['mean_px_error']:>7.2f}/{y['mean_px_error']:<6.2f}")
 
 
-def require(path, how):
-    """Fail with a message naming the missing file and the command that makes it."""
-    if not Path(path).exists():
-        raise SystemExit(f"error: {path} not found; run `{how}` first")
-
-
 def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_size=64):
     """{decoder: kp_img_px [N, K, 2]} of a model on `dataset`: every heatmap decoder, or 'direct'."""
     outputs = run_model(model.to(device), make_loader(dataset, batch_size), device, precision)
-    if model.output_type == "heatmap":
-        return {d: decode_outputs(outputs, "heatmap", d) for d in DECODERS}
-    return {"direct": decode_outputs(outputs, "regression")}
+    if target_of(model) == "heatmap":
+        return {d: decode("heatmap", outputs, d) for d in DECODERS}
+    return {"direct": decode("coords", outputs)}
+
+
+def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False, log_path=None):
+    """{method: (model, checkpoint)} from out_dir/<method>_model.pth, checked before any work is done:
+    each file must hold its slot's method (else a UsageError), and all of them (and the training log at
+    `log_path`, when given) must come from ONE train.py run on the data in `kp_dir`. A violation is a
+    UsageError naming the files and what differs, unless allow_mixed; then the problems are returned
+    (second value, else None) so the caller records the mix in its output."""
+    out_dir = Path(out_dir)
+    loaded = {m: load_checkpoint(out_dir / f"{m}_model.pth", method=m) for m in methods}
+    fp = data_fingerprint(kp_dir)
+    problems, run_ids = [], {}
+    for m, (_, ckpt) in loaded.items():
+        name, prov = f"{m}_model.pth", ckpt.get("provenance")
+        if prov is None:
+            problems.append(f"{name} has no provenance (made by an older version)")
+            continue
+        run_ids[name] = prov.get("run_id")
+        if prov["recipe"]["data"] != fp:
+            problems.append(f"{name} was trained on other data (annotations {prov['recipe']['data']['annotations_sha256']}"
+                            f", --data-dir has {fp['annotations_sha256']})")
+    if log_path is not None and Path(log_path).exists():
+        run_ids[Path(log_path).name] = read_json(log_path, "python problem2/train.py").get("run_id")
+    if len(set(run_ids.values())) > 1:
+        problems.append("files come from different train.py runs (" +
+                        ", ".join(f"{n}: run {r}" for n, r in run_ids.items()) + ")")
+    if problems and not allow_mixed:
+        raise UsageError(f"refusing to evaluate {out_dir}: " + "; ".join(problems) +
+                         ". Retrain together with `python problem2/train.py`, or pass --allow-mixed-runs (recorded)")
+    return loaded, (problems or None)
 
 
 def main(argv=None):
@@ -373,55 +318,67 @@ def main(argv=None):
                                 "metrics.json + figures in results/visualizations/.")
     p.add_argument("--data-dir", default=None, help="course-layout folder (default: generated problem2/data)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where checkpoints/logs are read and written")
-    p.add_argument("--split", default="test", help="split to report on (default: test; val selected checkpoints)")
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="split to report on (default: test; val selected checkpoints)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--num-samples", type=int, default=6, help="images in the sample-prediction figure")
+    p.add_argument("--num-samples", type=int, default=6, help="images in the sample-prediction figure (>= 1)")
+    p.add_argument("--allow-mixed-runs", action="store_true",
+                   help="evaluate checkpoints of different runs/data together anyway (recorded in metrics.json)")
     args = p.parse_args(argv)
+    if args.num_samples < 1:
+        p.error("--num-samples must be >= 1")
     t0 = time.time()
     out_dir, vis_dir = args.out_dir, args.out_dir / "visualizations"
-    for name in ("heatmap_model.pth", "regression_model.pth", "training_log.json"):
-        require(out_dir / name, "python problem2/train.py")
+    log_path = out_dir / "training_log.json"
     device = pick_device(args.device)
     precision = "fp32"  # evaluation is cheap; report numbers free of reduced-precision noise
     kp_dir = resolve_keypoints_dir(args.data_dir)
+    methods = ["heatmap", "regression"] + [m for m in METHODS if m not in ("heatmap", "regression")
+                                           and (out_dir / f"{m}_model.pth").exists()]
+    loaded, mixed = load_run_checkpoints(out_dir, methods, kp_dir, args.allow_mixed_runs, log_path)
+    training_log = read_json(log_path, "`python problem2/train.py`")
+    with results_lock(out_dir, "evaluate.py"):
+        metrics = {"split": args.split, "thresholds": PCK_THRESHOLDS, "refine_default": REFINE_DEFAULT,
+                   "provenance": {"run_id": training_log.get("run_id"), "data": data_fingerprint(kp_dir),
+                                  "mixed_runs": mixed}}
+        preds = {}
+        for method, (model, ckpt) in loaded.items():
+            ds = load_split(kp_dir, args.split, "heatmap" if target_of(model) == "heatmap" else "regression",
+                            getattr(model, "hm_size", 64), ckpt.get("data", {}).get("sigma", 2.0),
+                            ckpt.get("data", {}).get("canonical_hands", False))
+            preds[method] = predict_all_decoders(model, ds, device, precision)
+            metrics["num_images"] = len(ds)
+            metrics[method] = {"checkpoint": {k: ckpt[k] for k in ("epoch", "val_loss", "val_px_error") if k in ckpt},
+                               "decoders": {d: summarize(kp, ds.keypoints) for d, kp in preds[method].items()}}
+        # the default decoder is chosen on val: store the measurement it rests on
+        val_ds = load_split(kp_dir, "val", "regression")
+        val_preds = predict_all_decoders(loaded["heatmap"][0], val_ds, device, precision)
+        val_px = {d: float(keypoint_distances(kp, val_ds.keypoints).mean()) for d, kp in val_preds.items()}
+        metrics["decoder_selection"] = {"split": "val", "model": "heatmap", "mean_px_error": val_px,
+                                        "best": min(val_px, key=val_px.get), "default": REFINE_DEFAULT}
+        write_json(out_dir / "metrics.json", metrics)
+        print_metrics_table(metrics, methods)
+        print(f"decoder selection on val (mean px): " + ", ".join(f"{d} {v:.2f}" for d, v in val_px.items()))
 
-    methods = ["heatmap", "regression"] + (["integral"] if (out_dir / "integral_model.pth").exists() else [])
-    metrics = {"split": args.split, "thresholds": PCK_THRESHOLDS, "refine_default": REFINE_DEFAULT}
-    preds = {}
-    for method in methods:
-        model, ckpt = load_checkpoint(out_dir / f"{method}_model.pth")
-        data_cfg = ckpt.get("data", {})
-        ds = load_split(kp_dir, args.split, "heatmap" if method == "heatmap" else "regression",
-                        ckpt["config"].get("hm_size", 64), data_cfg.get("sigma", 2.0),
-                        data_cfg.get("canonical_hands", False))
-        preds[method] = predict_all_decoders(model, ds, device, precision)
-        metrics["num_images"] = len(ds)
-        metrics[method] = {"checkpoint": {k: ckpt[k] for k in ("epoch", "val_loss", "val_px_error") if k in ckpt},
-                           "decoders": {d: summarize(kp, ds.keypoints) for d, kp in preds[method].items()}}
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    print_metrics_table(metrics, methods)
-
-    # figures
-    gt = ds.keypoints
-    final = {m: preds[m][REFINE_DEFAULT if m == "heatmap" else "direct"] for m in methods}
-    for norm in ("bbox", "torso"):
-        dense = {m: {sym: compute_pck(final[m], gt, DENSE_THRESHOLDS, norm, sym) for sym in (False, True)}
-                 for m in methods}
-        extra = {"HeatmapNet (symmetric hands)": dense["heatmap"][True],
-                 "RegressionNet (symmetric hands)": dense["regression"][True]}
-        if "integral" in methods:
-            extra["IntegralNet (soft-argmax)"] = dense["integral"][False]
-        plot_pck_curves(dense["heatmap"][False], dense["regression"][False], vis_dir / f"pck_curves_{norm}.png",
-                        norm, extra)
-    idx = list(range(min(args.num_samples, len(gt))))
-    plot_sample_predictions(ds.images[idx], {m: final[m][idx] for m in methods}, gt[idx],
-                            vis_dir / "sample_predictions.png")
-    visualize_predictions(ds.images[0], final["heatmap"][0], gt[0], vis_dir / "example_heatmap_prediction.png")
-    snap_path = out_dir / "heatmap_snapshots.pt"
-    if snap_path.exists():
-        plot_heatmap_stages(torch.load(snap_path, weights_only=True), vis_dir / "heatmaps_training_stages.png")
-    plot_training_curves(json.loads((out_dir / "training_log.json").read_text()), vis_dir / "training_curves.png")
-    record_timing(out_dir, "evaluate.py", time.time() - t0)
+        gt = ds.keypoints
+        final = {m: preds[m][REFINE_DEFAULT if target_of(loaded[m][0]) == "heatmap" else "direct"] for m in methods}
+        for norm in ("bbox", "torso"):
+            dense = {m: {sym: compute_pck(final[m], gt, DENSE_THRESHOLDS, norm, sym) for sym in (False, True)}
+                     for m in methods}
+            extra = {"HeatmapNet (symmetric hands)": dense["heatmap"][True],
+                     "RegressionNet (symmetric hands)": dense["regression"][True]}
+            extra.update({METHODS[m]["name"]: dense[m][False] for m in methods[2:]})
+            plot_pck_curves(dense["heatmap"][False], dense["regression"][False], vis_dir / f"pck_curves_{norm}.png",
+                            norm, extra)
+        idx = list(range(min(args.num_samples, len(gt))))
+        plot_sample_predictions(ds.images[idx], {m: final[m][idx] for m in methods}, gt[idx],
+                                vis_dir / "sample_predictions.png")
+        visualize_predictions(ds.images[0], final["heatmap"][0], gt[0], vis_dir / "example_heatmap_prediction.png")
+        snap_path = out_dir / "heatmap_snapshots.pt"
+        if snap_path.exists():
+            plot_heatmap_stages(torch_load(snap_path), vis_dir / "heatmaps_training_stages.png")
+        plot_training_curves(training_log, vis_dir / "training_curves.png")
+        record_timing(out_dir, "evaluate.py", time.time() - t0, device, precision)
     print(f"\nwrote {out_dir / 'metrics.json'} and figures in {vis_dir}")
     return metrics
 

@@ -1,4 +1,5 @@
-"""The two networks of the assignment, their shared encoder, and checkpoint save/load.
+"""The networks (the assignment's two, plus the readouts of the "why" study), the one method table, and
+checkpoint save/load with provenance checks.
 
 Kernel choices the spec leaves open: every Conv2d is 3x3 / padding 1; every ConvTranspose2d is
 kernel 4, stride 2, padding 1 (exact 2x upsampling, the SimpleBaseline/HRNet deconv head); the final
@@ -15,23 +16,47 @@ Ablation options (defaults give the spec network):
     skip=False : no concatenation; deconv3 takes 128 channels, deconv2 takes 64.
     hm_size=32 : deconv2 is dropped; the final 1x1 conv reads the 32x32 features (128 ch, or 64 w/o skip).
     hm_size=128: one more up stage, ConvTranspose 32->32 + BN + ReLU (64->128), then the final conv.
-IntegralNet (the "why" study's third method): HeatmapNet body -> spatial softmax -> expected (x, y).
-RegressionNet head: global average pool -> FC 256->128 -> ReLU -> Dropout(0.5) -> FC 128->64 -> ReLU
+RegressionNet head (spec): global average pool -> FC 256->128 -> ReLU -> Dropout(0.5) -> FC 128->64 -> ReLU
     -> Dropout(0.5) -> FC 64->2K -> Sigmoid -> [B, 2K] = (x0, y0, x1, y1, ...) in unit [0, 1] space.
+Readouts of the "why" study, each on the same encoder and changing one thing (METHODS lists them):
+    IntegralNet          HeatmapNet body -> spatial softmax -> expected (x, y)     (integral_64)
+    RegressionNet(plain) GAP + the FC head without dropout and sigmoid              (gap_fc_plain)
+    RegressionNet(coordconv) x/y channels appended before every encoder conv      (coordconv_gap_fc)
+    FlattenRegressionNet 1x1 conv 256->32 on the 8x8 map, flatten (2048), spec FC head (flatten_fc)
+    DecoderRegressionNet HeatmapNet's decoder to 64x64 (32 ch), GAP, spec FC head  (decoder64_gap_fc)
+    SpatialReadoutNet    1x1 conv 256->K on the 8x8 map: soft-argmax (softargmax_8) or heatmaps (heatmap_8)
 """
-import contextlib
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 
-from dataset import atomic_torch_save, hm_to_img, img_to_unit
+from codec import soft_argmax
+from common import UsageError, autocast, prepare_input, torch_load, torch_save
 
 
-def conv_block(in_ch, out_ch):
+class AddCoords(nn.Module):
+    """CoordConv (Liu et al. 2018): append x and y channels in [-1, 1] (pixel centres) to the input."""
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+        return torch.cat([x, xs, ys], 1)
+
+
+def conv_block(in_ch, out_ch, coordconv=False):
     """Conv3x3 -> BN -> ReLU -> MaxPool2: one encoder stage (halves the spatial size)."""
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch),
-                         nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    coords = [AddCoords()] if coordconv else []
+    return nn.Sequential(*coords, nn.Conv2d(in_ch + 2 * coordconv, out_ch, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+
+def fc_head(in_features, num_keypoints, plain=False):
+    """The spec FC head: FC in->128 -> ReLU -> Dropout(0.5) -> FC 128->64 -> ReLU -> Dropout(0.5) -> FC 64->2K
+    -> Sigmoid. plain=True drops the dropouts and the sigmoid (same layers otherwise)."""
+    drop = (lambda: nn.Identity()) if plain else (lambda: nn.Dropout(0.5))
+    return nn.Sequential(nn.Linear(in_features, 128), nn.ReLU(inplace=True), drop(),
+                         nn.Linear(128, 64), nn.ReLU(inplace=True), drop(),
+                         nn.Linear(64, num_keypoints * 2), nn.Identity() if plain else nn.Sigmoid())
 
 
 def up_block(in_ch, out_ch):
@@ -43,12 +68,12 @@ def up_block(in_ch, out_ch):
 class Encoder(nn.Module):
     """[B, 1, 128, 128] -> features of conv2 (64@32x32), conv3 (128@16x16), conv4 (256@8x8)."""
 
-    def __init__(self):
+    def __init__(self, coordconv=False):
         super().__init__()
-        self.conv1 = conv_block(1, 32)
-        self.conv2 = conv_block(32, 64)
-        self.conv3 = conv_block(64, 128)
-        self.conv4 = conv_block(128, 256)
+        self.conv1 = conv_block(1, 32, coordconv)
+        self.conv2 = conv_block(32, 64, coordconv)
+        self.conv3 = conv_block(64, 128, coordconv)
+        self.conv4 = conv_block(128, 256, coordconv)
 
     def forward(self, x):
         f2 = self.conv2(self.conv1(x))
@@ -58,7 +83,7 @@ class Encoder(nn.Module):
 
 
 class HeatmapNet(nn.Module):
-    output_type = "heatmap"
+    output_type, method = "heatmap", "heatmap"
 
     def __init__(self, num_keypoints=5, skip=True, hm_size=64):
         """num_keypoints: K; skip: U-Net concatenations on/off; hm_size: output heatmap size 32/64/128."""
@@ -66,6 +91,7 @@ class HeatmapNet(nn.Module):
         if hm_size not in (32, 64, 128):
             raise ValueError(f"hm_size must be 32, 64 or 128, got {hm_size}")
         self.num_keypoints, self.skip, self.hm_size = num_keypoints, skip, hm_size
+        self.kwargs = dict(num_keypoints=num_keypoints, skip=skip, hm_size=hm_size)
         extra = 1 if skip else 0
         self.encoder = Encoder()
         self.deconv4 = up_block(256, 128)                   # 8 -> 16
@@ -76,7 +102,8 @@ class HeatmapNet(nn.Module):
         self.deconv1 = up_block(32, 32) if hm_size == 128 else nn.Identity()  # 64 -> 128
         self.final = nn.Conv2d(ch, num_keypoints, 1)
 
-    def forward(self, x):
+    def features(self, x):
+        """The decoder's last feature map, before the final 1x1 conv: [B, C, hm_size, hm_size]."""
         f2, f3, f4 = self.encoder(x)
         x = self.deconv4(f4)
         if self.skip:
@@ -84,118 +111,175 @@ class HeatmapNet(nn.Module):
         x = self.deconv3(x)
         if self.skip:
             x = torch.cat([x, f2], dim=1)
-        x = self.deconv1(self.deconv2(x))
-        return self.final(x)  # [B, K, hm_size, hm_size], no activation
+        return self.deconv1(self.deconv2(x))
+
+    def forward(self, x):
+        return self.final(self.features(x))  # [B, K, hm_size, hm_size], no activation
 
 
 class RegressionNet(nn.Module):
     output_type = "regression"
 
-    def __init__(self, num_keypoints=5):
+    def __init__(self, num_keypoints=5, plain=False, coordconv=False):
+        """Spec network by default; plain: FC head without dropout/sigmoid; coordconv: CoordConv encoder."""
         super().__init__()
         self.num_keypoints = num_keypoints
-        self.encoder = Encoder()
+        self.kwargs = dict(num_keypoints=num_keypoints, plain=plain, coordconv=coordconv)
+        self.method = "gap_fc_plain" if plain else "coordconv_gap_fc" if coordconv else "regression"
+        self.encoder = Encoder(coordconv)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(
-            nn.Linear(256, 128), nn.ReLU(inplace=True), nn.Dropout(0.5),
-            nn.Linear(128, 64), nn.ReLU(inplace=True), nn.Dropout(0.5),
-            nn.Linear(64, num_keypoints * 2), nn.Sigmoid())
+        self.head = fc_head(256, num_keypoints, plain)
 
     def forward(self, x):
         f4 = self.encoder(x)[-1]
-        return self.head(self.pool(f4).flatten(1))  # [B, 2K] in [0, 1]
+        return self.head(self.pool(f4).flatten(1))  # [B, 2K] in [0, 1] (unbounded when plain)
+
+
+class FlattenRegressionNet(nn.Module):
+    """No pooling: 1x1 conv 256->32 on the 8x8 map, flatten (32*8*8), the spec FC head."""
+    output_type, method = "regression", "flatten_fc"
+
+    def __init__(self, num_keypoints=5):
+        super().__init__()
+        self.kwargs = dict(num_keypoints=num_keypoints)
+        self.encoder = Encoder()
+        self.reduce = nn.Sequential(nn.Conv2d(256, 32, 1), nn.ReLU(inplace=True))
+        self.head = fc_head(32 * 8 * 8, num_keypoints)
+
+    def forward(self, x):
+        return self.head(self.reduce(self.encoder(x)[-1]).flatten(1))
+
+
+class DecoderRegressionNet(nn.Module):
+    """HeatmapNet's decoder (skips on) up to its 32-channel 64x64 map, then GAP and the spec FC head."""
+    output_type, method = "regression", "decoder64_gap_fc"
+
+    def __init__(self, num_keypoints=5):
+        super().__init__()
+        self.kwargs = dict(num_keypoints=num_keypoints)
+        self.body = HeatmapNet(num_keypoints)
+        self.body.final = nn.Identity()  # unused: features() stops before it
+        self.head = fc_head(32, num_keypoints)
+
+    def forward(self, x):
+        return self.head(self.body.features(x).mean((2, 3)))
+
+
+class SpatialReadoutNet(nn.Module):
+    """A weight-shared spatial readout alone: 1x1 conv 256->K on the 8x8 encoder map. softargmax=True:
+    expected (x, y) under a spatial softmax ([B, 2K] unit coords); else the 8x8 maps as heatmaps."""
+
+    def __init__(self, num_keypoints=5, softargmax=True):
+        super().__init__()
+        self.kwargs = dict(num_keypoints=num_keypoints, softargmax=softargmax)
+        self.softargmax, self.hm_size = softargmax, 8
+        self.output_type = "regression" if softargmax else "heatmap"
+        self.method = "softargmax_8" if softargmax else "heatmap_8"
+        self.encoder = Encoder()
+        self.final = nn.Conv2d(256, num_keypoints, 1)
+
+    def forward(self, x):
+        maps = self.final(self.encoder(x)[-1])  # [B, K, 8, 8]
+        return soft_argmax(maps) if self.softargmax else maps
 
 
 class IntegralNet(nn.Module):
     """Integral regression / soft-argmax (Sun et al. 2018; DSNT, Nibali et al. 2018): the HeatmapNet body,
     a spatial softmax per keypoint, and the expected (x, y) under it. Outputs [B, 2K] unit coordinates
     like RegressionNet, so it trains with the same coordinate MSE, but keeps the heatmap's geometry."""
-    output_type = "regression"
+    output_type, method = "regression", "integral"
 
     def __init__(self, num_keypoints=5, skip=True, hm_size=64):
         super().__init__()
         self.num_keypoints, self.skip, self.hm_size = num_keypoints, skip, hm_size
+        self.kwargs = dict(num_keypoints=num_keypoints, skip=skip, hm_size=hm_size)
         self.body = HeatmapNet(num_keypoints, skip, hm_size)
 
     def forward(self, x):
         return soft_argmax(self.body(x))  # [B, 2K] = (x0, y0, x1, y1, ...) in unit space
 
 
-def soft_argmax(logits):
-    """Expected (x, y) under a spatial softmax of each channel: [B, K, S, S] -> [B, 2K] in unit [0, 1] space
-    (cell centres mapped with dataset's convention, so a centred symmetric blob decodes to its centre)."""
-    probs = logits.float().flatten(2).softmax(-1).view(logits.shape)
-    s = probs.shape[-1]
-    centres = img_to_unit(hm_to_img(torch.arange(s, dtype=probs.dtype, device=probs.device), s))
-    x_unit = (probs.sum(2) * centres).sum(-1)  # marginal over rows -> expected x
-    y_unit = (probs.sum(3) * centres).sum(-1)
-    return torch.stack([x_unit, y_unit], -1).flatten(1)
+# ----------------------------------------------------------------------------- the method table
+# One row per method: constructor (with its fixed options), target representation (codec.encode/decode),
+# display name, and target overrides (heatmap size / sigma in heatmap px, when not the CLI's). Every
+# method trains with codec.keypoint_loss (MSE; --hand-loss) and is decoded by codec.decode(target).
+# Adding a method = one row here (+ a small class above if the architecture is new).
+def _row(model, target, name, **target_kwargs):
+    return {"model": model, "target": target, "name": name, "target_kwargs": target_kwargs}
+
+
+METHODS = {
+    "heatmap": _row(HeatmapNet, "heatmap", "HeatmapNet"),
+    "regression": _row(RegressionNet, "coords", "RegressionNet"),
+    "integral": _row(IntegralNet, "coords", "IntegralNet (soft-argmax)"),
+    "gap_fc_plain": _row(lambda **kw: RegressionNet(**{**kw, "plain": True}), "coords", "GAP + FC, no dropout/sigmoid"),
+    "flatten_fc": _row(FlattenRegressionNet, "coords", "flatten 8x8 + FC"),
+    "coordconv_gap_fc": _row(lambda **kw: RegressionNet(**{**kw, "coordconv": True}), "coords", "CoordConv + GAP + FC"),
+    "decoder64_gap_fc": _row(DecoderRegressionNet, "coords", "decoder to 64x64 + GAP + FC"),
+    "softargmax_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": True}), "coords", "soft-argmax at 8x8"),
+    "heatmap_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": False}), "heatmap", "heatmap at 8x8",
+                      hm_size=8, sigma=1.0),
+}
+ASSIGNMENT_METHODS = ("heatmap", "regression")  # train.py's default: the two networks the assignment asks for
+
+
+def build_model(method, **kwargs):
+    """A fresh model of METHODS[method] (kwargs: the constructor's options, e.g. hm_size, skip)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    model = METHODS[method]["model"](**kwargs)
+    model.method = method
+    return model
+
+
+def model_config(model):
+    """{'method', 'class', **constructor kwargs}: rebuilds `model` with build_model (stored in checkpoints)."""
+    return {"method": model.method, "class": type(model).__name__, **model.kwargs}
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def model_config(model):
-    """The constructor arguments that rebuild `model` (stored in every checkpoint)."""
-    if isinstance(model, HeatmapNet):
-        return {"method": "heatmap", "num_keypoints": model.num_keypoints, "skip": model.skip,
-                "hm_size": model.hm_size}
-    if isinstance(model, RegressionNet):
-        return {"method": "regression", "num_keypoints": model.num_keypoints}
-    if isinstance(model, IntegralNet):
-        return {"method": "integral", "num_keypoints": model.num_keypoints, "skip": model.skip,
-                "hm_size": model.hm_size}
-    raise TypeError(f"unknown model type {type(model).__name__}")
-
-
-def build_model(config):
-    """Inverse of model_config."""
-    kwargs = {k: v for k, v in config.items() if k != "method"}
-    return {"heatmap": HeatmapNet, "regression": RegressionNet, "integral": IntegralNet}[config["method"]](**kwargs)
-
-
 def save_checkpoint(path, model, **extra):
     """Atomically save {'config', 'state_dict', **extra} (plain types: loads with weights_only=True)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_torch_save(path, {"config": model_config(model), "state_dict": state, **extra})
+    torch_save(path, {"config": model_config(model), "state_dict": state, **extra})
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Rebuild the model saved at `path`; returns (model in eval mode, checkpoint dict)."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    model = build_model(ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
+def load_checkpoint(path, map_location="cpu", method=None, made_by="python problem2/train.py"):
+    """Rebuild the model saved at `path`; returns (model in eval mode, checkpoint dict).
 
-
-# ----------------------------------------------------------------------------- device and precision
-def pick_device(name="auto"):
-    """'auto' -> CUDA when present, else CPU."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
-def cpu_has_bf16():
-    """True when this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), where bf16
-    autocast + channels_last roughly doubles conv training speed; elsewhere bf16 is emulated and slow."""
+    A missing, truncated or foreign file, or (with `method`) a checkpoint of another method, is a UsageError
+    naming the file, what it holds and what to run."""
+    ckpt = torch_load(path, made_by)
+    cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if not isinstance(cfg, dict) or cfg.get("method") not in METHODS or "state_dict" not in ckpt:
+        raise UsageError(f"{path} is not a checkpoint of this project; delete it and rerun `{made_by}`")
+    if method is not None and cfg["method"] != method:
+        raise UsageError(f"{path} holds a '{cfg['method']}' model ({cfg.get('class', '?')}), expected '{method}'; "
+                         f"put the right file there or rerun `{made_by}`")
+    kwargs = {k: v for k, v in cfg.items() if k not in ("method", "class")}
+    model = build_model(cfg["method"], **kwargs)
+    if cfg.get("class", type(model).__name__) != type(model).__name__:
+        raise UsageError(f"{path}: class {cfg['class']} does not match method '{cfg['method']}'")
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return torch.backends.mkldnn.is_available() and ("avx512_bf16" in flags or "amx_bf16" in flags)
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise UsageError(f"{path}: weights do not fit {type(model).__name__} ({str(e).splitlines()[0]}); "
+                         f"rerun `{made_by}`") from None
+    return model.to(map_location).eval(), ckpt
 
 
-def pick_precision(name="auto", device="cpu"):
-    """'auto' -> 'bf16' on CUDA and on CPUs with native bf16, else 'fp32'."""
-    if name != "auto":
-        return name
-    return "bf16" if device.startswith("cuda") or cpu_has_bf16() else "fp32"
+# ----------------------------------------------------------------------------- inference
+def target_of(model):
+    """The target representation ('heatmap' | 'coords') a model's outputs are in (from METHODS)."""
+    return METHODS[model.method]["target"]
 
 
-def autocast(device, precision):
-    """Autocast context for bf16 (convs/matmuls in bf16, losses in fp32); a no-op for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
-
-
-def prepare_input(images, device):
-    """Move a batch to the device in channels_last layout (what oneDNN/cuDNN convs run fastest on)."""
-    return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+@torch.no_grad()
+def run_model(model, loader, device="cpu", precision="fp32"):
+    """Raw outputs of `model` over a non-shuffled loader, concatenated on the CPU as float32."""
+    model.eval()
+    outputs = []
+    for images, _ in loader:
+        with autocast(device, precision):
+            outputs.append(model(prepare_input(images, device)).float().cpu())
+    return torch.cat(outputs)

@@ -1,90 +1,64 @@
-"""Train HeatmapNet and RegressionNet with the spec recipe: `python train.py` (see --help).
+"""Train the assignment's two networks with the spec recipe: `python train.py` (see --help).
 
-Both seed methods (and the third, IntegralNet = soft-argmax on the HeatmapNet body): same data, split and seed; MSE loss, Adam lr 1e-3, batch 32, 30 epochs; the checkpoint
-with the lowest validation loss is kept. One training loop (`fit`) serves both; they differ only in
-their targets (heatmaps vs unit coordinates) and in how outputs are decoded to pixels.
+HeatmapNet and RegressionNet (any row of model.METHODS with --methods): same data, split and seed; MSE
+loss (codec.keypoint_loss; --hand-loss symmetric scores the ambiguous hand pair in its better order),
+Adam lr 1e-3, batch 32, 30 epochs; the checkpoint with the lowest validation loss is kept. One training
+loop (`fit`) serves every method; they differ only in their targets (heatmaps vs unit coordinates,
+codec.encode) and in how outputs are decoded to pixels (codec.decode).
 
 Writes into --out-dir (default problem2/results/), every file atomically (temp + rename):
-  heatmap_model.pth, regression_model.pth,
-  integral_model.pth                        {"config": model_config, "state_dict", "epoch", "val_loss",
-                                             "val_px_error", "data": {"sigma", "canonical_hands", "hm_size"}}
-                                             (torch.load(..., weights_only=True); model.load_checkpoint)
-  heatmap_snapshots.pt                      {"epochs": [E], "heatmaps": [E, n, K, H, W] float16,
-                                             "images": [n, 1, 128, 128], "keypoints": [n, K, 2] img px}
-                                             predicted heatmaps of n fixed val images during training
-  training_log.json                         {"config": {...run settings, device, precision, torch},
-                                             "<method>": {"epochs": [{"epoch", "train_loss", "val_loss",
-                                                 "val_px_error", "seconds"}], "best_epoch", "best_val_loss",
-                                                 "best_val_px_error", "train_seconds", "images_per_second"}}
+  <method>_model.pth        {"config": model.model_config, "state_dict", "epoch", "val_loss", "val_px_error",
+                             "data": {"sigma", "hm_size", "canonical_hands"}, "provenance": {"run_id",
+                             "recipe" (every argument that changes the result, data fingerprint included),
+                             "selected_by", "code_version", "device", "created"}}   (model.load_checkpoint)
+  heatmap_snapshots.pt      {"epochs": [E], "heatmaps": [E, n, K, H, W] float16, "images", "keypoints", "run_id"}
+  training_log.json         {"run_id", "config": {settings, machine}, "<method>": {"recipe", "epochs": [{"epoch",
+                             "train_loss", "val_loss", "val_px_error", "seconds"}], "best_epoch", "best_val_loss",
+                             "best_val_px_error", "best_px_epoch", "best_px_val_px_error", "train_seconds",
+                             "images_per_second"}, "total_seconds"}
   val_px_error = mean Euclidean error over val keypoints in 128-px image space (heatmaps decoded with
-  evaluate.REFINE_DEFAULT); train_loss is the mean over the epoch's batches.
+  codec.REFINE_DEFAULT); train_loss is the mean over the epoch's batches. best_px_* is the second
+  selection rule (lowest val px error), reported next to the spec's (lowest val loss).
 """
 import argparse
+import inspect
 import math
-import os
-import random
 import sys
 import time
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from dataset import (atomic_torch_save, atomic_write_json, load_split, make_loader, record_timing,
-                     resolve_keypoints_dir)
-from evaluate import REFINE_DEFAULT, decode_outputs, run_model
-from model import (HeatmapNet, IntegralNet, RegressionNet, autocast, model_config, pick_device, pick_precision,
-                   prepare_input, save_checkpoint)
+from codec import HAND_LOSSES, REFINE_DEFAULT, decode, keypoint_loss
+from common import (RESULTS_DIR, autocast, code_version, fmt_time, machine_info, pick_device, pick_precision,
+                    prepare_input, record_timing, results_lock, set_seed, set_threads, torch_save, write_json)
+from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
+from model import ASSIGNMENT_METHODS, METHODS, build_model, model_config, run_model, save_checkpoint, target_of
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 # ---- defaults (the spec recipe); every one is a CLI flag
-DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigma=2.0,
+DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigma=2.0, hand_loss="strict",
                 snapshot_epochs=(1, 5, 10, 20, 30), num_snapshot_images=4)
 
 
-METHODS = {"heatmap": "heatmap", "regression": "regression", "integral": "regression"}  # method -> target type
-
-
-def set_seed(seed):
-    """Seed python, numpy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def check_writable(out_dir):
-    """Fail at start, not after 30 epochs, when results cannot be written."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write_test{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise SystemExit(f"error: cannot write results to {out_dir}: {e}") from None
-
-
-def fmt_time(seconds):
-    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
-
-
 def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", precision="fp32",
-        ckpt_path=None, ckpt_extra=None, on_epoch_end=None, name=None, log=print):
-    """The one training loop. MSE between model output and the loader's targets, Adam(lr).
+        ckpt_path=None, ckpt_extra=None, on_epoch_end=None, name=None, log=print, hand_loss="strict",
+        px_ckpt_path=None):
+    """The one training loop. keypoint_loss(model output, loader targets, hand_loss), Adam(lr).
 
     Validation each epoch: loss on val_loader and mean pixel error (image px) of the decoded outputs
-    against val_loader.dataset.keypoints. The model with the lowest val loss is saved to ckpt_path.
-    on_epoch_end(epoch, val_outputs) is called after each epoch (used for heatmap snapshots).
-    Returns the history: a dict with 'epochs' (one dict per epoch) and the best-epoch summary.
+    against val_loader.dataset.keypoints. The model with the lowest val loss is saved to ckpt_path (and,
+    when given, the one with the lowest val px error to px_ckpt_path). on_epoch_end(epoch, val_outputs)
+    is called after each epoch (heatmap snapshots). Returns the history (schema in the module docstring).
     """
     name = name or model_config(model)["method"]
+    target = target_of(model)
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    val_kp = val_loader.dataset.keypoints
-    val_targets = val_loader.dataset.targets
-    history = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf}
+    val_kp, val_targets = val_loader.dataset.keypoints, val_loader.dataset.targets
+    history = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf, "best_px_epoch": None,
+               "best_px_val_px_error": math.inf}
     t_start = time.time()
     for epoch in range(1, num_epochs + 1):
         t0 = time.time()
@@ -93,7 +67,7 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
         for images, targets in train_loader:
             with autocast(device, precision):
                 out = model(prepare_input(images, device))
-            loss = F.mse_loss(out.float(), targets.to(device))
+            loss = keypoint_loss(out, targets.to(device), hand_loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -105,9 +79,8 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
                                      f"The last good checkpoint (if any) is kept at {ckpt_path}. "
                                      f"Try a lower --lr or --precision fp32.")
         val_out = run_model(model, val_loader, device, precision)
-        val_loss = float(F.mse_loss(val_out, val_targets))
-        val_kp_pred = decode_outputs(val_out, model.output_type, REFINE_DEFAULT)
-        val_px = float((val_kp_pred - val_kp).norm(dim=-1).mean())
+        val_loss = float(keypoint_loss(val_out, val_targets, hand_loss))
+        val_px = float((decode(target, val_out, REFINE_DEFAULT) - val_kp).norm(dim=-1).mean())
         seconds = time.time() - t0
         history["epochs"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                   "val_px_error": val_px, "seconds": seconds})
@@ -116,7 +89,12 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
             history.update(best_epoch=epoch, best_val_loss=val_loss, best_val_px_error=val_px)
             if ckpt_path is not None:
                 save_checkpoint(ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
-                                **(ckpt_extra or {}))
+                                **_selected(ckpt_extra, "val_loss"))
+        if val_px < history["best_px_val_px_error"]:
+            history.update(best_px_epoch=epoch, best_px_val_px_error=val_px)
+            if px_ckpt_path is not None:
+                save_checkpoint(px_ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
+                                **_selected(ckpt_extra, "val_px"))
         if on_epoch_end is not None:
             on_epoch_end(epoch, val_out)
         elapsed = time.time() - t_start
@@ -124,105 +102,179 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
         log(f"[{name}] epoch {epoch:>2}/{num_epochs}  train {train_loss:.3e}  val {val_loss:.3e}  "
             f"val px err {val_px:6.2f}{' *' if best else '  '}  {seconds:5.1f}s  ETA {fmt_time(eta)}")
     history["train_seconds"] = time.time() - t_start
-    n_train = len(train_loader.dataset)
-    history["images_per_second"] = n_train * num_epochs / history["train_seconds"]
+    history["images_per_second"] = len(train_loader.dataset) * num_epochs / history["train_seconds"]
     return history
+
+
+def _selected(ckpt_extra, rule):
+    """Checkpoint extras with the selection rule written into its provenance."""
+    extra = dict(ckpt_extra or {})
+    if "provenance" in extra:
+        extra["provenance"] = {**extra["provenance"], "selected_by": rule}
+    return extra
 
 
 def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
                         precision="fp32", lr=DEFAULTS["lr"], snapshot_epochs=DEFAULTS["snapshot_epochs"],
                         num_snapshot_images=DEFAULTS["num_snapshot_images"], ckpt_name="heatmap_model.pth",
-                        log=print):
+                        log=print, hand_loss="strict", provenance=None, px_ckpt_name=None):
     """Train HeatmapNet on Gaussian heatmap targets (MSE); best-by-val-loss checkpoint to out_dir/ckpt_name;
     predicted heatmaps of the first few val images at snapshot_epochs (and the last) to heatmap_snapshots.pt."""
     ds = val_loader.dataset
     n = min(num_snapshot_images, len(ds))
     snap_epochs = sorted({e for e in snapshot_epochs if e <= num_epochs} | {num_epochs})
-    snaps = {"epochs": [], "heatmaps": [], "images": ds.images[:n].clone(), "keypoints": ds.keypoints[:n].clone()}
+    snaps = {"epochs": [], "heatmaps": [], "images": ds.images[:n].clone(), "keypoints": ds.keypoints[:n].clone(),
+             "run_id": (provenance or {}).get("run_id")}
 
     def on_epoch_end(epoch, val_out):
         if snapshot_epochs and epoch in snap_epochs:
             snaps["epochs"].append(epoch)
             snaps["heatmaps"].append(val_out[:n].half())
-            atomic_torch_save(Path(out_dir) / "heatmap_snapshots.pt",
-                              {**snaps, "heatmaps": torch.stack(snaps["heatmaps"])})
+            torch_save(Path(out_dir) / "heatmap_snapshots.pt", {**snaps, "heatmaps": torch.stack(snaps["heatmaps"])})
 
-    extra = {"data": {"sigma": ds.sigma, "hm_size": ds.heatmap_size, "canonical_hands": ds.canonical_hands}}
+    extra = {"data": {"sigma": ds.sigma, "hm_size": ds.heatmap_size, "canonical_hands": ds.canonical_hands},
+             **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, on_epoch_end, log=log)
+               extra, on_epoch_end, log=log, hand_loss=hand_loss,
+               px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None)
 
 
 def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
-                           precision="fp32", lr=DEFAULTS["lr"], ckpt_name="regression_model.pth", log=print):
-    """Train RegressionNet (or IntegralNet) on unit [0, 1] coordinates (MSE); best-by-val-loss checkpoint to
-    out_dir/ckpt_name."""
-    extra = {"data": {"canonical_hands": val_loader.dataset.canonical_hands}}
+                           precision="fp32", lr=DEFAULTS["lr"], ckpt_name="regression_model.pth", log=print,
+                           hand_loss="strict", provenance=None, px_ckpt_name=None):
+    """Train RegressionNet (or any coordinate-target model) on unit [0, 1] coordinates (MSE); best-by-val-loss
+    checkpoint to out_dir/ckpt_name."""
+    extra = {"data": {"canonical_hands": val_loader.dataset.canonical_hands},
+             **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, log=log)
+               extra, log=log, hand_loss=hand_loss, px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train HeatmapNet and RegressionNet (spec recipe by default).")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
-                   help="seeds init, shuffling and dropout (the default dataset is always generated with seed 0)")
-    p.add_argument("--num-train", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--heatmap-size", type=int, default=DEFAULTS["heatmap_size"], choices=(32, 64, 128))
-    p.add_argument("--sigma", type=float, default=DEFAULTS["sigma"], help="Gaussian std in heatmap px")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                   help="integral = soft-argmax on the HeatmapNet body (the 'why' study's third method)")
-    p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
+# ----------------------------------------------------------------------------- one method, one recipe
+def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], lr=DEFAULTS["lr"],
+                batch_size=DEFAULTS["batch_size"], heatmap_size=DEFAULTS["heatmap_size"], sigma=DEFAULTS["sigma"],
+                hand_loss=DEFAULTS["hand_loss"], canonical_hands=False, num_train=None, precision="fp32",
+                model_kwargs=None):
+    """Every argument that changes a trained model's numbers, normalised (the provenance and resume key).
+
+    data: dataset.data_fingerprint. Heatmap size/sigma (heatmap px) enter only where they matter: the target
+    of heatmap methods (the method row's own values win) and the constructor of models that take hm_size."""
+    row = METHODS[method]
+    model_kwargs = dict(model_kwargs or {})
+    for name, param in inspect.signature(row["model"]).parameters.items():  # every constructor option, explicit
+        if param.default is not inspect.Parameter.empty:
+            model_kwargs.setdefault(name, heatmap_size if name == "hm_size" else param.default)
+    target = {"type": row["target"]}
+    if row["target"] == "heatmap":
+        target.update({"hm_size": model_kwargs.get("hm_size", heatmap_size), "sigma": float(sigma), **row["target_kwargs"]})
+    n_avail = data["split_sizes"]["train"]
+    return {"method": method, "model": model_kwargs, "target": target, "epochs": epochs, "lr": lr,
+            "batch_size": batch_size, "seed": seed, "hand_loss": hand_loss, "canonical_hands": bool(canonical_hands),
+            "num_train": n_avail if num_train is None else min(num_train, n_avail), "precision": precision,
+            "data": data}
+
+
+def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, px_ckpt_name=None,
+                 snapshots=False, log=print):
+    """Train one method with one recipe (make_recipe) into out_dir; returns the history."""
+    method, target = recipe["method"], recipe["target"]
+    output_type = "heatmap" if target["type"] == "heatmap" else "regression"
+    hm_size, sigma = target.get("hm_size", DEFAULTS["heatmap_size"]), target.get("sigma", DEFAULTS["sigma"])
+    train_ds = load_split(kp_dir, "train", output_type, hm_size, sigma, recipe["canonical_hands"], recipe["num_train"])
+    val_ds = load_split(kp_dir, "val", output_type, hm_size, sigma, recipe["canonical_hands"])
+    train_loader = make_loader(train_ds, recipe["batch_size"], shuffle=True, seed=recipe["seed"])
+    val_loader = make_loader(val_ds, 64)
+    set_seed(recipe["seed"])  # each method starts from the same RNG state, whatever ran before it
+    model = build_model(method, **recipe["model"])
+    provenance = {"run_id": run_id, "recipe": recipe, "code_version": code_version(), "device": device,
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    common = dict(out_dir=out_dir, device=device, precision=recipe["precision"], lr=recipe["lr"], log=log,
+                  hand_loss=recipe["hand_loss"], provenance=provenance,
+                  ckpt_name=ckpt_name or f"{method}_model.pth", px_ckpt_name=px_ckpt_name)
+    if output_type == "heatmap":
+        return train_heatmap_model(model, train_loader, val_loader, recipe["epochs"],
+                                   snapshot_epochs=DEFAULTS["snapshot_epochs"] if snapshots else (), **common)
+    return train_regression_model(model, train_loader, val_loader, recipe["epochs"], **common)
+
+
+# ----------------------------------------------------------------------------- CLI
+def positive(kind, minimum, strict=False):
+    """argparse type: a number of `kind` >= minimum (> minimum when strict), else a usage error."""
+    def check(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
+        return value
+    return check
+
+
+def add_recipe_args(p):
+    """The recipe flags shared by train.py, baseline.py and study.py (validated before anything is created)."""
+    p.add_argument("--epochs", type=positive(int, 1), default=DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=positive(int, 1), default=DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=positive(float, 0, strict=True), default=DEFAULTS["lr"])
     p.add_argument("--data-dir", default=None, help="course-layout folder (<root> or <root>/keypoints); "
                    "default: generate/use problem2/data")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (auto: CUDA when present)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    return p.parse_args(argv)
+    p.add_argument("--threads", type=positive(int, 0), default=0, help="torch CPU threads (0: torch's default)")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Train HeatmapNet and RegressionNet (spec recipe by default).")
+    add_recipe_args(p)
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="seeds init, shuffling and dropout (the default dataset is always generated with seed 0)")
+    p.add_argument("--num-train", type=positive(int, 1), default=None,
+                   help="use only the first N training images (N >= batch size)")
+    p.add_argument("--heatmap-size", type=int, default=DEFAULTS["heatmap_size"], choices=(32, 64, 128))
+    p.add_argument("--sigma", type=positive(float, 0, strict=True), default=DEFAULTS["sigma"],
+                   help="Gaussian std in heatmap px")
+    p.add_argument("--hand-loss", default=DEFAULTS["hand_loss"], choices=HAND_LOSSES,
+                   help="symmetric: score the two hands in their better order per image (labels stay as given)")
+    p.add_argument("--methods", nargs="+", default=list(ASSIGNMENT_METHODS), choices=list(METHODS),
+                   help="rows of model.METHODS (default: the assignment's two networks)")
+    p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
+    args = p.parse_args(argv)
+    if args.num_train is not None and args.num_train < args.batch_size:
+        p.error(f"--num-train {args.num_train} is smaller than one batch (--batch-size {args.batch_size})")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    check_writable(args.out_dir)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     kp_dir = resolve_keypoints_dir(args.data_dir)
+    data = data_fingerprint(kp_dir)
+    run_id = uuid.uuid4().hex[:12]
     log_path = args.out_dir / "training_log.json"
-    run_log = {"config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                          "data_dir": str(kp_dir), "device": device, "precision": precision,
-                          "torch": torch.__version__, "threads": torch.get_num_threads()}}
-    print(f"device {device}, precision {precision}, {torch.get_num_threads()} threads, data {kp_dir}")
+    settings = {k: v for k, v in vars(args).items() if k not in ("data_dir", "out_dir")}
+    run_log = {"run_id": run_id, "config": {**settings, "data": data, "precision": precision,
+                                            "machine": machine_info(device, precision)}}
+    print(f"run {run_id}: device {device}, precision {precision}, {torch.get_num_threads()} threads, data {kp_dir}")
     t0 = time.time()
-    for method in args.methods:
-        target = METHODS[method]
-        train_ds = load_split(kp_dir, "train", target, args.heatmap_size, args.sigma, args.canonical_hands,
-                              args.num_train)
-        val_ds = load_split(kp_dir, "val", target, args.heatmap_size, args.sigma, args.canonical_hands)
-        train_loader = make_loader(train_ds, args.batch_size, shuffle=True, seed=args.seed)
-        val_loader = make_loader(val_ds, 64)
-        set_seed(args.seed)  # each method starts from the same RNG state, whatever ran before it
-        common = dict(out_dir=args.out_dir, device=device, precision=precision, lr=args.lr)
-        if method == "heatmap":
-            model = HeatmapNet(hm_size=args.heatmap_size)
-            run_log[method] = train_heatmap_model(model, train_loader, val_loader, args.epochs, **common)
-        else:
-            model = RegressionNet() if method == "regression" else IntegralNet(hm_size=args.heatmap_size)
-            run_log[method] = train_regression_model(model, train_loader, val_loader, args.epochs,
-                                                     ckpt_name=f"{method}_model.pth", **common)
-        atomic_write_json(log_path, run_log)
-        h = run_log[method]
-        print(f"[{method}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
-              f"{h['best_val_px_error']:.2f}; {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
-    run_log["total_seconds"] = time.time() - t0
-    atomic_write_json(log_path, run_log)
-    record_timing(args.out_dir, "train.py", run_log["total_seconds"])
+    with results_lock(args.out_dir, "train.py"):
+        for method in args.methods:
+            recipe = make_recipe(method, data, args.seed, args.epochs, args.lr, args.batch_size, args.heatmap_size,
+                                 args.sigma, args.hand_loss, args.canonical_hands, args.num_train, precision)
+            h = train_recipe(recipe, kp_dir, args.out_dir, run_id, device, snapshots=method == "heatmap")
+            run_log[method] = {"recipe": recipe, **h}
+            write_json(log_path, run_log)
+            print(f"[{method}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
+                  f"{h['best_val_px_error']:.2f} (best val px {h['best_px_val_px_error']:.2f} at epoch "
+                  f"{h['best_px_epoch']}); {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
+        run_log["total_seconds"] = time.time() - t0
+        write_json(log_path, run_log)
+        record_timing(args.out_dir, "train.py", run_log["total_seconds"], device, precision)
     print(f"done in {fmt_time(run_log['total_seconds'])}; wrote {args.out_dir}")
     return run_log
 

@@ -1,0 +1,251 @@
+"""The coordinate convention and every target representation as an encode/decode pair, side by side.
+
+Coordinate convention (the ONE place it is defined)
+---------------------------------------------------
+* Image space ("img px"): 128x128, x to the right, y down. Integer (x, y) is the CENTRE of pixel
+  column x / row y, so the image covers the continuous square [-0.5, 127.5]^2. The course's integer
+  labels are pixel centres in this space. Every reported error is in this space.
+* Heatmap space ("hm px") of size S covers the same square with S x S cells; cell j is centred at
+  image coordinate (j + 0.5) * 128 / S - 0.5. Hence, for any S (8, 32, 64, 128, ...):
+      hm = (img + 0.5) * S / 128 - 0.5            img = (hm + 0.5) * 128 / S - 0.5
+  e.g. at S=64, image pixel 10 -> heatmap 4.75, and heatmap cell 5 -> image 10.5.
+* Unit space (coordinate targets in [0, 1]): the same square scaled to [0, 1]:
+      unit = (img + 0.5) / 128                    img = unit * 128 - 0.5
+  i.e. unit space is heatmap space with S = 1 shifted by half a cell.
+
+Representations (encode: keypoints in img px -> target; decode: model output -> keypoints in img px)
+  heatmap : Gaussian exp(-d^2 / (2 sigma^2)), d in hm px from the float keypoint, on the whole grid
+            (keypoints at or beyond the border give a clipped Gaussian whose continuous peak still sits
+            at the keypoint) | argmax cell + optional sub-pixel step ('quarter' HRNet, 'dark' Taylor).
+  coords  : [2K] = (x0, y0, x1, y1, ...) in unit space | reshape and map back.
+  soft-argmax (a layer, not a target): expected (x, y) of a spatial softmax, in unit space, so a model
+            ending in it trains on 'coords' targets.
+Loss (one code path for every representation): MSE; with hand_loss='symmetric' the two hand channels
+are scored per image in the better of {as labelled, swapped} (the hand labels are ambiguous).
+"""
+import torch
+import torch.nn.functional as F
+
+IMG_SIZE = 128
+KEYPOINT_NAMES = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+LEFT_HAND, RIGHT_HAND = 1, 2
+HANDS = [LEFT_HAND, RIGHT_HAND]
+HEAD_FEET = [0, 3, 4]
+DECODERS = ("argmax", "quarter", "dark")  # heatmap decoders, all reported; the default is chosen on val
+REFINE_DEFAULT = "quarter"  # see results/metrics.json "decoder_selection" for the val measurement behind it
+HAND_LOSSES = ("strict", "symmetric")
+
+
+# ----------------------------------------------------------------------------- the convention
+def img_to_hm(coord_img_px, hm_size, img_size=IMG_SIZE):
+    """Image px -> heatmap px for a heatmap of `hm_size` cells per side."""
+    return (coord_img_px + 0.5) * (hm_size / img_size) - 0.5
+
+
+def hm_to_img(coord_hm_px, hm_size, img_size=IMG_SIZE):
+    """Heatmap px -> image px; exact inverse of img_to_hm."""
+    return (coord_hm_px + 0.5) * (img_size / hm_size) - 0.5
+
+
+def img_to_unit(coord_img_px, img_size=IMG_SIZE):
+    """Image px -> unit [0, 1] coordinates."""
+    return (coord_img_px + 0.5) / img_size
+
+
+def unit_to_img(coord_unit, img_size=IMG_SIZE):
+    """Unit [0, 1] coordinates -> image px; exact inverse of img_to_unit."""
+    return coord_unit * img_size - 0.5
+
+
+# ----------------------------------------------------------------------------- heatmaps: encode / decode
+def encode_heatmaps(kp_img_px, hm_size, sigma):
+    """Gaussian heatmaps for keypoints in image px.
+
+    kp_img_px: [..., K, 2] (x, y) in image px; hm_size: int or (height, width) in cells;
+    sigma: Gaussian std in heatmap px. Returns float32 [..., K, height, width], peak 1 at the
+    float keypoint position. Separable and vectorised: no Python loop over keypoints or pixels.
+    """
+    height, width = (hm_size, hm_size) if isinstance(hm_size, int) else hm_size
+    kp = torch.as_tensor(kp_img_px, dtype=torch.float32)
+    x_hm = img_to_hm(kp[..., 0:1], width)  # [..., K, 1]
+    y_hm = img_to_hm(kp[..., 1:2], height)
+    gx = torch.exp(-((torch.arange(width, dtype=torch.float32) - x_hm) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((torch.arange(height, dtype=torch.float32) - y_hm) ** 2) / (2 * sigma**2))
+    return gy[..., :, None] * gx[..., None, :]
+
+
+def argmax_cells(heatmaps):
+    """Integer argmax per channel: [B, K, H, W] -> x, y (long tensors [B, K]) in heatmap px."""
+    w = heatmaps.shape[-1]
+    idx = heatmaps.flatten(2).argmax(-1)
+    return idx % w, idx // w
+
+
+def patch3x3(heatmaps, x, y):
+    """The 3x3 neighbourhood around cells (x, y) per channel (edge-replicated): [B, K, 3, 3]."""
+    b, k, h, w = heatmaps.shape
+    padded = F.pad(heatmaps.float(), (1, 1, 1, 1), mode="replicate").flatten(2)
+    offsets = torch.tensor([dy * (w + 2) + dx for dy in range(3) for dx in range(3)])
+    idx = (y * (w + 2) + x)[..., None] + offsets
+    return padded.gather(2, idx).view(b, k, 3, 3)
+
+
+def quarter_offset(patch):
+    """HRNet's step: move 0.25 cell toward the higher horizontal / vertical neighbour. -> [B, K, 2]."""
+    dx = torch.sign(patch[..., 1, 2] - patch[..., 1, 0])
+    dy = torch.sign(patch[..., 2, 1] - patch[..., 0, 1])
+    return 0.25 * torch.stack([dx, dy], -1)
+
+
+def dark_offset(patch, eps=1e-10):
+    """DARK (Zhang et al. 2020): one Newton step on the log-heatmap, -H^-1 grad, from 3x3 central
+    differences. Exact for a Gaussian peak; zero where the Hessian is not negative definite."""
+    L = patch.clamp_min(eps).log()
+    gx = (L[..., 1, 2] - L[..., 1, 0]) / 2
+    gy = (L[..., 2, 1] - L[..., 0, 1]) / 2
+    hxx = L[..., 1, 2] - 2 * L[..., 1, 1] + L[..., 1, 0]
+    hyy = L[..., 2, 1] - 2 * L[..., 1, 1] + L[..., 0, 1]
+    hxy = (L[..., 2, 2] - L[..., 2, 0] - L[..., 0, 2] + L[..., 0, 0]) / 4
+    det = hxx * hyy - hxy**2
+    ok = (det > 1e-12) & (hxx < 0)
+    safe_det = torch.where(ok, det, torch.ones_like(det))
+    ox = -(hyy * gx - hxy * gy) / safe_det
+    oy = -(hxx * gy - hxy * gx) / safe_det
+    offset = torch.stack([ox, oy], -1).clamp(-1, 1)
+    return torch.where(ok[..., None], offset, torch.zeros_like(offset))
+
+
+def cells_to_img(heatmaps, x, y, refine=None):
+    """Chosen cells (x, y: long [B, K]) of heatmaps [B, K, H, W] -> [B, K, 2] image px, after the optional
+    sub-pixel step computed around each cell (shared by every heatmap decoder)."""
+    kp_hm = torch.stack([x, y], -1).float()
+    if refine in ("quarter", "dark"):
+        patch = patch3x3(heatmaps, x, y)
+        kp_hm = kp_hm + (quarter_offset(patch) if refine == "quarter" else dark_offset(patch))
+    elif refine not in (None, "argmax"):
+        raise ValueError(f"refine must be None, 'argmax', 'quarter' or 'dark', got {refine!r}")
+    return hm_to_img(kp_hm, heatmaps.shape[-1])
+
+
+def decode_heatmaps(heatmaps, refine=None):
+    """Heatmaps [B, K, S, S] -> keypoints [B, K, 2] in image px: argmax cell, optional sub-pixel step."""
+    heatmaps = heatmaps.float()
+    return cells_to_img(heatmaps, *argmax_cells(heatmaps), refine)
+
+
+def joint_hand_decode(heatmaps, refine=REFINE_DEFAULT, radius_hm=3.0, min_peak=0.1):
+    """Decode [B, K, H, W] like decode_heatmaps, but assign the two hand channels
+    jointly. When both hand channels put their argmax on the same blob (within radius_hm heatmap px),
+    the strongest local maximum of the summed hand maps outside that blob (if >= min_peak) is taken as the
+    other hand, and the two peaks are given to the channels in the order with the larger summed
+    response (left at p, right at q vs the reverse). Returns [B, K, 2] in image px."""
+    heatmaps = heatmaps.float()
+    b, k, h, w = heatmaps.shape
+    x, y = argmax_cells(heatmaps)
+    hands = heatmaps[:, [LEFT_HAND, RIGHT_HAND]]                       # [B, 2, H, W]
+    p = torch.stack([x[:, LEFT_HAND], y[:, LEFT_HAND]], -1).float()     # the left channel's peak
+    q = torch.stack([x[:, RIGHT_HAND], y[:, RIGHT_HAND]], -1).float()
+    collide = (p - q).norm(dim=-1) <= radius_hm
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    combined = hands.sum(1)
+    strongest = torch.where((hands.amax((2, 3))[:, 0] >= hands.amax((2, 3))[:, 1])[:, None], p, q)  # [B, 2]
+    far = ((xs - strongest[:, 0, None, None]) ** 2 + (ys - strongest[:, 1, None, None]) ** 2) > radius_hm**2
+    local_max = combined == F.max_pool2d(combined[:, None], 3, stride=1, padding=1)[:, 0]  # a real peak, not a tail
+    masked = torch.where(far & local_max, combined, torch.full_like(combined, -float("inf")))
+    idx2 = masked.flatten(1).argmax(-1)
+    second = torch.stack([idx2 % w, idx2 // w], -1).float()
+    use = collide & (masked.flatten(1).amax(-1) >= min_peak)
+    bi = torch.arange(b)
+
+    def resp(ch, pt):
+        return hands[bi, ch, pt[:, 1].long(), pt[:, 0].long()]
+
+    keep_order = resp(0, strongest) + resp(1, second) >= resp(0, second) + resp(1, strongest)
+    new_left = torch.where(keep_order[:, None], strongest, second)
+    new_right = torch.where(keep_order[:, None], second, strongest)
+    x, y = x.clone(), y.clone()
+    for ch, new in ((LEFT_HAND, new_left), (RIGHT_HAND, new_right)):
+        x[:, ch] = torch.where(use, new[:, 0].long(), x[:, ch])
+        y[:, ch] = torch.where(use, new[:, 1].long(), y[:, ch])
+    return cells_to_img(heatmaps, x, y, refine)
+
+
+# ----------------------------------------------------------------------------- coordinates: encode / decode
+def encode_coords(kp_img_px):
+    """Keypoints [..., K, 2] in image px -> [..., 2K] = (x0, y0, x1, y1, ...) in unit space."""
+    kp = torch.as_tensor(kp_img_px, dtype=torch.float32)
+    return img_to_unit(kp).flatten(-2)
+
+
+def decode_coords(coords_unit):
+    """[B, 2K] unit coordinates -> keypoints [B, K, 2] in image px."""
+    return unit_to_img(coords_unit.float().reshape(len(coords_unit), -1, 2))
+
+
+def soft_argmax(logits):
+    """Expected (x, y) under a spatial softmax of each channel: [B, K, S, S] -> [B, 2K] in unit space
+    (cell centres mapped with the convention above, so a centred symmetric blob decodes to its centre)."""
+    probs = logits.float().flatten(2).softmax(-1).view(logits.shape)
+    s = probs.shape[-1]
+    centres = img_to_unit(hm_to_img(torch.arange(s, dtype=probs.dtype, device=probs.device), s))
+    x_unit = (probs.sum(2) * centres).sum(-1)  # marginal over rows -> expected x
+    y_unit = (probs.sum(3) * centres).sum(-1)
+    return torch.stack([x_unit, y_unit], -1).flatten(1)
+
+
+# ----------------------------------------------------------------------------- one table of targets
+def encode(target, kp_img_px, hm_size=64, sigma=2.0):
+    """Training targets of representation `target` ('heatmap' | 'coords') for keypoints in image px."""
+    if target == "heatmap":
+        return encode_heatmaps(kp_img_px, hm_size, sigma)
+    if target == "coords":
+        return encode_coords(kp_img_px)
+    raise ValueError(f"target must be 'heatmap' or 'coords', got {target!r}")
+
+
+def decode(target, outputs, refine=REFINE_DEFAULT):
+    """Model outputs of representation `target` -> keypoints [B, K, 2] in image px."""
+    if target == "heatmap":
+        return decode_heatmaps(outputs, refine)
+    if target == "coords":
+        return decode_coords(outputs)
+    raise ValueError(f"target must be 'heatmap' or 'coords', got {target!r}")
+
+
+# ----------------------------------------------------------------------------- hands and the loss
+def swap_hands(x, dim=1):
+    """x with its left_hand and right_hand entries swapped along `dim` (keypoint axis)."""
+    idx = list(range(x.shape[dim]))
+    idx[LEFT_HAND], idx[RIGHT_HAND] = RIGHT_HAND, LEFT_HAND
+    return x.index_select(dim, torch.tensor(idx, device=x.device))
+
+
+def canonicalize_hands(kp):
+    """Relabel hands so left_hand is the one with the smaller x (ties keep their order). kp: [..., K, 2]."""
+    kp = kp.clone()
+    swap = kp[..., LEFT_HAND, 0] > kp[..., RIGHT_HAND, 0]
+    left, right = kp[..., LEFT_HAND, :].clone(), kp[..., RIGHT_HAND, :].clone()
+    kp[..., LEFT_HAND, :] = torch.where(swap[..., None], right, left)
+    kp[..., RIGHT_HAND, :] = torch.where(swap[..., None], left, right)
+    return kp
+
+
+def keypoint_loss(outputs, targets, hand_loss="strict"):
+    """MSE between outputs and targets of the same shape: [B, K, H, W] heatmaps or [B, 2K] coordinates.
+
+    'strict' is plain F.mse_loss (the spec). 'symmetric': per image, the hand channels' squared error is
+    the smaller of {as labelled, hands swapped}; head and feet unchanged; mean over everything, so a
+    perfectly labelled batch gives the strict value. Vectorised over the batch."""
+    outputs = outputs.float()
+    if hand_loss == "strict":
+        return F.mse_loss(outputs, targets)
+    if hand_loss != "symmetric":
+        raise ValueError(f"hand_loss must be one of {HAND_LOSSES}, got {hand_loss!r}")
+    b = len(outputs)
+    out_k = outputs.reshape(b, NUM_KEYPOINTS, -1)  # [B, K, D]: D = H*W cells or the 2 coordinates
+    tgt_k = targets.reshape(b, NUM_KEYPOINTS, -1)
+    per_kp = (out_k - tgt_k).pow(2).mean(-1)                           # [B, K]
+    per_kp_swapped = (out_k - swap_hands(tgt_k)).pow(2).mean(-1)
+    hands = torch.minimum(per_kp[:, HANDS].sum(1), per_kp_swapped[:, HANDS].sum(1))  # [B]
+    return (per_kp[:, HEAD_FEET].sum(1) + hands).mean() / NUM_KEYPOINTS

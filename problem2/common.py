@@ -1,0 +1,247 @@
+"""Shared helpers at the bottom of the import graph: results folder, atomic/strict file I/O, seeding,
+device/precision, timing, machine description, a results-folder lock and figure saving.
+
+Nothing here knows about keypoints or models. Every script imports from here; this file imports no
+other file of the project.
+"""
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"  # the committed deliverable; every script's --out-dir default
+
+
+class UsageError(SystemExit):
+    """A one-line, user-facing error (exit status 1, no traceback): names the file and what to do."""
+
+    def __init__(self, message):
+        super().__init__(f"error: {message}")
+
+
+# ----------------------------------------------------------------------------- files
+def atomic_write_bytes(path, data):
+    """Write bytes to `path` via a temp file + rename, so an interrupted write leaves no partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def strict_json(obj):
+    """Recursively replace non-finite floats by None, so the JSON written is valid everywhere."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def write_json(path, obj):
+    """Atomic, strict JSON (no NaN/Infinity: they become null)."""
+    atomic_write_bytes(path, (json.dumps(strict_json(obj), indent=2, allow_nan=False) + "\n").encode())
+
+
+def read_json(path, made_by="the script that writes it", default=None):
+    """Strict JSON from `path`; a missing file returns `default` (when given), a corrupt one is a UsageError."""
+    path = Path(path)
+    if not path.exists():
+        if default is not None:
+            return default
+        raise UsageError(f"{path} not found; run {made_by} first")
+    try:
+        return json.loads(path.read_text(), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is not valid JSON ({e}); delete it and rerun {made_by}") from None
+
+
+def _reject_constant(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def torch_save(path, obj):
+    """torch.save, atomically."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def torch_load(path, made_by="python problem2/train.py"):
+    """torch.load(weights_only=True) that turns a missing/truncated/corrupt file into one UsageError line."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path} not found; run `{made_by}` first")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damaged files
+        raise UsageError(f"{path} is truncated or not a checkpoint ({type(e).__name__}); "
+                         f"delete it and rerun `{made_by}`") from None
+
+
+def file_sha256(paths):
+    """Hex sha256 over the bytes of `paths` (in order), first 16 hex digits."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def recipe_key(recipe):
+    """Short stable hash of a JSON-able recipe dict (the resume key of a run)."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- a lock per results folder
+@contextlib.contextmanager
+def results_lock(out_dir, what):
+    """Refuse a second writer into `out_dir` while one runs. The lock file holds the owner's pid; a lock
+    whose process no longer exists (a crashed or killed run) is taken over, so it never stays stuck."""
+    out_dir = Path(out_dir)
+    lock = out_dir / ".lock"
+    for _ in range(2):
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                owner = json.loads(lock.read_text())
+                os.kill(int(owner["pid"]), 0)
+            except (ProcessLookupError, ValueError, KeyError, OSError, TypeError):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise UsageError(f"{out_dir} is in use by {owner.get('what')} (pid {owner['pid']}); wait for it to "
+                             f"finish or pass another --out-dir") from None
+        except OSError as e:
+            raise UsageError(f"cannot write results to {out_dir}: {e.strerror}") from None
+    else:
+        raise UsageError(f"cannot take the lock {lock}; delete it if no run is writing into {out_dir}")
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"pid": os.getpid(), "what": what}))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- seeding, device, precision
+def set_seed(seed):
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads):
+    """torch CPU threads; 0 keeps torch's default."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def pick_device(name="auto"):
+    """'auto' -> CUDA when present, else CPU."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def cpu_has_bf16():
+    """True when this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), where bf16
+    autocast + channels_last roughly doubles conv training speed; elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return torch.backends.mkldnn.is_available() and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def pick_precision(name="auto", device="cpu"):
+    """'auto' -> 'bf16' on CUDA and on CPUs with native bf16, else 'fp32'."""
+    if name != "auto":
+        return name
+    return "bf16" if device.startswith("cuda") or cpu_has_bf16() else "fp32"
+
+
+def autocast(device, precision):
+    """Autocast context for bf16 (convs/matmuls in bf16, losses in fp32); a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
+def prepare_input(images, device):
+    """Move a batch to the device in channels_last layout (what oneDNN/cuDNN convs run fastest on)."""
+    return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------- machine, code version, timing
+def machine_info(device="cpu", precision=None):
+    """What produced a timing: CPU model, cores, torch version, device (GPU name), precision, threads."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "device": device,
+            "threads": torch.get_num_threads()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    if precision is not None:
+        info["precision"] = precision
+    return info
+
+
+def code_version():
+    """git commit of the code (+ '-dirty' with uncommitted changes to tracked files), or None."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True, timeout=10)  # noqa: E731
+        head = run("rev-parse", "--short=12", "HEAD")
+        if head.returncode:
+            return None
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ".").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def fmt_time(seconds):
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def record_timing(out_dir, script, seconds, device="cpu", precision=None):
+    """Add {script: {"seconds", "machine"}} to out_dir/timings.json (report.py reads it for the wall times)."""
+    path = Path(out_dir) / "timings.json"
+    timings = read_json(path, default={})
+    timings[script] = {"seconds": round(float(seconds), 1), "machine": machine_info(device, precision)}
+    write_json(path, timings)
+
+
+# ----------------------------------------------------------------------------- figures
+def plt():
+    """matplotlib.pyplot on the headless Agg backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    return pyplot
+
+
+def save_figure(fig, save_path):
+    """Write a figure as PNG atomically (never a half-written file) and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(save_path, buf.getvalue())
+    plt().close(fig)

@@ -1,0 +1,146 @@
+"""Recipe-keyed training runs for the studies: each run is trained once, evaluated once, and reused only
+for the identical recipe (train.make_recipe: method, model options, targets, epochs, lr, batch, seed,
+hand loss, labels, training-set size, precision and the data fingerprint).
+
+A run lives in <runs_root>/<method>-<recipe key>/:
+  run.json         {"recipe", "history" (per-epoch log, both selection rules), "machine", "code_version"}  committed
+  eval.json        {"eval_key", "<rule: val_loss|val_px>": {"epoch", "test": {decoder: summary}, "brief",
+                    "brief_joint_hands" (heatmap targets), "shifted": brief}}                          committed
+  model.pth        best by val loss (the spec rule)          model_bestpx.pth  best by val px    (gitignored)
+A stored run whose recipe differs is never reused (the message says why it retrains); an evaluation is
+redone when its key (eval version, test/shifted data) changed and the checkpoints are still there, else the
+run is retrained. run_many() runs independent recipes in `jobs` worker processes, CPU threads split. A run's
+numbers depend on its thread count (CPU kernels reduce in a thread-dependent order), so `jobs` runs with T
+threads each equal a sequential run with T threads (`--threads T`); run.json records the threads used.
+"""
+import functools
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import torch
+
+from codec import DECODERS, REFINE_DEFAULT, decode, joint_hand_decode
+from common import (UsageError, code_version, fmt_time, machine_info, pick_device, read_json, recipe_key,
+                    results_lock, set_threads, write_json)
+from dataset import data_fingerprint, load_split, make_loader
+from evaluate import brief, summarize
+from model import load_checkpoint, run_model, target_of
+from train import train_recipe
+
+EVAL_VERSION = 1
+RULES = {"val_loss": "model.pth", "val_px": "model_bestpx.pth"}
+
+
+def run_dir_of(runs_root, recipe):
+    return Path(runs_root) / f"{recipe['method']}-{recipe_key(recipe)}"
+
+
+def eval_key(kp_dir, shifted_dir):
+    return {"version": EVAL_VERSION, "test": data_fingerprint(kp_dir)["annotations_sha256"],
+            "shifted": data_fingerprint(shifted_dir)["annotations_sha256"] if shifted_dir else None}
+
+
+def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device="cpu"):
+    """Test-split numbers of one model: full summary per decoder, brief (default decoder), joint-hand
+    decoding (heatmap targets), and brief on the shifted test set when given."""
+    out = {}
+    for name, folder in (("test", kp_dir), ("shifted", shifted_dir)):
+        if folder is None:
+            continue
+        ds = load_split(folder, "test", "regression", canonical_hands=canonical)  # images + keypoints only
+        raw = run_model(model.to(device), make_loader(ds, 64), device, "fp32")
+        heat = target_of(model) == "heatmap"
+        final = decode(target_of(model), raw, REFINE_DEFAULT)
+        if name == "shifted":
+            out["shifted"] = brief(final, ds.keypoints)
+            continue
+        decoders = DECODERS if heat else ("direct",)
+        out["test"] = {d: {m: {k: v for k, v in s.items() if k != "pck_per_keypoint"} for m, s in
+                           summarize(decode(target_of(model), raw, d) if heat else final, ds.keypoints).items()}
+                       for d in decoders}
+        out["brief"] = brief(final, ds.keypoints)
+        if heat:
+            out["brief_joint_hands"] = brief(joint_hand_decode(raw), ds.keypoints)
+    return out
+
+
+def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=print):
+    """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key,
+    else trained and/or evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
+    rdir = run_dir_of(runs_root, recipe)
+    tag = rdir.name
+    key = eval_key(kp_dir, shifted_dir)
+    with results_lock(rdir, "runs.ensure_run"):
+        info = read_json(rdir / "run.json", default={})
+        ev = read_json(rdir / "eval.json", default={})
+        have_ckpts = all((rdir / f).exists() for f in RULES.values())
+        if info and info.get("recipe") != recipe:
+            log(f"[runs] {tag}: stored recipe differs from the requested one; retraining")
+            info = {}
+        if info and ev.get("eval_key") == key:
+            log(f"[runs] {tag}: reusing (same recipe, already evaluated)")
+            return rdir, info, ev
+        if info and not have_ckpts:
+            log(f"[runs] {tag}: evaluation is missing or outdated and the checkpoints are gone; retraining")
+            info = {}
+        if not info:
+            log(f"[runs] {tag}: training")
+            history = train_recipe(recipe, kp_dir, rdir, recipe_key(recipe), device, ckpt_name=RULES["val_loss"],
+                                   px_ckpt_name=RULES["val_px"], log=lambda s: log(f"  {tag} {s}"))
+            info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
+                    "code_version": code_version()}
+            write_json(rdir / "run.json", info)
+        ev = {"eval_key": key}
+        for rule, fname in RULES.items():
+            model, ckpt = load_checkpoint(rdir / fname, method=recipe["method"])
+            ev[rule] = {"epoch": ckpt["epoch"], **evaluate_checkpoint(model, kp_dir, shifted_dir,
+                                                                     recipe["canonical_hands"], device)}
+        write_json(rdir / "eval.json", ev)
+        return rdir, info, ev
+
+
+def _worker_init(threads):
+    set_threads(threads)
+
+
+def _worker(task, live_log=None):
+    """One ensure_run; its log lines are printed live (sequential) or collected (worker process)."""
+    recipe, kp_dir, runs_root, shifted_dir, device = task
+    lines = []
+    log = lines.append if live_log is None else (lambda s: (lines.append(s), live_log(s)))
+    try:
+        _, info, ev = ensure_run(recipe, kp_dir, runs_root, shifted_dir, device, log=log)
+    except UsageError as e:
+        return recipe, None, None, str(e), lines
+    return recipe, info, ev, None, lines
+
+
+def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto", log=print):
+    """ensure_run for every recipe (duplicates by key run once), in `jobs` processes with the CPU threads
+    split between them; results are identical to a sequential run (each run is seeded by its recipe).
+    Returns {recipe key: (run.json, eval.json)} and prints progress with an ETA for the whole batch."""
+    device = pick_device(device)
+    unique = {recipe_key(r): r for r in recipes}
+    tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device) for r in unique.values()]
+    threads = max(1, torch.get_num_threads() // max(1, jobs))
+    out, t0 = {}, time.time()
+    if jobs <= 1:
+        results = (_worker(t, log) for t in tasks)
+    else:
+        pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
+        results = pool.imap_unordered(functools.partial(_worker, live_log=print), tasks)  # workers log live
+    try:
+        for i, (recipe, info, ev, error, lines) in enumerate(results, 1):
+            if info is None:
+                raise UsageError(error.removeprefix("error: "))
+            out[recipe_key(recipe)] = (info, ev)
+            elapsed = time.time() - t0
+            left = len(tasks) - i
+            eta = elapsed / i * left
+            log(f"[runs] {i}/{len(tasks)} done ({recipe['method']}, seed {recipe['seed']}); elapsed "
+                f"{fmt_time(elapsed)}, ETA {fmt_time(eta)} for the batch")
+    finally:
+        if jobs > 1:
+            pool.terminate()
+    return out
