@@ -1,51 +1,49 @@
 """Ablations of HeatmapNet and failure-case analysis of both methods: `python baseline.py` (see --help).
 
-Studies (spec recipe: Adam 1e-3, batch 32, 30 epochs, seed 0, same split; train.py's loop):
+Studies (spec recipe: Adam 1e-3, batch 32, 30 epochs, same split; train.py's loop; --seeds, default 0 1 2):
   resolution : heatmap 32x32 vs 64x64 vs 128x128
   sigma      : Gaussian sigma 1, 2, 3, 4 (heatmap px at 64x64)
   skip       : skip connections on vs off
 Sigma across resolutions is held fixed in IMAGE pixels: sigma_hm = sigma_64 * hm_size / 64 (4 image px
 for the default 2.0), so every resolution learns the same target shape in the image and only the
-quantisation of the grid differs. The shared configuration (64, sigma 2, skips on) is trained once and
-reused by all three studies (and taken from train.py's results/heatmap_model.pth when that was trained
-with the same recipe). Each variant is decoded at its own resolution with evaluate.py's decoders
-(argmax, quarter and dark) and scored on the test split.
+quantisation of the grid differs. Every (variant, seed) is one recipe-keyed run of runs.py under
+<out-dir>/runs/ (trained once, reused by every study with the same recipe, e.g. the default variant =
+the readout study's heatmap_64), decoded at its own resolution with every decoder and scored on test.
 
 ablation_results.json schema:
-  {"recipe": {...}, "variants": {"<name>": {"config": {"hm_size", "sigma_hm", "sigma_img", "skip"},
-      "source": "baseline.py" | "train.py", "best_epoch", "best_val_loss", "best_val_px_error",
-      "train_seconds", "test": {"<decoder: argmax|quarter|dark>": {"strict"|"symmetric": {
-          "mean_px_error", "median_px_error", "per_keypoint_px_error", "pck": {"bbox"|"torso": {thr: acc}},
-          "auc": {...}}}}}},
-   "studies": {"resolution": [names], "sigma": [names], "skip": [names]}}
-The file is rewritten (atomically) after every variant; a recorded variant is skipped unless --force.
+  {"recipe": {shared settings}, "seeds": [..], "studies": {"resolution"|"sigma"|"skip": [variant names]},
+   "variants": {"<name>": {"config": {"hm_size", "sigma_hm", "sigma_img", "skip"}, "runs": [{"seed", "run",
+        "best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch", "train_seconds",
+        "test": {"<decoder: argmax|quarter|dark>": {"strict"|"symmetric": {"mean_px_error", "median_px_error",
+            "per_keypoint_px_error", "pck": {"bbox"|"torso": {thr: acc}}, "auc": {...}}}}}]}}}
+  report.py turns the runs into mean +- std over seeds and paired differences to the default variant.
 
 failure_cases.json schema (analyze_failure_cases): {"rule", "num_images", "counts": {category: n},
   "per_keypoint": {category: {name: n}}, "characterisation": {...}, "gallery": {category: [image idx]}}
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from dataset import (KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_json, encode_heatmaps, load_split,
-                     make_loader, record_timing, resolve_keypoints_dir)
-from evaluate import (DECODERS, REFINE_DEFAULT, _plt, _save, decode_outputs, draw_keypoints, keypoint_distances,
-                      pck_matrix, run_model, summarize)
-from model import HeatmapNet, load_checkpoint, pick_device, pick_precision
-from train import DEFAULTS, fmt_time, set_seed, train_heatmap_model
+from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, encode_heatmaps
+from common import RESULTS_DIR, fmt_time, recipe_key, pick_device, plt, record_timing, results_lock, save_figure, \
+    set_threads, write_json
+from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir
+from evaluate import draw_keypoints, keypoint_distances, load_run_checkpoints, pck_matrix
+from model import HeatmapNet, load_checkpoint, run_model
+from runs import RULES, STUDY_PRECISION, run_dir_of, run_many
+from train import DEFAULTS, add_recipe_args, make_recipe
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
 STUDIES = {
     "resolution": [{"hm_size": 32}, {}, {"hm_size": 128}],
     "sigma": [{"sigma_64": 1.0}, {}, {"sigma_64": 3.0}, {"sigma_64": 4.0}],
     "skip": [{}, {"skip": False}],
 }
+DEFAULT_VARIANT = "hm64_sigma2_skip"
 SUCCESS_RULE = "a keypoint succeeds when its strict error <= 0.1 x bbox diagonal (PCK@0.1, bbox)"
 
 
@@ -61,91 +59,55 @@ def variant_name(cfg):
     return f"hm{cfg['hm_size']}_sigma{cfg['sigma_img'] / 2:g}_{'skip' if cfg['skip'] else 'noskip'}"
 
 
-def _reusable_train_checkpoint(out_dir, cfg, epochs, dataset, precision):
-    """train.py's heatmap checkpoint when it matches this variant and the recipe; else None."""
-    path, log_path = Path(out_dir) / "heatmap_model.pth", Path(out_dir) / "training_log.json"
-    if not (path.exists() and log_path.exists()):
-        return None
-    log = json.loads(log_path.read_text())
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    run = log.get("config", {})
-    same = (ckpt["config"].get("hm_size") == cfg["hm_size"] and ckpt["config"].get("skip") == cfg["skip"]
-            and ckpt.get("data", {}).get("sigma") == cfg["sigma_hm"] and run.get("epochs") == epochs
-            and run.get("seed") == DEFAULTS["seed"] and run.get("lr") == DEFAULTS["lr"]
-            and run.get("batch_size") == DEFAULTS["batch_size"] and run.get("data_dir") == str(dataset)
-            and run.get("precision") == precision and run.get("num_train") is None
-            and not run.get("canonical_hands") and "heatmap" in log)
-    return (path, log["heatmap"]) if same else None
+def variant_recipe(cfg, data, seed, epochs=DEFAULTS["epochs"], precision=STUDY_PRECISION):
+    return make_recipe("heatmap", data, seed, epochs, heatmap_size=cfg["hm_size"], sigma=cfg["sigma_hm"],
+                       precision=precision, model_kwargs={"skip": cfg["skip"]})
 
 
-def ablation_study(dataset, model_class, studies=tuple(STUDIES), epochs=DEFAULTS["epochs"], out_dir=RESULTS_DIR,
-                   force=False, device="cpu", precision="fp32", log=print):
-    """Train and score the ablation variants of `model_class` (HeatmapNet) on `dataset`.
+def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epochs=DEFAULTS["epochs"],
+                   out_dir=RESULTS_DIR, force=False, device="cpu", precision=STUDY_PRECISION, log=print,
+                   seeds=(0,), jobs=1):
+    """Train (or reuse) and score the ablation variants of `model_class` (HeatmapNet) on `dataset`, per seed.
 
     dataset: a course-layout keypoints folder (train/val for training and selection, test for scores).
-    Returns the ablation_results dict (schema in the module docstring), also written to
-    out_dir/ablation_results.json after every variant.
-    """
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "ablation_checkpoints"  # gitignored: only the JSON is the deliverable
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "ablation_results.json"
-    results = json.loads(json_path.read_text()) if json_path.exists() else {}
-    recipe = {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"], "seed": DEFAULTS["seed"],
-              "precision": precision, "refined_decoder": REFINE_DEFAULT}
-    if results.get("recipe") != recipe:
-        results = {"recipe": recipe, "variants": {}, "studies": {}}
+    force: retrain even when a run with the same recipe is stored. Returns the ablation_results dict
+    (schema in the module docstring), also written to out_dir/ablation_results.json."""
+    if model_class is not HeatmapNet:
+        raise ValueError("the ablations are defined for HeatmapNet")
+    out_dir, data = Path(out_dir), data_fingerprint(dataset)
     todo = {}
+    studies_out = {}
     for study in studies:
-        names = []
+        studies_out[study] = []
         for overrides in STUDIES[study]:
             cfg = variant_config(overrides)
-            names.append(variant_name(cfg))
-            todo[names[-1]] = cfg
-        results["studies"][study] = names
-    t_start = time.time()
-    for i, (name, cfg) in enumerate(todo.items()):
-        if name in results["variants"] and not force:
-            log(f"[ablation] {name}: recorded, skipping (--force to rerun)")
-            continue
-        train_ds = load_split(dataset, "train", "heatmap", cfg["hm_size"], cfg["sigma_hm"])
-        val_ds = load_split(dataset, "val", "heatmap", cfg["hm_size"], cfg["sigma_hm"])
-        test_ds = load_split(dataset, "test", "heatmap", cfg["hm_size"], cfg["sigma_hm"])
-        reuse = None if force else _reusable_train_checkpoint(out_dir, cfg, epochs, dataset, precision)
-        if reuse:
-            ckpt_path, hist = reuse
-            log(f"[ablation] {name}: reusing train.py's checkpoint {ckpt_path.name} (same config and recipe)")
-        else:
-            log(f"[ablation] {name} ({i + 1}/{len(todo)}): training {epochs} epochs")
-            set_seed(DEFAULTS["seed"])
-            model = model_class(hm_size=cfg["hm_size"], skip=cfg["skip"])
-            hist = train_heatmap_model(
-                model, make_loader(train_ds, DEFAULTS["batch_size"], shuffle=True, seed=DEFAULTS["seed"]),
-                make_loader(val_ds, 64), epochs, out_dir=ckpt_dir, device=device, precision=precision,
-                snapshot_epochs=(), ckpt_name=f"{name}.pth", log=lambda s: log(f"  {name} {s}"))
-            ckpt_path = ckpt_dir / f"{name}.pth"
-        model, _ = load_checkpoint(ckpt_path)
-        outputs = run_model(model.to(device), make_loader(test_ds, 64), device, "fp32")
-        test = {}
-        for decoder in DECODERS:
-            s = summarize(decode_outputs(outputs, "heatmap", decoder), test_ds.keypoints)
-            test[decoder] = {m: {k: v for k, v in s[m].items() if k != "pck_per_keypoint"} for m in s}
-        results["variants"][name] = {
-            "config": cfg, "source": "train.py" if reuse else "baseline.py",
-            **{k: hist[k] for k in ("best_epoch", "best_val_loss", "best_val_px_error", "train_seconds")},
-            "test": test}
-        atomic_write_json(json_path, results)
-        r = test[REFINE_DEFAULT]["strict"]
-        log(f"[ablation] {name}: test px err {r['mean_px_error']:.2f} (argmax "
-            f"{test['argmax']['strict']['mean_px_error']:.2f}), PCK@0.05 {r['pck']['bbox']['0.05']:.3f}; "
-            f"elapsed {fmt_time(time.time() - t_start)}")
+            studies_out[study].append(variant_name(cfg))
+            todo[variant_name(cfg)] = cfg
+    recipes = {(name, s): variant_recipe(cfg, data, s, epochs, precision) for name, cfg in todo.items() for s in seeds}
+    if force:
+        for r in recipes.values():
+            (run_dir_of(out_dir / "runs", r) / "run.json").unlink(missing_ok=True)
+    done = run_many(list(recipes.values()), dataset, out_dir / "runs", jobs=jobs, device=device, log=log)
+    results = {"recipe": {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
+                          "precision": precision, "refined_decoder": REFINE_DEFAULT, "data": data},
+               "seeds": list(seeds), "studies": studies_out, "variants": {}}
+    for name, cfg in todo.items():
+        rows = []
+        for s in seeds:
+            info, ev = done[recipe_key(recipes[name, s])]
+            h = info["history"]
+            rows.append({"seed": s, "run": run_dir_of(out_dir / "runs", recipes[name, s]).name,
+                         **{k: h[k] for k in ("best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch",
+                                              "train_seconds")}, "test": ev["val_loss"]["test"]})
+        results["variants"][name] = {"config": cfg, "runs": rows}
+    write_json(out_dir / "ablation_results.json", results)
     return results
 
 
 # ----------------------------------------------------------------------------- ablation figures
 def plot_ablations(results, vis_dir):
-    """PCK@0.05 and mean px error vs sigma, vs resolution, and skip vs no-skip (argmax and refined)."""
-    plt = _plt()
+    """Mean px error and PCK@0.05 vs sigma, vs resolution, and skip vs no-skip, per decoder (strict and
+    symmetric), mean over seeds with each seed's value as a dot."""
     variants = results["variants"]
     for study, xlabel in (("sigma", "sigma (image px; heatmap px at 64x64 = half)"),
                           ("resolution", "heatmap resolution (cells per side)"), ("skip", "skip connections")):
@@ -155,45 +117,47 @@ def plot_ablations(results, vis_dir):
         cfgs = [variants[n]["config"] for n in names]
         xs = {"sigma": [c["sigma_img"] for c in cfgs], "resolution": [c["hm_size"] for c in cfgs],
               "skip": ["with" if c["skip"] else "without" for c in cfgs]}[study]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        pos = list(range(len(xs))) if study == "skip" else xs
+        fig, axes = plt().subplots(1, 2, figsize=(10, 3.8))
         for decoder, style in (("argmax", "o:"), ("quarter", "s--"), ("dark", "^-")):
             for matching, color in (("strict", "C0"), ("symmetric", "C2")):
-                err = [variants[n]["test"][decoder][matching]["mean_px_error"] for n in names]
-                pck = [variants[n]["test"][decoder][matching]["pck"]["bbox"]["0.05"] for n in names]
-                pos = range(len(xs)) if study == "skip" else xs
-                label = f"{decoder}, {matching}"
-                axes[0].plot(pos, pck, style, color=color, label=label)
-                axes[1].plot(pos, err, style, color=color, label=label)
+                for ax, get in ((axes[0], lambda e: e["pck"]["bbox"]["0.05"]), (axes[1], lambda e: e["mean_px_error"])):
+                    per_seed = [[get(r["test"][decoder][matching]) for r in variants[n]["runs"]] for n in names]
+                    ax.plot(pos, [sum(v) / len(v) for v in per_seed], style, color=color, label=f"{decoder}, {matching}")
+                    for x, v in zip(pos, per_seed):
+                        ax.plot([x] * len(v), v, ".", color=color, alpha=0.35, ms=4)
         for ax, ylabel in zip(axes, ("PCK@0.05 (bbox)", "mean error (px, 128-px image)")):
             ax.set(xlabel=xlabel, ylabel=ylabel)
-            if study == "skip":
-                ax.set_xticks(range(len(xs)), xs)
-            else:
-                ax.set_xticks(xs)
+            ax.set_xticks(pos, [str(x) for x in xs])
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
-        fig.suptitle(f"Ablation: {study} (HeatmapNet, test split)")
+        fig.suptitle(f"Ablation: {study} (HeatmapNet, test split; line = mean of {len(results['seeds'])} seeds, "
+                     f"dots = seeds)")
         fig.tight_layout()
-        _save(fig, Path(vis_dir) / f"ablation_{study}.png")
+        save_figure(fig, Path(vis_dir) / f"ablation_{study}.png")
 
 
-def plot_sigma_examples(results, dataset, vis_dir, out_dir=RESULTS_DIR):
-    """Per sigma: the target heatmap of one test image and each sigma-model's prediction (left hand)."""
-    plt = _plt()
+def plot_sigma_examples(results, dataset, vis_dir, out_dir=RESULTS_DIR, log=print):
+    """Per sigma: the target heatmap of one test image and each sigma-model's prediction (left hand), from the
+    first seed's run. A run whose checkpoint is not on disk (a fresh clone keeps only the JSON) skips the
+    figure with a message -- never a figure of another model."""
     names = [n for n in results["studies"].get("sigma", []) if n in results["variants"]]
     if not names:
-        return
+        return None
+    ckpts = [Path(out_dir) / "runs" / results["variants"][n]["runs"][0]["run"] / RULES["val_loss"] for n in names]
+    missing = [str(c) for c in ckpts if not c.exists()]
+    if missing:
+        log(f"[ablation] skipping ablation_sigma_examples.png: checkpoint(s) not on disk: {', '.join(missing)} "
+            f"(rerun `python problem2/baseline.py --force --studies sigma` to recreate them)")
+        return None
     test_ds = load_split(dataset, "test", "regression")
     image, kp = test_ds.images[:1], test_ds.keypoints[0]
     k = LEFT_HAND
-    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names), 5.4), squeeze=False)
-    for j, name in enumerate(names):
+    fig, axes = plt().subplots(2, len(names), figsize=(2.6 * len(names), 5.4), squeeze=False)
+    for j, (name, ckpt) in enumerate(zip(names, ckpts)):
         cfg = results["variants"][name]["config"]
         target = encode_heatmaps(kp, cfg["hm_size"], cfg["sigma_hm"])[k]
-        ckpt = Path(out_dir) / "ablation_checkpoints" / f"{name}.pth"
-        if not ckpt.exists():
-            ckpt = Path(out_dir) / "heatmap_model.pth"
-        model, _ = load_checkpoint(ckpt)
+        model, _ = load_checkpoint(ckpt, method="heatmap", made_by="python problem2/baseline.py")
         with torch.no_grad():
             pred = model(image)[0, k]
         for r, (hm, what) in enumerate(((target, "target"), (pred, "prediction"))):
@@ -206,7 +170,9 @@ def plot_sigma_examples(results, dataset, vis_dir, out_dir=RESULTS_DIR):
             ax.set_yticks([])
     fig.suptitle(f"What sigma does: {KEYPOINT_NAMES[k]} heatmap of one test image (+ = ground truth)")
     fig.tight_layout()
-    _save(fig, Path(vis_dir) / "ablation_sigma_examples.png")
+    path = Path(vis_dir) / "ablation_sigma_examples.png"
+    save_figure(fig, path)
+    return path
 
 
 # ----------------------------------------------------------------------------- failure cases
@@ -220,13 +186,12 @@ def characterise(mask, gt, pred_h, pred_r):
     """Why the keypoints in `mask` [N, K] fail: which keypoints, hand geometry, swapped labels, distance of
     the figure from the training-range centre; each compared with the whole test split (base rate)."""
     gt = torch.as_tensor(gt, dtype=torch.float64)
-    centre = gt[:, 0] + torch.tensor([0.0, 20.0])                        # figure centre = head + 20 px down
-    off_centre = (centre - 64).norm(dim=-1)                                # px from the middle of [40, 88]^2
+    off_centre = (figure_centre(gt) - 64).norm(dim=-1)                    # px from the middle of [40, 88]^2
     hand_gap = (gt[:, LEFT_HAND] - gt[:, RIGHT_HAND]).norm(dim=-1)
     swapped = gt[:, LEFT_HAND, 0] > gt[:, RIGHT_HAND, 0]                    # left_hand drawn right of right_hand
     img_mask = mask.any(1)
-    hand_rows = mask[:, [LEFT_HAND, RIGHT_HAND]].any(1)
-    mid = gt[:, [LEFT_HAND, RIGHT_HAND]].mean(1, keepdim=True)
+    hand_rows = mask[:, HANDS].any(1)
+    mid = gt[:, HANDS].mean(1, keepdim=True)
 
     def frac(x, m):
         return float(x[m].double().mean()) if m.any() else None
@@ -235,15 +200,15 @@ def characterise(mask, gt, pred_h, pred_r):
         return float(x[m].mean()) if m.any() else None
 
     out = {"keypoints": int(mask.sum()), "images": int(img_mask.sum()),
-           "share_of_failures_that_are_hands": float(mask[:, [LEFT_HAND, RIGHT_HAND]].sum() / max(1, mask.sum())),
+           "share_of_failures_that_are_hands": float(mask[:, HANDS].sum() / max(1, mask.sum())),
            "hand_gap_px": {"these": mean(hand_gap, hand_rows), "all": float(hand_gap.mean())},
            "hands_swapped_fraction": {"these": frac(swapped, hand_rows), "all": float(swapped.double().mean())},
            "off_centre_px": {"these": mean(off_centre, img_mask), "all": float(off_centre.mean())}}
     # does a failing hand prediction sit near the two hands' midpoint (regression's hedge)?
     for method, pred in (("heatmap", pred_h), ("regression", pred_r)):
         pred = torch.as_tensor(pred, dtype=torch.float64)
-        hands_m = mask[:, [LEFT_HAND, RIGHT_HAND]]
-        to_mid = (pred[:, [LEFT_HAND, RIGHT_HAND]] - mid).norm(dim=-1)
+        hands_m = mask[:, HANDS]
+        to_mid = (pred[:, HANDS] - mid).norm(dim=-1)
         out[f"{method}_failing_hand_dist_to_hands_midpoint_px"] = mean(to_mid, hands_m)
     return out
 
@@ -272,8 +237,8 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
     ds = test_loader.dataset
     gt = ds.keypoints
     hm_out = run_model(hm_model.to(device), test_loader, device, "fp32")
-    pred_h = decode_outputs(hm_out, "heatmap", REFINE_DEFAULT)
-    pred_r = decode_outputs(run_model(rg_model.to(device), test_loader, device, "fp32"), "regression")
+    pred_h = decode("heatmap", hm_out, REFINE_DEFAULT)
+    pred_r = decode("coords", run_model(rg_model.to(device), test_loader, device, "fp32"))
     ok_h = pck_matrix(pred_h, gt, [0.1], "bbox")[0]
     ok_r = pck_matrix(pred_r, gt, [0.1], "bbox")[0]
     cats = failure_categories(ok_h, ok_r)
@@ -286,7 +251,6 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
     ok_r_sym = pck_matrix(pred_r, gt, [0.1], "bbox", symmetric=True)[0]
     result["fixed_by_symmetric_matching"] = {"heatmap": int((ok_h_sym & ~ok_h).sum()),
                                              "regression": int((ok_r_sym & ~ok_r).sum())}
-    plt = _plt()
     err_h, err_r = keypoint_distances(pred_h, gt), keypoint_distances(pred_r, gt)
     for cat, mask in cats.items():
         # the worst examples: largest error of the failing method(s) on a keypoint of this category
@@ -297,65 +261,76 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
         result["gallery"][cat] = order
         if not order:
             continue
-        fig, axes = plt.subplots(len(order), 3, figsize=(8.4, 2.9 * len(order)), squeeze=False)
+        fig, axes = plt().subplots(len(order), 3, figsize=(8.4, 2.9 * len(order)), squeeze=False)
         for r, i in enumerate(order):
             k = int(worst.indices[i])
             _draw_failure_row(axes[r], ds.images[i], gt[i], pred_h[i], pred_r[i], hm_out[i], k, f"test #{i}")
         fig.suptitle(f"Failure cases: {cat.replace('_', ' ')} (o = GT, x = prediction; rule: PCK@0.1 bbox)",
                      fontsize=10)
         fig.tight_layout()
-        _save(fig, Path(out_dir) / "visualizations" / f"failures_{cat}.png")
-    atomic_write_json(Path(out_dir) / "failure_cases.json", result)
+        save_figure(fig, Path(out_dir) / "visualizations" / f"failures_{cat}.png")
+    write_json(Path(out_dir) / "failure_cases.json", result)
     return result
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="HeatmapNet ablations (resolution 32/64/128, sigma 1-4, skip on/off) "
-                                "and failure cases of both methods. Resumable: recorded variants are skipped.")
+    p = argparse.ArgumentParser(description="HeatmapNet ablations (resolution 32/64/128, sigma 1-4, skip on/off) over "
+                                "seeds, and failure cases of both methods. Resumable: stored runs are reused.")
+    add_recipe_args(p)
+    p.set_defaults(precision=STUDY_PRECISION)
     p.add_argument("--studies", nargs="*", default=list(STUDIES), choices=list(STUDIES),
                    help="which ablations to run (default: all; none with --studies)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=1, help="runs trained side by side (CPU threads split between them)")
     p.add_argument("--no-failures", action="store_true", help="skip the failure-case analysis")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--force", action="store_true", help="retrain variants that are already recorded")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--force", action="store_true", help="retrain variants that are already stored")
+    p.add_argument("--allow-mixed-runs", action="store_true", help="see evaluate.py")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
+    set_threads(args.threads)
     device = pick_device(args.device)
-    precision = pick_precision(args.precision, device)
     kp_dir = resolve_keypoints_dir(args.data_dir)
     vis_dir = args.out_dir / "visualizations"
+    models = None
+    if not args.no_failures:  # check the checkpoints before any training
+        loaded, _ = load_run_checkpoints(args.out_dir, ("heatmap", "regression"), kp_dir, args.allow_mixed_runs)
+        models = {m: mt for m, (mt, _) in loaded.items()}
     t0 = time.time()
-    if args.studies:
-        results = ablation_study(kp_dir, HeatmapNet, args.studies, args.epochs, args.out_dir, args.force,
-                                 device, precision)
-        plot_ablations(results, vis_dir)
-        plot_sigma_examples(results, kp_dir, vis_dir, args.out_dir)
-        print_ablation_table(results)
-    if not args.no_failures:
-        for name in ("heatmap_model.pth", "regression_model.pth"):
-            if not (args.out_dir / name).exists():
-                raise SystemExit(f"error: {args.out_dir / name} not found; run `python problem2/train.py` first")
-        models = {m: load_checkpoint(args.out_dir / f"{m}_model.pth")[0] for m in ("heatmap", "regression")}
-        test_ds = load_split(kp_dir, "test", "regression")
-        fc = analyze_failure_cases(models, make_loader(test_ds, 64), args.out_dir, device=device)
-        print(f"\nfailure cases ({fc['rule']}), {fc['num_images']} test images x 5 keypoints:")
-        for cat, n in fc["counts"].items():
-            print(f"  {cat:<16}{n:>5}   " + "  ".join(f"{k}={v}" for k, v in fc["per_keypoint"][cat].items()))
-    if args.studies and not args.no_failures:  # a full run: its wall time is the study's baseline step
-        record_timing(args.out_dir, "baseline.py", time.time() - t0)
+    with results_lock(args.out_dir, "baseline.py"):
+        if args.studies:
+            results = ablation_study(kp_dir, HeatmapNet, args.studies, args.epochs, args.out_dir, args.force,
+                                     device, args.precision, seeds=args.seeds, jobs=args.jobs)
+            plot_ablations(results, vis_dir)
+            plot_sigma_examples(results, kp_dir, vis_dir, args.out_dir)
+            print_ablation_table(results)
+        if models is not None:
+            test_ds = load_split(kp_dir, "test", "regression")
+            fc = analyze_failure_cases(models, make_loader(test_ds, 64), args.out_dir, device=device)
+            print(f"\nfailure cases ({fc['rule']}), {fc['num_images']} test images x 5 keypoints:")
+            for cat, n in fc["counts"].items():
+                print(f"  {cat:<16}{n:>5}   " + "  ".join(f"{k}={v}" for k, v in fc["per_keypoint"][cat].items()))
+        if args.studies and models is not None:  # a full run: its wall time is the assignment's baseline step
+            record_timing(args.out_dir, "baseline.py", time.time() - t0, device, args.precision)
     print(f"baseline.py done in {fmt_time(time.time() - t0)}")
 
 
 def print_ablation_table(results):
-    print(f"\n{'variant':<22}" + "".join(f"{'px ' + d:>11}" for d in DECODERS) +
-          f"{'PCK@.05':>9}{'PCK@.1':>8}{'sym px':>8}{'train s':>9}   (strict unless marked; PCK with {REFINE_DEFAULT})")
-    for name, v in results["variants"].items():
-        r = v["test"][REFINE_DEFAULT]["strict"]
-        print(f"{name:<22}" + "".join(f"{v['test'][d]['strict']['mean_px_error']:>11.2f}" for d in DECODERS) +
-              f"{r['pck']['bbox']['0.05']:>9.3f}{r['pck']['bbox']['0.1']:>8.3f}"
-              f"{v['test'][REFINE_DEFAULT]['symmetric']['mean_px_error']:>8.2f}{v['train_seconds']:>9.0f}")
+    """Mean over seeds: px error per decoder, PCK (quarter), symmetric px, train seconds."""
+    def mean(name, get):
+        vals = [get(r) for r in results["variants"][name]["runs"]]
+        return sum(vals) / len(vals)
+    print(f"\n{'variant':<22}" + "".join(f"{'px ' + d:>11}" for d in ("argmax", "quarter", "dark")) +
+          f"{'PCK@.05':>9}{'PCK@.1':>8}{'sym px':>8}{'train s':>9}   (mean of seeds {results['seeds']}; strict unless "
+          f"marked; PCK with {REFINE_DEFAULT})")
+    for name in results["variants"]:
+        t = lambda d, m="strict": (lambda r: r["test"][d][m])  # noqa: E731
+        print(f"{name:<22}" + "".join(f"{mean(name, lambda r, d=d: t(d)(r)['mean_px_error']):>11.2f}"
+                                      for d in ("argmax", "quarter", "dark")) +
+              f"{mean(name, lambda r: t(REFINE_DEFAULT)(r)['pck']['bbox']['0.05']):>9.3f}"
+              f"{mean(name, lambda r: t(REFINE_DEFAULT)(r)['pck']['bbox']['0.1']):>8.3f}"
+              f"{mean(name, lambda r: t(REFINE_DEFAULT, 'symmetric')(r)['mean_px_error']):>8.2f}"
+              f"{mean(name, lambda r: r['train_seconds']):>9.0f}")
 
 
 if __name__ == "__main__":

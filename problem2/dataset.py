@@ -50,7 +50,8 @@ def sample_figure(rng, center_range=COURSE_CENTER_RANGE, exclude=None):
 
     center_range: (lo, hi) for both axes or ((x_lo, x_hi), (y_lo, y_hi)), inclusive integers. exclude: an
     optional (lo, hi) box the centre must lie outside of (redrawn until it does; the translation test set)."""
-    lo, hi = np.broadcast_to(np.asarray(center_range).T, (2, 2))
+    ranges = np.asarray(center_range).reshape(-1, 2)      # [[lo, hi]] for both axes, or [[x_lo, x_hi], [y_lo, y_hi]]
+    lo, hi = np.broadcast_to(ranges, (2, 2)).T
     while True:
         cx, cy = (int(v) for v in rng.integers(lo, hi + 1))
         if exclude is None or not (exclude[0] <= cx <= exclude[1] and exclude[0] <= cy <= exclude[1]):

@@ -29,6 +29,7 @@ from model import load_checkpoint, run_model, target_of
 from train import train_recipe
 
 EVAL_VERSION = 1
+STUDY_PRECISION = "fp32"  # the studies' runs: every CPU has fp32, so stored runs are reusable across machines
 RULES = {"val_loss": "model.pth", "val_px": "model_bestpx.pth"}
 
 
@@ -144,3 +145,12 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
         if jobs > 1:
             pool.terminate()
     return out
+
+
+def load_stored(recipe, kp_dir, runs_root, shifted_dir=None):
+    """(run.json, eval.json) of `recipe` when it is stored and evaluated with the current eval key, else None."""
+    rdir = run_dir_of(runs_root, recipe)
+    info, ev = read_json(rdir / "run.json", default={}), read_json(rdir / "eval.json", default={})
+    if info.get("recipe") == recipe and ev.get("eval_key") == eval_key(kp_dir, shifted_dir):
+        return info, ev
+    return None

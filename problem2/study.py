@@ -24,74 +24,48 @@ study_results.json schema:
 Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, joint_hand_decode
+from common import RESULTS_DIR, UsageError, fmt_time, plt, read_json, record_timing, results_lock, save_figure, \
+    set_threads, write_json
+from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, figure_centre, load_split, make_loader, resolve_keypoints_dir, \
+    shifted_test_dir
+from evaluate import PCK_THRESHOLDS, keypoint_distances, load_run_checkpoints, pck_matrix, summarize
+from model import load_checkpoint, run_model, target_of
 import train
-from dataset import (COURSE_CENTER_RANGE, DEFAULT_DATA_ROOT, KEYPOINT_NAMES, LEFT_HAND, RIGHT_HAND, atomic_write_json,
-                     generate_dataset, load_split, make_loader, record_timing, resolve_keypoints_dir)
-from evaluate import (PCK_THRESHOLDS, REFINE_DEFAULT, _argmax_hm, _plt, _save, cells_to_img, decode_outputs,
-                      keypoint_distances, pck_matrix, run_model, summarize)
-from model import load_checkpoint
+import readouts
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
-RUNS_DIR = RESULTS_DIR / "study_runs"
 METHODS = ("heatmap", "regression", "integral")
-SHIFTED_ROOT = DEFAULT_DATA_ROOT / "shifted"
-# whole figure inside the 128-px image: head top cy-28 >= 0, feet cy+37 <= 127, feet x = cx +- 30 at most
-FIT_X, FIT_Y = (30, 97), (28, 90)
 
 
-# ----------------------------------------------------------------------------- ambiguity-aware decoding
 # ----------------------------------------------------------------------------- shifted test set
-def sample_shifted_figure(rng):
-    """Course figure whose centre lies outside [40, 88]^2 (at least one coordinate) while the whole
-    figure stays inside the image (cx in [30, 97], cy in [28, 90]); arms and legs as in the course."""
-    lo, hi = COURSE_CENTER_RANGE
-    while True:
-        cx, cy = int(rng.integers(FIT_X[0], FIT_X[1] + 1)), int(rng.integers(FIT_Y[0], FIT_Y[1] + 1))
-        if not (lo <= cx <= hi and lo <= cy <= hi):
-            break
-    a = np.radians(rng.uniform(-60, 60, size=2))
-    return (cx, cy), (float(a[0]), float(a[1])), float(rng.uniform(10, 30))
-
-
 def distance_from_training_range(kp_img_px):
-    """Chebyshev distance (px) of each figure centre (head + 20 px down) from the box [40, 88]^2."""
-    centre = torch.as_tensor(kp_img_px, dtype=torch.float64)[:, 0] + torch.tensor([0.0, 20.0])
+    """Chebyshev distance (px) of each figure centre from the training range [40, 88]^2."""
     lo, hi = COURSE_CENTER_RANGE
+    centre = figure_centre(kp_img_px)
     return torch.clamp(torch.maximum(lo - centre, centre - hi), min=0).amax(-1)
 
 
-def shifted_test_dir(num_images=200, seed=1):
-    kp_dir = SHIFTED_ROOT / "keypoints"
-    if not (kp_dir / "test_annotations.json").exists():
-        generate_dataset(SHIFTED_ROOT, {"test": num_images}, seed=seed, sampler=sample_shifted_figure)
-    return kp_dir
-
-
 # ----------------------------------------------------------------------------- runs and predictions
-TRAIN_SECONDS = {"used": 0.0, "now": 0.0}  # training time of the runs a study uses / trains in this call
-
-
-def ensure_run(out_dir, args, kp_dir, log=print):
-    """Train all three methods into out_dir with train.py's main unless its training_log.json has them.
-    Adds the run's training seconds to TRAIN_SECONDS, so a study's recorded cost does not depend on caching."""
+def ensure_run(out_dir, args, kp_dir, seconds, log=print):
+    """Train the three methods into out_dir with train.py's main unless its training_log.json (same data, all
+    three methods) says it is done. Adds to seconds["used"] the run's training time (whether trained now or
+    earlier) and to seconds["now"] the time spent training in this call, so a study's recorded cost does not
+    depend on caching."""
     log_path = Path(out_dir) / "training_log.json"
-    if log_path.exists() and all(m in json.loads(log_path.read_text()) for m in METHODS):
+    done = read_json(log_path, default={})
+    if done and all(m in done for m in METHODS):
         log(f"[study] {out_dir.name}: found finished run, reusing")
     else:
         log(f"[study] training {out_dir.name}: train.py {' '.join(args)}")
-        seconds = train.main(["--out-dir", str(out_dir), "--data-dir", str(kp_dir), *args])["total_seconds"]
-        TRAIN_SECONDS["now"] += seconds
-    TRAIN_SECONDS["used"] += json.loads(log_path.read_text())["total_seconds"]
+        seconds["now"] += train.main(["--out-dir", str(out_dir), "--data-dir", str(kp_dir), *args])["total_seconds"]
+    seconds["used"] += read_json(log_path)["total_seconds"]
 
 
 def predict(run_dir, kp_dir, split="test", methods=METHODS, canonical=False):
@@ -99,14 +73,15 @@ def predict(run_dir, kp_dir, split="test", methods=METHODS, canonical=False):
     out = {}
     ds = load_split(kp_dir, split, "regression", canonical_hands=canonical)  # images only; targets unused
     for method in methods:
-        model, _ = load_checkpoint(Path(run_dir) / f"{method}_model.pth")
+        model, _ = load_checkpoint(Path(run_dir) / f"{method}_model.pth", method=method)
         raw = run_model(model, make_loader(ds, 64))
-        out[method] = (decode_outputs(raw, model.output_type, REFINE_DEFAULT), raw)
+        out[method] = (decode(target_of(model), raw, REFINE_DEFAULT), raw)
     return out, ds.keypoints
 
 
-def brief(kp, gt):
-    """The few numbers each study compares: mean error, hand error, PCK (bbox), strict and symmetric."""
+def brief_by_matching(kp, gt):
+    """The few numbers the hands and translation studies compare: mean error, hand error, PCK (bbox), strict
+    and symmetric."""
     s = summarize(kp, gt)
     return {m: {"mean_px_error": s[m]["mean_px_error"],
                 "hand_px_error": (s[m]["per_keypoint_px_error"]["left_hand"] + s[m]["per_keypoint_px_error"]["right_hand"]) / 2,
@@ -114,37 +89,38 @@ def brief(kp, gt):
 
 
 # ----------------------------------------------------------------------------- studies
-def study_hands(kp_dir, log=print):
-    ensure_run(RUNS_DIR / "canonical", ["--canonical-hands", "--methods", *METHODS], kp_dir, log)
-    faithful, gt = predict(RESULTS_DIR, kp_dir)
-    canonical, gt_c = predict(RUNS_DIR / "canonical", kp_dir, canonical=True)
-    res = {f"{m}_faithful": brief(faithful[m][0], gt) for m in METHODS}
-    res["heatmap_faithful_joint_hands"] = brief(joint_hand_decode(faithful["heatmap"][1]), gt)
-    res.update({f"{m}_canonical": brief(canonical[m][0], gt_c) for m in METHODS})
+def study_hands(kp_dir, results_dir, seconds, log=print):
+    ensure_run(results_dir / "study_runs" / "canonical", ["--canonical-hands", "--methods", *METHODS], kp_dir,
+               seconds, log)
+    faithful, gt = predict(results_dir, kp_dir)
+    canonical, gt_c = predict(results_dir / "study_runs" / "canonical", kp_dir, canonical=True)
+    res = {f"{m}_faithful": brief_by_matching(faithful[m][0], gt) for m in METHODS}
+    res["heatmap_faithful_joint_hands"] = brief_by_matching(joint_hand_decode(faithful["heatmap"][1]), gt)
+    res.update({f"{m}_canonical": brief_by_matching(canonical[m][0], gt_c) for m in METHODS})
     # how far apart the two predicted hands are, vs the truth (regression's hedge shrinks the gap)
     gap = lambda kp: (kp[:, LEFT_HAND] - kp[:, RIGHT_HAND]).norm(dim=-1)  # noqa: E731
     res["hand_gap_px"] = {"ground_truth": float(gap(gt).mean()),
                           **{f"{m}_faithful": float(gap(faithful[m][0]).mean()) for m in METHODS},
                           **{f"{m}_canonical": float(gap(canonical[m][0]).mean()) for m in METHODS}}
-    plot_hands(kp_dir, faithful, canonical, gt)
+    plot_hands(kp_dir, faithful, canonical, gt, results_dir / "visualizations")
     return res
 
 
-def study_translation(kp_dir, log=print):
+def study_translation(kp_dir, results_dir, seconds, log=print):
     shifted_dir = shifted_test_dir()
-    preds_in, gt_in = predict(RESULTS_DIR, kp_dir)
-    preds_out, gt_out = predict(RESULTS_DIR, shifted_dir)
+    preds_in, gt_in = predict(results_dir, kp_dir)
+    preds_out, gt_out = predict(results_dir, shifted_dir)
     dist = distance_from_training_range(gt_out)
     bins = [(1, 3), (4, 6), (7, 9), (10, 12)]
-    res = {"shifted_test": {"num_images": len(gt_out), "seed": 1, "centre_x": FIT_X, "centre_y": FIT_Y,
+    res = {"shifted_test": {"num_images": len(gt_out), "seed": 1, "centre_x": SHIFTED_CENTER_RANGE[0], "centre_y": SHIFTED_CENTER_RANGE[1],
                             "rule": "centre outside [40, 88]^2, whole figure inside the image"}}
     for m in METHODS:
         err = keypoint_distances(preds_out[m][0], gt_out).mean(1)
-        res[m] = {"in_range": brief(preds_in[m][0], gt_in), "shifted": brief(preds_out[m][0], gt_out),
+        res[m] = {"in_range": brief_by_matching(preds_in[m][0], gt_in), "shifted": brief_by_matching(preds_out[m][0], gt_out),
                   "by_distance": [{"distance_px": [lo, hi], "n_images": int(((dist >= lo) & (dist <= hi)).sum()),
                                    "mean_px_error": float(err[(dist >= lo) & (dist <= hi)].mean())}
                                   for lo, hi in bins if ((dist >= lo) & (dist <= hi)).any()]}
-    plot_translation(res, preds_out, gt_out, shifted_dir)
+    plot_translation(res, preds_out, gt_out, shifted_dir, results_dir / "visualizations")
     return res
 
 
@@ -160,12 +136,12 @@ def _metrics_of(kp, gt):
     return out
 
 
-def study_seeds(kp_dir, seeds, n_boot=2000, log=print):
+def study_seeds(kp_dir, results_dir, seconds, seeds, n_boot=2000, log=print):
     per_image = {m: [] for m in METHODS}  # per seed: {metric: [N] per-image values}
     for seed in seeds:
-        run_dir = RESULTS_DIR if seed == 0 else RUNS_DIR / f"seed{seed}"
+        run_dir = results_dir if seed == 0 else results_dir / "study_runs" / f"seed{seed}"
         if seed != 0:
-            ensure_run(run_dir, ["--seed", str(seed), "--methods", *METHODS], kp_dir, log)
+            ensure_run(run_dir, ["--seed", str(seed), "--methods", *METHODS], kp_dir, seconds, log)
         preds, gt = predict(run_dir, kp_dir)
         for m in METHODS:
             per_image[m].append(_metrics_of(preds[m][0], gt))
@@ -190,18 +166,18 @@ def study_seeds(kp_dir, seeds, n_boot=2000, log=print):
     return res
 
 
-def study_data(kp_dir, sizes, log=print):
+def study_data(kp_dir, results_dir, seconds, sizes, log=print):
     res = {"sizes": list(sizes) + [1000], **{m: {"mean_px_error": [], "pck_bbox_0.05": []} for m in METHODS}}
     for n in list(sizes) + [None]:
-        run_dir = RESULTS_DIR if n is None else RUNS_DIR / f"n{n}"
+        run_dir = results_dir if n is None else results_dir / "study_runs" / f"n{n}"
         if n is not None:
-            ensure_run(run_dir, ["--num-train", str(n), "--methods", *METHODS], kp_dir, log)
+            ensure_run(run_dir, ["--num-train", str(n), "--methods", *METHODS], kp_dir, seconds, log)
         preds, gt = predict(run_dir, kp_dir)
         for m in METHODS:
-            b = brief(preds[m][0], gt)["strict"]
+            b = brief_by_matching(preds[m][0], gt)["strict"]
             res[m]["mean_px_error"].append(b["mean_px_error"])
             res[m]["pck_bbox_0.05"].append(b["pck_bbox"]["0.05"])
-    plot_data_efficiency(res)
+    plot_data_efficiency(res, results_dir / "visualizations")
     return res
 
 
@@ -217,11 +193,10 @@ def _plain_numbers(ax, axis="y"):
     target.set_minor_formatter(NullFormatter())
 
 
-def plot_hands(kp_dir, faithful, canonical, gt, n=3):
+def plot_hands(kp_dir, faithful, canonical, gt, vis_dir, n=3):
     """Top: faithful HeatmapNet's two hand maps (bimodal: both channels light up both hands) and both
     methods' hand predictions. Bottom: predicted vs true hand gap, and the signed left-right hand offset
     (faithful labels are two-sided; regression puts both hands at the same x)."""
-    plt = _plt()
     ds = load_split(kp_dir, "test", "regression")
     hm = faithful["heatmap"][1]
     gap = (gt[:, LEFT_HAND] - gt[:, RIGHT_HAND]).norm(dim=-1)
@@ -229,7 +204,7 @@ def plot_hands(kp_dir, faithful, canonical, gt, n=3):
     # examples: wide hand gaps where the left-hand channel also responds at the right hand
     score = gap * both[:, 0].flatten(1).amax(-1)
     order = [int(i) for i in score.argsort(descending=True)[:n]]
-    fig = plt.figure(figsize=(12, 4.0 * n / 1.2 + 4))
+    fig = plt().figure(figsize=(12, 4.0 * n / 1.2 + 4))
     gs = fig.add_gridspec(n + 1, 4)
     ext = (-0.5, 127.5, 127.5, -0.5)
     for r, i in enumerate(order):
@@ -276,12 +251,11 @@ def plot_hands(kp_dir, faithful, canonical, gt, n=3):
     ax.legend(fontsize=8)
     fig.suptitle("Hand-label ambiguity: mirror poses are the same picture with swapped labels", fontsize=11)
     fig.tight_layout()
-    _save(fig, RESULTS_DIR / "visualizations" / "study_hands.png")
+    save_figure(fig, vis_dir / "study_hands.png")
 
 
-def plot_translation(res, preds_out, gt_out, shifted_dir):
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
+def plot_translation(res, preds_out, gt_out, shifted_dir, vis_dir):
+    fig, axes = plt().subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
     for m in METHODS:
         pts = [(0, res[m]["in_range"]["strict"]["mean_px_error"])]
         pts += [((d["distance_px"][0] + d["distance_px"][1]) / 2, d["mean_px_error"]) for d in res[m]["by_distance"]]
@@ -306,19 +280,18 @@ def plot_translation(res, preds_out, gt_out, shifted_dir):
     axes[1].set_xticks([])
     axes[1].set_yticks([])
     fig.tight_layout()
-    _save(fig, RESULTS_DIR / "visualizations" / "study_translation.png")
+    save_figure(fig, vis_dir / "study_translation.png")
 
 
-def plot_data_efficiency(res):
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+def plot_data_efficiency(res, vis_dir):
+    fig, axes = plt().subplots(1, 2, figsize=(10, 3.8))
     for m in METHODS:
         axes[0].plot(res["sizes"], res[m]["mean_px_error"], "o-", color=COLORS[m], label=m)
         axes[1].plot(res["sizes"], res[m]["pck_bbox_0.05"], "o-", color=COLORS[m], label=m)
     for ax, yl in zip(axes, ("mean error (px, strict)", "PCK@0.05 (bbox, strict)")):
         ax.set(xscale="log", xlabel="training images", ylabel=yl)
         ax.set_xticks(res["sizes"], [str(s) for s in res["sizes"]])
-        ax.xaxis.set_minor_formatter(_plt().NullFormatter())
+        ax.xaxis.set_minor_formatter(plt().NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].set_yscale("log")
@@ -326,40 +299,53 @@ def plot_data_efficiency(res):
     _plain_numbers(axes[0])
     fig.suptitle("Data efficiency (30 epochs each, test split)")
     fig.tight_layout()
-    _save(fig, RESULTS_DIR / "visualizations" / "study_data_efficiency.png")
+    save_figure(fig, vis_dir / "study_data_efficiency.png")
 
 
 def main(argv=None):
-    global RESULTS_DIR, RUNS_DIR
-    p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: hand ambiguity, translation, "
-                                "seeds (mean +- std, paired bootstrap CI) and data efficiency.")
-    p.add_argument("--studies", nargs="+", default=["hands", "translation", "seeds", "data"],
-                   choices=["hands", "translation", "seeds", "data"])
+    p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study "
+                                "(9 readouts x seeds on one encoder), hand ambiguity, translation, seeds (mean +- std, "
+                                "paired bootstrap CI) and data efficiency.")
+    p.add_argument("--studies", nargs="+", default=["readouts", "hands", "translation", "seeds", "data"],
+                   choices=["readouts", "hands", "translation", "seeds", "data"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--sizes", nargs="+", type=int, default=[125, 250, 500], help="training-set sizes (+ 1000)")
+    p.add_argument("--sizes", nargs="+", type=train.positive(int, 1), default=[125, 250, 500],
+                   help="training-set sizes (+ 1000)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder of the default train.py run")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--jobs", type=train.positive(int, 1), default=1,
+                   help="readout runs trained side by side (CPU threads split between them)")
+    p.add_argument("--threads", type=train.positive(int, 0), default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--precision", default=readouts.STUDY_PRECISION, choices=["fp32", "bf16"],
+                   help="precision of the readout runs (fp32: reusable on every CPU)")
+    p.add_argument("--partial", action="store_true",
+                   help="readouts: record the runs already stored without training the missing ones")
     args = p.parse_args(argv)
-    RESULTS_DIR, RUNS_DIR = args.out_dir, args.out_dir / "study_runs"
-    for m in METHODS:
-        if not (RESULTS_DIR / f"{m}_model.pth").exists():
-            raise SystemExit(f"error: {RESULTS_DIR / f'{m}_model.pth'} not found; run `python problem2/train.py` first")
+    set_threads(args.threads)
+    results_dir = args.out_dir
     kp_dir = resolve_keypoints_dir(args.data_dir)
-    json_path = RESULTS_DIR / "study_results.json"
-    results = json.loads(json_path.read_text()) if json_path.exists() else {}
-    results.setdefault("seconds", {})
-    fns = {"hands": lambda: study_hands(kp_dir), "translation": lambda: study_translation(kp_dir),
-           "seeds": lambda: study_seeds(kp_dir, args.seeds), "data": lambda: study_data(kp_dir, args.sizes)}
-    keys = {"hands": "hands", "translation": "translation", "seeds": "seeds", "data": "data_efficiency"}
-    for study in args.studies:
-        t0 = time.time()
-        TRAIN_SECONDS.update(used=0.0, now=0.0)
-        results[keys[study]] = fns[study]()
-        # cost = evaluation time now + training time of every run it uses (whether trained now or earlier)
-        results["seconds"][study] = time.time() - t0 - TRAIN_SECONDS["now"] + TRAIN_SECONDS["used"]
-        atomic_write_json(json_path, results)
-        print(f"[study] {study} done in {train.fmt_time(results['seconds'][study])}")
-    record_timing(RESULTS_DIR, "study.py", sum(results["seconds"].values()))
+    old = [s for s in args.studies if s != "readouts"]
+    if old:  # these reuse the default train.py run: check it before any work
+        load_run_checkpoints(results_dir, METHODS, kp_dir, log_path=results_dir / "training_log.json")
+    json_path = results_dir / "study_results.json"
+    with results_lock(results_dir, "study.py"):
+        results = read_json(json_path, "python problem2/study.py", default={})
+        results.setdefault("seconds", {})
+        fns = {"hands": lambda s: study_hands(kp_dir, results_dir, s),
+               "translation": lambda s: study_translation(kp_dir, results_dir, s),
+               "seeds": lambda s: study_seeds(kp_dir, results_dir, s, args.seeds),
+               "data": lambda s: study_data(kp_dir, results_dir, s, args.sizes),
+               "readouts": lambda s: readouts.study_readouts(kp_dir, results_dir, s, args.seeds, args.jobs,
+                                                             args.precision, args.partial)}
+        keys = {"data": "data_efficiency"}
+        for study in args.studies:
+            t0, seconds = time.time(), {"used": 0.0, "now": 0.0}
+            results[keys.get(study, study)] = fns[study](seconds)
+            # cost = evaluation time now + training time of every run it uses (whether trained now or earlier)
+            results["seconds"][study] = time.time() - t0 - seconds["now"] + seconds["used"]
+            write_json(json_path, results)
+            print(f"[study] {study} done in {fmt_time(results['seconds'][study])}")
+        record_timing(results_dir, "study.py", sum(results["seconds"].values()))
 
 
 if __name__ == "__main__":

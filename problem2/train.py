@@ -35,9 +35,10 @@ from codec import HAND_LOSSES, REFINE_DEFAULT, decode, keypoint_loss
 from common import (RESULTS_DIR, autocast, code_version, fmt_time, machine_info, pick_device, pick_precision,
                     prepare_input, record_timing, results_lock, set_seed, set_threads, torch_save, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
-from model import ASSIGNMENT_METHODS, METHODS, build_model, model_config, run_model, save_checkpoint, target_of
+from model import METHODS, build_model, model_config, run_model, save_checkpoint, target_of
 
 # ---- defaults (the spec recipe); every one is a CLI flag
+TRAIN_METHODS = ("heatmap", "regression", "integral")  # the assignment's two + the soft-argmax reference
 DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigma=2.0, hand_loss="strict",
                 snapshot_epochs=(1, 5, 10, 20, 30), num_snapshot_images=4)
 
@@ -237,8 +238,8 @@ def parse_args(argv=None):
                    help="Gaussian std in heatmap px")
     p.add_argument("--hand-loss", default=DEFAULTS["hand_loss"], choices=HAND_LOSSES,
                    help="symmetric: score the two hands in their better order per image (labels stay as given)")
-    p.add_argument("--methods", nargs="+", default=list(ASSIGNMENT_METHODS), choices=list(METHODS),
-                   help="rows of model.METHODS (default: the assignment's two networks)")
+    p.add_argument("--methods", nargs="+", default=list(TRAIN_METHODS), choices=list(METHODS),
+                   help="rows of model.METHODS (default: the assignment's two networks + IntegralNet, used by study.py)")
     p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
     args = p.parse_args(argv)
     if args.num_train is not None and args.num_train < args.batch_size:

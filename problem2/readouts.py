@@ -1,0 +1,151 @@
+"""The controlled readout study (`python study.py --studies readouts`): why heatmaps win, one factor at a time.
+
+Every readout sits on the spec's shared 4-stage encoder and trains with the spec recipe (30 epochs, Adam 1e-3,
+batch 32, best checkpoint on val loss; the val-px rule is recorded too) on the default data, over seeds; each
+is a row of model.METHODS and a recipe-keyed run of runs.py (reused wherever the recipe is identical).
+
+results/study_results.json -> "readouts":
+  {"precision", "seeds", "readouts": {name: {"method", "isolates", "params", "per_seed": [{"seed", "run", "px",
+     "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "pck_bbox", "pck_bbox_sym", "spread_ratio",
+     "hand_gap_px", "best_epoch": {"val_loss", "val_px"}, "by_val_px": {"px", "px_sym"}, "train_seconds"}],
+     "mean", "std", "complete"}},
+   "references": {"mean_pose" | "centre_plus_mean_offsets": {brief numbers on test, "px_shifted"}},
+   "steps": [{"from", "to", "metric": {"diff", "ci95", "n"}}]}    (paired over seeds, to - from)
+px: mean Euclidean error in image px on the test split (strict labels); *_sym: hands matched in the better
+order; px_shifted: strict px on the translation test set (figure centres outside the training range);
+spread_ratio: std of predicted / std of true coordinates (evaluate.spread_ratio).
+"""
+import math
+
+import numpy as np
+
+from common import plt, save_figure
+from dataset import data_fingerprint, figure_centre, load_split, shifted_test_dir
+from evaluate import brief
+from model import build_model
+from runs import STUDY_PRECISION, load_stored, run_dir_of, run_many
+from train import DEFAULTS, make_recipe
+
+# readout -> (method row, what changes from the row above it / what it isolates)
+READOUTS = {
+    "gap_fc": ("regression", "the spec RegressionNet: GAP + FC with dropout + sigmoid"),
+    "gap_fc_plain": ("gap_fc_plain", "the same FC head without dropout and sigmoid"),
+    "flatten_fc": ("flatten_fc", "no pooling: 1x1 conv to 32 ch on the 8x8 map, flatten, the spec FC head"),
+    "coordconv_gap_fc": ("coordconv_gap_fc", "GAP + FC with x/y channels appended before every encoder conv"),
+    "decoder64_gap_fc": ("decoder64_gap_fc", "HeatmapNet's decoder (skips) to 64x64, then GAP + the spec FC head"),
+    "softargmax_8": ("softargmax_8", "1x1 conv to 5 maps at 8x8, spatial soft-argmax, coordinate loss"),
+    "heatmap_8": ("heatmap_8", "the same 1x1 conv at 8x8 trained as Gaussian heatmaps (sigma 1 cell), MSE"),
+    "integral_64": ("integral", "HeatmapNet body + soft-argmax at 64x64, coordinate loss"),
+    "heatmap_64": ("heatmap", "the spec HeatmapNet"),
+}
+SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
+# the paired differences the report interprets (to - from, per seed)
+STEPS = [("gap_fc", "gap_fc_plain"), ("gap_fc", "flatten_fc"), ("gap_fc", "coordconv_gap_fc"),
+         ("gap_fc", "decoder64_gap_fc"), ("gap_fc", "softargmax_8"), ("softargmax_8", "heatmap_8"),
+         ("softargmax_8", "integral_64"), ("integral_64", "heatmap_64"), ("gap_fc", "heatmap_64")]
+STEP_METRICS = ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted")
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided t
+
+
+def paired_difference(a, b):
+    """Mean of b - a over paired seeds with a 95% t-interval (None with fewer than 2 pairs)."""
+    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if len(d) < 2:
+        return {"diff": float(d.mean()) if len(d) else None, "ci95": None, "n": len(d)}
+    half = T95.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d))
+    return {"diff": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)], "n": len(d)}
+
+
+def seed_entry(seed, run_name, info, ev):
+    b, h = ev["val_loss"]["brief"], info["history"]
+    return {"seed": seed, "run": run_name, **{k: b[k] for k in ("px", "px_sym", "px_head_feet", "px_hands_sym",
+                                                                "pck_bbox", "pck_bbox_sym", "spread_ratio",
+                                                                "hand_gap_px")},
+            "px_shifted": ev["val_loss"]["shifted"]["px"],
+            "best_epoch": {"val_loss": h["best_epoch"], "val_px": h["best_px_epoch"]},
+            "by_val_px": {k: ev["val_px"]["brief"][k] for k in ("px", "px_sym")},
+            "train_seconds": h["train_seconds"]}
+
+
+def reference_rows(kp_dir, shifted_dir):
+    """What no training buys: the training-mean pose for every image, and the true figure centre plus the
+    training-mean offsets of each keypoint from it (what knowing only *where the figure is* gives)."""
+    train_kp = load_split(kp_dir, "train", "regression").keypoints.double()
+    mean_pose = train_kp.mean(0)
+    offsets = (train_kp - figure_centre(train_kp)[:, None]).mean(0)
+    out = {}
+    for name, predict in (("mean_pose", lambda gt: mean_pose.expand_as(gt)),
+                          ("centre_plus_mean_offsets", lambda gt: figure_centre(gt)[:, None] + offsets)):
+        gt = load_split(kp_dir, "test", "regression").keypoints.double()
+        gt_shift = load_split(shifted_dir, "test", "regression").keypoints.double()
+        out[name] = {**brief(predict(gt), gt), "px_shifted": brief(predict(gt_shift), gt_shift)["px"]}
+    return out
+
+
+def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precision=STUDY_PRECISION, partial=False,
+                   log=print, epochs=DEFAULTS["epochs"]):
+    """Train (or reuse) every readout x seed and return the "readouts" section (schema in the module docstring)."""
+    data, shifted, runs_root = data_fingerprint(kp_dir), shifted_test_dir(), results_dir / "runs"
+    recipes = {(r, s): make_recipe(m, data, s, epochs, precision=precision) for r, (m, _) in READOUTS.items()
+               for s in seeds}
+    stored = {k: load_stored(rec, kp_dir, runs_root, shifted) for k, rec in recipes.items()}
+    if not partial:
+        run_many(list(recipes.values()), kp_dir, runs_root, shifted, jobs=jobs, log=log)
+        fresh = {k: load_stored(rec, kp_dir, runs_root, shifted) for k, rec in recipes.items()}
+        seconds["now"] += sum(fresh[k][0]["history"]["train_seconds"] for k in recipes if stored[k] is None)
+        stored = fresh
+    section = {"precision": precision, "seeds": list(seeds), "readouts": {},
+               "references": reference_rows(kp_dir, shifted)}
+    for r, (method, isolates) in READOUTS.items():
+        rows = [seed_entry(s, run_dir_of(runs_root, recipes[r, s]).name, *stored[r, s]) for s in seeds
+                if stored[r, s] is not None]
+        seconds["used"] += sum(row["train_seconds"] for row in rows)
+        scalar = [k for k in rows[0] if isinstance(rows[0][k], float)] if rows else []
+        section["readouts"][r] = {
+            "method": method, "isolates": isolates, "complete": len(rows) == len(seeds),
+            "params": sum(p.numel() for p in build_model(method, **recipes[r, seeds[0]]["model"]).parameters()),
+            "per_seed": rows,
+            "mean": {k: float(np.mean([row[k] for row in rows])) for k in scalar},
+            "std": {k: float(np.std([row[k] for row in rows], ddof=1)) if len(rows) > 1 else None for k in scalar}}
+    section["steps"] = []
+    for a, b in STEPS:
+        ra, rb = ({row["seed"]: row for row in section["readouts"][x]["per_seed"]} for x in (a, b))
+        both = sorted(set(ra) & set(rb))
+        section["steps"].append({"from": a, "to": b, "seeds": both, **{
+            m: paired_difference([ra[s][m] for s in both], [rb[s][m] for s in both]) for m in STEP_METRICS}})
+    plot_readouts(section, results_dir / "visualizations")
+    return section
+
+
+def plot_readouts(section, vis_dir):
+    """Mean px error per readout (bars) with each seed as a dot: all keypoints strict, head + feet, and the
+    hands matched symmetrically; the two reference rows as dashed lines."""
+    names = [n for n, r in section["readouts"].items() if r["per_seed"]]
+    if not names:
+        return None
+    panels = (("px", "all keypoints (strict)"), ("px_head_feet", "head + feet"),
+              ("px_hands_sym", "hands, symmetric matching"))
+    fig, axes = plt().subplots(1, 3, figsize=(15, 4.6), sharey=True)
+    for ax, (key, title) in zip(axes, panels):
+        means = [section["readouts"][n]["mean"][key] for n in names]
+        ax.bar(range(len(names)), means, color=["C0" if n in SPATIAL else "C3" for n in names], alpha=0.6)
+        for i, n in enumerate(names):
+            vals = [row[key] for row in section["readouts"][n]["per_seed"]]
+            ax.plot([i] * len(vals), vals, "k.", ms=6)
+        ref = section["references"]
+        ref_key = {"px_hands_sym": "px_hands_sym", "px_head_feet": "px_head_feet"}.get(key, "px")
+        ax.axhline(ref["mean_pose"][ref_key], color="0.4", ls="--", lw=1, label="mean pose (no image)")
+        ax.axhline(ref["centre_plus_mean_offsets"][ref_key], color="C2", ls=":", lw=1.5,
+                   label="true centre + mean offsets")
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
+        ax.set(title=title, yscale="log")
+        ax.grid(alpha=0.3, axis="y", which="both")
+    axes[0].set_ylabel("mean error (px, test, log scale)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    n_seeds = max(len(section["readouts"][n]["per_seed"]) for n in names)
+    fig.suptitle(f"Readout study: one encoder, one readout changed at a time (bars = mean, dots = up to {n_seeds} "
+                 f"seeds; red = pooled/flattened FC readouts, blue = spatial readouts)", fontsize=11)
+    fig.tight_layout()
+    path = vis_dir / "study_readouts.png"
+    save_figure(fig, path)
+    return path
