@@ -83,9 +83,10 @@ def reference_rows(kp_dir, shifted_dir):
 
 
 def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precision=STUDY_PRECISION, partial=False,
-                   log=print, epochs=DEFAULTS["epochs"]):
+                   log=print, epochs=DEFAULTS["epochs"], shifted_dir=None):
     """Train (or reuse) every readout x seed and return the "readouts" section (schema in the module docstring)."""
-    data, shifted, runs_root = data_fingerprint(kp_dir), shifted_test_dir(), results_dir / "runs"
+    data, runs_root = data_fingerprint(kp_dir), results_dir / "runs"
+    shifted = shifted_test_dir() if shifted_dir is None else shifted_dir
     recipes = {(r, s): make_recipe(m, data, s, epochs, precision=precision) for r, (m, _) in READOUTS.items()
                for s in seeds}
     stored = {k: load_stored(rec, kp_dir, runs_root, shifted) for k, rec in recipes.items()}

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import baseline
-from dataset import encode_heatmaps, img_to_unit, load_split, make_loader
+import dataset
+from codec import encode_heatmaps, img_to_unit
+from dataset import load_split, make_loader
 from evaluate import pck_normalizer
 from model import HeatmapNet
 
@@ -21,36 +23,56 @@ def test_every_study_writes_documented_json(ablation_run):
     out, res, logs = ablation_run
     on_disk = json.loads((out / "ablation_results.json").read_text())
     assert on_disk == json.loads(json.dumps(res))
-    assert set(on_disk["studies"]) == {"resolution", "sigma", "skip"}
+    assert set(on_disk["studies"]) == {"resolution", "sigma", "skip"} and on_disk["seeds"] == [0]
     assert on_disk["studies"]["resolution"] == ["hm32_sigma2_skip", "hm64_sigma2_skip", "hm128_sigma2_skip"]
     assert len(on_disk["variants"]) == 7       # the shared 64/sigma-2/skip config is trained once
-    assert sum("training" in line for line in logs) == 7
+    assert sum(line.endswith(": training") for line in logs) == 7
     for name, v in on_disk["variants"].items():
-        assert {"config", "source", "best_epoch", "best_val_loss", "best_val_px_error", "train_seconds", "test"} <= set(v)
-        assert set(v["test"]) == {"argmax", "quarter", "dark"}
+        (row,) = v["runs"]
+        assert row["seed"] == 0 and (out / "runs" / row["run"] / "run.json").exists()
+        assert {"best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch", "train_seconds"} <= set(row)
+        assert set(row["test"]) == {"argmax", "quarter", "dark"}
         for matching in ("strict", "symmetric"):
-            entry = v["test"]["dark"][matching]
+            entry = row["test"]["dark"][matching]
             assert set(entry["pck"]["bbox"]) == {"0.05", "0.1", "0.15", "0.2"} and entry["mean_px_error"] > 0
+        recipe = json.loads((out / "runs" / row["run"] / "run.json").read_text())["recipe"]
+        assert recipe["model"]["hm_size"] == v["config"]["hm_size"] and recipe["target"]["sigma"] == v["config"]["sigma_hm"]
+        assert recipe["model"]["skip"] == v["config"]["skip"] and recipe["seed"] == 0
     cfg = on_disk["variants"]["hm128_sigma2_skip"]["config"]
     assert cfg["sigma_hm"] == 4.0 and cfg["sigma_img"] == 4.0        # sigma fixed in image px
     assert on_disk["variants"]["hm32_sigma2_skip"]["config"]["sigma_hm"] == 1.0
     assert on_disk["variants"]["hm64_sigma2_noskip"]["config"]["skip"] is False
 
 
-def test_resume_skips_recorded_variants(ablation_run, tiny_data):
+def test_resume_is_keyed_by_recipe_and_data(ablation_run, tiny_data, tmp_path):
     out, res, _ = ablation_run
     logs = []
     again = baseline.ablation_study(tiny_data, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append)
-    assert all("skipping" in line for line in logs) and len(logs) == 2
+    assert sum("reusing (same recipe" in line for line in logs) == 2 and not any(": training" in ln for ln in logs)
     assert again["variants"]["hm64_sigma2_noskip"] == res["variants"]["hm64_sigma2_noskip"]
+    other = dataset.generate_dataset(tmp_path / "other", {"train": 40, "val": 8, "test": 8}, seed=9)
+    logs = []
+    moved = baseline.ablation_study(other, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append)
+    assert sum(line.endswith(": training") for line in logs) == 2          # other data: never reused
+    assert moved["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"] != res["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"]
 
 
-def test_figures(ablation_run, tiny_data):
+def test_figures(ablation_run, tiny_data, tmp_path):
     out, res, _ = ablation_run
     baseline.plot_ablations(res, out / "vis")
-    baseline.plot_sigma_examples(res, tiny_data, out / "vis", out)
+    assert baseline.plot_sigma_examples(res, tiny_data, out / "vis", out) == out / "vis" / "ablation_sigma_examples.png"
     for name in ("ablation_sigma", "ablation_resolution", "ablation_skip", "ablation_sigma_examples"):
         assert (out / "vis" / f"{name}.png").stat().st_size > 5000
+    # a missing ablation checkpoint (a fresh clone) skips the figure with a message naming the file
+    ckpt = out / "runs" / res["variants"]["hm64_sigma3_skip"]["runs"][0]["run"] / "model.pth"
+    ckpt.rename(ckpt.with_suffix(".bak"))
+    logs = []
+    try:
+        assert baseline.plot_sigma_examples(res, tiny_data, tmp_path, out, log=logs.append) is None
+    finally:
+        ckpt.with_suffix(".bak").rename(ckpt)
+    assert "skipping ablation_sigma_examples.png" in logs[0] and str(ckpt) in logs[0]
+    assert not (tmp_path / "ablation_sigma_examples.png").exists()
 
 
 def test_failure_categories_known_masks():

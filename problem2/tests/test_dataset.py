@@ -6,9 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset import (COURSE_CENTER_RANGE, KEYPOINT_NAMES, KeypointDataset, canonicalize_hands, encode_heatmaps,
-                     generate_dataset, hm_to_img, img_to_hm, img_to_unit, load_split, make_loader,
-                     resolve_keypoints_dir, split_paths, unit_to_img)
+from codec import KEYPOINT_NAMES, canonicalize_hands, encode_heatmaps, hm_to_img, img_to_hm, img_to_unit, unit_to_img
+from dataset import (COURSE_CENTER_RANGE, KeypointDataset, data_fingerprint, figure_centre, generate_dataset,
+                     load_split, make_loader, resolve_keypoints_dir, sample_shifted_figure, split_paths)
+
+# data_fingerprint of the default dataset (1000/200/200, seed 0) as made by the reference generator (code
+# 0340f35, which produced the committed results): the generator must keep reproducing it byte for byte.
+REFERENCE_DEFAULT_ANNOTATIONS_SHA256 = "9f0cbf123ac0cf5c"
 
 
 def test_coordinate_convention_round_trip_and_known_values():
@@ -86,7 +90,7 @@ def test_generator_is_deterministic_and_course_schema(tmp_path):
     b = generate_dataset(tmp_path / "b", {"train": 6, "val": 3, "test": 2}, seed=7)
     c = generate_dataset(tmp_path / "c", {"train": 6, "val": 3, "test": 2}, seed=8)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 6 + 3 + 2 + 3
+    assert len(files) == 6 + 3 + 2 + 3 + 1   # PNGs, three annotation files, generator.json
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     assert (a / "train_annotations.json").read_bytes() != (c / "train_annotations.json").read_bytes()
     ann = json.loads((a / "val_annotations.json").read_text())
@@ -102,13 +106,23 @@ def test_generator_is_deterministic_and_course_schema(tmp_path):
     assert set(np.unique(px)) <= {0, 255} and (px == 255).mean() > 0.8      # white bg, black strokes
 
 
+def test_default_dataset_is_the_reference_one(tmp_path):
+    kp_dir = generate_dataset(tmp_path)
+    fp = data_fingerprint(kp_dir)
+    assert fp == {"annotations_sha256": REFERENCE_DEFAULT_ANNOTATIONS_SHA256,
+                  "split_sizes": {"train": 1000, "val": 200, "test": 200}, "generator_seed": 0,
+                  "generator_sampler": "course"}
+
+
 def test_figure_geometry_follows_course_distribution(tmp_path):
     kp_dir = generate_dataset(tmp_path, {"train": 300}, seed=3)
     kps = np.array([e["keypoints"] for e in json.loads((kp_dir / "train_annotations.json").read_text())["images"]])
     head, lh, rh, lf, rf = (kps[:, i] for i in range(5))
-    cx, cy = head[:, 0], head[:, 1] + 20
-    assert cx.min() >= COURSE_CENTER_RANGE[0] and cx.max() <= COURSE_CENTER_RANGE[1]
-    assert cy.min() >= COURSE_CENTER_RANGE[0] and cy.max() <= COURSE_CENTER_RANGE[1]
+    cx, cy = figure_centre(kps).numpy().T
+    assert cx.min() == head[:, 0].min() and (cy == head[:, 1] + 20).all()
+    for c in (cx, cy):   # uniform over the whole inclusive range, independently per axis
+        assert c.min() == COURSE_CENTER_RANGE[0] and c.max() == COURSE_CENTER_RANGE[1] and 12 < c.std() < 16
+    assert abs(np.corrcoef(cx, cy)[0, 1]) < 0.15
     assert (lf[:, 1] == cy + 37).all() and (rf[:, 1] == cy + 37).all()
     assert (lf[:, 0] + rf[:, 0] == 2 * cx).all() and ((rf[:, 0] - cx) >= 10).all() and ((rf[:, 0] - cx) <= 30).all()
     for hand in (lh, rh):
@@ -197,3 +211,14 @@ def test_rgb_and_resized_images_are_converted(tiny_data, tmp_path):
     assert ds.images.shape == ref.images.shape
     assert torch.allclose(ds.keypoints[0], ref.keypoints[0])      # (2x + .5 + .5) / 2 - .5 = x
     assert (ds.images[0] - ref.images[0]).abs().mean() < 0.05
+
+
+def test_shifted_figures_lie_outside_the_training_range_inside_the_image(tmp_path):
+    kp_dir = generate_dataset(tmp_path, {"test": 300}, seed=1, sampler=sample_shifted_figure)
+    kp = load_split(kp_dir, "test", "regression").keypoints
+    assert (kp >= 0).all() and (kp <= 127).all()
+    cx, cy = figure_centre(kp).T
+    lo, hi = COURSE_CENTER_RANGE
+    assert (((cx < lo) | (cx > hi)) | ((cy < lo) | (cy > hi))).all()
+    head = kp[:, 0]   # the head circle (radius 8) is inside the image too
+    assert (head[:, 1] - 8 >= 0).all() and (head[:, 0] - 8 >= 0).all() and (head[:, 0] + 8 <= 127).all()

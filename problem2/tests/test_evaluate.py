@@ -1,13 +1,19 @@
 import json
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import dataset
 import evaluate
 import train
-from dataset import encode_heatmaps, hm_to_img, img_to_hm
-from evaluate import (compute_pck, extract_keypoints_from_heatmaps, keypoint_distances, pck_auc, pck_normalizer,
-                      plot_pck_curves, visualize_predictions)
+from codec import decode, encode_heatmaps
+from dataset import load_split
+from evaluate import (brief, compute_pck, extract_keypoints_from_heatmaps, keypoint_distances, pck_auc,
+                      pck_normalizer, plot_pck_curves, spread_ratio, visualize_predictions)
+from model import load_checkpoint
 
 
 def _gt():
@@ -57,40 +63,31 @@ def test_auc_perfect_and_constant_offset():
     assert pck_auc(off, gt) == pytest.approx(0.5, abs=0.02)
 
 
-@pytest.mark.parametrize("hm_size", [32, 64, 128])
-def test_argmax_exact_on_one_hot(hm_size):
-    hms = torch.zeros(2, 5, hm_size, hm_size)
-    cells = torch.randint(0, hm_size, (2, 5, 2))
-    for b in range(2):
-        for k in range(5):
-            hms[b, k, cells[b, k, 1], cells[b, k, 0]] = 1.0
-    kp = extract_keypoints_from_heatmaps(hms)
-    assert kp.shape == (2, 5, 2)
-    assert torch.allclose(kp, hm_to_img(cells.float(), hm_size))
-    # decoding inverts encoding at cell centres
-    assert torch.allclose(img_to_hm(kp, hm_size), cells.float(), atol=1e-5)
+def test_seed_entry_point_decodes_heatmaps_in_image_px():
+    kp = torch.tensor([[[10.0, 20.0], [30.0, 40.0], [50.0, 60.0], [70.0, 80.0], [90.0, 100.0]]])
+    assert torch.allclose(extract_keypoints_from_heatmaps(encode_heatmaps(kp, 64, 2.0), refine="dark"), kp, atol=0.05)
 
 
-@pytest.mark.parametrize("hm_size", [32, 64, 128])
-def test_dark_refinement_recovers_float_centres(hm_size):
-    torch.manual_seed(0)
-    kp = torch.rand(4, 5, 2) * 100 + 14           # float centres, away from the border
-    hms = encode_heatmaps(kp, hm_size, sigma=2.0)
-    dark = extract_keypoints_from_heatmaps(hms, refine="dark")
-    argmax = extract_keypoints_from_heatmaps(hms)
-    assert (dark - kp).abs().max() * hm_size / 128 < 0.05        # in heatmap px
-    assert (dark - kp).abs().mean() < (argmax - kp).abs().mean()
-    quarter = extract_keypoints_from_heatmaps(hms, refine="quarter")
-    assert (quarter - kp).abs().max() * hm_size / 128 <= 0.5 + 1e-5
+def test_brief_and_spread_ratio_known_answers():
+    gt = torch.tensor([[[0.0, 0.0]] * 5, [[10.0, 0.0]] * 5, [[20.0, 0.0]] * 5]) + torch.arange(5.0)[:, None]
+    assert spread_ratio(gt, gt) == pytest.approx(1.0)
+    assert spread_ratio(gt.mean(0).expand_as(gt), gt) == 0.0                  # a constant prediction
+    half = gt.mean(0) + 0.5 * (gt - gt.mean(0))
+    assert spread_ratio(half, gt) == pytest.approx(0.5)
+    pred = gt.clone()
+    pred[:, 0] += torch.tensor([3.0, 4.0])                                     # head 5 px off
+    pred[:, [1, 2]] = gt[:, [2, 1]]                                            # hands swapped (1 px apart)
+    b = brief(pred, gt)
+    assert b["px_head_feet"] == pytest.approx(5 / 3) and b["px_hands_sym"] == 0.0
+    assert b["px_hands"] == pytest.approx(2 ** 0.5) and b["px"] == pytest.approx((5 + 2 * 2 ** 0.5) / 5)
+    assert b["hand_gap_px"] == pytest.approx(2 ** 0.5)
 
 
-def test_dark_is_safe_on_flat_and_border_maps():
-    hms = torch.zeros(1, 2, 64, 64)
-    hms[0, 1, 0, 0] = 1.0
-    kp = extract_keypoints_from_heatmaps(hms, refine="dark")
-    assert torch.isfinite(kp).all()
-    with pytest.raises(ValueError):
-        extract_keypoints_from_heatmaps(hms, refine="soft")
+def _png_has_content(path):
+    from PIL import Image
+    with Image.open(path) as im:
+        px = np.asarray(im.convert("RGB"))
+    return min(px.shape[:2]) > 200 and len(np.unique(px.reshape(-1, 3), axis=0)) > 20
 
 
 def test_figures_write_png(tmp_path):
@@ -99,25 +96,103 @@ def test_figures_write_png(tmp_path):
     gt = _gt()[0]
     visualize_predictions(torch.rand(1, 128, 128), gt + 2, gt, tmp_path / "vis.png")
     for name in ("pck.png", "vis.png"):
-        data = (tmp_path / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert _png_has_content(tmp_path / name)
+    assert not list(tmp_path.glob(".*tmp*"))
 
 
-def test_main_end_to_end(tiny_data, tmp_path):
-    train.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path), "--epochs", "1", "--precision", "fp32"])
-    metrics = evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path)])
-    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """One tiny train.py run (1 epoch, heatmap + regression) shared by the evaluate tests."""
+    out = tmp_path_factory.mktemp("run")
+    train.main(["--data-dir", str(tiny_data), "--out-dir", str(out), "--epochs", "1", "--precision", "fp32",
+                "--methods", "heatmap", "regression"])
+    return out
+
+
+def _copy_run(trained, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(trained, dst)
+    return dst
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in Path(folder).rglob("*") if p.is_file()}
+
+
+def test_main_end_to_end(tiny_data, trained, tmp_path):
+    out = _copy_run(trained, tmp_path)
+    metrics = evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out)])
+    on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["split"] == "test" and on_disk["num_images"] == 16
     assert set(on_disk["heatmap"]["decoders"]) == {"argmax", "quarter", "dark"}
     assert set(on_disk["regression"]["decoders"]) == {"direct"}
     entry = on_disk["heatmap"]["decoders"]["dark"]["symmetric"]
     assert set(entry["pck"]) == {"bbox", "torso"} and set(entry["pck"]["bbox"]) == {"0.05", "0.1", "0.15", "0.2"}
-    assert metrics["regression"]["decoders"]["direct"]["strict"]["mean_px_error"] > 0
+    assert on_disk["provenance"]["mixed_runs"] is None
+    assert on_disk["provenance"]["run_id"] == json.loads((out / "training_log.json").read_text())["run_id"]
+    sel = on_disk["decoder_selection"]
+    assert sel["best"] == min(sel["mean_px_error"], key=sel["mean_px_error"].get)
+    # the numbers are those of the checkpoint: recompute one from scratch
+    model, _ = load_checkpoint(out / "regression_model.pth")
+    ds = load_split(tiny_data, "test", "regression")
+    with torch.no_grad():
+        direct = decode("coords", model(ds.images))
+    assert metrics["regression"]["decoders"]["direct"]["strict"]["mean_px_error"] == pytest.approx(
+        float((direct - ds.keypoints).norm(dim=-1).mean()), rel=1e-5)
     for name in ("pck_curves_bbox", "pck_curves_torso", "sample_predictions", "heatmaps_training_stages",
                  "training_curves", "example_heatmap_prediction"):
-        assert (tmp_path / "visualizations" / f"{name}.png").stat().st_size > 5000
+        assert (out / "visualizations" / f"{name}.png").stat().st_size > 5000
 
 
 def test_missing_checkpoint_names_file_and_command(tmp_path):
     with pytest.raises(SystemExit, match="heatmap_model.pth not found; run `python problem2/train.py`"):
         evaluate.main(["--out-dir", str(tmp_path)])
+
+
+def _refused(tiny_data, out, match, *extra):
+    before = _snapshot(out)
+    with pytest.raises(SystemExit, match=match) as e:
+        evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out), *extra])
+    assert str(e.value.code).count("\n") == 0           # one line, no traceback
+    assert _snapshot(out) == before                     # nothing rewritten
+
+
+def test_swapped_checkpoints_are_refused(tiny_data, trained, tmp_path):
+    out = _copy_run(trained, tmp_path)
+    hm, rg = (out / "heatmap_model.pth").read_bytes(), (out / "regression_model.pth").read_bytes()
+    (out / "heatmap_model.pth").write_bytes(rg)
+    (out / "regression_model.pth").write_bytes(hm)
+    _refused(tiny_data, out, "heatmap_model.pth holds a 'regression' model \\(RegressionNet\\), expected 'heatmap'")
+
+
+def test_truncated_checkpoint_is_refused(tiny_data, trained, tmp_path):
+    out = _copy_run(trained, tmp_path)
+    data = (out / "regression_model.pth").read_bytes()
+    (out / "regression_model.pth").write_bytes(data[: len(data) // 2])
+    _refused(tiny_data, out, "regression_model.pth is truncated or not a checkpoint.*rerun `python problem2/train.py`")
+
+
+def test_corrupt_training_log_is_refused(tiny_data, trained, tmp_path):
+    out = _copy_run(trained, tmp_path)
+    (out / "training_log.json").write_text('{"run_id": ')
+    _refused(tiny_data, out, "training_log.json is not valid JSON")
+
+
+def test_checkpoints_of_different_runs_or_data_are_refused(tiny_data, trained, tmp_path):
+    """A heatmap model retrained on other data next to the old regression model: refused, naming what
+    differs; --allow-mixed-runs evaluates anyway and records the mix."""
+    out = _copy_run(trained, tmp_path)
+    other = dataset.generate_dataset(tmp_path / "other", {"train": 40, "val": 8, "test": 8}, seed=5)
+    train.main(["--data-dir", str(other), "--out-dir", str(out), "--epochs", "1", "--precision", "fp32",
+                "--methods", "heatmap"])
+    _refused(tiny_data, out, "heatmap_model.pth was trained on other data.*different train.py runs")
+    metrics = evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out), "--allow-mixed-runs"])
+    assert any("different train.py runs" in p for p in metrics["provenance"]["mixed_runs"])
+
+
+def test_legacy_checkpoint_without_provenance_is_refused(tiny_data, trained, tmp_path):
+    out = _copy_run(trained, tmp_path)
+    ckpt = torch.load(out / "heatmap_model.pth", weights_only=True)
+    del ckpt["provenance"]
+    torch.save(ckpt, out / "heatmap_model.pth")
+    _refused(tiny_data, out, "heatmap_model.pth has no provenance")

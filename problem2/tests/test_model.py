@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from model import HeatmapNet, RegressionNet, build_model, load_checkpoint, model_config, save_checkpoint
+
+from codec import decode, encode, keypoint_loss
+from common import UsageError
+from model import METHODS, HeatmapNet, RegressionNet, build_model, load_checkpoint, model_config, save_checkpoint
 
 
 @pytest.mark.parametrize("skip", [True, False])
@@ -33,9 +36,11 @@ def test_regression_output_shape_and_range():
 
 
 def test_encoder_is_shared_code():
-    assert type(HeatmapNet().encoder) is type(RegressionNet().encoder)
-    hm, rg = HeatmapNet(), RegressionNet()
-    rg.encoder.load_state_dict(hm.encoder.state_dict())   # same parameters, same names
+    encoders = [build_model(m).encoder if hasattr(build_model(m), "encoder") else build_model(m).body.encoder
+                for m in METHODS if m != "coordconv_gap_fc"]
+    ref = encoders[0].state_dict()
+    for enc in encoders:
+        enc.load_state_dict(ref)   # the same encoder: same parameter names and shapes in every readout
 
 
 @pytest.mark.parametrize("model", [HeatmapNet(skip=False, hm_size=32), RegressionNet()])
@@ -48,5 +53,33 @@ def test_checkpoint_round_trip(tmp_path, model):
     loaded, _ = load_checkpoint(path)
     x = torch.rand(2, 1, 128, 128)
     assert torch.equal(loaded(x), model(x))
-    assert type(build_model(model_config(model))) is type(model)
+    cfg = model_config(model)
+    assert type(build_model(cfg["method"], **{k: v for k, v in cfg.items() if k not in ("method", "class")})) is type(model)
     assert not list(tmp_path.glob(".*tmp*"))   # no temp file left behind
+    with pytest.raises(UsageError, match="m.pth holds a '.*' model .*, expected 'integral'"):
+        load_checkpoint(path, method="integral")
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_row_builds_trains_one_step_and_decodes(method):
+    """One row of the method table is all a method needs: build, encode targets, loss, a training step, decode."""
+    torch.manual_seed(0)
+    row = METHODS[method]
+    model = build_model(method)
+    kp = torch.rand(4, 5, 2) * 80 + 24
+    tk = row["target_kwargs"]
+    targets = encode(row["target"], kp, tk.get("hm_size", getattr(model, "hm_size", 64)), tk.get("sigma", 2.0))
+    images = torch.rand(4, 1, 128, 128)
+    out = model(images)
+    assert out.shape == targets.shape
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for hand_loss in ("strict", "symmetric"):
+        loss = keypoint_loss(model(images), targets, hand_loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert torch.isfinite(loss)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert decode(row["target"], model.eval()(images).detach()).shape == (4, 5, 2)
+    assert model_config(model)["method"] == method

@@ -1,68 +1,71 @@
 import torch
 
 import study
-from evaluate import extract_keypoints_from_heatmaps
-from dataset import encode_heatmaps, generate_dataset, img_to_unit, load_split
-from model import IntegralNet, soft_argmax
-
-
-def test_soft_argmax_recovers_gaussian_centre():
-    kp = torch.tensor([[[40.3, 70.8], [64.0, 64.0], [90.6, 30.2]]])
-    for hm_size in (32, 64, 128):
-        logits = encode_heatmaps(kp, hm_size, sigma=2.0 * hm_size / 64).clamp_min(1e-30).log()
-        unit = soft_argmax(logits).view(1, 3, 2)
-        assert (unit * 128 - 0.5 - kp).abs().max() < 0.05          # image px
-    assert torch.allclose(unit, img_to_unit(kp), atol=0.05 / 128)
-
-
-def test_integral_net_outputs_unit_coordinates():
-    out = IntegralNet().eval()(torch.rand(2, 1, 128, 128))
-    assert out.shape == (2, 10) and (out > 0).all() and (out < 1).all()
-
-
-def _two_blob_maps(left, right, left_ch_at, right_ch_at, size=64):
-    """Heatmaps [1, 5, S, S]: the left/right hand channels have blobs at the given image-px points."""
-    hms = encode_heatmaps(torch.tensor([[[64.0, 30.0], left, right, [50.0, 110.0], [80.0, 110.0]]]), size, 2.0)
-    blobs = encode_heatmaps(torch.tensor([left_ch_at + right_ch_at]).view(1, -1, 2), size, 2.0)[0]
-    n = len(left_ch_at)
-    hms[0, 1] = blobs[:n].sum(0) if n else 0
-    hms[0, 2] = blobs[n:].sum(0)
-    return hms
-
-
-def test_joint_hand_decode_splits_colliding_channels():
-    left, right = [40.0, 80.0], [90.0, 80.0]
-    # both channels peak on the left hand (1.0); the right hand is a weaker second blob (0.6) in both
-    hms = _two_blob_maps(left, right, [left, right], [left, right])
-    hms[0, 1] = encode_heatmaps(torch.tensor([left]), 64, 2.0)[0] + 0.6 * encode_heatmaps(torch.tensor([right]), 64, 2.0)[0]
-    hms[0, 2] = encode_heatmaps(torch.tensor([left]), 64, 2.0)[0] * 0.9 + 0.7 * encode_heatmaps(torch.tensor([right]), 64, 2.0)[0]
-    plain = extract_keypoints_from_heatmaps(hms, "dark")
-    kp = study.joint_hand_decode(hms, refine="dark")
-    assert (kp[0, 1] - torch.tensor(left)).norm() < 0.1      # left channel is stronger at `left`: keeps it
-    assert (kp[0, 2] - torch.tensor(right)).norm() < 0.6     # right channel takes the other hand
-    assert (plain[0, 2] - torch.tensor(left)).norm() < 1.0      # plain argmax puts both hands on one blob
-
-
-def test_joint_hand_decode_keeps_distinct_peaks_and_single_blobs():
-    left, right = [40.0, 80.0], [90.0, 80.0]
-    hms = _two_blob_maps(left, right, [left], [right])           # already distinct: unchanged
-    assert torch.allclose(study.joint_hand_decode(hms, "dark"), extract_keypoints_from_heatmaps(hms, "dark"))
-    hms = _two_blob_maps(left, right, [left], [left])            # hands really overlap: no second peak
-    assert torch.allclose(study.joint_hand_decode(hms, "dark"), extract_keypoints_from_heatmaps(hms, "dark"))
-
-
-def test_shifted_test_set_is_outside_range_and_inside_image(tmp_path):
-    kp_dir = generate_dataset(tmp_path, {"test": 300}, seed=1, sampler=study.sample_shifted_figure)
-    kp = load_split(kp_dir, "test", "regression").keypoints
-    assert (kp >= 0).all() and (kp <= 127).all()
-    dist = study.distance_from_training_range(kp)
-    assert (dist >= 1).all() and dist.max() >= 8
-    # the whole drawn figure is inside the image: head circle (radius 8, stroke drawn inward) and feet
-    head = kp[:, 0]
-    assert (head[:, 1] - 8 >= 0).all() and (head[:, 0] - 8 >= 0).all() and (head[:, 0] + 8 <= 127).all()
+from dataset import figure_centre
+from runs import run_many
+from train import make_recipe
+import readouts
+from dataset import data_fingerprint
 
 
 def test_distance_from_training_range_known_values():
     kp = torch.zeros(3, 5, 2)
     kp[:, 0] = torch.tensor([[64.0, 44.0], [30.0, 44.0], [64.0, 70.0]])   # centres (64,64), (30,64), (64,90)
+    assert figure_centre(kp)[1].tolist() == [30.0, 64.0]
     assert study.distance_from_training_range(kp).tolist() == [0.0, 10.0, 2.0]
+
+
+def test_paired_difference_interval():
+    d = readouts.paired_difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])        # differences 1, 2, 3
+    assert d["diff"] == 2.0 and d["n"] == 3
+    half = 4.303 * 1.0 / 3 ** 0.5
+    assert abs(d["ci95"][0] - (2 - half)) < 1e-9 and abs(d["ci95"][1] - (2 + half)) < 1e-9
+    assert readouts.paired_difference([1.0], [3.0]) == {"diff": 2.0, "ci95": None, "n": 1}
+
+
+def test_reference_rows(tiny_data):
+    from dataset import shifted_test_dir
+    ref = readouts.reference_rows(tiny_data, shifted_test_dir(tiny_data.parent / "shifted", 16))
+    mean, centre = ref["mean_pose"], ref["centre_plus_mean_offsets"]
+    assert mean["spread_ratio"] == 0.0 and centre["spread_ratio"] > 0.5
+    assert centre["px_head_feet"] < 0.5 * mean["px_head_feet"]    # knowing where the figure is fixes head and feet
+    assert centre["px_shifted"] < 0.5 * mean["px_shifted"]
+
+
+def test_readout_study_on_tiny_data(tiny_data, tmp_path):
+    seconds = {"used": 0.0, "now": 0.0}
+    from dataset import shifted_test_dir
+    shifted = shifted_test_dir(tiny_data.parent / "shifted", 16)
+    sec = readouts.study_readouts(tiny_data, tmp_path, seconds, seeds=(0,), epochs=1, log=lambda *a: None,
+                                  shifted_dir=shifted)
+    assert set(sec["readouts"]) == set(readouts.READOUTS)
+    for name, r in sec["readouts"].items():
+        (row,) = r["per_seed"]
+        assert r["complete"] and row["seed"] == 0 and r["params"] > 0
+        assert {"px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "pck_bbox", "pck_bbox_sym",
+                "spread_ratio", "best_epoch", "by_val_px", "train_seconds"} <= set(row)
+        assert row["px_sym"] <= row["px"] + 1e-9
+    assert seconds["now"] == seconds["used"] > 0
+    assert (tmp_path / "visualizations" / "study_readouts.png").exists()
+    again = {"used": 0.0, "now": 0.0}
+    sec2 = readouts.study_readouts(tiny_data, tmp_path, again, seeds=(0,), epochs=1, log=lambda *a: None,
+                                   shifted_dir=shifted)
+    assert again["now"] == 0 and sec2["readouts"] == sec["readouts"]           # every run reused
+
+
+def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
+    """--jobs 2 (one thread each) equals a sequential run with one thread: the same seeds, the same numbers."""
+    data = data_fingerprint(tiny_data)
+    recipes = [make_recipe(m, data, seed=s, epochs=1, precision="fp32") for m in ("regression", "softargmax_8")
+               for s in (0, 1)]
+    torch.set_num_threads(1)
+    try:
+        seq = run_many(recipes, tiny_data, tmp_path / "seq", jobs=1, log=lambda *a: None)
+    finally:
+        torch.set_num_threads(2)
+    par = run_many(recipes, tiny_data, tmp_path / "par", jobs=2, log=lambda *a: None)
+    assert seq.keys() == par.keys()
+    for key in seq:
+        assert seq[key][1]["val_loss"] == par[key][1]["val_loss"]
+        assert [e["val_loss"] for e in seq[key][0]["history"]["epochs"]] == \
+            [e["val_loss"] for e in par[key][0]["history"]["epochs"]]
