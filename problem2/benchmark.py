@@ -25,10 +25,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from dataset import atomic_write_json, load_split, make_loader, resolve_keypoints_dir
-from model import HeatmapNet, RegressionNet, autocast, pick_precision, prepare_input
-
-HERE = Path(__file__).resolve().parent
+from common import RESULTS_DIR, autocast, machine_info, pick_precision, prepare_input, write_json
+from dataset import load_split, make_loader, resolve_keypoints_dir
+from model import HeatmapNet, RegressionNet
 
 
 class PlainDataset(Dataset):
@@ -47,7 +46,7 @@ class PlainDataset(Dataset):
         image = np.asarray(Image.open(self.image_dir / e["file_name"]).convert("L"), dtype=np.float32) / 255.0
         kps = np.asarray(e["keypoints"], dtype=np.float32)
         if self.output_type == "regression":
-            target = ((kps + 0.5) / 128).reshape(-1)
+            target = ((kps + 0.5) / 128).reshape(-1)   # written out by hand on purpose: the "plain" path
         else:
             s = self.heatmap_size
             ys, xs = np.mgrid[0:s, 0:s]
@@ -112,7 +111,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=12, help="timed steps per configuration")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", type=Path, default=HERE / "results" / "benchmark.json")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / "benchmark.json")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     kp_dir = resolve_keypoints_dir(args.data_dir)
@@ -144,9 +143,9 @@ def main(argv=None):
     for name, s in speedup.items():
         print(f"{name}: fast path is {s:.2f}x the plain path")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, {"config": {"steps": args.steps, "batch_size": args.batch_size,
-                                            "threads": torch.get_num_threads(), "torch": torch.__version__},
-                                 "rows": rows, "speedup": speedup})
+    write_json(args.out, {"config": {"steps": args.steps, "batch_size": args.batch_size,
+                                     "machine": machine_info("cpu", fast_precision)},
+                          "rows": rows, "speedup": speedup})
     return rows
 
 

@@ -13,7 +13,6 @@ import os
 import platform
 import random
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np

@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from codec import IMG_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS, canonicalize_hands, encode, encode_heatmaps
-from common import UsageError, file_sha256, read_json, write_json
+from common import file_sha256, read_json, write_json
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = HERE / "data"  # gitignored; holds keypoints/

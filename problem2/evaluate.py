@@ -358,7 +358,7 @@ def main(argv=None):
                                         "best": min(val_px, key=val_px.get), "default": REFINE_DEFAULT}
         write_json(out_dir / "metrics.json", metrics)
         print_metrics_table(metrics, methods)
-        print(f"decoder selection on val (mean px): " + ", ".join(f"{d} {v:.2f}" for d, v in val_px.items()))
+        print("decoder selection on val (mean px): " + ", ".join(f"{d} {v:.2f}" for d, v in val_px.items()))
 
         gt = ds.keypoints
         final = {m: preds[m][REFINE_DEFAULT if target_of(loaded[m][0]) == "heatmap" else "direct"] for m in methods}

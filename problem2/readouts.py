@@ -121,6 +121,7 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
 def plot_readouts(section, vis_dir):
     """Mean px error per readout (bars) with each seed as a dot: all keypoints strict, head + feet, and the
     hands matched symmetrically; the two reference rows as dashed lines."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
     names = [n for n, r in section["readouts"].items() if r["per_seed"]]
     if not names:
         return None
@@ -140,12 +141,15 @@ def plot_readouts(section, vis_dir):
                    label="true centre + mean offsets")
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
         ax.set(title=title, yscale="log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_yticks([t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 50) if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]])
         ax.grid(alpha=0.3, axis="y", which="both")
     axes[0].set_ylabel("mean error (px, test, log scale)")
     axes[0].legend(fontsize=8, loc="lower left")
     n_seeds = max(len(section["readouts"][n]["per_seed"]) for n in names)
-    fig.suptitle(f"Readout study: one encoder, one readout changed at a time (bars = mean, dots = up to {n_seeds} "
-                 f"seeds; red = pooled/flattened FC readouts, blue = spatial readouts)", fontsize=11)
+    fig.suptitle(f"Readout study: one encoder, one readout changed at a time (bars = mean, dots = seeds, up to "
+                 f"{n_seeds}; red = pooled/flattened FC readouts, blue = spatial readouts; test split)", fontsize=11)
     fig.tight_layout()
     path = vis_dir / "study_readouts.png"
     save_figure(fig, path)

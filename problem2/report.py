@@ -10,17 +10,24 @@ block differs from what the JSON gives (tests/test_report.py runs it), so a numb
 disagrees with the committed results fails the test suite.
 """
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from codec import KEYPOINT_NAMES
+from common import RESULTS_DIR, read_json
+from evaluate import PCK_THRESHOLDS
+from model import METHODS
+from readouts import paired_difference
+
 HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 DOCS = [HERE / "report.md", HERE.parent / "README.md"]
-THR = ["0.05", "0.1", "0.15", "0.2"]
-KPS = ["head", "left_hand", "right_hand", "left_foot", "right_foot"]
-NAMES = {"heatmap": "HeatmapNet", "regression": "RegressionNet", "integral": "IntegralNet (soft-argmax)"}
+THR = [str(t) for t in PCK_THRESHOLDS]
+KPS = KEYPOINT_NAMES
+NAMES = {m: METHODS[m]["name"] for m in ("heatmap", "regression", "integral")}
+ASSIGNMENT_STEPS = ("train.py", "evaluate.py", "baseline.py")  # the README's first command
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 INLINE = re.compile(r"(<!-- v:(\w+) -->)(.*?)(<!-- /v -->)")
 
@@ -29,8 +36,7 @@ def load_results(results_dir=RESULTS_DIR):
     files = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_results.json",
              "failures": "failure_cases.json", "study": "study_results.json", "timings": "timings.json",
              "benchmark": "benchmark.json"}
-    return {k: json.loads((Path(results_dir) / f).read_text()) for k, f in files.items()
-            if (Path(results_dir) / f).exists()}
+    return {k: read_json(Path(results_dir) / f) for k, f in files.items() if (Path(results_dir) / f).exists()}
 
 
 def md(header, rows):
@@ -119,19 +125,26 @@ def table_bootstrap(r):
 
 
 def table_ablation(r):
+    """Mean ± std over the recorded seeds per variant, and the paired difference (quarter decoder, strict px)
+    to the default variant with a 95% t-interval (* = the interval excludes 0, i.e. beyond seed noise)."""
     a = r["ablation"]
+    base = {row["seed"]: row for row in a["variants"]["hm64_sigma2_skip"]["runs"]}
     rows = []
     for study, names in a["studies"].items():
         for n in names:
             v = a["variants"][n]
-            c, t = v["config"], v["test"]
-            rows.append([study, n, c["hm_size"], f"{c['sigma_hm']:g}", f"{c['sigma_img']:g}", "on" if c["skip"] else "off"] +
-                        [f"{t[d]['strict']['mean_px_error']:.2f}" for d in ("argmax", "quarter", "dark")] +
-                        [f"{t['quarter']['strict']['pck']['bbox']['0.05']:.3f}",
-                         f"{t['quarter']['symmetric']['mean_px_error']:.2f}", f"{v['best_val_loss']:.2e}",
-                         f"{v['train_seconds']:.0f}"])
-    return md(["study", "variant", "hm", "σ (hm px)", "σ (img px)", "skips", "px argmax", "px quarter", "px dark",
-               "PCK@0.05 (quarter)", "sym px (quarter)", "best val loss", "train s"], rows)
+            c, runs = v["config"], v["runs"]
+            px = lambda d, m="strict": [row["test"][d][m]["mean_px_error"] for row in runs]  # noqa: E731
+            seeds = [row["seed"] for row in runs if row["seed"] in base]
+            diff = paired_difference([base[s]["test"]["quarter"]["strict"]["mean_px_error"] for s in seeds],
+                                     [row["test"]["quarter"]["strict"]["mean_px_error"] for row in runs if row["seed"] in base])
+            rows.append([study, n, c["hm_size"], f"{c['sigma_img']:g}", "on" if c["skip"] else "off", len(runs)] +
+                        [_mean_sd(px(d)) for d in ("argmax", "quarter", "dark")] +
+                        [_mean_sd([row["test"]["quarter"]["strict"]["pck"]["bbox"]["0.05"] for row in runs], "{:.3f}"),
+                         _mean_sd(px("quarter", "symmetric")),
+                         "(default)" if n == "hm64_sigma2_skip" else _ci(diff)])
+    return md(["study", "variant", "hm", "σ (img px)", "skips", "seeds", "px argmax", "px quarter", "px dark",
+               "PCK@0.05 (quarter)", "sym px (quarter)", "px quarter − default [95% CI]"], rows)
 
 
 def table_failures(r):
@@ -182,18 +195,70 @@ def table_data(r):
     return md(["method (mean px / PCK@0.05)"] + [f"{n} train" for n in d["sizes"]], rows)
 
 
+def machine_label(m):
+    """'AMD EPYC, 2 cores, cpu, bf16' from a timing's machine record."""
+    if not m:
+        return "not recorded"
+    return ", ".join(str(x) for x in (m.get("gpu") or m.get("cpu"), f"{m.get('cores')} cores", m.get("device"),
+                                      m.get("precision")) if x)
+
+
 def table_timing(r):
     t = r["timings"]
-    rows = [[f"`{k}`", f"{v / 60:.1f}"] for k, v in t.items()]
-    rows.append(["**whole study**", f"**{sum(t.values()) / 60:.1f}**"])
-    return md(["step", "wall minutes (2-core CPU)"], rows)
+    rows = [[f"`{k}`", f"{v['seconds'] / 60:.1f}", machine_label(v.get("machine"))] for k, v in t.items()]
+    rows.append(["**all steps**", f"**{sum(v['seconds'] for v in t.values()) / 60:.1f}**", ""])
+    return md(["step", "wall minutes", "machine (CPU, cores, device, precision)"], rows)
 
 
 def table_training(r):
+    """Both checkpoint-selection rules per method: lowest val loss (the spec's, saved) and lowest val px error."""
     log = r["log"]
     rows = [[NAMES[m], log[m]["best_epoch"], f"{log[m]['best_val_loss']:.2e}", f"{log[m]['best_val_px_error']:.2f}",
+             log[m]["best_px_epoch"], f"{log[m]['best_px_val_px_error']:.2f}",
              f"{log[m]['train_seconds']:.0f}", f"{log[m]['images_per_second']:.0f}"] for m in NAMES if m in log]
-    return md(["method", "best epoch", "best val loss", "val px error", "train s", "img/s"], rows)
+    return md(["method", "best val-loss epoch (saved)", "its val loss", "its val px", "best val-px epoch",
+               "its val px", "train s", "img/s"], rows)
+
+
+def _mean_sd(vals, fmt="{:.2f}"):
+    if len(vals) < 2:
+        return (fmt.format(vals[0]) + " (n=1)") if vals else "–"
+    return f"{fmt.format(np.mean(vals))} ± {fmt.format(np.std(vals, ddof=1))}"
+
+
+def _ci(d, fmt="{:+.2f}"):
+    if d["diff"] is None:
+        return "–"
+    if d["ci95"] is None:
+        return fmt.format(d["diff"]) + f" (n={d['n']}, no interval)"
+    real = "" if d["ci95"][0] <= 0 <= d["ci95"][1] else " *"
+    return f"{fmt.format(d['diff'])} [{fmt.format(d['ci95'][0])}, {fmt.format(d['ci95'][1])}]{real}"
+
+
+def table_readouts(r):
+    ro = r["study"]["readouts"]
+    rows = []
+    for name, x in ro["readouts"].items():
+        ps = x["per_seed"]
+        col = lambda k: _mean_sd([row[k] for row in ps])  # noqa: E731
+        rows.append([f"`{name}`", x["isolates"], f"{len(ps)}/{len(ro['seeds'])}", f"{x['params'] / 1e6:.2f}M",
+                     col("px"), col("px_sym"), col("px_head_feet"), col("px_hands_sym"), col("px_shifted"),
+                     _mean_sd([row["spread_ratio"] for row in ps]),
+                     _mean_sd([row["pck_bbox_sym"]["0.05"] for row in ps], "{:.3f}"),
+                     " / ".join("{}-{}".format(row["best_epoch"]["val_loss"], row["best_epoch"]["val_px"]) for row in ps) or "–"])
+    for name, x in ro["references"].items():
+        rows.append([f"*{name.replace('_', ' ')}*", "reference, no training", "–", "0", f"{x['px']:.2f}",
+                     f"{x['px_sym']:.2f}", f"{x['px_head_feet']:.2f}", f"{x['px_hands_sym']:.2f}", f"{x['px_shifted']:.2f}",
+                     f"{x['spread_ratio']:.2f}", f"{x['pck_bbox_sym']['0.05']:.3f}", "–"])
+    return md(["readout", "what it isolates", "seeds done", "params", "px", "px sym", "px head+feet", "px hands sym",
+               "px shifted", "spread ratio", "PCK@0.05 sym", "best epoch (val loss - val px) per seed"], rows)
+
+
+def table_readout_steps(r):
+    ro = r["study"]["readouts"]
+    rows = [[f"`{s['from']}` → `{s['to']}`", " ".join(map(str, s["seeds"])) or "–"] +
+            [_ci(s[k]) for k in ("px", "px_head_feet", "px_hands_sym", "px_shifted")] for s in ro["steps"]]
+    return md(["step (to − from, paired by seed)", "seeds", "px", "px head+feet", "px hands sym", "px shifted"], rows)
 
 
 def table_benchmark(r):
@@ -206,7 +271,7 @@ def table_benchmark(r):
                "of peak", "data share"], rows)
 
 
-TABLES = {"headline": table_headline, "pck_bbox": lambda r: table_pck(r, "bbox"),
+TABLES = {"headline": table_headline, "readouts": table_readouts, "readout_steps": table_readout_steps, "pck_bbox": lambda r: table_pck(r, "bbox"),
           "pck_torso": lambda r: table_pck(r, "torso"), "per_keypoint": table_per_keypoint,
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
           "bootstrap": table_bootstrap, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
@@ -242,8 +307,19 @@ VALUES = {
     "hm_in_px": lambda r: f"{_in_range(r, 'heatmap'):.2f}",
     "rg_in_px": lambda r: f"{_in_range(r, 'regression'):.2f}",
     "int_in_px": lambda r: f"{_in_range(r, 'integral'):.2f}",
-    "study_minutes": lambda r: f"{sum(r['timings'].values()) / 60:.0f}",
-    "train_minutes": lambda r: f"{r['timings']['train.py'] / 60:.1f}",
+    "study_minutes": lambda r: f"{sum(v['seconds'] for v in r['timings'].values()) / 60:.0f}",
+    "train_minutes": lambda r: f"{r['timings']['train.py']['seconds'] / 60:.1f}",
+    "int_best_px_epoch": lambda r: str(r["log"]["integral"]["best_px_epoch"]),
+    "int_best_px_val": lambda r: f"{r['log']['integral']['best_px_val_px_error']:.2f}",
+    "int_best_loss_val_px": lambda r: f"{r['log']['integral']['best_val_px_error']:.2f}",
+    "ro_seeds_done": lambda r: str(sum(len(x["per_seed"]) for x in r["study"]["readouts"]["readouts"].values())),
+    "ro_seeds_total": lambda r: str(len(r["study"]["readouts"]["readouts"]) * len(r["study"]["readouts"]["seeds"])),
+    **{f"dec_val_{d}": (lambda r, d=d: f"{r['metrics']['decoder_selection']['mean_px_error'][d]:.2f}")
+       for d in ("argmax", "quarter", "dark")},
+    "dec_val_best": lambda r: r["metrics"]["decoder_selection"]["best"],
+    "assignment_minutes": lambda r: f"{sum(r['timings'][k]['seconds'] for k in ASSIGNMENT_STEPS) / 60:.1f}",
+    "timing_machine": lambda r: machine_label(r["timings"]["train.py"].get("machine")),
+    "bench_machine": lambda r: machine_label(r["benchmark"]["config"].get("machine")),
     "hm_img_s": lambda r: f"{r['log']['heatmap']['images_per_second']:.0f}",
     "fail_hm_only": lambda r: str(r["failures"]["counts"]["heatmap_only"]),
     "fail_rg_only": lambda r: str(r["failures"]["counts"]["regression_only"]),

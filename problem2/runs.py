@@ -18,6 +18,7 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from codec import DECODERS, REFINE_DEFAULT, decode, joint_hand_decode
@@ -125,7 +126,7 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     unique = {recipe_key(r): r for r in recipes}
     tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device) for r in unique.values()]
     threads = max(1, torch.get_num_threads() // max(1, jobs))
-    out, t0 = {}, time.time()
+    out, t0, trained = {}, time.time(), []
     if jobs <= 1:
         results = (_worker(t, log) for t in tasks)
     else:
@@ -136,11 +137,12 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
             if info is None:
                 raise UsageError(error.removeprefix("error: "))
             out[recipe_key(recipe)] = (info, ev)
-            elapsed = time.time() - t0
-            left = len(tasks) - i
-            eta = elapsed / i * left
+            if any(line.endswith(": training") for line in lines):
+                trained.append(info["history"]["train_seconds"])
+            elapsed, left = time.time() - t0, len(tasks) - i
+            eta = f"ETA {fmt_time(np.mean(trained) * left / jobs)}" if trained else "ETA unknown (nothing trained yet)"
             log(f"[runs] {i}/{len(tasks)} done ({recipe['method']}, seed {recipe['seed']}); elapsed "
-                f"{fmt_time(elapsed)}, ETA {fmt_time(eta)} for the batch")
+                f"{fmt_time(elapsed)}, {eta} for the rest of the batch (mean training time x runs left / jobs)")
     finally:
         if jobs > 1:
             pool.terminate()

@@ -24,6 +24,7 @@ study_results.json schema:
 Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
 """
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,17 +32,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, joint_hand_decode
-from common import RESULTS_DIR, UsageError, fmt_time, plt, read_json, record_timing, results_lock, save_figure, \
+from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, joint_hand_decode
+from common import RESULTS_DIR, fmt_time, plt, read_json, record_timing, results_lock, save_figure, \
     set_threads, write_json
-from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, figure_centre, load_split, make_loader, resolve_keypoints_dir, \
-    shifted_test_dir
-from evaluate import PCK_THRESHOLDS, keypoint_distances, load_run_checkpoints, pck_matrix, summarize
+from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, data_fingerprint, figure_centre, load_split, \
+    make_loader, resolve_keypoints_dir, shifted_test_dir
+from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, summarize
 from model import load_checkpoint, run_model, target_of
-import train
 import readouts
+import train
+from runs import RULES, STUDY_PRECISION, load_stored, run_dir_of, run_many
 
 METHODS = ("heatmap", "regression", "integral")
+STUDIES = ("readouts", "hand_loss", "hands", "translation", "seeds", "data")
 
 
 # ----------------------------------------------------------------------------- shifted test set
@@ -103,6 +106,36 @@ def study_hands(kp_dir, results_dir, seconds, log=print):
                           **{f"{m}_faithful": float(gap(faithful[m][0]).mean()) for m in METHODS},
                           **{f"{m}_canonical": float(gap(canonical[m][0]).mean()) for m in METHODS}}
     plot_hands(kp_dir, faithful, canonical, gt, results_dir / "visualizations")
+    return res
+
+
+def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print):
+    """The symmetric hand loss (train.py --hand-loss symmetric) on the faithful labels, for the three methods
+    over seeds, next to the strict loss of the same recipe: recipe-keyed runs of runs.py (fp32). The seed-0
+    HeatmapNet is also written to results/heatmap_symmetric_model.pth (loads into HeatmapNet)."""
+    data, shifted, runs_root = data_fingerprint(kp_dir), shifted_test_dir(), results_dir / "runs"
+    recipes = {(m, loss, s): train.make_recipe(m, data, s, hand_loss=loss, precision=STUDY_PRECISION)
+               for m in METHODS for loss in HAND_LOSSES for s in seeds}
+    if not partial:
+        before = {k: load_stored(r, kp_dir, runs_root, shifted) for k, r in recipes.items()}
+        run_many(list(recipes.values()), kp_dir, runs_root, shifted, jobs=jobs, log=log)
+    stored = {k: load_stored(r, kp_dir, runs_root, shifted) for k, r in recipes.items()}
+    res = {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": {}}
+    for (m, loss, s), got in stored.items():
+        if got is None:
+            continue
+        info, ev = got
+        seconds["used"] += info["history"]["train_seconds"]
+        if not partial and before[m, loss, s] is None:
+            seconds["now"] += info["history"]["train_seconds"]
+        b = ev["val_loss"]["brief"]
+        res["rows"].setdefault(f"{m}_{loss}", []).append(
+            {"seed": s, "run": run_dir_of(runs_root, recipes[m, loss, s]).name, "best_epoch": info["history"]["best_epoch"],
+             **{k: b[k] for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")}})
+    ckpt = run_dir_of(runs_root, recipes["heatmap", "symmetric", seeds[0]]) / RULES["val_loss"]
+    if ckpt.exists():
+        shutil.copyfile(ckpt, results_dir / "heatmap_symmetric_model.pth")
+    res["hand_gap_px_ground_truth"] = float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean())
     return res
 
 
@@ -306,8 +339,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study "
                                 "(9 readouts x seeds on one encoder), hand ambiguity, translation, seeds (mean +- std, "
                                 "paired bootstrap CI) and data efficiency.")
-    p.add_argument("--studies", nargs="+", default=["readouts", "hands", "translation", "seeds", "data"],
-                   choices=["readouts", "hands", "translation", "seeds", "data"])
+    p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sizes", nargs="+", type=train.positive(int, 1), default=[125, 250, 500],
                    help="training-set sizes (+ 1000)")
@@ -319,12 +351,12 @@ def main(argv=None):
     p.add_argument("--precision", default=readouts.STUDY_PRECISION, choices=["fp32", "bf16"],
                    help="precision of the readout runs (fp32: reusable on every CPU)")
     p.add_argument("--partial", action="store_true",
-                   help="readouts: record the runs already stored without training the missing ones")
+                   help="readouts, hand_loss: record the runs already stored without training the missing ones")
     args = p.parse_args(argv)
     set_threads(args.threads)
     results_dir = args.out_dir
     kp_dir = resolve_keypoints_dir(args.data_dir)
-    old = [s for s in args.studies if s != "readouts"]
+    old = [s for s in args.studies if s not in ("readouts", "hand_loss")]
     if old:  # these reuse the default train.py run: check it before any work
         load_run_checkpoints(results_dir, METHODS, kp_dir, log_path=results_dir / "training_log.json")
     json_path = results_dir / "study_results.json"
@@ -335,6 +367,7 @@ def main(argv=None):
                "translation": lambda s: study_translation(kp_dir, results_dir, s),
                "seeds": lambda s: study_seeds(kp_dir, results_dir, s, args.seeds),
                "data": lambda s: study_data(kp_dir, results_dir, s, args.sizes),
+               "hand_loss": lambda s: study_hand_loss(kp_dir, results_dir, s, args.seeds, args.jobs, args.partial),
                "readouts": lambda s: readouts.study_readouts(kp_dir, results_dir, s, args.seeds, args.jobs,
                                                              args.precision, args.partial)}
         keys = {"data": "data_efficiency"}
@@ -345,7 +378,8 @@ def main(argv=None):
             results["seconds"][study] = time.time() - t0 - seconds["now"] + seconds["used"]
             write_json(json_path, results)
             print(f"[study] {study} done in {fmt_time(results['seconds'][study])}")
-        record_timing(results_dir, "study.py", sum(results["seconds"].values()))
+        if set(args.studies) == set(STUDIES) and not args.partial:  # a full run: its cost is the study's row
+            record_timing(results_dir, "study.py", sum(results["seconds"][s] for s in STUDIES))
 
 
 if __name__ == "__main__":

@@ -8,12 +8,16 @@ def test_committed_tables_match_committed_results():
     assert report.main(["--check"]) == 0
 
 
+MACHINE = {"cpu": "Some CPU", "cores": 2, "device": "cpu", "precision": "fp32", "torch": "x"}
+
+
 def test_render_replaces_only_marked_blocks():
-    results = {"timings": {"train.py": 120.0, "evaluate.py": 6.0}}
+    results = {"timings": {"train.py": {"seconds": 120.0, "machine": MACHINE}, "evaluate.py": {"seconds": 6.0}}}
     text = "intro 1.23\n<!-- table:timing -->\nstale\n<!-- /table -->\noutro\n"
     out = report.render(text, results)
     assert out.startswith("intro 1.23\n<!-- table:timing -->\n| step |") and out.endswith("<!-- /table -->\noutro\n")
-    assert "| `train.py` | 2.0 |" in out and "**2.1**" in out
+    assert "| `train.py` | 2.0 | Some CPU, 2 cores, cpu, fp32 |" in out and "**2.1**" in out
+    assert "| `evaluate.py` | 0.1 | not recorded |" in out
     assert report.render(out, results) == out
 
 
@@ -23,6 +27,23 @@ def test_md_table_shape():
 
 
 def test_inline_values_are_regenerated():
-    results = {"timings": {"train.py": 600.0, "baseline.py": 1200.0}}
+    results = {"timings": {"train.py": {"seconds": 600.0}, "baseline.py": {"seconds": 1200.0}}}
     text = "the study takes <!-- v:study_minutes -->999<!-- /v --> minutes"
     assert report.render(text, results) == "the study takes <!-- v:study_minutes -->30<!-- /v --> minutes"
+
+
+def test_ablation_table_interval_and_seed_noise_verdict():
+    def run(seed, px):
+        entry = {"mean_px_error": px, "pck": {"bbox": {"0.05": 0.8}}}
+        return {"seed": seed, "test": {d: {"strict": entry, "symmetric": entry} for d in ("argmax", "quarter", "dark")}}
+    cfg = {"hm_size": 64, "sigma_img": 4.0, "skip": True}
+    results = {"ablation": {"studies": {"skip": ["hm64_sigma2_skip", "hm64_sigma2_noskip", "hm64_sigma2_same"]},
+                            "variants": {"hm64_sigma2_skip": {"config": cfg, "runs": [run(0, 2.0), run(1, 2.2), run(2, 2.1)]},
+                                         "hm64_sigma2_noskip": {"config": {**cfg, "skip": False},
+                                                                "runs": [run(0, 3.0), run(1, 3.3), run(2, 3.1)]},
+                                         "hm64_sigma2_same": {"config": cfg, "runs": [run(0, 2.5), run(1, 1.7), run(2, 2.1)]}}}}
+    table = report.table_ablation(results)
+    noskip = next(line for line in table.splitlines() if "noskip" in line)
+    assert "3.13 ± 0.15" in noskip and noskip.rstrip(" |").endswith("*")        # +1.03, interval excludes 0
+    same = next(line for line in table.splitlines() if "_same" in line)
+    assert "0.00 [-1.24, +1.24]" in same and not same.rstrip(" |").endswith("*")  # within seed noise
