@@ -303,7 +303,14 @@ def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False, log_path=N
             problems.append(f"{name} was trained on other data (annotations {prov['recipe']['data']['annotations_sha256']}"
                             f", --data-dir has {fp['annotations_sha256']})")
     if log_path is not None and Path(log_path).exists():
-        run_ids[Path(log_path).name] = read_json(log_path, "python problem2/train.py").get("run_id")
+        log = read_json(log_path, "python problem2/train.py")
+        run_ids[Path(log_path).name] = log.get("run_id")
+        for m in methods:  # an interrupted run leaves valid checkpoints of an unfinished training
+            if m not in log:
+                problems.append(f"the training run did not finish ({m} is missing from {Path(log_path).name})")
+            elif len(log[m]["epochs"]) != log[m].get("recipe", {}).get("epochs"):
+                problems.append(f"the training run did not finish ({m}: {len(log[m]['epochs'])} of "
+                                f"{log[m].get('recipe', {}).get('epochs')} epochs in {Path(log_path).name})")
     if len(set(run_ids.values())) > 1:
         problems.append("files come from different train.py runs (" +
                         ", ".join(f"{n}: run {r}" for n, r in run_ids.items()) + ")")

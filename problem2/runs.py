@@ -67,6 +67,19 @@ def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device
     return out
 
 
+def why_new(recipe, runs_root):
+    """Why no stored run fits `recipe`: the closest stored run of the same method and what differs from it."""
+    best = None
+    for other in Path(runs_root).glob(f"{recipe['method']}-*/run.json"):
+        stored = read_json(other, default={}).get("recipe", {})
+        diff = sorted(k for k in set(recipe) | set(stored) if recipe.get(k) != stored.get(k))
+        if diff and (best is None or len(diff) < len(best[1])):
+            best = (other.parent.name, diff)
+    if best is None:
+        return f"no stored {recipe['method']} run"
+    return f"no stored run with this recipe; the closest, {best[0]}, differs in: {', '.join(best[1])}"
+
+
 def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=print):
     """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key,
     else trained and/or evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
@@ -87,11 +100,12 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
             log(f"[runs] {tag}: evaluation is missing or outdated and the checkpoints are gone; retraining")
             info = {}
         if not info:
-            log(f"[runs] {tag}: training")
+            log(f"[runs] {tag}: training ({why_new(recipe, runs_root)})")
+            version = code_version()  # of the code this process runs, read before training starts
             history = train_recipe(recipe, kp_dir, rdir, recipe_key(recipe), device, ckpt_name=RULES["val_loss"],
                                    px_ckpt_name=RULES["val_px"], log=lambda s: log(f"  {tag} {s}"))
             info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
-                    "code_version": code_version()}
+                    "code_version": version}
             write_json(rdir / "run.json", info)
         ev = {"eval_key": key}
         for rule, fname in RULES.items():
@@ -137,7 +151,7 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
             if info is None:
                 raise UsageError(error.removeprefix("error: "))
             out[recipe_key(recipe)] = (info, ev)
-            if any(line.endswith(": training") for line in lines):
+            if any(": training (" in line for line in lines):
                 trained.append(info["history"]["train_seconds"])
             elapsed, left = time.time() - t0, len(tasks) - i
             eta = f"ETA {fmt_time(np.mean(trained) * left / jobs)}" if trained else "ETA unknown (nothing trained yet)"

@@ -26,7 +26,7 @@ def test_every_study_writes_documented_json(ablation_run):
     assert set(on_disk["studies"]) == {"resolution", "sigma", "skip"} and on_disk["seeds"] == [0]
     assert on_disk["studies"]["resolution"] == ["hm32_sigma2_skip", "hm64_sigma2_skip", "hm128_sigma2_skip"]
     assert len(on_disk["variants"]) == 7       # the shared 64/sigma-2/skip config is trained once
-    assert sum(line.endswith(": training") for line in logs) == 7
+    assert sum(": training (" in line for line in logs) == 7
     for name, v in on_disk["variants"].items():
         (row,) = v["runs"]
         assert row["seed"] == 0 and (out / "runs" / row["run"] / "run.json").exists()
@@ -48,12 +48,13 @@ def test_resume_is_keyed_by_recipe_and_data(ablation_run, tiny_data, tmp_path):
     out, res, _ = ablation_run
     logs = []
     again = baseline.ablation_study(tiny_data, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append)
-    assert sum("reusing (same recipe" in line for line in logs) == 2 and not any(": training" in ln for ln in logs)
+    assert sum("reusing (same recipe" in line for line in logs) == 2 and not any(": training (" in ln for ln in logs)
     assert again["variants"]["hm64_sigma2_noskip"] == res["variants"]["hm64_sigma2_noskip"]
     other = dataset.generate_dataset(tmp_path / "other", {"train": 40, "val": 8, "test": 8}, seed=9)
     logs = []
     moved = baseline.ablation_study(other, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append)
-    assert sum(line.endswith(": training") for line in logs) == 2          # other data: never reused
+    assert sum(": training (" in line for line in logs) == 2          # other data: never reused, and it says why
+    assert any("differs in: data" in line for line in logs)
     assert moved["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"] != res["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"]
 
 

@@ -196,3 +196,16 @@ def test_legacy_checkpoint_without_provenance_is_refused(tiny_data, trained, tmp
     del ckpt["provenance"]
     torch.save(ckpt, out / "heatmap_model.pth")
     _refused(tiny_data, out, "heatmap_model.pth has no provenance")
+
+
+def test_an_interrupted_training_run_is_refused(tiny_data, trained, tmp_path):
+    """SIGKILL during the regression epochs: heatmap_model.pth is new, the log lacks the regression history."""
+    out = _copy_run(trained, tmp_path)
+    log = json.loads((out / "training_log.json").read_text())
+    del log["regression"]
+    (out / "training_log.json").write_text(json.dumps(log))
+    _refused(tiny_data, out, "the training run did not finish \\(regression is missing from training_log.json\\)")
+    log["regression"] = json.loads((trained / "training_log.json").read_text())["regression"]
+    log["regression"]["epochs"] = []
+    (out / "training_log.json").write_text(json.dumps(log))
+    _refused(tiny_data, out, "regression: 0 of 1 epochs")
