@@ -1,6 +1,6 @@
 """Decoding, metrics and figures; `python evaluate.py` evaluates both trained models on the test split.
 
-Every coordinate this file returns or reports is in 128-px image space (dataset.py's convention).
+Every coordinate this file returns or reports is in 128-px image space (codec.py's convention).
 
 PCK (compute_pck): keypoint k of image i is correct when ||pred - gt|| <= threshold * norm_i
 (distance in image px; a 1e-6 px tolerance absorbs float rounding), where norm_i is
@@ -10,17 +10,24 @@ PCK (compute_pck): keypoint k of image i is correct when ||pred - gt|| <= thresh
            sqrt(0^2 + 57^2) = 57 px (head at cy-20, feet at cy+37), so torso-PCK is a fixed-radius PCK.
 Strict matching uses the labels as given (what the assignment asks). Symmetric matching scores the
 (left_hand, right_hand) pair in whichever order is closer to the ground truth (minimum summed
-distance), because the hand labels of this data are ambiguous by construction (see dataset.py).
+distance), because the hand labels of this data are ambiguous by construction (see dataset.py). spread_ratio,
+brief: see their docstrings (the readout study's numbers).
 AUC = area under PCK(threshold) for threshold in [0, 0.2], divided by 0.2 (1.0 = perfect).
+
+Before any work, main checks the checkpoints (load_run_checkpoints): each holds its slot's method, all come
+from one finished train.py run on the data of --data-dir; otherwise one error line, nothing rewritten.
 
 metrics.json schema (written by main):
   {"split", "num_images", "thresholds", "refine_default",
+   "provenance": {"run_id", "data": data fingerprint, "mixed_runs": null | [what differs] (--allow-mixed-runs)},
+   "decoder_selection": {"split": "val", "mean_px_error": {decoder: px}, "best", "default"},
    "<method>": {"checkpoint": {...}, "decoders": {"<decoder>": {
         "<matching: strict|symmetric>": {
             "mean_px_error", "median_px_error", "per_keypoint_px_error": {name: px},
             "pck": {"bbox"|"torso": {thr: acc}}, "auc": {"bbox"|"torso": auc},
             "pck_per_keypoint": {"bbox"|"torso": {name: {thr: acc}}}}}}}}
-  method: heatmap (decoders argmax / quarter / dark), regression and, when trained, integral (decoder direct).
+  method: heatmap (decoders argmax / quarter / dark), regression and, when present, every other method of
+  model.METHODS with a <method>_model.pth (integral by default; decoder direct for coordinate methods).
 """
 import argparse
 import sys

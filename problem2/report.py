@@ -176,6 +176,22 @@ def table_hand_gap(r):
     return md(["", *[k.replace("_", " ") for k in g]], [["mean distance between the two hands (px)", *[f"{v:.1f}" for v in g.values()]]])
 
 
+def table_hand_loss(r):
+    """The symmetric hand loss next to the strict loss of the same recipe (fp32 runs), mean ± std over seeds."""
+    h = r["study"]["hand_loss"]
+    rows = []
+    for name, runs in h["rows"].items():
+        col = lambda f, fmt="{:.2f}": _mean_sd([f(x) for x in runs], fmt)  # noqa: E731
+        method, loss = name.rsplit("_", 1)
+        rows.append([NAMES[method], loss, " ".join(str(x["seed"]) for x in runs), col(lambda x: x["px"]),
+                     col(lambda x: x["px_sym"]), col(lambda x: x["px_hands"]), col(lambda x: x["px_hands_sym"]),
+                     col(lambda x: x["pck_bbox"]["0.05"], "{:.3f}"), col(lambda x: x["pck_bbox_sym"]["0.05"], "{:.3f}"),
+                     col(lambda x: x["hand_gap_px"], "{:.1f}")])
+    return md(["method", "hand loss", "seeds", "px strict", "px sym", "hand px strict", "hand px sym",
+               "PCK@0.05 strict", "PCK@0.05 sym", f"predicted hand gap px (true {h['hand_gap_px_ground_truth']:.1f})"],
+              rows)
+
+
 def table_translation(r):
     t = r["study"]["translation"]
     methods = [m for m in NAMES if m in t]
@@ -275,7 +291,7 @@ TABLES = {"headline": table_headline, "readouts": table_readouts, "readout_steps
           "pck_torso": lambda r: table_pck(r, "torso"), "per_keypoint": table_per_keypoint,
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
           "bootstrap": table_bootstrap, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
-          "hand_gap": table_hand_gap, "translation": table_translation, "data": table_data, "timing": table_timing,
+          "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "translation": table_translation, "data": table_data, "timing": table_timing,
           "training": table_training, "benchmark": table_benchmark}
 
 

@@ -1,17 +1,22 @@
 """The "why" study: `python study.py` (see --help). Reuses train.py's loop and evaluate.py's decoding/metrics.
 
-Studies (each resumable: a finished training run is found by its training_log.json and not redone):
+Studies:
+  readouts    The controlled readout study (readouts.py): 9 readouts on one encoder x --seeds, recipe-keyed runs
+              of runs.py under results/runs/ (fp32), --jobs in parallel, --partial records what is stored.
+  hand_loss   The symmetric hand loss (train.py --hand-loss symmetric) vs the strict one, three methods x seeds,
+              same run store; writes results/heatmap_symmetric_model.pth (seed 0).
   hands       Hand-label ambiguity. Retrain heatmap + regression on canonical hand labels (left_hand :=
               smaller-x hand) and compare with the faithful-label models, strict and symmetric; decode the
-              faithful HeatmapNet with an ambiguity-aware joint hand assignment (joint_hand_decode).
+              faithful HeatmapNet with an ambiguity-aware joint hand assignment (codec.joint_hand_decode).
   translation Evaluate the trained models, without retraining, on a test set whose figure centres lie
               OUTSIDE the training range [40, 88]^2 but keep the whole figure inside the image; error vs
               distance from the training range.
   seeds       The three methods (heatmap, regression, integral) over --seeds: mean +- std of the test metrics
               and a paired bootstrap 95% CI of the differences between methods (resampling test images).
   data        Test error vs training-set size (--sizes, plus the full 1000 of the seed-0 run).
-Seed 0 with the full training set IS the default run in results/ (train.py); other runs train into
-results/study_runs/ (gitignored: only study_results.json and the figures are the deliverable).
+hands/translation/seeds/data use the default train.py run in results/ as seed 0 (checked first:
+evaluate.load_run_checkpoints) and train their other runs into results/study_runs/ (gitignored) with train.py;
+moving them onto the run store (recipe-keyed, fp32, over seeds) is the next step of issue 14.
 
 study_results.json schema:
   {"hands": {"<variant>": {"strict"|"symmetric": {"mean_px_error", "hand_px_error", "pck_bbox": {thr: acc}}}},
@@ -20,6 +25,9 @@ study_results.json schema:
    "seeds": {"seeds": [..], "per_seed": {method: [{metric: value}]}, "mean": {method: {metric}},
              "std": {method: {metric}}, "paired_bootstrap": {"A-B": {metric: {"diff", "ci95"}}}},
    "data_efficiency": {"sizes": [..], "<method>": {"mean_px_error": [..], "pck_bbox_0.05": [..]}},
+   "readouts": see readouts.py, "hand_loss": {"precision", "seeds", "rows": {"<method>_<loss>": [{"seed", "run",
+                "best_epoch", "px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px"}]},
+                "hand_gap_px_ground_truth"},
    "seconds": {study: seconds = its evaluation time + the training time of the runs it uses}}
 Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
 """
@@ -33,8 +41,8 @@ import numpy as np
 import torch
 
 from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, joint_hand_decode
-from common import RESULTS_DIR, fmt_time, plt, read_json, record_timing, results_lock, save_figure, \
-    set_threads, write_json
+from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, read_json, record_timing, results_lock,
+                    save_figure, set_threads, write_json)
 from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, data_fingerprint, figure_centre, load_split, \
     make_loader, resolve_keypoints_dir, shifted_test_dir
 from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, summarize
@@ -57,17 +65,25 @@ def distance_from_training_range(kp_img_px):
 
 # ----------------------------------------------------------------------------- runs and predictions
 def ensure_run(out_dir, args, kp_dir, seconds, log=print):
-    """Train the three methods into out_dir with train.py's main unless its training_log.json (same data, all
-    three methods) says it is done. Adds to seconds["used"] the run's training time (whether trained now or
-    earlier) and to seconds["now"] the time spent training in this call, so a study's recorded cost does not
-    depend on caching."""
+    """Train the three methods into out_dir with train.py's main unless its training_log.json holds all three
+    with exactly the recipe these args give on this data and machine (else it says what differs and retrains).
+    Adds to seconds["used"] the run's training time (whether trained now or earlier) and to seconds["now"] the
+    time spent training in this call, so a study's recorded cost does not depend on caching."""
     log_path = Path(out_dir) / "training_log.json"
+    a = train.parse_args(["--data-dir", str(kp_dir), "--methods", *METHODS, *args])
+    precision = pick_precision(a.precision, pick_device(a.device))
+    want = {m: train.make_recipe(m, data_fingerprint(kp_dir), a.seed, a.epochs, a.lr, a.batch_size, a.heatmap_size,
+                                 a.sigma, a.hand_loss, a.canonical_hands, a.num_train, precision) for m in METHODS}
     done = read_json(log_path, default={})
-    if done and all(m in done for m in METHODS):
-        log(f"[study] {out_dir.name}: found finished run, reusing")
+    differs = {m: sorted(k for k in want[m] if done.get(m, {}).get("recipe", {}).get(k) != want[m][k]) for m in METHODS}
+    if not any(differs.values()):
+        log(f"[study] {out_dir.name}: found finished run with the same recipe, reusing")
     else:
-        log(f"[study] training {out_dir.name}: train.py {' '.join(args)}")
-        seconds["now"] += train.main(["--out-dir", str(out_dir), "--data-dir", str(kp_dir), *args])["total_seconds"]
+        why = "; ".join(f"{m}: " + ("not trained" if m not in done else "differs in " + ", ".join(d))
+                        for m, d in differs.items() if d)
+        log(f"[study] training {out_dir.name} ({why}): train.py {' '.join(args)}")
+        seconds["now"] += train.main(["--out-dir", str(out_dir), "--data-dir", str(kp_dir), "--methods", *METHODS,
+                                      *args])["total_seconds"]
     seconds["used"] += read_json(log_path)["total_seconds"]
 
 
@@ -93,8 +109,7 @@ def brief_by_matching(kp, gt):
 
 # ----------------------------------------------------------------------------- studies
 def study_hands(kp_dir, results_dir, seconds, log=print):
-    ensure_run(results_dir / "study_runs" / "canonical", ["--canonical-hands", "--methods", *METHODS], kp_dir,
-               seconds, log)
+    ensure_run(results_dir / "study_runs" / "canonical", ["--canonical-hands"], kp_dir, seconds, log)
     faithful, gt = predict(results_dir, kp_dir)
     canonical, gt_c = predict(results_dir / "study_runs" / "canonical", kp_dir, canonical=True)
     res = {f"{m}_faithful": brief_by_matching(faithful[m][0], gt) for m in METHODS}
@@ -174,7 +189,7 @@ def study_seeds(kp_dir, results_dir, seconds, seeds, n_boot=2000, log=print):
     for seed in seeds:
         run_dir = results_dir if seed == 0 else results_dir / "study_runs" / f"seed{seed}"
         if seed != 0:
-            ensure_run(run_dir, ["--seed", str(seed), "--methods", *METHODS], kp_dir, seconds, log)
+            ensure_run(run_dir, ["--seed", str(seed)], kp_dir, seconds, log)
         preds, gt = predict(run_dir, kp_dir)
         for m in METHODS:
             per_image[m].append(_metrics_of(preds[m][0], gt))
@@ -204,7 +219,7 @@ def study_data(kp_dir, results_dir, seconds, sizes, log=print):
     for n in list(sizes) + [None]:
         run_dir = results_dir if n is None else results_dir / "study_runs" / f"n{n}"
         if n is not None:
-            ensure_run(run_dir, ["--num-train", str(n), "--methods", *METHODS], kp_dir, seconds, log)
+            ensure_run(run_dir, ["--num-train", str(n)], kp_dir, seconds, log)
         preds, gt = predict(run_dir, kp_dir)
         for m in METHODS:
             b = brief_by_matching(preds[m][0], gt)["strict"]

@@ -69,3 +69,20 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
         assert seq[key][1]["val_loss"] == par[key][1]["val_loss"]
         assert [e["val_loss"] for e in seq[key][0]["history"]["epochs"]] == \
             [e["val_loss"] for e in par[key][0]["history"]["epochs"]]
+
+
+def test_old_study_runs_are_reused_only_for_their_recipe(tiny_data, tmp_path):
+    """study.ensure_run: a seed-0 run in the seed-1 folder is retrained, and the message says why."""
+    import json
+    import train
+    train.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path / "seed1"), "--epochs", "1",
+                "--precision", "fp32", "--methods", *study.METHODS])
+    logs, seconds = [], {"used": 0.0, "now": 0.0}
+    study.ensure_run(tmp_path / "seed1", ["--epochs", "1", "--precision", "fp32", "--seed", "1"], tiny_data, seconds,
+                     logs.append)
+    assert "differs in seed" in logs[0] and seconds["now"] > 0
+    assert json.loads((tmp_path / "seed1" / "training_log.json").read_text())["heatmap"]["recipe"]["seed"] == 1
+    logs = []
+    study.ensure_run(tmp_path / "seed1", ["--epochs", "1", "--precision", "fp32", "--seed", "1"], tiny_data, seconds,
+                     logs.append)
+    assert "same recipe, reusing" in logs[0]
