@@ -5,6 +5,7 @@ Studies:
               of runs.py under results/runs/ (fp32), --jobs in parallel, --partial records what is stored.
   hand_loss   The symmetric hand loss (train.py --hand-loss symmetric) vs the strict one, three methods x seeds,
               same run store; writes results/heatmap_symmetric_model.pth (seed 0).
+  budget      Same store: the three methods at --long-epochs, and data efficiency at a fixed step count.
   hands       Hand-label ambiguity. Retrain heatmap + regression on canonical hand labels (left_hand :=
               smaller-x hand) and compare with the faithful-label models, strict and symmetric; decode the
               faithful HeatmapNet with an ambiguity-aware joint hand assignment (codec.joint_hand_decode).
@@ -32,6 +33,7 @@ study_results.json schema:
 Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
 """
 import argparse
+import math
 import shutil
 import sys
 import time
@@ -52,7 +54,7 @@ import train
 from runs import RULES, STUDY_PRECISION, load_stored, run_dir_of, run_many
 
 METHODS = ("heatmap", "regression", "integral")
-STUDIES = ("readouts", "hand_loss", "hands", "translation", "seeds", "data")
+STUDIES = ("readouts", "hand_loss", "budget", "hands", "translation", "seeds", "data")
 
 
 # ----------------------------------------------------------------------------- shifted test set
@@ -124,33 +126,77 @@ def study_hands(kp_dir, results_dir, seconds, log=print):
     return res
 
 
+def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, shifted_dir=None):
+    """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through the run store (or, with
+    partial, only what is stored). Adds every run's training time to seconds["used"], and to seconds["now"] the
+    time of runs trained in this call."""
+    shifted, runs_root = shifted_dir or shifted_test_dir(), results_dir / "runs"
+    before = {k: load_stored(r, kp_dir, runs_root, shifted) for k, r in recipes.items()}
+    if not partial:
+        run_many(list(recipes.values()), kp_dir, runs_root, shifted, jobs=jobs, log=log)
+    after = {k: load_stored(r, kp_dir, runs_root, shifted) for k, r in recipes.items()}
+    for k, got in after.items():
+        if got is not None:
+            seconds["used"] += got[0]["history"]["train_seconds"]
+            seconds["now"] += got[0]["history"]["train_seconds"] if before[k] is None else 0.0
+    return after
+
+
+def run_row(seed, info, ev):
+    """The numbers the store-based studies record per run (test split, val-loss checkpoint)."""
+    b, h = ev["val_loss"]["brief"], info["history"]
+    return {"seed": seed, "best_epoch": h["best_epoch"], "best_px_epoch": h["best_px_epoch"],
+            "train_seconds": h["train_seconds"], "by_val_px": {"px": ev["val_px"]["brief"]["px"]},
+            **{k: b[k] for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")}}
+
+
 def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print):
     """The symmetric hand loss (train.py --hand-loss symmetric) on the faithful labels, for the three methods
-    over seeds, next to the strict loss of the same recipe: recipe-keyed runs of runs.py (fp32). The seed-0
-    HeatmapNet is also written to results/heatmap_symmetric_model.pth (loads into HeatmapNet)."""
-    data, shifted, runs_root = data_fingerprint(kp_dir), shifted_test_dir(), results_dir / "runs"
+    over seeds, next to the strict loss of the same recipe (run store, fp32). The seed-0 HeatmapNet is also
+    written to results/heatmap_symmetric_model.pth (loads into HeatmapNet)."""
+    data = data_fingerprint(kp_dir)
     recipes = {(m, loss, s): train.make_recipe(m, data, s, hand_loss=loss, precision=STUDY_PRECISION)
                for m in METHODS for loss in HAND_LOSSES for s in seeds}
-    if not partial:
-        before = {k: load_stored(r, kp_dir, runs_root, shifted) for k, r in recipes.items()}
-        run_many(list(recipes.values()), kp_dir, runs_root, shifted, jobs=jobs, log=log)
-    stored = {k: load_stored(r, kp_dir, runs_root, shifted) for k, r in recipes.items()}
+    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
     res = {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": {}}
-    for (m, loss, s), got in stored.items():
-        if got is None:
-            continue
-        info, ev = got
-        seconds["used"] += info["history"]["train_seconds"]
-        if not partial and before[m, loss, s] is None:
-            seconds["now"] += info["history"]["train_seconds"]
-        b = ev["val_loss"]["brief"]
-        res["rows"].setdefault(f"{m}_{loss}", []).append(
-            {"seed": s, "run": run_dir_of(runs_root, recipes[m, loss, s]).name, "best_epoch": info["history"]["best_epoch"],
-             **{k: b[k] for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")}})
-    ckpt = run_dir_of(runs_root, recipes["heatmap", "symmetric", seeds[0]]) / RULES["val_loss"]
+    for (m, loss, s), run in got.items():
+        if run is not None:
+            res["rows"].setdefault(f"{m}_{loss}", []).append(run_row(s, *run))
+    ckpt = run_dir_of(results_dir / "runs", recipes["heatmap", "symmetric", seeds[0]]) / RULES["val_loss"]
     if ckpt.exists():
         shutil.copyfile(ckpt, results_dir / "heatmap_symmetric_model.pth")
     res["hand_gap_px_ground_truth"] = float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean())
+    return res
+
+
+def fixed_step_epochs(n_train, batch_size=32, ref_train=1000, ref_epochs=30):
+    """Epochs that give n_train images as many optimisation steps as ref_train images get in ref_epochs."""
+    return round(ref_epochs * math.ceil(ref_train / batch_size) / math.ceil(n_train / batch_size))
+
+
+def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jobs=1, partial=False, log=print,
+                 epochs=train.DEFAULTS["epochs"], shifted_dir=None):
+    """Two budget questions on the run store (fp32): "long" = the three methods trained for long_epochs (does
+    regression close the gap with more training?); "data_steps" = test error vs training-set size at a FIXED
+    number of optimisation steps (fixed_step_epochs), so the curve measures data, not step count."""
+    data = data_fingerprint(kp_dir)
+    n_all = data["split_sizes"]["train"]
+    recipes = {("long", m, None, s): train.make_recipe(m, data, s, long_epochs, precision=STUDY_PRECISION)
+               for m in METHODS for s in seeds}
+    steps_epochs = {n: fixed_step_epochs(n, ref_train=n_all, ref_epochs=epochs) for n in [*sizes, n_all]}
+    recipes.update({("data", m, n, s): train.make_recipe(m, data, s, steps_epochs[n], num_train=n,
+                                                         precision=STUDY_PRECISION)
+                    for m in METHODS for n in steps_epochs for s in seeds})
+    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, shifted_dir)
+    res = {"precision": STUDY_PRECISION, "seeds": list(seeds), "long_epochs": long_epochs, "long": {},
+           "data_steps": {"sizes": list(steps_epochs), "epochs": steps_epochs, "rows": {}}}
+    for (kind, m, n, s), run in got.items():
+        if run is None:
+            continue
+        if kind == "long":
+            res["long"].setdefault(m, []).append(run_row(s, *run))
+        else:
+            res["data_steps"]["rows"].setdefault(m, {}).setdefault(str(n), []).append(run_row(s, *run))
     return res
 
 
@@ -366,12 +412,13 @@ def main(argv=None):
     p.add_argument("--precision", default=readouts.STUDY_PRECISION, choices=["fp32", "bf16"],
                    help="precision of the readout runs (fp32: reusable on every CPU)")
     p.add_argument("--partial", action="store_true",
-                   help="readouts, hand_loss: record the runs already stored without training the missing ones")
+                   help="readouts, hand_loss, budget: record the runs already stored without training the missing ones")
+    p.add_argument("--long-epochs", type=train.positive(int, 1), default=100, help="budget study: the long runs")
     args = p.parse_args(argv)
     set_threads(args.threads)
     results_dir = args.out_dir
     kp_dir = resolve_keypoints_dir(args.data_dir)
-    old = [s for s in args.studies if s not in ("readouts", "hand_loss")]
+    old = [s for s in args.studies if s not in ("readouts", "hand_loss", "budget")]
     if old:  # these reuse the default train.py run: check it before any work
         load_run_checkpoints(results_dir, METHODS, kp_dir, log_path=results_dir / "training_log.json")
     json_path = results_dir / "study_results.json"
@@ -383,6 +430,8 @@ def main(argv=None):
                "seeds": lambda s: study_seeds(kp_dir, results_dir, s, args.seeds),
                "data": lambda s: study_data(kp_dir, results_dir, s, args.sizes),
                "hand_loss": lambda s: study_hand_loss(kp_dir, results_dir, s, args.seeds, args.jobs, args.partial),
+               "budget": lambda s: study_budget(kp_dir, results_dir, s, args.seeds, args.sizes, args.long_epochs,
+                                                args.jobs, args.partial),
                "readouts": lambda s: readouts.study_readouts(kp_dir, results_dir, s, args.seeds, args.jobs,
                                                              args.precision, args.partial)}
         keys = {"data": "data_efficiency"}

@@ -86,3 +86,15 @@ def test_old_study_runs_are_reused_only_for_their_recipe(tiny_data, tmp_path):
     study.ensure_run(tmp_path / "seed1", ["--epochs", "1", "--precision", "fp32", "--seed", "1"], tiny_data, seconds,
                      logs.append)
     assert "same recipe, reusing" in logs[0]
+
+
+def test_fixed_step_epochs_and_budget_study(tiny_data, tmp_path):
+    assert study.fixed_step_epochs(1000) == 30 and study.fixed_step_epochs(500) == 60
+    assert study.fixed_step_epochs(125) == 240 and study.fixed_step_epochs(250) == 120   # 960 steps each
+    from dataset import shifted_test_dir
+    seconds = {"used": 0.0, "now": 0.0}
+    res = study.study_budget(tiny_data, tmp_path, seconds, seeds=(0,), sizes=[32], long_epochs=1, epochs=1,
+                             log=lambda *a: None, shifted_dir=shifted_test_dir(tiny_data.parent / "shifted", 16))
+    assert res["data_steps"]["epochs"] == {32: 2, 48: 1}                                 # 2 x 1 batch = 1 x 2 batches
+    assert set(res["long"]) == set(study.METHODS) and set(res["data_steps"]["rows"]["heatmap"]) == {"32", "48"}
+    assert seconds["now"] == seconds["used"] > 0
