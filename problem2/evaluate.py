@@ -30,6 +30,7 @@ metrics.json schema (written by main):
   model.METHODS with a <method>_model.pth (integral by default; decoder direct for coordinate methods).
 """
 import argparse
+import io
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ import torch
 
 from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode,
                    decode_heatmaps, swap_hands)
-from common import (RESULTS_DIR, UsageError, pick_device, plt, read_json, record_timing, results_lock,
+from common import (RESULTS_DIR, UsageError, atomic_write_bytes, pick_device, plt, read_json, record_timing, results_lock,
                     save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from model import METHODS, load_checkpoint, run_model, target_of
@@ -221,6 +222,29 @@ def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path):
     save_figure(fig, save_path)
 
 
+def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, nrow=8):
+    """Many test images at a glance, drawn with torchvision (draw_keypoints, make_grid): per image the ground
+    truth as large green dots and each method's keypoints as smaller dots on top (first method red, second
+    blue, third purple), upscaled `scale`x (nearest) and tiled on a grey frame. Keypoints are mapped to the
+    upscaled image with the pixel-centre convention: (kp + 0.5) * scale - 0.5."""
+    from PIL import Image
+    from torchvision.utils import draw_keypoints, make_grid
+    colours = [(220, 30, 30), (30, 80, 235), (150, 60, 200)]
+    tiles = []
+    for i in range(len(images)):
+        img = (images[i].expand(3, -1, -1) * 255).round().to(torch.uint8)
+        img = img.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+        up = lambda kp: ((kp + 0.5) * scale - 0.5)[None].float()  # noqa: E731  image px -> upscaled px
+        img = draw_keypoints(img, up(gt_keypoints[i]), colors=(40, 180, 60), radius=2 * scale)
+        for colour, preds in zip(colours, preds_by_method.values()):
+            img = draw_keypoints(img, up(preds[i]), colors=colour, radius=scale)
+        tiles.append(img)
+    grid = make_grid(tiles, nrow=nrow, padding=2 * scale, pad_value=150)
+    buf = io.BytesIO()
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    atomic_write_bytes(save_path, buf.getvalue())
+
+
 def plot_heatmap_stages(snapshots, save_path):
     """Predicted heatmaps of one val image at the epochs train.py snapshotted: a row per epoch,
     the image plus one column per keypoint (GT marked)."""
@@ -388,6 +412,9 @@ def main(argv=None):
         plot_sample_predictions(ds.images[idx], {m: final[m][idx] for m in methods}, gt[idx],
                                 vis_dir / "sample_predictions.png")
         visualize_predictions(ds.images[0], final["heatmap"][0], gt[0], vis_dir / "example_heatmap_prediction.png")
+        grid_idx = list(range(min(32, len(gt))))
+        prediction_grid(ds.images[grid_idx], {m: final[m][grid_idx] for m in ("heatmap", "regression")}, gt[grid_idx],
+                        vis_dir / "test_grid.png")
         snap_path = out_dir / "heatmap_snapshots.pt"
         if snap_path.exists():
             plot_heatmap_stages(torch_load(snap_path), vis_dir / "heatmaps_training_stages.png")

@@ -140,7 +140,7 @@ def test_main_end_to_end(tiny_data, trained, tmp_path):
     assert metrics["regression"]["decoders"]["direct"]["strict"]["mean_px_error"] == pytest.approx(
         float((direct - ds.keypoints).norm(dim=-1).mean()), rel=1e-5)
     for name in ("pck_curves_bbox", "pck_curves_torso", "sample_predictions", "heatmaps_training_stages",
-                 "training_curves", "example_heatmap_prediction"):
+                 "training_curves", "example_heatmap_prediction", "test_grid"):
         assert (out / "visualizations" / f"{name}.png").stat().st_size > 5000
 
 
