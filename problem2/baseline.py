@@ -8,8 +8,8 @@ report's table uses 0 1 2 and gives mean +- std and paired differences to the de
 Sigma across resolutions is held fixed in IMAGE pixels: sigma_hm = sigma_64 * hm_size / 64 (4 image px
 for the default 2.0), so every resolution learns the same target shape in the image and only the
 quantisation of the grid differs. Every (variant, seed) is one recipe-keyed run of runs.py under
-<out-dir>/runs/ (trained once, reused by every study with the same recipe, e.g. the default variant in
-fp32 = the readout study's heatmap_64), decoded at its own resolution with every decoder and scored on test.
+<out-dir>/runs/ (trained once, reused by every study with the same recipe: with --precision fp32, the
+default variant is the readout study's heatmap_64; the default precision is train.py's, auto), decoded at its own resolution with every decoder and scored on test.
 
 ablation_results.json schema:
   {"recipe": {shared settings}, "seeds": [..], "studies": {"resolution"|"sigma"|"skip": [variant names]},

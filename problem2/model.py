@@ -220,7 +220,6 @@ METHODS = {
     "heatmap_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": False}), "heatmap", "heatmap at 8x8",
                       hm_size=8, sigma=1.0),
 }
-ASSIGNMENT_METHODS = ("heatmap", "regression")  # train.py's default: the two networks the assignment asks for
 
 
 def build_model(method, **kwargs):

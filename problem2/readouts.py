@@ -95,12 +95,13 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
         fresh = {k: load_stored(rec, kp_dir, runs_root, shifted) for k, rec in recipes.items()}
         seconds["now"] += sum(fresh[k][0]["history"]["train_seconds"] for k in recipes if stored[k] is None)
         stored = fresh
+    seconds.setdefault("seen", set()).update(run_dir_of(runs_root, r).name for k, r in recipes.items() if stored[k])
     section = {"precision": precision, "seeds": list(seeds), "readouts": {},
                "references": reference_rows(kp_dir, shifted)}
     for r, (method, isolates) in READOUTS.items():
         rows = [seed_entry(s, run_dir_of(runs_root, recipes[r, s]).name, *stored[r, s]) for s in seeds
                 if stored[r, s] is not None]
-        seconds["used"] += sum(row["train_seconds"] for row in rows)
+        seconds["used"] += sum(row["train_seconds"] for row in rows)  # readouts run first: nothing seen before
         scalar = [k for k in rows[0] if isinstance(rows[0][k], float)] if rows else []
         section["readouts"][r] = {
             "method": method, "isolates": isolates, "complete": len(rows) == len(seeds),

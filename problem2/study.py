@@ -15,9 +15,8 @@ Studies:
   seeds       The three methods (heatmap, regression, integral) over --seeds: mean +- std of the test metrics
               and a paired bootstrap 95% CI of the differences between methods (resampling test images).
   data        Test error vs training-set size (--sizes, plus the full 1000 of the seed-0 run).
-hands/translation/seeds/data use the default train.py run in results/ as seed 0 (checked first:
-evaluate.load_run_checkpoints) and train their other runs into results/study_runs/ (gitignored) with train.py;
-moving them onto the run store (recipe-keyed, fp32, over seeds) is the next step of issue 14.
+hands/translation/seeds/data use the default train.py run in results/ as seed 0 (checked first) and train
+their other runs into results/study_runs/ (gitignored) with train.py; they move onto the run store next.
 
 study_results.json schema:
   {"hands": {"<variant>": {"strict"|"symmetric": {"mean_px_error", "hand_px_error", "pck_bbox": {thr: acc}}}},
@@ -43,8 +42,8 @@ import numpy as np
 import torch
 
 from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, joint_hand_decode
-from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, read_json, record_timing, results_lock,
-                    save_figure, set_threads, write_json)
+from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, read_json, recipe_key, record_timing,
+                    results_lock, save_figure, set_threads, write_json)
 from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, data_fingerprint, figure_centre, load_split, \
     make_loader, resolve_keypoints_dir, shifted_test_dir
 from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, summarize
@@ -69,8 +68,7 @@ def distance_from_training_range(kp_img_px):
 def ensure_run(out_dir, args, kp_dir, seconds, log=print):
     """Train the three methods into out_dir with train.py's main unless its training_log.json holds all three
     with exactly the recipe these args give on this data and machine (else it says what differs and retrains).
-    Adds to seconds["used"] the run's training time (whether trained now or earlier) and to seconds["now"] the
-    time spent training in this call, so a study's recorded cost does not depend on caching."""
+    Adds the run's training time to seconds["used"], and to seconds["now"] when trained in this call."""
     log_path = Path(out_dir) / "training_log.json"
     a = train.parse_args(["--data-dir", str(kp_dir), "--methods", *METHODS, *args])
     precision = pick_precision(a.precision, pick_device(a.device))
@@ -135,8 +133,11 @@ def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, l
     if not partial:
         run_many(list(recipes.values()), kp_dir, runs_root, shifted, jobs=jobs, log=log)
     after = {k: load_stored(r, kp_dir, runs_root, shifted) for k, r in recipes.items()}
+    seen = seconds.setdefault("seen", set())  # shared by the studies of one call: each run is counted once
     for k, got in after.items():
-        if got is not None:
+        name = run_dir_of(runs_root, recipes[k]).name
+        if got is not None and name not in seen:
+            seen.add(name)
             seconds["used"] += got[0]["history"]["train_seconds"]
             seconds["now"] += got[0]["history"]["train_seconds"] if before[k] is None else 0.0
     return after
@@ -145,7 +146,7 @@ def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, l
 def run_row(seed, info, ev):
     """The numbers the store-based studies record per run (test split, val-loss checkpoint)."""
     b, h = ev["val_loss"]["brief"], info["history"]
-    return {"seed": seed, "best_epoch": h["best_epoch"], "best_px_epoch": h["best_px_epoch"],
+    return {"seed": seed, "run": f"{info['recipe']['method']}-{recipe_key(info['recipe'])}", "best_epoch": h["best_epoch"], "best_px_epoch": h["best_px_epoch"],
             "train_seconds": h["train_seconds"], "by_val_px": {"px": ev["val_px"]["brief"]["px"]},
             **{k: b[k] for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")}}
 
@@ -434,9 +435,9 @@ def main(argv=None):
                                                 args.jobs, args.partial),
                "readouts": lambda s: readouts.study_readouts(kp_dir, results_dir, s, args.seeds, args.jobs,
                                                              args.precision, args.partial)}
-        keys = {"data": "data_efficiency"}
+        keys, seen = {"data": "data_efficiency"}, set()
         for study in args.studies:
-            t0, seconds = time.time(), {"used": 0.0, "now": 0.0}
+            t0, seconds = time.time(), {"used": 0.0, "now": 0.0, "seen": seen}
             results[keys.get(study, study)] = fns[study](seconds)
             # cost = evaluation time now + training time of every run it uses (whether trained now or earlier)
             results["seconds"][study] = time.time() - t0 - seconds["now"] + seconds["used"]

@@ -1,6 +1,7 @@
 """Train the assignment's two networks with the spec recipe: `python train.py` (see --help).
 
-HeatmapNet and RegressionNet (any row of model.METHODS with --methods): same data, split and seed; MSE
+HeatmapNet and RegressionNet, plus IntegralNet (soft-argmax on the HeatmapNet body, which study.py compares
+with them); any row of model.METHODS with --methods. Same data, split and seed; MSE
 loss (codec.keypoint_loss; --hand-loss symmetric scores the ambiguous hand pair in its better order),
 Adam lr 1e-3, batch 32, 30 epochs; the checkpoint with the lowest validation loss is kept. One training
 loop (`fit`) serves every method; they differ only in their targets (heatmaps vs unit coordinates,
@@ -159,7 +160,8 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
     """Every argument that changes a trained model's numbers, normalised (the provenance and resume key).
 
     data: dataset.data_fingerprint. Heatmap size/sigma (heatmap px) enter only where they matter: the target
-    of heatmap methods (the method row's own values win) and the constructor of models that take hm_size."""
+    of heatmap methods (the method row's own values win) and the constructor of models that take hm_size. Rows
+    built by a lambda (fixed options) record those options through the method name, not in "model"."""
     row = METHODS[method]
     model_kwargs = dict(model_kwargs or {})
     for name, param in inspect.signature(row["model"]).parameters.items():  # every constructor option, explicit
@@ -227,7 +229,7 @@ def add_recipe_args(p):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train HeatmapNet and RegressionNet (spec recipe by default).")
+    p = argparse.ArgumentParser(description="Train HeatmapNet and RegressionNet (+ IntegralNet) with the spec recipe.")
     add_recipe_args(p)
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
                    help="seeds init, shuffling and dropout (the default dataset is always generated with seed 0)")
