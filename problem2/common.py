@@ -5,6 +5,7 @@ Nothing here knows about keypoints or models. Every script imports from here; th
 other file of the project.
 """
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -204,8 +205,10 @@ def machine_info(device="cpu", precision=None):
     return info
 
 
+@functools.lru_cache(maxsize=1)
 def code_version():
-    """git commit of the code (+ '-dirty' with uncommitted changes to tracked files), or None."""
+    """git commit of the code (+ '-dirty' with uncommitted changes to tracked files), or None. Read once per
+    process (cached): the first call, at process start (run_many, its workers), names the code it imported."""
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True, timeout=10)  # noqa: E731
         head = run("rev-parse", "--short=12", "HEAD")

@@ -118,6 +118,7 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
 
 def _worker_init(threads):
     set_threads(threads)
+    code_version()  # cached now, while the imported code is what the working tree holds
 
 
 def _worker(task, live_log=None):
@@ -137,6 +138,7 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     split between them; results are identical to a sequential run (each run is seeded by its recipe).
     Returns {recipe key: (run.json, eval.json)} and prints progress with an ETA for the whole batch."""
     device = pick_device(device)
+    code_version()  # cached at start (see common.code_version)
     unique = {recipe_key(r): r for r in recipes}
     tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device) for r in unique.values()]
     threads = max(1, torch.get_num_threads() // max(1, jobs))
