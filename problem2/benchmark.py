@@ -10,10 +10,12 @@ torch.utils.flop_counter), achieved GFLOP/s, a same-run GEMM peak for the same d
 Also the data-loading share of a fast-path step. Ratios within one run are what count: absolute
 times on a shared 2-core machine are noise. Writes results/benchmark.json (schema: {"config", "rows":
 [{model, path, precision, images_per_s, gflop_per_image, gflops_achieved, gemm_peak_gflops,
-fraction_of_peak, data_share}], "speedup": {model: fast/plain}}).
+fraction_of_peak, data_share}], "speedup": {model: fast/plain}, "scaling": [{jobs, threads, images_per_s,
+images_per_s_per_job, wall_s, steps_per_job}]}): `--jobs` scaling of independent HeatmapNet trainings.
 """
 import argparse
 import json
+import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
@@ -106,12 +108,40 @@ def gemm_peak_gflops(precision, n=2048, reps=10):
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+def _scaling_worker(args):
+    """One worker of the scaling benchmark: `steps` fast-path HeatmapNet training steps with `threads` threads."""
+    kp_dir, threads, steps, batch_size, precision = args
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ds = load_split(kp_dir, "train", "heatmap", limit=batch_size * 4)
+    ips, _ = time_steps(HeatmapNet(), make_loader(ds, batch_size, shuffle=True), precision, True, steps)
+    return ips
+
+
+def measure_scaling(kp_dir, configs=((1, 2), (2, 1)), steps=8, batch_size=32, precision="fp32"):
+    """Training throughput of `jobs` independent HeatmapNet trainings side by side with `threads` threads each
+    (what `--jobs` does): total images/s over the whole machine and the wall time of the batch, per (jobs, threads)."""
+    rows = []
+    for jobs, threads in configs:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(jobs) as pool:
+            pool.map(abs, range(jobs))  # start the workers before timing
+            t0 = time.perf_counter()
+            per_job = pool.map(_scaling_worker, [(kp_dir, threads, steps, batch_size, precision)] * jobs)
+            wall = time.perf_counter() - t0
+        rows.append({"jobs": jobs, "threads": threads, "images_per_s": float(sum(per_job)),
+                     "images_per_s_per_job": [float(x) for x in per_job], "wall_s": wall, "steps_per_job": steps})
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Time training steps: this repo's input path vs a plain per-item path.")
     p.add_argument("--steps", type=int, default=12, help="timed steps per configuration")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "benchmark.json")
+    p.add_argument("--scaling", nargs="+", default=["1x2", "2x1"], metavar="JOBSxTHREADS",
+                   help="jobs x threads combinations for the --jobs scaling table (default: 1x2 2x1)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     kp_dir = resolve_keypoints_dir(args.data_dir)
@@ -142,10 +172,14 @@ def main(argv=None):
               f"{r['data_share']:>7.1%}")
     for name, s in speedup.items():
         print(f"{name}: fast path is {s:.2f}x the plain path")
+    configs = [tuple(int(v) for v in c.split("x")) for c in args.scaling]
+    scaling = measure_scaling(kp_dir, configs, max(4, args.steps // 2), args.batch_size, fast_precision)
+    for r in scaling:
+        print(f"jobs {r['jobs']} x threads {r['threads']}: {r['images_per_s']:.1f} img/s in total, wall {r['wall_s']:.1f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, {"config": {"steps": args.steps, "batch_size": args.batch_size,
                                      "machine": machine_info("cpu", fast_precision)},
-                          "rows": rows, "speedup": speedup})
+                          "rows": rows, "speedup": speedup, "scaling": scaling})
     return rows
 
 

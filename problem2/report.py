@@ -287,7 +287,14 @@ def table_benchmark(r):
                "of peak", "data share"], rows)
 
 
-TABLES = {"headline": table_headline, "readouts": table_readouts, "readout_steps": table_readout_steps, "pck_bbox": lambda r: table_pck(r, "bbox"),
+def table_scaling(r):
+    """--jobs scaling: independent HeatmapNet trainings side by side (benchmark.json "scaling")."""
+    rows = [[x["jobs"], x["threads"], f"{x['images_per_s']:.1f}", f"{x['wall_s']:.1f}", x["steps_per_job"]]
+            for x in r["benchmark"].get("scaling", [])]
+    return md(["jobs", "threads each", "img/s, all jobs", "wall s", "steps per job"], rows)
+
+
+TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": table_readouts, "readout_steps": table_readout_steps, "pck_bbox": lambda r: table_pck(r, "bbox"),
           "pck_torso": lambda r: table_pck(r, "torso"), "per_keypoint": table_per_keypoint,
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
           "bootstrap": table_bootstrap, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
