@@ -342,6 +342,7 @@ VALUES = {
     "dec_val_best": lambda r: r["metrics"]["decoder_selection"]["best"],
     "assignment_minutes": lambda r: f"{sum(r['timings'][k]['seconds'] for k in ASSIGNMENT_STEPS) / 60:.1f}",
     "timing_machine": lambda r: machine_label(r["timings"]["train.py"].get("machine")),
+    "data_share_hm": lambda r: f"{next(x['data_share'] for x in r['benchmark']['rows'] if x['model'] == 'HeatmapNet' and x['path'] == 'fast'):.1%}",
     "bench_machine": lambda r: machine_label(r["benchmark"]["config"].get("machine")),
     "hm_img_s": lambda r: f"{r['log']['heatmap']['images_per_second']:.0f}",
     "fail_hm_only": lambda r: str(r["failures"]["counts"]["heatmap_only"]),
