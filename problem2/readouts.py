@@ -23,7 +23,7 @@ from common import plt, save_figure
 from dataset import data_fingerprint, figure_centre, load_split, shifted_test_dir
 from evaluate import brief
 from model import build_model
-from runs import STUDY_PRECISION, load_stored, run_dir_of, run_many
+from runs import STUDY_PRECISION, collect, run_dir_of
 from train import DEFAULTS, make_recipe
 
 # readout -> (method row, what changes from the row above it / what it isolates)
@@ -89,19 +89,12 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
     shifted = shifted_test_dir() if shifted_dir is None else shifted_dir
     recipes = {(r, s): make_recipe(m, data, s, epochs, precision=precision) for r, (m, _) in READOUTS.items()
                for s in seeds}
-    stored = {k: load_stored(rec, kp_dir, runs_root, shifted) for k, rec in recipes.items()}
-    if not partial:
-        run_many(list(recipes.values()), kp_dir, runs_root, shifted, jobs=jobs, log=log)
-        fresh = {k: load_stored(rec, kp_dir, runs_root, shifted) for k, rec in recipes.items()}
-        seconds["now"] += sum(fresh[k][0]["history"]["train_seconds"] for k in recipes if stored[k] is None)
-        stored = fresh
-    seconds.setdefault("seen", set()).update(run_dir_of(runs_root, r).name for k, r in recipes.items() if stored[k])
+    stored = collect(recipes, kp_dir, runs_root, shifted, seconds, jobs, partial, log)
     section = {"precision": precision, "seeds": list(seeds), "readouts": {},
                "references": reference_rows(kp_dir, shifted)}
     for r, (method, isolates) in READOUTS.items():
         rows = [seed_entry(s, run_dir_of(runs_root, recipes[r, s]).name, *stored[r, s]) for s in seeds
                 if stored[r, s] is not None]
-        seconds["used"] += sum(row["train_seconds"] for row in rows)  # readouts run first: nothing seen before
         scalar = [k for k in rows[0] if isinstance(rows[0][k], float)] if rows else []
         section["readouts"][r] = {
             "method": method, "isolates": isolates, "complete": len(rows) == len(seeds),

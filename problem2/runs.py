@@ -165,6 +165,24 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     return out
 
 
+def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=False, log=print):
+    """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
+    partial, only what is stored). Each run's training time is added once per seconds["seen"] (shared by the
+    studies of one call) to seconds["used"], and to seconds["now"] when it was trained in this call."""
+    before = {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
+    if not partial:
+        run_many(list(recipes.values()), kp_dir, runs_root, shifted_dir, jobs=jobs, log=log)
+    after = {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
+    seen = seconds.setdefault("seen", set())
+    for k, got in after.items():
+        name = run_dir_of(runs_root, recipes[k]).name
+        if got is not None and name not in seen:
+            seen.add(name)
+            seconds["used"] += got[0]["history"]["train_seconds"]
+            seconds["now"] += got[0]["history"]["train_seconds"] if before[k] is None else 0.0
+    return after
+
+
 def load_stored(recipe, kp_dir, runs_root, shifted_dir=None):
     """(run.json, eval.json) of `recipe` when it is stored and evaluated with the current eval key, else None."""
     rdir = run_dir_of(runs_root, recipe)

@@ -50,7 +50,7 @@ from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, load_run_chec
 from model import load_checkpoint, run_model, target_of
 import readouts
 import train
-from runs import RULES, STUDY_PRECISION, load_stored, run_dir_of, run_many
+from runs import RULES, STUDY_PRECISION, collect, run_dir_of
 
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss", "budget", "hands", "translation", "seeds", "data")
@@ -128,19 +128,8 @@ def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, l
     """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through the run store (or, with
     partial, only what is stored). Adds every run's training time to seconds["used"], and to seconds["now"] the
     time of runs trained in this call."""
-    shifted, runs_root = shifted_dir or shifted_test_dir(), results_dir / "runs"
-    before = {k: load_stored(r, kp_dir, runs_root, shifted) for k, r in recipes.items()}
-    if not partial:
-        run_many(list(recipes.values()), kp_dir, runs_root, shifted, jobs=jobs, log=log)
-    after = {k: load_stored(r, kp_dir, runs_root, shifted) for k, r in recipes.items()}
-    seen = seconds.setdefault("seen", set())  # shared by the studies of one call: each run is counted once
-    for k, got in after.items():
-        name = run_dir_of(runs_root, recipes[k]).name
-        if got is not None and name not in seen:
-            seen.add(name)
-            seconds["used"] += got[0]["history"]["train_seconds"]
-            seconds["now"] += got[0]["history"]["train_seconds"] if before[k] is None else 0.0
-    return after
+    return collect(recipes, kp_dir, results_dir / "runs", shifted_dir or shifted_test_dir(), seconds, jobs, partial,
+                   log)
 
 
 def run_row(seed, info, ev):
