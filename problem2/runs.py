@@ -7,6 +7,8 @@ A run lives in <runs_root>/<method>-<recipe key>/:
   eval.json        {"eval_key", "<rule: val_loss|val_px>": {"epoch", "test": {decoder: summary}, "brief",
                     "brief_joint_hands" (heatmap targets), "shifted": brief}}                          committed
   model.pth        best by val loss (the spec rule)          model_bestpx.pth  best by val px    (gitignored)
+  resume.pth       while training: the state after the last finished epoch; an interrupted run continues
+                   from it when asked again (same weights as an uninterrupted run), deleted when done (gitignored)
 A stored run whose recipe differs is never reused (the message says why it retrains); an evaluation is
 redone when its key (eval version, test/shifted data) changed and the checkpoints are still there, else the
 run is retrained. run_many() runs independent recipes in `jobs` worker processes, CPU threads split. A run's
@@ -32,6 +34,7 @@ from train import train_recipe
 EVAL_VERSION = 1
 STUDY_PRECISION = "fp32"  # the studies' runs: every CPU has fp32, so stored runs are reusable across machines
 RULES = {"val_loss": "model.pth", "val_px": "model_bestpx.pth"}
+RESUME = "resume.pth"  # the training state after the last finished epoch, while a run trains (train.fit)
 
 
 def run_dir_of(runs_root, recipe):
@@ -103,7 +106,8 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
             log(f"[runs] {tag}: training ({why_new(recipe, runs_root)})")
             version = code_version()  # of the code this process runs, read before training starts
             history = train_recipe(recipe, kp_dir, rdir, recipe_key(recipe), device, ckpt_name=RULES["val_loss"],
-                                   px_ckpt_name=RULES["val_px"], log=lambda s: log(f"  {tag} {s}"))
+                                   px_ckpt_name=RULES["val_px"], log=lambda s: log(f"  {tag} {s}"),
+                                   resume_path=rdir / RESUME)
             info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
                     "code_version": version}
             write_json(rdir / "run.json", info)

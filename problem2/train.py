@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 
 from codec import HAND_LOSSES, REFINE_DEFAULT, decode, keypoint_loss
-from common import (RESULTS_DIR, autocast, code_version, fmt_time, machine_info, pick_device, pick_precision,
-                    prepare_input, record_timing, results_lock, set_seed, set_threads, torch_save, write_json)
+from common import (RESULTS_DIR, UsageError, autocast, code_version, fmt_time, machine_info, pick_device,
+                    pick_precision, prepare_input, record_timing, results_lock, set_seed, set_threads, torch_load,
+                    torch_save, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from model import METHODS, build_model, model_config, run_model, save_checkpoint, target_of
 
@@ -46,13 +47,17 @@ DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigm
 
 def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", precision="fp32",
         ckpt_path=None, ckpt_extra=None, on_epoch_end=None, name=None, log=print, hand_loss="strict",
-        px_ckpt_path=None):
+        px_ckpt_path=None, resume_path=None):
     """The one training loop. keypoint_loss(model output, loader targets, hand_loss), Adam(lr).
 
     Validation each epoch: loss on val_loader and mean pixel error (image px) of the decoded outputs
     against val_loader.dataset.keypoints. The model with the lowest val loss is saved to ckpt_path (and,
     when given, the one with the lowest val px error to px_ckpt_path). on_epoch_end(epoch, val_outputs)
     is called after each epoch (heatmap snapshots). Returns the history (schema in the module docstring).
+
+    resume_path: after every epoch the whole training state (weights, Adam, history, the RNG and shuffling
+    states) is written there atomically; a later call with the same path and recipe continues after the last
+    finished epoch and ends with the same weights as an uninterrupted run. The file is deleted at the end.
     """
     name = name or model_config(model)["method"]
     target = target_of(model)
@@ -61,8 +66,11 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
     val_kp, val_targets = val_loader.dataset.keypoints, val_loader.dataset.targets
     history = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf, "best_px_epoch": None,
                "best_px_val_px_error": math.inf}
-    t_start = time.time()
-    for epoch in range(1, num_epochs + 1):
+    recipe = (ckpt_extra or {}).get("provenance", {}).get("recipe")
+    state = load_training_state(resume_path, recipe, model, opt, train_loader, log, name)
+    history, done_seconds = (state["history"], state["seconds"]) if state else (history, 0.0)
+    t_start = time.time() - done_seconds
+    for epoch in range(len(history["epochs"]) + 1, num_epochs + 1):
         t0 = time.time()
         model.train()
         loss_sum, n_batches = torch.zeros((), device=device), 0
@@ -97,6 +105,10 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
             if px_ckpt_path is not None:
                 save_checkpoint(px_ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
                                 **_selected(ckpt_extra, "val_px"))
+        if resume_path is not None:
+            torch_save(resume_path, {"recipe": recipe, "model": model.state_dict(), "opt": opt.state_dict(),
+                                     "history": history, "seconds": time.time() - t_start,
+                                     "rng": torch.get_rng_state(), "shuffle_rng": train_loader.generator.get_state()})
         if on_epoch_end is not None:
             on_epoch_end(epoch, val_out)
         elapsed = time.time() - t_start
@@ -105,7 +117,30 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
             f"val px err {val_px:6.2f}{' *' if best else '  '}  {seconds:5.1f}s  ETA {fmt_time(eta)}")
     history["train_seconds"] = time.time() - t_start
     history["images_per_second"] = len(train_loader.dataset) * num_epochs / history["train_seconds"]
+    if resume_path is not None:
+        Path(resume_path).unlink(missing_ok=True)
     return history
+
+
+def load_training_state(resume_path, recipe, model, opt, train_loader, log=print, name=""):
+    """Restore fit's state from resume_path into model/opt/RNGs when the file exists and was written for the
+    same recipe; returns it (None: start from epoch 1). CPU RNG only: CUDA runs resume, not bit-identically."""
+    if resume_path is None or not Path(resume_path).exists():
+        return None
+    try:
+        state = torch_load(resume_path)
+    except UsageError as e:
+        log(f"[{name}] {e}; starting from epoch 1")
+        return None
+    if state.get("recipe") != recipe:
+        log(f"[{name}] {resume_path} belongs to another recipe; starting from epoch 1")
+        return None
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    torch.set_rng_state(state["rng"])
+    train_loader.generator.set_state(state["shuffle_rng"])
+    log(f"[{name}] resuming after epoch {len(state['history']['epochs'])} ({resume_path})")
+    return state
 
 
 def _selected(ckpt_extra, rule):
@@ -119,7 +154,7 @@ def _selected(ckpt_extra, rule):
 def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
                         precision="fp32", lr=DEFAULTS["lr"], snapshot_epochs=DEFAULTS["snapshot_epochs"],
                         num_snapshot_images=DEFAULTS["num_snapshot_images"], ckpt_name="heatmap_model.pth",
-                        log=print, hand_loss="strict", provenance=None, px_ckpt_name=None):
+                        log=print, hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None):
     """Train HeatmapNet on Gaussian heatmap targets (MSE); best-by-val-loss checkpoint to out_dir/ckpt_name;
     predicted heatmaps of the first few val images at snapshot_epochs (and the last) to heatmap_snapshots.pt."""
     ds = val_loader.dataset
@@ -138,18 +173,19 @@ def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=
              **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
                extra, on_epoch_end, log=log, hand_loss=hand_loss,
-               px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None)
+               px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None, resume_path=resume_path)
 
 
 def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
                            precision="fp32", lr=DEFAULTS["lr"], ckpt_name="regression_model.pth", log=print,
-                           hand_loss="strict", provenance=None, px_ckpt_name=None):
+                           hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None):
     """Train RegressionNet (or any coordinate-target model) on unit [0, 1] coordinates (MSE); best-by-val-loss
     checkpoint to out_dir/ckpt_name."""
     extra = {"data": {"canonical_hands": val_loader.dataset.canonical_hands},
              **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, log=log, hand_loss=hand_loss, px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None)
+               extra, log=log, hand_loss=hand_loss, px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None,
+               resume_path=resume_path)
 
 
 # ----------------------------------------------------------------------------- one method, one recipe
@@ -178,8 +214,8 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
 
 
 def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, px_ckpt_name=None,
-                 snapshots=False, log=print):
-    """Train one method with one recipe (make_recipe) into out_dir; returns the history."""
+                 snapshots=False, log=print, resume_path=None):
+    """Train one method with one recipe (make_recipe) into out_dir; returns the history (resume_path: see fit)."""
     method, target = recipe["method"], recipe["target"]
     output_type = "heatmap" if target["type"] == "heatmap" else "regression"
     hm_size, sigma = target.get("hm_size", DEFAULTS["heatmap_size"]), target.get("sigma", DEFAULTS["sigma"])
@@ -193,7 +229,7 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, 
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     common = dict(out_dir=out_dir, device=device, precision=recipe["precision"], lr=recipe["lr"], log=log,
                   hand_loss=recipe["hand_loss"], provenance=provenance,
-                  ckpt_name=ckpt_name or f"{method}_model.pth", px_ckpt_name=px_ckpt_name)
+                  ckpt_name=ckpt_name or f"{method}_model.pth", px_ckpt_name=px_ckpt_name, resume_path=resume_path)
     if output_type == "heatmap":
         return train_heatmap_model(model, train_loader, val_loader, recipe["epochs"],
                                    snapshot_epochs=DEFAULTS["snapshot_epochs"] if snapshots else (), **common)

@@ -131,3 +131,51 @@ def test_symmetric_hand_loss_is_recorded_and_changes_training(tiny_data, tmp_pat
     b = _run(tiny_data, tmp_path / "b", "--methods", "regression", "--epochs", "1", "--hand-loss", "symmetric")
     assert b["regression"]["recipe"]["hand_loss"] == "symmetric" and a["regression"]["recipe"]["hand_loss"] == "strict"
     assert b["regression"]["epochs"][0]["train_loss"] < a["regression"]["epochs"][0]["train_loss"]
+
+
+@pytest.mark.parametrize("method", ["regression", "heatmap"])  # regression: dropout draws from the torch RNG
+def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path, method):
+    """fit with resume_path, killed after epoch 2 of 3, then asked again: weights, Adam state and history equal
+    an uninterrupted run's (shuffling and dropout RNG restored), and the resume file is gone at the end."""
+    output_type = "heatmap" if method == "heatmap" else "regression"
+    train_ds, val_ds = load_split(tiny_data, "train", output_type), load_split(tiny_data, "val", output_type)
+
+    def run(out_dir, stop_after=None):
+        torch.manual_seed(0)
+        model = HeatmapNet() if method == "heatmap" else RegressionNet()
+        train_loader, val_loader = make_loader(train_ds, 16, shuffle=True, seed=3), make_loader(val_ds, 16)
+
+        def stop(epoch, _):
+            if epoch == stop_after:
+                raise KeyboardInterrupt
+        if stop_after is None and out_dir.name == "b":
+            torch.manual_seed(123)  # the resumed call must take the RNG state from the file, not from here
+        h = train.fit(model, train_loader, val_loader, 3, ckpt_path=out_dir / "m.pth", on_epoch_end=stop,
+                      resume_path=out_dir / "resume.pth", log=lambda s: logs.append(s))
+        return model, h
+
+    logs = []
+    full_model, full_h = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", stop_after=2)
+    assert (tmp_path / "b" / "resume.pth").exists()
+    model, h = run(tmp_path / "b")
+    assert any("resuming after epoch 2" in s for s in logs)
+    assert not (tmp_path / "b" / "resume.pth").exists()
+    for k, v in full_model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    strip = lambda hist: [{k: v for k, v in e.items() if k != "seconds"} for e in hist["epochs"]]
+    assert strip(h) == strip(full_h) and h["best_epoch"] == full_h["best_epoch"]
+    best_a, best_b = (torch.load(tmp_path / d / "m.pth")["state_dict"] for d in "ab")
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)  # the best-by-val-loss checkpoint too
+
+
+def test_a_resume_file_of_another_recipe_is_ignored(tiny_data, tmp_path):
+    ds = load_split(tiny_data, "train", "regression")
+    val = load_split(tiny_data, "val", "regression")
+    torch.save({"recipe": {"seed": 99}}, tmp_path / "resume.pth")
+    logs = []
+    h = train.fit(RegressionNet(), make_loader(ds, 16, shuffle=True), make_loader(val, 16), 1,
+                  ckpt_extra={"provenance": {"recipe": {"seed": 0}}}, resume_path=tmp_path / "resume.pth",
+                  log=logs.append)
+    assert len(h["epochs"]) == 1 and any("belongs to another recipe" in s for s in logs)
