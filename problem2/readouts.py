@@ -10,7 +10,7 @@ results/study_results.json -> "readouts":
      "hand_gap_px", "best_epoch": {"val_loss", "val_px"}, "by_val_px": {"px", "px_sym"}, "train_seconds"}],
      "mean", "std", "complete"}},
    "references": {"mean_pose" | "centre_plus_mean_offsets": {brief numbers on test, "px_shifted"}},
-   "steps": [{"from", "to", "metric": {"diff", "ci95", "n"}}]}    (paired over seeds, to - from)
+   "steps": [{"from", "to", "question", "seeds", "<metric>": {"diff", "ci95", "n"}}]}  (paired over seeds, to - from)
 px: mean Euclidean error in image px on the test split (strict labels); *_sym: hands matched in the better
 order; px_shifted: strict px on the translation test set (figure centres outside the training range);
 spread_ratio: std of predicted / std of true coordinates (evaluate.spread_ratio).
@@ -39,10 +39,16 @@ READOUTS = {
     "heatmap_64": ("heatmap", "the spec HeatmapNet"),
 }
 SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
-# the paired differences the report interprets (to - from, per seed)
-STEPS = [("gap_fc", "gap_fc_plain"), ("gap_fc", "flatten_fc"), ("gap_fc", "coordconv_gap_fc"),
-         ("gap_fc", "decoder64_gap_fc"), ("gap_fc", "softargmax_8"), ("softargmax_8", "heatmap_8"),
-         ("softargmax_8", "integral_64"), ("integral_64", "heatmap_64"), ("gap_fc", "heatmap_64")]
+# the paired differences the report interprets (to - from, per seed), each with the question it answers
+STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
+         ("gap_fc", "flatten_fc", "is it the pooling? The 8x8 layout is kept and flattened instead of averaged"),
+         ("gap_fc", "coordconv_gap_fc", "can pooled features carry position when the input gives it?"),
+         ("gap_fc", "decoder64_gap_fc", "is it the decoder and resolution, with the pooling kept?"),
+         ("gap_fc", "softargmax_8", "what does a weight-shared spatial readout alone add, at 8x8 with a coordinate loss?"),
+         ("softargmax_8", "heatmap_8", "at 8x8, heatmap MSE instead of a coordinate loss"),
+         ("softargmax_8", "integral_64", "the decoder to 64x64 under the spatial readout (coordinate loss)"),
+         ("integral_64", "heatmap_64", "at 64x64, heatmap MSE instead of a coordinate loss"),
+         ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
 STEP_METRICS = ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided t
 
@@ -54,6 +60,17 @@ def paired_difference(a, b):
         return {"diff": float(d.mean()) if len(d) else None, "ci95": None, "n": len(d)}
     half = T95.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d))
     return {"diff": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)], "n": len(d)}
+
+
+def verdict(d):
+    """How a paired difference may be read: the one rule the report applies to every interpreted difference."""
+    if d["diff"] is None:
+        return "not measured yet"
+    if d["ci95"] is None:
+        return "one seed so far: not interpreted"
+    if d["ci95"][0] <= 0 <= d["ci95"][1]:
+        return f"within seed noise at n={d['n']} (the interval includes 0)"
+    return f"larger than seed noise at n={d['n']} (the interval excludes 0)"
 
 
 def seed_entry(seed, run_name, info, ev):
@@ -103,10 +120,10 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
             "mean": {k: float(np.mean([row[k] for row in rows])) for k in scalar},
             "std": {k: float(np.std([row[k] for row in rows], ddof=1)) if len(rows) > 1 else None for k in scalar}}
     section["steps"] = []
-    for a, b in STEPS:
+    for a, b, question in STEPS:
         ra, rb = ({row["seed"]: row for row in section["readouts"][x]["per_seed"]} for x in (a, b))
         both = sorted(set(ra) & set(rb))
-        section["steps"].append({"from": a, "to": b, "seeds": both, **{
+        section["steps"].append({"from": a, "to": b, "question": question, "seeds": both, **{
             m: paired_difference([ra[s][m] for s in both], [rb[s][m] for s in both]) for m in STEP_METRICS}})
     plot_readouts(section, results_dir / "visualizations")
     return section

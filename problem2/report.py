@@ -20,7 +20,7 @@ from codec import KEYPOINT_NAMES
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from readouts import paired_difference
+from readouts import STEPS, paired_difference, verdict
 
 HERE = Path(__file__).resolve().parent
 DOCS = [HERE / "report.md", HERE.parent / "README.md"]
@@ -277,6 +277,50 @@ def table_readout_steps(r):
     return md(["step (to − from, paired by seed)", "seeds", "px", "px head+feet", "px hands sym", "px shifted"], rows)
 
 
+KEY_STEPS = (("gap_fc", "flatten_fc"), ("gap_fc", "softargmax_8"), ("softargmax_8", "integral_64"),
+             ("integral_64", "heatmap_64"), ("gap_fc", "heatmap_64"))  # the short answer of Section 1
+
+
+def readout_findings(r, only=None):
+    """One generated sentence per readout step: means over the paired seeds, the paired difference with its
+    95% interval, the seed-noise verdict (readouts.verdict) and its size relative to the whole spec gap."""
+    ro = r["study"]["readouts"]
+    question = {(a, b): q for a, b, q in STEPS}
+    total = next((s["px"] for s in ro["steps"] if (s["from"], s["to"]) == ("gap_fc", "heatmap_64")), None)
+    lines = []
+    for s in ro["steps"]:
+        key = (s["from"], s["to"])
+        if only is not None and key not in only:
+            continue
+        q = question.get(key, s.get("question", ""))
+        head = f"- `{s['from']}` → `{s['to']}` — {q}{'' if q.endswith(('?', '.')) else '.'}"
+        d = s["px"]
+        if d["diff"] is None:
+            lines.append(f"{head} Not measured yet.")
+            continue
+        mean = {x: np.mean([row["px"] for row in ro["readouts"][x]["per_seed"] if row["seed"] in s["seeds"]])
+                for x in key}
+        share = ""
+        if total and total["diff"] and key != ("gap_fc", "heatmap_64"):
+            share = f"; that is {d['diff'] / total['diff']:.0%} of the whole `gap_fc` → `heatmap_64` difference"
+        lines.append(f"{head} Mean error {mean[key[0]]:.2f} → {mean[key[1]]:.2f} px (seeds "
+                     f"{', '.join(map(str, s['seeds']))}); paired difference {_ci(d)} px: {verdict(d)}{share}. "
+                     f"Head + feet {_ci(s['px_head_feet'])}, hands (symmetric) {_ci(s['px_hands_sym'])}, "
+                     f"shifted test set {_ci(s['px_shifted'])} px.")
+    return "\n".join(lines) + "\n"
+
+
+def readout_spread(r):
+    """Spread ratio per readout (mean over its seeds) and of the two references, one generated sentence."""
+    ro = r["study"]["readouts"]
+    parts = [f"`{n}` {np.mean([row['spread_ratio'] for row in x['per_seed']]):.2f}" + (
+        f" (n={len(x['per_seed'])})" if len(x["per_seed"]) < len(ro["seeds"]) else "")
+        for n, x in ro["readouts"].items() if x["per_seed"]]
+    refs = ", ".join(f"{n.replace('_', ' ')} {x['spread_ratio']:.2f}" for n, x in ro["references"].items())
+    return ("Spread ratio (std of the predicted coordinates / std of the true ones, test split; below 1 = predictions "
+            f"pulled toward the mean pose): {', '.join(parts)}; references: {refs}.\n")
+
+
 def table_benchmark(r):
     b = r["benchmark"]
     rows = [[x["model"], x["path"], x["precision"], f"{x['images_per_s']:.0f}", f"{x['gflop_per_image']:.2f}",
@@ -294,12 +338,15 @@ def table_scaling(r):
     return md(["jobs", "threads each", "img/s, all jobs", "wall s", "steps per job"], rows)
 
 
-TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": table_readouts, "readout_steps": table_readout_steps, "pck_bbox": lambda r: table_pck(r, "bbox"),
+TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": table_readouts,
+          "readout_steps": table_readout_steps, "pck_bbox": lambda r: table_pck(r, "bbox"),
           "pck_torso": lambda r: table_pck(r, "torso"), "per_keypoint": table_per_keypoint,
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
           "bootstrap": table_bootstrap, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
-          "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "translation": table_translation, "data": table_data, "timing": table_timing,
-          "training": table_training, "benchmark": table_benchmark}
+          "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "translation": table_translation,
+          "data": table_data, "timing": table_timing, "training": table_training, "benchmark": table_benchmark,
+          "readout_findings": readout_findings, "readout_summary": lambda r: readout_findings(r, KEY_STEPS),
+          "readout_spread": readout_spread}
 
 
 def _seed_mean(r, method, key):

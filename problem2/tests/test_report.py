@@ -47,3 +47,30 @@ def test_ablation_table_interval_and_seed_noise_verdict():
     assert "3.13 ± 0.15" in noskip and noskip.rstrip(" |").endswith("*")        # +1.03, interval excludes 0
     same = next(line for line in table.splitlines() if "_same" in line)
     assert "0.00 [-1.24, +1.24]" in same and not same.rstrip(" |").endswith("*")  # within seed noise
+
+
+def test_readout_findings_apply_the_seed_noise_rule():
+    """Generated readout sentences: paired means, interval, verdict and share of the whole spec gap."""
+    def rows(pxs):
+        return [{"seed": s, "px": v, "spread_ratio": 0.9} for s, v in enumerate(pxs)]
+    def step(a, b, pa, pb):
+        d = report.paired_difference(pa, pb)
+        return {"from": a, "to": b, "seeds": list(range(len(pa))), "px": d, "px_head_feet": d, "px_hands_sym": d,
+                "px_shifted": d}
+    gap, flat, hm = [14.0, 13.0, 15.0], [8.0, 6.0, 10.0], [2.0, 2.5, 1.5]
+    r = {"study": {"readouts": {"seeds": [0, 1, 2], "references": {},
+                                "readouts": {"gap_fc": {"per_seed": rows(gap)}, "flatten_fc": {"per_seed": rows(flat)},
+                                             "heatmap_64": {"per_seed": rows(hm)}, "heatmap_8": {"per_seed": []}}},
+                   }}
+    r["study"]["readouts"]["steps"] = [step("gap_fc", "flatten_fc", gap, flat), step("gap_fc", "heatmap_64", gap, hm),
+                                       step("gap_fc", "flatten_fc", gap[:1], flat[:1]),
+                                       {**step("softargmax_8", "heatmap_8", [], []), "seeds": []}]
+    lines = report.readout_findings(r).splitlines()
+    assert "14.00 → 8.00 px" in lines[0] and "-6.00 [-8.48, -3.52] *" in lines[0]  # diffs -6, -7, -5: half-width 4.303 x 1 / sqrt 3
+    assert "larger than seed noise at n=3" in lines[0] and "50% of the whole" in lines[0]  # -6 / -12
+    assert "larger than seed noise" in lines[1] and "of the whole" not in lines[1]
+    assert "one seed so far: not interpreted" in lines[2]
+    assert "Not measured yet" in lines[3]
+    assert report.readout_findings(r, only={("gap_fc", "heatmap_64")}).count("\n") == 1
+    wide = report.paired_difference([1.0, 2.0, 3.0], [2.0, 1.0, 3.1])
+    assert report.verdict(wide).startswith("within seed noise at n=3")
