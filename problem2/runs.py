@@ -41,6 +41,10 @@ def run_dir_of(runs_root, recipe):
     return Path(runs_root) / f"{recipe['method']}-{recipe_key(recipe)}"
 
 
+def has_checkpoints(rdir):
+    return all((Path(rdir) / f).exists() for f in RULES.values())
+
+
 def eval_key(kp_dir, shifted_dir):
     return {"version": EVAL_VERSION, "test": data_fingerprint(kp_dir)["annotations_sha256"],
             "shifted": data_fingerprint(shifted_dir)["annotations_sha256"] if shifted_dir else None}
@@ -83,22 +87,26 @@ def why_new(recipe, runs_root):
     return f"no stored run with this recipe; the closest, {best[0]}, differs in: {', '.join(best[1])}"
 
 
-def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=print):
-    """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key,
-    else trained and/or evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
+def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=print, need_checkpoints=False):
+    """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key (and,
+    with need_checkpoints, its gitignored checkpoints still there), else trained and/or evaluated now. Holds the
+    run folder's lock, so one run is never trained twice at once."""
     rdir = run_dir_of(runs_root, recipe)
     tag = rdir.name
     key = eval_key(kp_dir, shifted_dir)
     with results_lock(rdir, "runs.ensure_run"):
         info = read_json(rdir / "run.json", default={})
         ev = read_json(rdir / "eval.json", default={})
-        have_ckpts = all((rdir / f).exists() for f in RULES.values())
+        have_ckpts = has_checkpoints(rdir)
         if info and info.get("recipe") != recipe:
             log(f"[runs] {tag}: stored recipe differs from the requested one; retraining")
             info = {}
-        if info and ev.get("eval_key") == key:
+        if info and ev.get("eval_key") == key and (have_ckpts or not need_checkpoints):
             log(f"[runs] {tag}: reusing (same recipe, already evaluated)")
             return rdir, info, ev
+        if info and need_checkpoints and not have_ckpts:
+            log(f"[runs] {tag}: its checkpoints (gitignored) are not on this machine and are needed; retraining")
+            info = {}
         if info and not have_ckpts:
             log(f"[runs] {tag}: evaluation is missing or outdated and the checkpoints are gone; retraining")
             info = {}
@@ -127,24 +135,25 @@ def _worker_init(threads):
 
 def _worker(task, live_log=None):
     """One ensure_run; its log lines are printed live (sequential) or collected (worker process)."""
-    recipe, kp_dir, runs_root, shifted_dir, device = task
+    recipe, kp_dir, runs_root, shifted_dir, device, need_checkpoints = task
     lines = []
     log = lines.append if live_log is None else (lambda s: (lines.append(s), live_log(s)))
     try:
-        _, info, ev = ensure_run(recipe, kp_dir, runs_root, shifted_dir, device, log=log)
+        _, info, ev = ensure_run(recipe, kp_dir, runs_root, shifted_dir, device, log, need_checkpoints)
     except UsageError as e:
         return recipe, None, None, str(e), lines
     return recipe, info, ev, None, lines
 
 
-def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto", log=print):
+def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto", log=print, need_checkpoints=False):
     """ensure_run for every recipe (duplicates by key run once), in `jobs` processes with the CPU threads
     split between them; results are identical to a sequential run (each run is seeded by its recipe).
     Returns {recipe key: (run.json, eval.json)} and prints progress with an ETA for the whole batch."""
     device = pick_device(device)
     code_version()  # cached at start (see common.code_version)
     unique = {recipe_key(r): r for r in recipes}
-    tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device) for r in unique.values()]
+    tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device, need_checkpoints)
+             for r in unique.values()]
     threads = max(1, torch.get_num_threads() // max(1, jobs))
     out, t0, trained = {}, time.time(), []
     if jobs <= 1:
@@ -169,21 +178,28 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     return out
 
 
-def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=False, log=print):
+def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=False, log=print,
+            need_checkpoints=False):
     """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
-    partial, only what is stored). Each run's training time is added once per seconds["seen"] (shared by the
+    partial, only what is stored; need_checkpoints: see ensure_run). Each run's training time is added once per seconds["seen"] (shared by the
     studies of one call) to seconds["used"], and to seconds["now"] when it was trained in this call."""
-    before = {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
+    before = {k: load_stored(r, kp_dir, runs_root, shifted_dir) if not need_checkpoints or has_checkpoints(
+        run_dir_of(runs_root, r)) else None for k, r in recipes.items()}
     if not partial:
-        run_many(list(recipes.values()), kp_dir, runs_root, shifted_dir, jobs=jobs, log=log)
+        run_many(list(recipes.values()), kp_dir, runs_root, shifted_dir, jobs=jobs, log=log,
+                 need_checkpoints=need_checkpoints)
     after = {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
-    seen = seconds.setdefault("seen", set())
+    seen, now = seconds.setdefault("seen", set()), set()
     for k, got in after.items():
         name = run_dir_of(runs_root, recipes[k]).name
-        if got is not None and name not in seen:
+        if got is None:
+            continue
+        if before[k] is None and name not in now:  # trained (or retrained) in this call
+            now.add(name)
+            seconds["now"] += got[0]["history"]["train_seconds"]
+        if name not in seen:
             seen.add(name)
             seconds["used"] += got[0]["history"]["train_seconds"]
-            seconds["now"] += got[0]["history"]["train_seconds"] if before[k] is None else 0.0
     return after
 
 

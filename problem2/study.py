@@ -6,17 +6,18 @@ Studies:
   hand_loss   The symmetric hand loss (train.py --hand-loss symmetric) vs the strict one, three methods x seeds,
               same run store; writes results/heatmap_symmetric_model.pth (seed 0).
   budget      Same store: the three methods at --long-epochs, and data efficiency at a fixed step count.
-  hands       Hand-label ambiguity. Retrain heatmap + regression on canonical hand labels (left_hand :=
-              smaller-x hand) and compare with the faithful-label models, strict and symmetric; decode the
-              faithful HeatmapNet with an ambiguity-aware joint hand assignment (codec.joint_hand_decode).
-  translation Evaluate the trained models, without retraining, on a test set whose figure centres lie
-              OUTSIDE the training range [40, 88]^2 but keep the whole figure inside the image; error vs
-              distance from the training range.
+  hands       Hand-label ambiguity: the three methods retrained on canonical hand labels (left_hand := smaller-x
+              hand) next to the faithful-label runs, strict and symmetric; the faithful HeatmapNet also decoded
+              with an ambiguity-aware joint hand assignment (codec.joint_hand_decode).
+  translation The seed-0 runs, without retraining, on a test set whose figure centres lie OUTSIDE the training
+              range [40, 88]^2 but keep the whole figure inside the image; error vs distance from the range.
   seeds       The three methods (heatmap, regression, integral) over --seeds: mean +- std of the test metrics
               and a paired bootstrap 95% CI of the differences between methods (resampling test images).
-  data        Test error vs training-set size (--sizes, plus the full 1000 of the seed-0 run).
-hands/translation/seeds/data use the default train.py run in results/ as seed 0 (checked first) and train
-their other runs into results/study_runs/ (gitignored) with train.py; they move onto the run store next.
+  data        Test error vs training-set size (--sizes, plus the full set) at 30 epochs, seed 0.
+Every study trains through the recipe-keyed run store (runs.py, results/runs/, fp32): a run is trained once and
+shared by every study whose recipe is identical (the seeds study's runs are the readout study's gap_fc,
+integral_64 and heatmap_64). hands/translation/seeds/data predict per image, so they need the runs' checkpoints
+(gitignored; retrained when absent). --jobs N trains N runs side by side; --partial trains nothing.
 
 study_results.json schema:
   {"hands": {"<variant>": {"strict"|"symmetric": {"mean_px_error", "hand_px_error", "pck_bbox": {thr: acc}}}},
@@ -29,6 +30,7 @@ study_results.json schema:
                 "best_epoch", "px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px"}]},
                 "hand_gap_px_ground_truth"},
    "seconds": {study: seconds = its evaluation time + the training time of the runs it uses}}
+hands, translation and seeds also name their run folders ("runs": {label: "<method>-<recipe key>"}).
 Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
 """
 import argparse
@@ -42,11 +44,11 @@ import numpy as np
 import torch
 
 from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, joint_hand_decode
-from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, read_json, recipe_key, record_timing,
+from common import (RESULTS_DIR, fmt_time, plt, read_json, recipe_key, record_timing,
                     results_lock, save_figure, set_threads, write_json)
 from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, data_fingerprint, figure_centre, load_split, \
     make_loader, resolve_keypoints_dir, shifted_test_dir
-from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, summarize
+from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, pck_matrix, summarize
 from model import load_checkpoint, run_model, target_of
 import readouts
 import train
@@ -65,37 +67,33 @@ def distance_from_training_range(kp_img_px):
 
 
 # ----------------------------------------------------------------------------- runs and predictions
-def ensure_run(out_dir, args, kp_dir, seconds, log=print):
-    """Train the three methods into out_dir with train.py's main unless its training_log.json holds all three
-    with exactly the recipe these args give on this data and machine (else it says what differs and retrains).
-    Adds the run's training time to seconds["used"], and to seconds["now"] when trained in this call."""
-    log_path = Path(out_dir) / "training_log.json"
-    a = train.parse_args(["--data-dir", str(kp_dir), "--methods", *METHODS, *args])
-    precision = pick_precision(a.precision, pick_device(a.device))
-    want = {m: train.make_recipe(m, data_fingerprint(kp_dir), a.seed, a.epochs, a.lr, a.batch_size, a.heatmap_size,
-                                 a.sigma, a.hand_loss, a.canonical_hands, a.num_train, precision) for m in METHODS}
-    done = read_json(log_path, default={})
-    differs = {m: sorted(k for k in want[m] if done.get(m, {}).get("recipe", {}).get(k) != want[m][k]) for m in METHODS}
-    if not any(differs.values()):
-        log(f"[study] {out_dir.name}: found finished run with the same recipe, reusing")
-    else:
-        why = "; ".join(f"{m}: " + ("not trained" if m not in done else "differs in " + ", ".join(d))
-                        for m, d in differs.items() if d)
-        log(f"[study] training {out_dir.name} ({why}): train.py {' '.join(args)}")
-        seconds["now"] += train.main(["--out-dir", str(out_dir), "--data-dir", str(kp_dir), "--methods", *METHODS,
-                                      *args])["total_seconds"]
-    seconds["used"] += read_json(log_path)["total_seconds"]
+def store_predictions(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, folders=None):
+    """Train/reuse {label: recipe} in the run store (checkpoints needed: these studies predict per image) and
+    return ({label: {folder name: (kp_img_px [N, K, 2], raw outputs)}}, {folder name: GT}) from each run's
+    best-val-loss checkpoint, on the test split of each folder (default {"test": kp_dir}); None for a label
+    whose run or checkpoint is missing (partial)."""
+    folders = folders or {"test": kp_dir}
+    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, need_checkpoints=True)
+    out, gt = {}, {}
+    for label, recipe in recipes.items():
+        ckpt = run_dir_of(results_dir / "runs", recipe) / RULES["val_loss"]
+        if got[label] is None or not ckpt.exists():
+            log(f"[study] {run_dir_of(results_dir / 'runs', recipe).name}: not stored (or no checkpoint) yet")
+            out[label] = None
+            continue
+        model, _ = load_checkpoint(ckpt, method=recipe["method"])
+        out[label] = {}
+        for name, folder in folders.items():
+            ds = load_split(folder, "test", "regression", canonical_hands=recipe["canonical_hands"])
+            raw = run_model(model, make_loader(ds, 64))
+            out[label][name] = (decode(target_of(model), raw, REFINE_DEFAULT), raw)
+            gt[name, recipe["canonical_hands"]] = ds.keypoints
+    return out, gt
 
 
-def predict(run_dir, kp_dir, split="test", methods=METHODS, canonical=False):
-    """{method: (kp_img_px [N, K, 2], raw outputs)} of the run's checkpoints on a split, plus the GT."""
-    out = {}
-    ds = load_split(kp_dir, split, "regression", canonical_hands=canonical)  # images only; targets unused
-    for method in methods:
-        model, _ = load_checkpoint(Path(run_dir) / f"{method}_model.pth", method=method)
-        raw = run_model(model, make_loader(ds, 64))
-        out[method] = (decode(target_of(model), raw, REFINE_DEFAULT), raw)
-    return out, ds.keypoints
+def spec_recipe(method, kp_dir, seed=0, **kw):
+    """The spec recipe of one method on this data, in the studies' precision (shared with the readout study)."""
+    return train.make_recipe(method, data_fingerprint(kp_dir), seed, precision=STUDY_PRECISION, **kw)
 
 
 def brief_by_matching(kp, gt):
@@ -108,28 +106,32 @@ def brief_by_matching(kp, gt):
 
 
 # ----------------------------------------------------------------------------- studies
-def study_hands(kp_dir, results_dir, seconds, log=print):
-    ensure_run(results_dir / "study_runs" / "canonical", ["--canonical-hands"], kp_dir, seconds, log)
-    faithful, gt = predict(results_dir, kp_dir)
-    canonical, gt_c = predict(results_dir / "study_runs" / "canonical", kp_dir, canonical=True)
+def study_hands(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
+    recipes = {(m, canon): spec_recipe(m, kp_dir, canonical_hands=canon) for m in METHODS for canon in (False, True)}
+    preds, gt_all = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
+    if any(v is None for v in preds.values()):
+        return None
+    faithful = {m: preds[m, False]["test"] for m in METHODS}
+    canonical = {m: preds[m, True]["test"] for m in METHODS}
+    gt, gt_c = gt_all["test", False], gt_all["test", True]
     res = {f"{m}_faithful": brief_by_matching(faithful[m][0], gt) for m in METHODS}
     res["heatmap_faithful_joint_hands"] = brief_by_matching(joint_hand_decode(faithful["heatmap"][1]), gt)
     res.update({f"{m}_canonical": brief_by_matching(canonical[m][0], gt_c) for m in METHODS})
     # how far apart the two predicted hands are, vs the truth (regression's hedge shrinks the gap)
-    gap = lambda kp: (kp[:, LEFT_HAND] - kp[:, RIGHT_HAND]).norm(dim=-1)  # noqa: E731
-    res["hand_gap_px"] = {"ground_truth": float(gap(gt).mean()),
-                          **{f"{m}_faithful": float(gap(faithful[m][0]).mean()) for m in METHODS},
-                          **{f"{m}_canonical": float(gap(canonical[m][0]).mean()) for m in METHODS}}
+    res["hand_gap_px"] = {"ground_truth": float(hand_gap(gt).mean()),
+                          **{f"{m}_faithful": float(hand_gap(faithful[m][0]).mean()) for m in METHODS},
+                          **{f"{m}_canonical": float(hand_gap(canonical[m][0]).mean()) for m in METHODS}}
+    res["runs"] = {f"{m}_{'canonical' if c else 'faithful'}": run_dir_of(results_dir / "runs", r).name
+                   for (m, c), r in recipes.items()}
     plot_hands(kp_dir, faithful, canonical, gt, results_dir / "visualizations")
     return res
 
 
-def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, shifted_dir=None):
-    """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through the run store (or, with
-    partial, only what is stored). Adds every run's training time to seconds["used"], and to seconds["now"] the
-    time of runs trained in this call."""
+def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, shifted_dir=None,
+                 need_checkpoints=False):
+    """runs.collect in results_dir/runs, evaluated on the default translation test set unless told otherwise."""
     return collect(recipes, kp_dir, results_dir / "runs", shifted_dir or shifted_test_dir(), seconds, jobs, partial,
-                   log)
+                   log, need_checkpoints)
 
 
 def run_row(seed, info, ev):
@@ -190,21 +192,27 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
     return res
 
 
-def study_translation(kp_dir, results_dir, seconds, log=print):
+def study_translation(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
     shifted_dir = shifted_test_dir()
-    preds_in, gt_in = predict(results_dir, kp_dir)
-    preds_out, gt_out = predict(results_dir, shifted_dir)
+    recipes = {m: spec_recipe(m, kp_dir) for m in METHODS}
+    preds, gt = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log,
+                                  folders={"test": kp_dir, "shifted": shifted_dir})
+    if any(v is None for v in preds.values()):
+        return None
+    gt_in, gt_out = gt["test", False], gt["shifted", False]
     dist = distance_from_training_range(gt_out)
     bins = [(1, 3), (4, 6), (7, 9), (10, 12)]
     res = {"shifted_test": {"num_images": len(gt_out), "seed": 1, "centre_x": SHIFTED_CENTER_RANGE[0], "centre_y": SHIFTED_CENTER_RANGE[1],
-                            "rule": "centre outside [40, 88]^2, whole figure inside the image"}}
+                            "rule": "centre outside [40, 88]^2, whole figure inside the image"},
+           "runs": {m: run_dir_of(results_dir / "runs", r).name for m, r in recipes.items()}}
     for m in METHODS:
-        err = keypoint_distances(preds_out[m][0], gt_out).mean(1)
-        res[m] = {"in_range": brief_by_matching(preds_in[m][0], gt_in), "shifted": brief_by_matching(preds_out[m][0], gt_out),
+        err = keypoint_distances(preds[m]["shifted"][0], gt_out).mean(1)
+        res[m] = {"in_range": brief_by_matching(preds[m]["test"][0], gt_in),
+                  "shifted": brief_by_matching(preds[m]["shifted"][0], gt_out),
                   "by_distance": [{"distance_px": [lo, hi], "n_images": int(((dist >= lo) & (dist <= hi)).sum()),
                                    "mean_px_error": float(err[(dist >= lo) & (dist <= hi)].mean())}
                                   for lo, hi in bins if ((dist >= lo) & (dist <= hi)).any()]}
-    plot_translation(res, preds_out, gt_out, shifted_dir, results_dir / "visualizations")
+    plot_translation(res, {m: preds[m]["shifted"] for m in METHODS}, gt_out, shifted_dir, results_dir / "visualizations")
     return res
 
 
@@ -220,17 +228,18 @@ def _metrics_of(kp, gt):
     return out
 
 
-def study_seeds(kp_dir, results_dir, seconds, seeds, n_boot=2000, log=print):
-    per_image = {m: [] for m in METHODS}  # per seed: {metric: [N] per-image values}
-    for seed in seeds:
-        run_dir = results_dir if seed == 0 else results_dir / "study_runs" / f"seed{seed}"
-        if seed != 0:
-            ensure_run(run_dir, ["--seed", str(seed)], kp_dir, seconds, log)
-        preds, gt = predict(run_dir, kp_dir)
-        for m in METHODS:
-            per_image[m].append(_metrics_of(preds[m][0], gt))
+def study_seeds(kp_dir, results_dir, seconds, seeds, n_boot=2000, jobs=1, partial=False, log=print):
+    recipes = {(m, s): spec_recipe(m, kp_dir, s) for m in METHODS for s in seeds}  # = the readout study's runs
+    preds, gt_all = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
+    seeds = [s for s in seeds if all(preds[m, s] is not None for m in METHODS)]
+    if len(seeds) < 2:
+        log("[study] seeds: fewer than 2 seeds have all three methods stored; section left as it was")
+        return None
+    gt = gt_all["test", False]
+    per_image = {m: [_metrics_of(preds[m, s]["test"][0], gt) for s in seeds] for m in METHODS}
     names = list(per_image[METHODS[0]][0])
-    res = {"seeds": list(seeds),
+    res = {"seeds": list(seeds), "runs": {f"{m}_{s}": run_dir_of(results_dir / "runs", r).name
+                                          for (m, s), r in recipes.items() if s in seeds},
            "per_seed": {m: [{k: float(v[k].mean()) for k in names} for v in per_image[m]] for m in METHODS}}
     res["mean"] = {m: {k: float(np.mean([r[k] for r in res["per_seed"][m]])) for k in names} for m in METHODS}
     res["std"] = {m: {k: float(np.std([r[k] for r in res["per_seed"][m]], ddof=1)) if len(seeds) > 1 else 0.0
@@ -250,15 +259,19 @@ def study_seeds(kp_dir, results_dir, seconds, seeds, n_boot=2000, log=print):
     return res
 
 
-def study_data(kp_dir, results_dir, seconds, sizes, log=print):
-    res = {"sizes": list(sizes) + [1000], **{m: {"mean_px_error": [], "pck_bbox_0.05": []} for m in METHODS}}
-    for n in list(sizes) + [None]:
-        run_dir = results_dir if n is None else results_dir / "study_runs" / f"n{n}"
-        if n is not None:
-            ensure_run(run_dir, ["--num-train", str(n)], kp_dir, seconds, log)
-        preds, gt = predict(run_dir, kp_dir)
+def study_data(kp_dir, results_dir, seconds, sizes, jobs=1, partial=False, log=print):
+    """Test error vs training-set size at a fixed number of EPOCHS (seed 0): smaller sets also get fewer steps
+    (the budget study's data_steps holds the step count fixed)."""
+    n_all = data_fingerprint(kp_dir)["split_sizes"]["train"]
+    sizes = [n for n in sizes if n < n_all] + [n_all]
+    recipes = {(m, n): spec_recipe(m, kp_dir, num_train=n) for m in METHODS for n in sizes}
+    preds, gt_all = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
+    if any(v is None for v in preds.values()):
+        return None
+    res = {"sizes": sizes, **{m: {"mean_px_error": [], "pck_bbox_0.05": []} for m in METHODS}}
+    for n in sizes:
         for m in METHODS:
-            b = brief_by_matching(preds[m][0], gt)["strict"]
+            b = brief_by_matching(preds[m, n]["test"][0], gt_all["test", False])["strict"]
             res[m]["mean_px_error"].append(b["mean_px_error"])
             res[m]["pck_bbox_0.05"].append(b["pck_bbox"]["0.05"])
     plot_data_efficiency(res, results_dir / "visualizations")
@@ -394,31 +407,30 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sizes", nargs="+", type=train.positive(int, 1), default=[125, 250, 500],
                    help="training-set sizes (+ 1000)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder of the default train.py run")
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder (runs under <out-dir>/runs)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--jobs", type=train.positive(int, 1), default=1,
-                   help="readout runs trained side by side (CPU threads split between them)")
+                   help="runs trained side by side (CPU threads split between them)")
     p.add_argument("--threads", type=train.positive(int, 0), default=0, help="torch CPU threads (0: default)")
     p.add_argument("--precision", default=readouts.STUDY_PRECISION, choices=["fp32", "bf16"],
                    help="precision of the readout runs (fp32: reusable on every CPU)")
     p.add_argument("--partial", action="store_true",
-                   help="readouts, hand_loss, budget: record the runs already stored without training the missing ones")
+                   help="record the runs already stored without training the missing ones (a study that needs a "
+                   "missing run keeps its previous section)")
     p.add_argument("--long-epochs", type=train.positive(int, 1), default=100, help="budget study: the long runs")
     args = p.parse_args(argv)
     set_threads(args.threads)
     results_dir = args.out_dir
     kp_dir = resolve_keypoints_dir(args.data_dir)
-    old = [s for s in args.studies if s not in ("readouts", "hand_loss", "budget")]
-    if old:  # these reuse the default train.py run: check it before any work
-        load_run_checkpoints(results_dir, METHODS, kp_dir, log_path=results_dir / "training_log.json")
     json_path = results_dir / "study_results.json"
     with results_lock(results_dir, "study.py"):
         results = read_json(json_path, "python problem2/study.py", default={})
         results.setdefault("seconds", {})
-        fns = {"hands": lambda s: study_hands(kp_dir, results_dir, s),
-               "translation": lambda s: study_translation(kp_dir, results_dir, s),
-               "seeds": lambda s: study_seeds(kp_dir, results_dir, s, args.seeds),
-               "data": lambda s: study_data(kp_dir, results_dir, s, args.sizes),
+        run = dict(jobs=args.jobs, partial=args.partial)
+        fns = {"hands": lambda s: study_hands(kp_dir, results_dir, s, **run),
+               "translation": lambda s: study_translation(kp_dir, results_dir, s, **run),
+               "seeds": lambda s: study_seeds(kp_dir, results_dir, s, args.seeds, **run),
+               "data": lambda s: study_data(kp_dir, results_dir, s, args.sizes, **run),
                "hand_loss": lambda s: study_hand_loss(kp_dir, results_dir, s, args.seeds, args.jobs, args.partial),
                "budget": lambda s: study_budget(kp_dir, results_dir, s, args.seeds, args.sizes, args.long_epochs,
                                                 args.jobs, args.partial),
@@ -427,7 +439,11 @@ def main(argv=None):
         keys, seen = {"data": "data_efficiency"}, set()
         for study in args.studies:
             t0, seconds = time.time(), {"used": 0.0, "now": 0.0, "seen": seen}
-            results[keys.get(study, study)] = fns[study](seconds)
+            section = fns[study](seconds)
+            if section is None:  # --partial and some of its runs are not stored yet: keep what was there
+                print(f"[study] {study}: runs missing (--partial); its section is left as it was")
+                continue
+            results[keys.get(study, study)] = section
             # cost = evaluation time now + training time of every run it uses (whether trained now or earlier)
             results["seconds"][study] = time.time() - t0 - seconds["now"] + seconds["used"]
             write_json(json_path, results)

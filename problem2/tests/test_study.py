@@ -6,6 +6,7 @@ from runs import run_many
 from train import make_recipe
 import readouts
 from dataset import data_fingerprint
+from common import recipe_key
 
 
 def test_distance_from_training_range_known_values():
@@ -71,21 +72,47 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
             [e["val_loss"] for e in par[key][0]["history"]["epochs"]]
 
 
-def test_old_study_runs_are_reused_only_for_their_recipe(tiny_data, tmp_path):
-    """study.ensure_run: a seed-0 run in the seed-1 folder is retrained, and the message says why."""
-    import json
+def test_per_image_studies_share_the_store_runs(tiny_data, tmp_path, monkeypatch):
+    """hands/translation/seeds/data train through the run store; the seeds study reuses the readout study's runs
+    (same recipe), --partial trains nothing and leaves a section out, and a stored run whose checkpoint is gone
+    is retrained for the studies that predict per image."""
     import train
-    train.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path / "seed1"), "--epochs", "1",
-                "--precision", "fp32", "--methods", *study.METHODS])
-    logs, seconds = [], {"used": 0.0, "now": 0.0}
-    study.ensure_run(tmp_path / "seed1", ["--epochs", "1", "--precision", "fp32", "--seed", "1"], tiny_data, seconds,
-                     logs.append)
-    assert "differs in seed" in logs[0] and seconds["now"] > 0
-    assert json.loads((tmp_path / "seed1" / "training_log.json").read_text())["heatmap"]["recipe"]["seed"] == 1
+    from dataset import shifted_test_dir
+    from runs import RULES, run_dir_of
+    shifted = shifted_test_dir(tiny_data.parent / "shifted", 16)
+    real_spec_recipe = study.spec_recipe
+    monkeypatch.setattr(study, "shifted_test_dir", lambda: shifted)
+    monkeypatch.setattr(study, "spec_recipe", lambda m, kp, seed=0, **kw: train.make_recipe(
+        m, data_fingerprint(kp), seed, 1, precision="fp32", **kw))
+    quiet = dict(log=lambda *a: None)
+    seconds = {"used": 0.0, "now": 0.0}
+    assert study.study_seeds(tiny_data, tmp_path, seconds, seeds=(0, 1), partial=True, **quiet) is None
+    assert seconds["now"] == 0 and not (tmp_path / "runs").exists()
+    data = data_fingerprint(tiny_data)
+    readout_of = {m: r for r, (m, _) in readouts.READOUTS.items()}
+    for m in study.METHODS:  # the real recipes: the seeds study's runs are the readout study's (as it builds them)
+        assert real_spec_recipe(m, tiny_data, 1) == make_recipe(readouts.READOUTS[readout_of[m]][0], data, 1,
+                                                                precision=readouts.STUDY_PRECISION)
+    stored = run_many([make_recipe(m, data, s, 1, precision="fp32") for m in study.METHODS for s in (0, 1)],
+                      tiny_data, tmp_path / "runs", shifted, log=lambda *a: None)
+    trained = seconds["now"]
+    res = study.study_seeds(tiny_data, tmp_path, seconds, seeds=(0, 1), n_boot=50, **quiet)
+    assert seconds["now"] == trained                                                # nothing retrained
+    ev = stored[recipe_key(make_recipe("heatmap", data, 1, 1, precision="fp32"))][1]
+    assert abs(res["per_seed"]["heatmap"][1]["mean_px_error"] - ev["val_loss"]["brief"]["px"]) < 1e-9
+    (tmp_path / "runs" / res["runs"]["regression_0"] / RULES["val_loss"]).unlink()
     logs = []
-    study.ensure_run(tmp_path / "seed1", ["--epochs", "1", "--precision", "fp32", "--seed", "1"], tiny_data, seconds,
-                     logs.append)
-    assert "same recipe, reusing" in logs[0]
+    tr = study.study_translation(tiny_data, tmp_path, seconds, log=logs.append)
+    assert seconds["now"] > trained and any("are needed; retraining" in s for s in logs)
+    assert tr["regression"]["shifted"]["strict"]["mean_px_error"] > 0 and tr["runs"]["heatmap"] == res["runs"]["heatmap_0"]
+    hands = study.study_hands(tiny_data, tmp_path, seconds, **quiet)
+    assert hands["hand_gap_px"]["ground_truth"] > 0 and "integral_canonical" in hands
+    canon = train.make_recipe("heatmap", data_fingerprint(tiny_data), 0, 1, precision="fp32", canonical_hands=True)
+    assert hands["runs"]["heatmap_canonical"] == run_dir_of(tmp_path / "runs", canon).name
+    data = study.study_data(tiny_data, tmp_path, seconds, sizes=[32], **quiet)
+    assert data["sizes"] == [32, 48] and len(data["heatmap"]["mean_px_error"]) == 2
+    for fig in ("study_hands.png", "study_translation.png", "study_data_efficiency.png"):
+        assert (tmp_path / "visualizations" / fig).stat().st_size > 10_000
 
 
 def test_fixed_step_epochs_and_budget_study(tiny_data, tmp_path):
@@ -98,3 +125,15 @@ def test_fixed_step_epochs_and_budget_study(tiny_data, tmp_path):
     assert res["data_steps"]["epochs"] == {32: 2, 48: 1}                                 # 2 x 1 batch = 1 x 2 batches
     assert set(res["long"]) == set(study.METHODS) and set(res["data_steps"]["rows"]["heatmap"]) == {"32", "48"}
     assert seconds["now"] == seconds["used"] > 0
+
+
+def test_main_partial_keeps_sections_whose_runs_are_missing(tiny_data, tmp_path, capsys):
+    """study.py --partial on an empty store trains nothing and leaves the previous sections untouched."""
+    import json
+    (tmp_path / "study_results.json").write_text(json.dumps({"seeds": {"kept": True}}))
+    study.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path), "--studies", "seeds", "hands",
+                "--partial"])
+    out = capsys.readouterr().out
+    assert "seeds: runs missing (--partial)" in out and "hands: runs missing (--partial)" in out
+    assert json.loads((tmp_path / "study_results.json").read_text())["seeds"] == {"kept": True}
+    assert not list((tmp_path).glob("runs/*/run.json"))
