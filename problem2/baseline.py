@@ -36,7 +36,7 @@ from dataset import data_fingerprint, figure_centre, load_split, make_loader, re
 from evaluate import draw_keypoints, keypoint_distances, load_run_checkpoints, pck_matrix
 from model import HeatmapNet, load_checkpoint, run_model
 from runs import RULES, STUDY_PRECISION, run_dir_of, run_many
-from train import DEFAULTS, add_recipe_args, make_recipe
+from train import DEFAULTS, add_recipe_args, make_recipe, positive
 
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
 STUDIES = {
@@ -282,13 +282,12 @@ def main(argv=None):
                    help="which ablations to run (default: all; none with --studies)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="seeds per variant (default 0: the assignment; the study command uses 0 1 2)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained side by side (CPU threads split between them)")
+    p.add_argument("--jobs", type=positive(int, 1), default=1,
+                   help="runs trained side by side (CPU threads split between them)")
     p.add_argument("--no-failures", action="store_true", help="skip the failure-case analysis")
     p.add_argument("--force", action="store_true", help="retrain variants that are already stored")
     p.add_argument("--allow-mixed-runs", action="store_true", help="see evaluate.py")
     args = p.parse_args(argv)
-    if args.jobs < 1:
-        p.error("--jobs must be >= 1")
     set_threads(args.threads)
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)

@@ -120,3 +120,18 @@ def test_analyze_failure_cases_on_known_predictions(tiny_data, tmp_path):
     assert res["fixed_by_symmetric_matching"]["regression"] == swap_fails
     assert (tmp_path / "visualizations" / "failures_both_fail.png").exists()
     assert json.loads((tmp_path / "failure_cases.json").read_text())["counts"] == res["counts"]
+
+
+def test_jobs_2_gives_the_same_ablation_numbers_as_jobs_1(tiny_data, tmp_path):
+    """baseline's --jobs 2 (one thread per worker) writes the same ablation_results numbers as a sequential run
+    with one thread (each run is seeded by its recipe; only the thread count changes CPU float reductions)."""
+    quiet = lambda *a: None  # noqa: E731
+    torch.set_num_threads(1)
+    try:
+        seq = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "seq", log=quiet, jobs=1)
+    finally:
+        torch.set_num_threads(2)
+    par = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "par", log=quiet, jobs=2)
+    for name, v in seq["variants"].items():
+        (a,), (b,) = v["runs"], par["variants"][name]["runs"]
+        assert a["test"] == b["test"] and a["best_val_loss"] == b["best_val_loss"] and a["run"] == b["run"]
