@@ -36,7 +36,9 @@ def load_results(results_dir=RESULTS_DIR):
     files = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_results.json",
              "failures": "failure_cases.json", "study": "study_results.json", "timings": "timings.json",
              "benchmark": "benchmark.json"}
-    return {k: read_json(Path(results_dir) / f) for k, f in files.items() if (Path(results_dir) / f).exists()}
+    out = {k: read_json(Path(results_dir) / f) for k, f in files.items() if (Path(results_dir) / f).exists()}
+    out["stored_runs"] = {p.parent.name for p in (Path(results_dir) / "runs").glob("*/run.json")}
+    return out
 
 
 def md(header, rows):
@@ -321,6 +323,24 @@ def readout_spread(r):
             f"pulled toward the mean pose): {', '.join(parts)}; references: {refs}.\n")
 
 
+SOURCED = {"seeds": "Section 3, tables over seeds", "translation": "4.2", "hands": "4.4",
+           "data_efficiency": "4.5, data efficiency"}
+
+
+def sources(r):
+    """Which run made each study section: the recipe-keyed store (the section lists its runs) or the legacy run."""
+    ab = r["ablation"]
+    in_store = all(row.get("run") in r.get("stored_runs", ()) for v in ab["variants"].values() for row in v["runs"])
+    lines = [f"- Section 5, `ablation_results.json`: {ab['recipe']['precision']} runs, seeds "
+             f"{', '.join(map(str, ab['seeds']))}, " + ("the run store (`results/runs/`)" if in_store else
+                                                        "the last full run (its run folders are not in the store)")]
+    for key, where in SOURCED.items():
+        src = ("the run store (fp32; its runs are listed in the section)" if "runs" in r["study"][key] else
+               "the last full bf16 run and its companion runs (before the run store; not yet replaced)")
+        lines.append(f"- {where}, `study_results.json` → `{key}`: {src}")
+    return "\n".join(lines) + "\n"
+
+
 def table_benchmark(r):
     b = r["benchmark"]
     rows = [[x["model"], x["path"], x["precision"], f"{x['images_per_s']:.0f}", f"{x['gflop_per_image']:.2f}",
@@ -346,7 +366,7 @@ TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": tabl
           "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "translation": table_translation,
           "data": table_data, "timing": table_timing, "training": table_training, "benchmark": table_benchmark,
           "readout_findings": readout_findings, "readout_summary": lambda r: readout_findings(r, KEY_STEPS),
-          "readout_spread": readout_spread}
+          "readout_spread": readout_spread, "sources": sources}
 
 
 def _seed_mean(r, method, key):

@@ -30,7 +30,7 @@ study_results.json schema:
                 "best_epoch", "px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px"}]},
                 "hand_gap_px_ground_truth"},
    "seconds": {study: seconds = its evaluation time + the training time of the runs it uses}}
-hands, translation and seeds also name their run folders ("runs": {label: "<method>-<recipe key>"}).
+hands, translation, seeds and data_efficiency also name their run folders ("runs": {label: "<method>-<recipe key>"}).
 Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
 """
 import argparse
@@ -268,7 +268,8 @@ def study_data(kp_dir, results_dir, seconds, sizes, jobs=1, partial=False, log=p
     preds, gt_all = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
     if any(v is None for v in preds.values()):
         return None
-    res = {"sizes": sizes, **{m: {"mean_px_error": [], "pck_bbox_0.05": []} for m in METHODS}}
+    res = {"sizes": sizes, **{m: {"mean_px_error": [], "pck_bbox_0.05": []} for m in METHODS},
+           "runs": {f"{m}_{n}": run_dir_of(results_dir / "runs", r).name for (m, n), r in recipes.items()}}
     for n in sizes:
         for m in METHODS:
             b = brief_by_matching(preds[m, n]["test"][0], gt_all["test", False])["strict"]

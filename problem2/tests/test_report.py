@@ -74,3 +74,13 @@ def test_readout_findings_apply_the_seed_noise_rule():
     assert report.readout_findings(r, only={("gap_fc", "heatmap_64")}).count("\n") == 1
     wide = report.paired_difference([1.0, 2.0, 3.0], [2.0, 1.0, 3.1])
     assert report.verdict(wide).startswith("within seed noise at n=3")
+
+
+def test_sources_say_which_sections_come_from_the_run_store():
+    ab = {"recipe": {"precision": "fp32"}, "seeds": [0, 1], "variants": {"v": {"runs": [{"run": "a"}, {"run": "b"}]}}}
+    study = {"seeds": {"runs": {}}, "translation": {}, "hands": {"runs": {}}, "data_efficiency": {}}
+    text = report.sources({"ablation": ab, "study": study, "stored_runs": {"a", "b"}})
+    assert "seeds 0, 1, the run store" in text
+    assert "`seeds`: the run store" in text and "`hands`: the run store" in text
+    assert "`translation`: the last full bf16 run" in text and "`data_efficiency`: the last full bf16 run" in text
+    assert "not in the store" in report.sources({"ablation": ab, "study": study, "stored_runs": {"a"}})
