@@ -35,7 +35,7 @@ from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, rec
 from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir
 from evaluate import draw_keypoints, keypoint_distances, load_run_checkpoints, pck_matrix
 from model import HeatmapNet, load_checkpoint, run_model
-from runs import RULES, STUDY_PRECISION, run_dir_of, run_many
+from runs import RULES, STUDY_PRECISION, run_dir_of, run_many, run_name
 from train import DEFAULTS, add_recipe_args, make_recipe, positive
 
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
@@ -97,7 +97,7 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
         for s in seeds:
             info, ev = done[recipe_key(recipes[name, s])]
             h = info["history"]
-            rows.append({"seed": s, "run": run_dir_of(out_dir / "runs", recipes[name, s]).name,
+            rows.append({"seed": s, "run": run_name(recipes[name, s]),
                          **{k: h[k] for k in ("best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch",
                                               "train_seconds")}, "test": ev["val_loss"]["test"]})
         results["variants"][name] = {"config": cfg, "runs": rows}

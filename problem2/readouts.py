@@ -23,7 +23,7 @@ from common import plt, save_figure
 from dataset import data_fingerprint, figure_centre, load_split, shifted_test_dir
 from evaluate import brief
 from model import build_model
-from runs import STUDY_PRECISION, collect, run_dir_of
+from runs import STUDY_PRECISION, collect, run_name
 from train import DEFAULTS, make_recipe
 
 # readout -> (method row, what changes from the row above it / what it isolates)
@@ -99,18 +99,22 @@ def reference_rows(kp_dir, shifted_dir):
     return out
 
 
+def readout_recipe(readout, data, seed, epochs=DEFAULTS["epochs"], precision=STUDY_PRECISION):
+    """The spec recipe of one readout (its method row) on `data` (dataset.data_fingerprint)."""
+    return make_recipe(READOUTS[readout][0], data, seed, epochs, precision=precision)
+
+
 def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precision=STUDY_PRECISION, partial=False,
                    log=print, epochs=DEFAULTS["epochs"], shifted_dir=None):
     """Train (or reuse) every readout x seed and return the "readouts" section (schema in the module docstring)."""
     data, runs_root = data_fingerprint(kp_dir), results_dir / "runs"
     shifted = shifted_test_dir() if shifted_dir is None else shifted_dir
-    recipes = {(r, s): make_recipe(m, data, s, epochs, precision=precision) for r, (m, _) in READOUTS.items()
-               for s in seeds}
+    recipes = {(r, s): readout_recipe(r, data, s, epochs, precision) for r in READOUTS for s in seeds}
     stored = collect(recipes, kp_dir, runs_root, shifted, seconds, jobs, partial, log)
     section = {"precision": precision, "seeds": list(seeds), "readouts": {},
                "references": reference_rows(kp_dir, shifted)}
     for r, (method, isolates) in READOUTS.items():
-        rows = [seed_entry(s, run_dir_of(runs_root, recipes[r, s]).name, *stored[r, s]) for s in seeds
+        rows = [seed_entry(s, run_name(recipes[r, s]), *stored[r, s]) for s in seeds
                 if stored[r, s] is not None]
         scalar = [k for k in rows[0] if isinstance(rows[0][k], float)] if rows else []
         section["readouts"][r] = {

@@ -288,7 +288,7 @@ def readout_findings(r, only=None):
     95% interval, the seed-noise verdict (readouts.verdict) and its size relative to the whole spec gap."""
     ro = r["study"]["readouts"]
     question = {(a, b): q for a, b, q in STEPS}
-    total = next((s["px"] for s in ro["steps"] if (s["from"], s["to"]) == ("gap_fc", "heatmap_64")), None)
+    per_seed = {n: {row["seed"]: row["px"] for row in x["per_seed"]} for n, x in ro["readouts"].items()}
     lines = []
     for s in ro["steps"]:
         key = (s["from"], s["to"])
@@ -303,8 +303,10 @@ def readout_findings(r, only=None):
         mean = {x: np.mean([row["px"] for row in ro["readouts"][x]["per_seed"] if row["seed"] in s["seeds"]])
                 for x in key}
         share = ""
-        if total and total["diff"] and key != ("gap_fc", "heatmap_64"):
-            share = f"; that is {d['diff'] / total['diff']:.0%} of the whole `gap_fc` → `heatmap_64` difference"
+        ends = [per_seed.get(n, {}) for n in ("gap_fc", "heatmap_64")]
+        if key != ("gap_fc", "heatmap_64") and all(x in e for e in ends for x in s["seeds"]):
+            total = np.mean([ends[1][x] - ends[0][x] for x in s["seeds"]])  # the spec gap over the same seeds
+            share = f"; that is {d['diff'] / total:.0%} of the whole `gap_fc` → `heatmap_64` difference"
         lines.append(f"{head} Mean error {mean[key[0]]:.2f} → {mean[key[1]]:.2f} px (seeds "
                      f"{', '.join(map(str, s['seeds']))}); paired difference {_ci(d)} px: {verdict(d)}{share}. "
                      f"Head + feet {_ci(s['px_head_feet'])}, hands (symmetric) {_ci(s['px_hands_sym'])}, "
@@ -330,11 +332,15 @@ SOURCED = {"seeds": "Section 3, tables over seeds", "translation": "4.2", "hands
 def sources(r):
     """Which run made each study section: the recipe-keyed store (the section lists its runs) or the legacy run."""
     ab = r["ablation"]
-    in_store = all(row.get("run") in r.get("stored_runs", ()) for v in ab["variants"].values() for row in v["runs"])
+    rows = [row for v in ab["variants"].values() for row in v["runs"]]
+    in_store = bool(rows) and all(row.get("run") in r.get("stored_runs", ()) for row in rows)
     lines = [f"- Section 5, `ablation_results.json`: {ab['recipe']['precision']} runs, seeds "
              f"{', '.join(map(str, ab['seeds']))}, " + ("the run store (`results/runs/`)" if in_store else
                                                         "the last full run (its run folders are not in the store)")]
     for key, where in SOURCED.items():
+        if key not in r["study"]:
+            lines.append(f"- {where}: not computed yet")
+            continue
         src = ("the run store (fp32; its runs are listed in the section)" if "runs" in r["study"][key] else
                "the last full bf16 run and its companion runs (before the run store; not yet replaced)")
         lines.append(f"- {where}, `study_results.json` → `{key}`: {src}")

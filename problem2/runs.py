@@ -37,8 +37,13 @@ RULES = {"val_loss": "model.pth", "val_px": "model_bestpx.pth"}
 RESUME = "resume.pth"  # the training state after the last finished epoch, while a run trains (train.fit)
 
 
+def run_name(recipe):
+    """The run's folder name: <method>-<recipe key>."""
+    return f"{recipe['method']}-{recipe_key(recipe)}"
+
+
 def run_dir_of(runs_root, recipe):
-    return Path(runs_root) / f"{recipe['method']}-{recipe_key(recipe)}"
+    return Path(runs_root) / run_name(recipe)
 
 
 def has_checkpoints(rdir):
@@ -105,7 +110,9 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
             log(f"[runs] {tag}: reusing (same recipe, already evaluated)")
             return rdir, info, ev
         if info and need_checkpoints and not have_ckpts:
-            log(f"[runs] {tag}: its checkpoints (gitignored) are not on this machine and are needed; retraining")
+            log(f"[runs] {tag}: its checkpoints (gitignored) are not on this machine and are needed; retraining. "
+                f"Its stored numbers will change (CPU kernels and thread counts differ between machines): "
+                f"regenerate every study that uses it (`python study.py --partial`)")
             info = {}
         if info and not have_ckpts:
             log(f"[runs] {tag}: evaluation is missing or outdated and the checkpoints are gone; retraining")
@@ -181,32 +188,35 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
 def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=False, log=print,
             need_checkpoints=False):
     """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
-    partial, only what is stored; need_checkpoints: see ensure_run). Each run's training time is added once per seconds["seen"] (shared by the
-    studies of one call) to seconds["used"], and to seconds["now"] when it was trained in this call."""
-    before = {k: load_stored(r, kp_dir, runs_root, shifted_dir) if not need_checkpoints or has_checkpoints(
-        run_dir_of(runs_root, r)) else None for k, r in recipes.items()}
+    partial, only what is stored; need_checkpoints: see ensure_run). Each run's training time is added once per
+    seconds["seen"] (shared by the studies of one call) to seconds["used"], and the part spent in this call (a
+    run trained, retrained or resumed now: its run.json changed) to seconds["now"]."""
+    history_before = {run_name(r): read_json(run_dir_of(runs_root, r) / "run.json", default={}).get("history")
+                      for r in recipes.values()}
     if not partial:
         run_many(list(recipes.values()), kp_dir, runs_root, shifted_dir, jobs=jobs, log=log,
                  need_checkpoints=need_checkpoints)
-    after = {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
+    after = {k: load_stored(r, kp_dir, runs_root, shifted_dir, need_checkpoints) for k, r in recipes.items()}
     seen, now = seconds.setdefault("seen", set()), set()
     for k, got in after.items():
-        name = run_dir_of(runs_root, recipes[k]).name
+        name, h = run_name(recipes[k]), got and got[0]["history"]
         if got is None:
             continue
-        if before[k] is None and name not in now:  # trained (or retrained) in this call
+        if h != history_before[name] and name not in now:  # trained (or retrained, or resumed) in this call
             now.add(name)
-            seconds["now"] += got[0]["history"]["train_seconds"]
+            seconds["now"] += h["train_seconds"] - h.get("seconds_before_resume", 0.0)
         if name not in seen:
             seen.add(name)
-            seconds["used"] += got[0]["history"]["train_seconds"]
+            seconds["used"] += h["train_seconds"]
     return after
 
 
-def load_stored(recipe, kp_dir, runs_root, shifted_dir=None):
-    """(run.json, eval.json) of `recipe` when it is stored and evaluated with the current eval key, else None."""
+def load_stored(recipe, kp_dir, runs_root, shifted_dir=None, need_checkpoints=False):
+    """(run.json, eval.json) of `recipe` when it is stored and evaluated with the current eval key (and, with
+    need_checkpoints, its checkpoints are on this machine), else None."""
     rdir = run_dir_of(runs_root, recipe)
     info, ev = read_json(rdir / "run.json", default={}), read_json(rdir / "eval.json", default={})
-    if info.get("recipe") == recipe and ev.get("eval_key") == eval_key(kp_dir, shifted_dir):
+    if info.get("recipe") == recipe and ev.get("eval_key") == eval_key(kp_dir, shifted_dir) and (
+            has_checkpoints(rdir) or not need_checkpoints):
         return info, ev
     return None

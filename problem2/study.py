@@ -29,7 +29,8 @@ study_results.json schema:
    "readouts": see readouts.py, "hand_loss": {"precision", "seeds", "rows": {"<method>_<loss>": [{"seed", "run",
                 "best_epoch", "px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px"}]},
                 "hand_gap_px_ground_truth"},
-   "seconds": {study: seconds = its evaluation time + the training time of the runs it uses}}
+   "seconds": {study: its evaluation time + the training time of the runs it uses (a run shared by several
+               studies of one call is charged to the first one written)}}
 hands, translation, seeds and data_efficiency also name their run folders ("runs": {label: "<method>-<recipe key>"}).
 Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
 """
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 
 from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, joint_hand_decode
-from common import (RESULTS_DIR, fmt_time, plt, read_json, recipe_key, record_timing,
+from common import (RESULTS_DIR, fmt_time, plt, read_json, record_timing,
                     results_lock, save_figure, set_threads, write_json)
 from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, data_fingerprint, figure_centre, load_split, \
     make_loader, resolve_keypoints_dir, shifted_test_dir
@@ -52,7 +53,7 @@ from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, pck_matrix, s
 from model import load_checkpoint, run_model, target_of
 import readouts
 import train
-from runs import RULES, STUDY_PRECISION, collect, run_dir_of
+from runs import RULES, STUDY_PRECISION, collect, run_dir_of, run_name
 
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss", "budget", "hands", "translation", "seeds", "data")
@@ -78,7 +79,7 @@ def store_predictions(recipes, kp_dir, results_dir, seconds, jobs=1, partial=Fal
     for label, recipe in recipes.items():
         ckpt = run_dir_of(results_dir / "runs", recipe) / RULES["val_loss"]
         if got[label] is None or not ckpt.exists():
-            log(f"[study] {run_dir_of(results_dir / 'runs', recipe).name}: not stored (or no checkpoint) yet")
+            log(f"[study] {run_name(recipe)}: not stored (or no checkpoint) yet")
             out[label] = None
             continue
         model, _ = load_checkpoint(ckpt, method=recipe["method"])
@@ -121,7 +122,7 @@ def study_hands(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
     res["hand_gap_px"] = {"ground_truth": float(hand_gap(gt).mean()),
                           **{f"{m}_faithful": float(hand_gap(faithful[m][0]).mean()) for m in METHODS},
                           **{f"{m}_canonical": float(hand_gap(canonical[m][0]).mean()) for m in METHODS}}
-    res["runs"] = {f"{m}_{'canonical' if c else 'faithful'}": run_dir_of(results_dir / "runs", r).name
+    res["runs"] = {f"{m}_{'canonical' if c else 'faithful'}": run_name(r)
                    for (m, c), r in recipes.items()}
     plot_hands(kp_dir, faithful, canonical, gt, results_dir / "visualizations")
     return res
@@ -137,7 +138,7 @@ def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, l
 def run_row(seed, info, ev):
     """The numbers the store-based studies record per run (test split, val-loss checkpoint)."""
     b, h = ev["val_loss"]["brief"], info["history"]
-    return {"seed": seed, "run": f"{info['recipe']['method']}-{recipe_key(info['recipe'])}", "best_epoch": h["best_epoch"], "best_px_epoch": h["best_px_epoch"],
+    return {"seed": seed, "run": run_name(info["recipe"]), "best_epoch": h["best_epoch"], "best_px_epoch": h["best_px_epoch"],
             "train_seconds": h["train_seconds"], "by_val_px": {"px": ev["val_px"]["brief"]["px"]},
             **{k: b[k] for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")}}
 
@@ -204,7 +205,7 @@ def study_translation(kp_dir, results_dir, seconds, jobs=1, partial=False, log=p
     bins = [(1, 3), (4, 6), (7, 9), (10, 12)]
     res = {"shifted_test": {"num_images": len(gt_out), "seed": 1, "centre_x": SHIFTED_CENTER_RANGE[0], "centre_y": SHIFTED_CENTER_RANGE[1],
                             "rule": "centre outside [40, 88]^2, whole figure inside the image"},
-           "runs": {m: run_dir_of(results_dir / "runs", r).name for m, r in recipes.items()}}
+           "runs": {m: run_name(r) for m, r in recipes.items()}}
     for m in METHODS:
         err = keypoint_distances(preds[m]["shifted"][0], gt_out).mean(1)
         res[m] = {"in_range": brief_by_matching(preds[m]["test"][0], gt_in),
@@ -231,14 +232,12 @@ def _metrics_of(kp, gt):
 def study_seeds(kp_dir, results_dir, seconds, seeds, n_boot=2000, jobs=1, partial=False, log=print):
     recipes = {(m, s): spec_recipe(m, kp_dir, s) for m in METHODS for s in seeds}  # = the readout study's runs
     preds, gt_all = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
-    seeds = [s for s in seeds if all(preds[m, s] is not None for m in METHODS)]
-    if len(seeds) < 2:
-        log("[study] seeds: fewer than 2 seeds have all three methods stored; section left as it was")
-        return None
+    if len(seeds) < 2 or any(v is None for v in preds.values()):
+        return None  # a section over fewer seeds than asked would not say what the report says it does
     gt = gt_all["test", False]
     per_image = {m: [_metrics_of(preds[m, s]["test"][0], gt) for s in seeds] for m in METHODS}
     names = list(per_image[METHODS[0]][0])
-    res = {"seeds": list(seeds), "runs": {f"{m}_{s}": run_dir_of(results_dir / "runs", r).name
+    res = {"seeds": list(seeds), "runs": {f"{m}_{s}": run_name(r)
                                           for (m, s), r in recipes.items() if s in seeds},
            "per_seed": {m: [{k: float(v[k].mean()) for k in names} for v in per_image[m]] for m in METHODS}}
     res["mean"] = {m: {k: float(np.mean([r[k] for r in res["per_seed"][m]])) for k in names} for m in METHODS}
@@ -269,7 +268,7 @@ def study_data(kp_dir, results_dir, seconds, sizes, jobs=1, partial=False, log=p
     if any(v is None for v in preds.values()):
         return None
     res = {"sizes": sizes, **{m: {"mean_px_error": [], "pck_bbox_0.05": []} for m in METHODS},
-           "runs": {f"{m}_{n}": run_dir_of(results_dir / "runs", r).name for (m, n), r in recipes.items()}}
+           "runs": {f"{m}_{n}": run_name(r) for (m, n), r in recipes.items()}}
     for n in sizes:
         for m in METHODS:
             b = brief_by_matching(preds[m, n]["test"][0], gt_all["test", False])["strict"]
@@ -407,14 +406,15 @@ def main(argv=None):
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sizes", nargs="+", type=train.positive(int, 1), default=[125, 250, 500],
-                   help="training-set sizes (+ 1000)")
+                   help="training-set sizes below the full training split (which is always added)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder (runs under <out-dir>/runs)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--jobs", type=train.positive(int, 1), default=1,
                    help="runs trained side by side (CPU threads split between them)")
     p.add_argument("--threads", type=train.positive(int, 0), default=0, help="torch CPU threads (0: default)")
     p.add_argument("--precision", default=readouts.STUDY_PRECISION, choices=["fp32", "bf16"],
-                   help="precision of the readout runs (fp32: reusable on every CPU)")
+                   help="precision of the readout runs (the other studies always use fp32, so they share runs "
+                   "with the readout study only in fp32)")
     p.add_argument("--partial", action="store_true",
                    help="record the runs already stored without training the missing ones (a study that needs a "
                    "missing run keeps its previous section)")
@@ -437,19 +437,21 @@ def main(argv=None):
                                                 args.jobs, args.partial),
                "readouts": lambda s: readouts.study_readouts(kp_dir, results_dir, s, args.seeds, args.jobs,
                                                              args.precision, args.partial)}
-        keys, seen = {"data": "data_efficiency"}, set()
+        keys, seen, written = {"data": "data_efficiency"}, set(), []
         for study in args.studies:
-            t0, seconds = time.time(), {"used": 0.0, "now": 0.0, "seen": seen}
+            t0, seconds = time.time(), {"used": 0.0, "now": 0.0, "seen": set(seen)}
             section = fns[study](seconds)
-            if section is None:  # --partial and some of its runs are not stored yet: keep what was there
-                print(f"[study] {study}: runs missing (--partial); its section is left as it was")
+            if section is None:  # some of its runs are not stored yet (--partial): keep what was there
+                print(f"[study] {study}: not all of its runs are stored yet; its section is left as it was")
                 continue
+            seen |= seconds["seen"]  # a run's training time is charged to the first study written with it
             results[keys.get(study, study)] = section
+            written.append(study)
             # cost = evaluation time now + training time of every run it uses (whether trained now or earlier)
             results["seconds"][study] = time.time() - t0 - seconds["now"] + seconds["used"]
             write_json(json_path, results)
             print(f"[study] {study} done in {fmt_time(results['seconds'][study])}")
-        if set(args.studies) == set(STUDIES) and not args.partial:  # a full run: its cost is the study's row
+        if set(args.studies) == set(STUDIES) and set(written) == set(STUDIES):  # a full run: the study's row
             record_timing(results_dir, "study.py", sum(results["seconds"][s] for s in STUDIES))
 
 

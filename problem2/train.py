@@ -17,6 +17,8 @@ Writes into --out-dir (default problem2/results/), every file atomically (temp +
                              "train_loss", "val_loss", "val_px_error", "seconds"}], "best_epoch", "best_val_loss",
                              "best_val_px_error", "best_px_epoch", "best_px_val_px_error", "train_seconds",
                              "images_per_second"}, "total_seconds"}
+  A run resumed from a resume file (fit's resume_path; the run store uses it) also records "resumed_after_epochs"
+  and "seconds_before_resume" (its train_seconds count every call).
   val_px_error = mean Euclidean error over val keypoints in 128-px image space (heatmaps decoded with
   codec.REFINE_DEFAULT); train_loss is the mean over the epoch's batches. best_px_* is the second
   selection rule (lowest val px error), reported next to the spec's (lowest val loss).
@@ -66,9 +68,14 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
     val_kp, val_targets = val_loader.dataset.keypoints, val_loader.dataset.targets
     history = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf, "best_px_epoch": None,
                "best_px_val_px_error": math.inf}
-    recipe = (ckpt_extra or {}).get("provenance", {}).get("recipe")
-    state = load_training_state(resume_path, recipe, model, opt, train_loader, log, name)
-    history, done_seconds = (state["history"], state["seconds"]) if state else (history, 0.0)
+    identity = {"recipe": (ckpt_extra or {}).get("provenance", {}).get("recipe"), "model": model_config(model)}
+    state = load_training_state(resume_path, identity, model, opt, train_loader,
+                                [p for p in (ckpt_path, px_ckpt_path) if p is not None], log, name)
+    done_seconds = 0.0
+    if state:
+        history, done_seconds = state["history"], state["seconds"]
+        history["seconds_before_resume"] = done_seconds  # trained in earlier calls (runs.collect's cost split)
+        history.setdefault("resumed_after_epochs", []).append(len(history["epochs"]))
     t_start = time.time() - done_seconds
     for epoch in range(len(history["epochs"]) + 1, num_epochs + 1):
         t0 = time.time()
@@ -106,9 +113,10 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
                 save_checkpoint(px_ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
                                 **_selected(ckpt_extra, "val_px"))
         if resume_path is not None:
-            torch_save(resume_path, {"recipe": recipe, "model": model.state_dict(), "opt": opt.state_dict(),
-                                     "history": history, "seconds": time.time() - t_start,
-                                     "rng": torch.get_rng_state(), "shuffle_rng": train_loader.generator.get_state()})
+            torch_save(resume_path, {"identity": identity, "threads": torch.get_num_threads(),
+                                     "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
+                                     "seconds": time.time() - t_start, "rng": torch.get_rng_state(),
+                                     "shuffle_rng": train_loader.generator.get_state()})
         if on_epoch_end is not None:
             on_epoch_end(epoch, val_out)
         elapsed = time.time() - t_start
@@ -122,9 +130,10 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
     return history
 
 
-def load_training_state(resume_path, recipe, model, opt, train_loader, log=print, name=""):
-    """Restore fit's state from resume_path into model/opt/RNGs when the file exists and was written for the
-    same recipe; returns it (None: start from epoch 1). CPU RNG only: CUDA runs resume, not bit-identically."""
+def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_paths=(), log=print, name=""):
+    """Restore fit's state from resume_path into model/opt/RNGs when the file exists, was written for the same
+    recipe and model, and the best checkpoints written before it are still there; returns it (None: start from
+    epoch 1). Bit-identical to an uninterrupted run with the same thread count on CPU."""
     if resume_path is None or not Path(resume_path).exists():
         return None
     try:
@@ -132,14 +141,19 @@ def load_training_state(resume_path, recipe, model, opt, train_loader, log=print
     except UsageError as e:
         log(f"[{name}] {e}; starting from epoch 1")
         return None
-    if state.get("recipe") != recipe:
-        log(f"[{name}] {resume_path} belongs to another recipe; starting from epoch 1")
+    why = ("it belongs to another recipe or model" if state.get("identity") != identity else
+           "the best checkpoints written before it are gone" if not all(Path(p).exists() for p in ckpt_paths) else None)
+    if why:
+        log(f"[{name}] not resuming from {resume_path}: {why}; starting from epoch 1")
         return None
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     torch.set_rng_state(state["rng"])
     train_loader.generator.set_state(state["shuffle_rng"])
-    log(f"[{name}] resuming after epoch {len(state['history']['epochs'])} ({resume_path})")
+    threads = "" if state["threads"] == torch.get_num_threads() else (
+        f"; it ran with {state['threads']} threads, now {torch.get_num_threads()}: the weights may differ in the last "
+        f"digits from an uninterrupted run")
+    log(f"[{name}] resuming after epoch {len(state['history']['epochs'])} ({resume_path}){threads}")
     return state
 
 
@@ -215,7 +229,10 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
 
 def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, px_ckpt_name=None,
                  snapshots=False, log=print, resume_path=None):
-    """Train one method with one recipe (make_recipe) into out_dir; returns the history (resume_path: see fit)."""
+    """Train one method with one recipe (make_recipe) into out_dir; returns the history (resume_path: see fit;
+    not with snapshots, which would lose the epochs before the interruption)."""
+    if snapshots and resume_path is not None:
+        raise ValueError("heatmap snapshots are not resumable; pass snapshots=False with resume_path")
     method, target = recipe["method"], recipe["target"]
     output_type = "heatmap" if target["type"] == "heatmap" else "regression"
     hm_size, sigma = target.get("hm_size", DEFAULTS["heatmap_size"]), target.get("sigma", DEFAULTS["sigma"])

@@ -126,11 +126,12 @@ def test_jobs_2_gives_the_same_ablation_numbers_as_jobs_1(tiny_data, tmp_path):
     """baseline's --jobs 2 (one thread per worker) writes the same ablation_results numbers as a sequential run
     with one thread (each run is seeded by its recipe; only the thread count changes CPU float reductions)."""
     quiet = lambda *a: None  # noqa: E731
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         seq = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "seq", log=quiet, jobs=1)
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
     par = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "par", log=quiet, jobs=2)
     for name, v in seq["variants"].items():
         (a,), (b,) = v["runs"], par["variants"][name]["runs"]

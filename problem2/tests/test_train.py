@@ -160,7 +160,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path, met
         run(tmp_path / "b", stop_after=2)
     assert (tmp_path / "b" / "resume.pth").exists()
     model, h = run(tmp_path / "b")
-    assert any("resuming after epoch 2" in s for s in logs)
+    assert any("resuming after epoch 2" in s for s in logs) and h["resumed_after_epochs"] == [2]
+    assert 0 < h["seconds_before_resume"] < h["train_seconds"]
     assert not (tmp_path / "b" / "resume.pth").exists()
     for k, v in full_model.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
@@ -170,12 +171,26 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path, met
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)  # the best-by-val-loss checkpoint too
 
 
-def test_a_resume_file_of_another_recipe_is_ignored(tiny_data, tmp_path):
+def test_a_resume_file_is_ignored_for_another_recipe_or_when_its_checkpoints_are_gone(tiny_data, tmp_path):
     ds = load_split(tiny_data, "train", "regression")
     val = load_split(tiny_data, "val", "regression")
-    torch.save({"recipe": {"seed": 99}}, tmp_path / "resume.pth")
+
+    def run(seed, epochs, stop=None):
+        def on_epoch_end(epoch, _):
+            if epoch == stop:
+                raise KeyboardInterrupt
+        return train.fit(RegressionNet(), make_loader(ds, 16, shuffle=True), make_loader(val, 16), epochs,
+                         ckpt_path=tmp_path / "m.pth", ckpt_extra={"provenance": {"recipe": {"seed": seed}}},
+                         on_epoch_end=on_epoch_end, resume_path=tmp_path / "resume.pth", log=logs.append)
     logs = []
-    h = train.fit(RegressionNet(), make_loader(ds, 16, shuffle=True), make_loader(val, 16), 1,
-                  ckpt_extra={"provenance": {"recipe": {"seed": 0}}}, resume_path=tmp_path / "resume.pth",
-                  log=logs.append)
-    assert len(h["epochs"]) == 1 and any("belongs to another recipe" in s for s in logs)
+    with pytest.raises(KeyboardInterrupt):
+        run(0, 3, stop=1)
+    h = run(1, 1)                                      # another recipe: starts over
+    assert len(h["epochs"]) == 1 and "resumed_after_epochs" not in h
+    assert any("another recipe or model" in s for s in logs)
+    with pytest.raises(KeyboardInterrupt):
+        run(0, 3, stop=1)
+    (tmp_path / "m.pth").unlink()                      # the best checkpoint of epoch 1 is gone: starts over
+    h = run(0, 2)
+    assert "resumed_after_epochs" not in h and (tmp_path / "m.pth").exists()
+    assert any("best checkpoints written before it are gone" in s for s in logs)
