@@ -136,7 +136,7 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
 def plot_readouts(section, vis_dir):
     """Mean px error per readout (bars) with each seed as a dot: all keypoints strict, head + feet, and the
     hands matched symmetrically; the two reference rows as dashed lines."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
     names = [n for n, r in section["readouts"].items() if r["per_seed"]]
     if not names:
         return None
@@ -146,6 +146,8 @@ def plot_readouts(section, vis_dir):
     for ax, (key, title) in zip(axes, panels):
         means = [section["readouts"][n]["mean"][key] for n in names]
         ax.bar(range(len(names)), means, color=["C0" if n in SPATIAL else "C3" for n in names], alpha=0.6)
+        for i, m in enumerate(means):
+            ax.text(i, m * 1.12, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
         for i, n in enumerate(names):
             vals = [row[key] for row in section["readouts"][n]["per_seed"]]
             ax.plot([i] * len(vals), vals, "k.", ms=6)
@@ -156,10 +158,12 @@ def plot_readouts(section, vis_dir):
                    label="true centre + mean offsets")
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
         ax.set(title=title, yscale="log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_yticks([t for t in (0.5, 1, 2, 3, 5, 10, 20, 30, 50) if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]])
         ax.grid(alpha=0.3, axis="y", which="both")
+    lo = min(min(row[k] for n in names for row in section["readouts"][n]["per_seed"]) for k, _ in panels)
+    axes[0].set_ylim(lo / 1.6, 60)
+    axes[0].set_yticks([t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 3, 5, 10, 20, 50) if t >= lo / 1.6])
     axes[0].set_ylabel("mean error (px, test, log scale)")
     axes[0].legend(fontsize=8, loc="lower left")
     n_seeds = max(len(section["readouts"][n]["per_seed"]) for n in names)

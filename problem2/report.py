@@ -20,7 +20,7 @@ from codec import KEYPOINT_NAMES
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from readouts import STEPS, paired_difference, verdict
+from readouts import READOUTS, STEPS, paired_difference, verdict
 
 HERE = Path(__file__).resolve().parent
 DOCS = [HERE / "report.md", HERE.parent / "README.md"]
@@ -447,6 +447,23 @@ VALUES.update({name: (lambda r, v=v, m=m, k=k: f"{r['study']['hands'][v][m][k]:.
 VALUES.update({f"gap_{short}": (lambda r, key=key: f"{r['study']['hands']['hand_gap_px'][key]:.1f}")
                for short, key in (("gt", "ground_truth"), ("hm", "heatmap_faithful"), ("rg", "regression_faithful"),
                                   ("rg_canonical", "regression_canonical"))})
+
+# readout means quoted in prose: ro_<readout>_<metric> (mean over the seeds stored; n shown when not all are)
+
+def _readout_mean(r, name, metric):
+    ro = r["study"]["readouts"]
+    vals = [row[metric] for row in ro["readouts"][name]["per_seed"]]
+    if not vals:
+        return "(not measured yet)"
+    return f"{np.mean(vals):.2f}" + ("" if len(vals) == len(ro["seeds"]) else f" (n={len(vals)})")
+
+
+VALUES.update({f"ro_{n}_{m}": (lambda r, n=n, m=m: _readout_mean(r, n, m)) for n in READOUTS
+               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})
+
+VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['references'][n][m]:.2f}")
+               for n in ("mean_pose", "centre_plus_mean_offsets")
+               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})
 
 
 def render(text, results):
