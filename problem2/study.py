@@ -450,7 +450,8 @@ def main(argv=None):
             # cost = evaluation time now + training time of every run it uses (whether trained now or earlier)
             results["seconds"][study] = time.time() - t0 - seconds["now"] + seconds["used"]
             write_json(json_path, results)
-            print(f"[study] {study} done in {fmt_time(results['seconds'][study])}")
+            print(f"[study] {study} written; its cost {fmt_time(results['seconds'][study])} = evaluation now + the "
+                  f"training time of its runs (trained in this call: {fmt_time(seconds['now'])})")
         if set(args.studies) == set(STUDIES) and set(written) == set(STUDIES):  # a full run: the study's row
             record_timing(results_dir, "study.py", sum(results["seconds"][s] for s in STUDIES))
 
