@@ -28,6 +28,7 @@ THR = [str(t) for t in PCK_THRESHOLDS]
 KPS = KEYPOINT_NAMES
 NAMES = {m: METHODS[m]["name"] for m in ("heatmap", "regression", "integral")}
 ASSIGNMENT_STEPS = ("train.py", "evaluate.py", "baseline.py")  # the README's first command
+STORE_STUDIES = ("readouts", "hand_loss", "budget")  # studies that only ever ran on the run store
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 INLINE = re.compile(r"(<!-- v:(\w+) -->)(.*?)(<!-- /v -->)")
 
@@ -222,10 +223,23 @@ def machine_label(m):
 
 
 def table_timing(r):
+    """timings.json as measured; a total only when one machine timed every step."""
     t = r["timings"]
     rows = [[f"`{k}`", f"{v['seconds'] / 60:.1f}", machine_label(v.get("machine"))] for k, v in t.items()]
-    rows.append(["**all steps**", f"**{sum(v['seconds'] for v in t.values()) / 60:.1f}**", ""])
+    if len({machine_label(v.get("machine")) for v in t.values()}) == 1:
+        rows.append(["**all steps**", f"**{sum(v['seconds'] for v in t.values()) / 60:.1f}**", ""])
     return md(["step", "wall minutes", "machine (CPU, cores, device, precision)"], rows)
+
+
+def assignment_timing(r):
+    """The README's first command: one total when one machine timed all its steps, else each step with its own."""
+    t = r["timings"]
+    machines = {machine_label(t[k].get("machine")) for k in ASSIGNMENT_STEPS}
+    if len(machines) == 1:
+        return f"{sum(t[k]['seconds'] for k in ASSIGNMENT_STEPS) / 60:.1f} minutes on {machines.pop()}"
+    return ("; ".join(f"`{k}` {t[k]['seconds'] / 60:.1f} min on {machine_label(t[k].get('machine'))}"
+                      for k in ASSIGNMENT_STEPS) + " (the steps were last timed on different machines, so this is not "
+            "one end-to-end time)")
 
 
 def table_training(r):
@@ -337,11 +351,13 @@ def sources(r):
     lines = [f"- Section 5, `ablation_results.json`: {ab['recipe']['precision']} runs, seeds "
              f"{', '.join(map(str, ab['seeds']))}, " + ("the run store (`results/runs/`)" if in_store else
                                                         "the last full run (its run folders are not in the store)")]
+    lines.append("- 4.0 readouts and the 4.4 hand-loss table: the run store (fp32); each row names its seeds, and "
+                 "`study_results.json` names each run")
     for key, where in SOURCED.items():
         if key not in r["study"]:
             lines.append(f"- {where}: not computed yet")
             continue
-        src = ("the run store (fp32; its runs are listed in the section)" if "runs" in r["study"][key] else
+        src = (f"the run store (fp32; runs named in `study_results.json` → `{key}` → `runs`)" if "runs" in r["study"][key] else
                "the last full bf16 run and its companion runs (before the run store; not yet replaced)")
         lines.append(f"- {where}, `study_results.json` → `{key}`: {src}")
     return "\n".join(lines) + "\n"
@@ -413,8 +429,10 @@ VALUES = {
     **{f"dec_val_{d}": (lambda r, d=d: f"{r['metrics']['decoder_selection']['mean_px_error'][d]:.2f}")
        for d in ("argmax", "quarter", "dark")},
     "dec_val_best": lambda r: r["metrics"]["decoder_selection"]["best"],
-    "assignment_minutes": lambda r: f"{sum(r['timings'][k]['seconds'] for k in ASSIGNMENT_STEPS) / 60:.1f}",
-    "timing_machine": lambda r: machine_label(r["timings"]["train.py"].get("machine")),
+    "assignment_timing": assignment_timing,
+    "log_machine": lambda r: machine_label(r["log"]["config"].get("machine")),
+    "study_store_minutes": lambda r: f"{sum(r['study']['seconds'].get(k, 0) for k in STORE_STUDIES) / 60:.0f}",
+    "bench_hm_img_s": lambda r: f"{next(x['images_per_s'] for x in r['benchmark']['rows'] if x['model'] == 'HeatmapNet' and x['path'] == 'fast'):.0f}",
     "data_share_hm": lambda r: f"{next(x['data_share'] for x in r['benchmark']['rows'] if x['model'] == 'HeatmapNet' and x['path'] == 'fast'):.1%}",
     "bench_machine": lambda r: machine_label(r["benchmark"]["config"].get("machine")),
     "hm_img_s": lambda r: f"{r['log']['heatmap']['images_per_second']:.0f}",
@@ -461,6 +479,19 @@ def _readout_mean(r, name, metric):
 VALUES.update({f"ro_{n}_{m}": (lambda r, n=n, m=m: _readout_mean(r, n, m)) for n in READOUTS
                for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})
 
+
+def _hand_loss_mean(r, name, metric):
+    runs = r["study"]["hand_loss"]["rows"].get(name, [])
+    if not runs:
+        return "(not measured yet)"
+    get = (lambda x: x[metric]["0.05"]) if metric.startswith("pck") else (lambda x: x[metric])
+    fmt = "{:.3f}" if metric.startswith("pck") else "{:.2f}"
+    return fmt.format(np.mean([get(x) for x in runs])) + f" (n={len(runs)})"
+
+
+VALUES.update({f"hl_{m}_{loss}_{k}": (lambda r, n=f"{m}_{loss}", k=k: _hand_loss_mean(r, n, k))
+               for m in METHODS for loss in ("strict", "symmetric")
+               for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")})
 VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['references'][n][m]:.2f}")
                for n in ("mean_pose", "centre_plus_mean_offsets")
                for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})
