@@ -16,9 +16,21 @@ def test_render_replaces_only_marked_blocks():
     text = "intro 1.23\n<!-- table:timing -->\nstale\n<!-- /table -->\noutro\n"
     out = report.render(text, results)
     assert out.startswith("intro 1.23\n<!-- table:timing -->\n| step |") and out.endswith("<!-- /table -->\noutro\n")
-    assert "| `train.py` | 2.0 | Some CPU, 2 cores, cpu, fp32 |" in out and "**2.1**" in out
-    assert "| `evaluate.py` | 0.1 | not recorded |" in out
+    assert "| `train.py` | 2.0 | Some CPU, 2 cores, cpu, fp32 |" in out
+    assert "| `evaluate.py` | 0.1 | not recorded |" in out and "all steps" not in out   # two machines: no total
     assert report.render(out, results) == out
+    results["timings"]["evaluate.py"]["machine"] = MACHINE
+    assert "**2.1**" in report.render(text, results)                                 # one machine: its total
+
+
+def test_assignment_time_is_one_number_only_when_one_machine_timed_every_step():
+    other = {**MACHINE, "cpu": "Other CPU"}
+    t = {"train.py": {"seconds": 600.0, "machine": MACHINE}, "evaluate.py": {"seconds": 60.0, "machine": MACHINE},
+         "baseline.py": {"seconds": 1200.0, "machine": MACHINE}}
+    assert report.assignment_timing({"timings": t}) == "31.0 minutes on Some CPU, 2 cores, cpu, fp32"
+    t["evaluate.py"]["machine"] = other
+    text = report.assignment_timing({"timings": t})
+    assert "`evaluate.py` 1.0 min on Other CPU" in text and "not one end-to-end time" in text and "31.0" not in text
 
 
 def test_md_table_shape():
