@@ -277,13 +277,15 @@ def table_readouts(r):
                      col("px"), col("px_sym"), col("px_head_feet"), col("px_hands_sym"), col("px_shifted"),
                      _mean_sd([row["spread_ratio"] for row in ps]),
                      _mean_sd([row["pck_bbox_sym"]["0.05"] for row in ps], "{:.3f}"),
-                     " / ".join("{}-{}".format(row["best_epoch"]["val_loss"], row["best_epoch"]["val_px"]) for row in ps) or "–"])
+                     " / ".join("{}-{}".format(row["best_epoch"]["val_loss"], row["best_epoch"]["val_px"]) for row in ps) or "–",
+                     _mean_sd([row["by_val_px"]["px"] for row in ps])])
     for name, x in ro["references"].items():
         rows.append([f"*{name.replace('_', ' ')}*", "reference, no training", "–", "0", f"{x['px']:.2f}",
                      f"{x['px_sym']:.2f}", f"{x['px_head_feet']:.2f}", f"{x['px_hands_sym']:.2f}", f"{x['px_shifted']:.2f}",
-                     f"{x['spread_ratio']:.2f}", f"{x['pck_bbox_sym']['0.05']:.3f}", "–"])
+                     f"{x['spread_ratio']:.2f}", f"{x['pck_bbox_sym']['0.05']:.3f}", "–", "–"])
     return md(["readout", "what it isolates", "seeds done", "params", "px", "px sym", "px head+feet", "px hands sym",
-               "px shifted", "spread ratio", "PCK@0.05 sym", "best epoch (val loss - val px) per seed"], rows)
+               "px shifted", "spread ratio", "PCK@0.05 sym", "best epoch (val loss - val px) per seed",
+               "px, val-px rule"], rows)
 
 
 def table_readout_steps(r):
@@ -470,14 +472,14 @@ VALUES.update({f"gap_{short}": (lambda r, key=key: f"{r['study']['hands']['hand_
 
 def _readout_mean(r, name, metric):
     ro = r["study"]["readouts"]
-    vals = [row[metric] for row in ro["readouts"][name]["per_seed"]]
+    vals = [row["by_val_px"]["px"] if metric == "px_valpx" else row[metric] for row in ro["readouts"][name]["per_seed"]]
     if not vals:
         return "(not measured yet)"
     return f"{np.mean(vals):.2f}" + ("" if len(vals) == len(ro["seeds"]) else f" (n={len(vals)})")
 
 
 VALUES.update({f"ro_{n}_{m}": (lambda r, n=n, m=m: _readout_mean(r, n, m)) for n in READOUTS
-               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})
+               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio", "px_valpx")})
 
 
 def _hand_loss_mean(r, name, metric):
@@ -494,7 +496,7 @@ VALUES.update({f"hl_{m}_{loss}_{k}": (lambda r, n=f"{m}_{loss}", k=k: _hand_loss
                for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")})
 VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['references'][n][m]:.2f}")
                for n in ("mean_pose", "centre_plus_mean_offsets")
-               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})
+               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio", "px_valpx")})
 
 
 def render(text, results):
