@@ -494,6 +494,14 @@ def _hand_loss_mean(r, name, metric):
 VALUES.update({f"hl_{m}_{loss}_{k}": (lambda r, n=f"{m}_{loss}", k=k: _hand_loss_mean(r, n, k))
                for m in METHODS for loss in ("strict", "symmetric")
                for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")})
+
+def _step_verdict(r, a, b, metric):
+    step = next(s for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) == (a, b))
+    return f"{_ci(step[metric])} px, {verdict(step[metric])}"
+
+
+VALUES.update({f"step_{a}__{b}_{m}": (lambda r, a=a, b=b, m=m: _step_verdict(r, a, b, m)) for a, b, _ in STEPS
+               for m in ("px", "px_shifted")})
 VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['references'][n][m]:.2f}")
                for n in ("mean_pose", "centre_plus_mean_offsets")
                for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio", "px_valpx")})
