@@ -299,25 +299,26 @@ KEY_STEPS = (("gap_fc", "flatten_fc"), ("gap_fc", "softargmax_8"), ("softargmax_
              ("integral_64", "heatmap_64"), ("gap_fc", "heatmap_64"))  # the short answer of Section 1
 
 
+QUESTIONS = {(a, b): q for a, b, q in STEPS}
+
+
 def readout_findings(r, only=None):
     """One generated sentence per readout step: means over the paired seeds, the paired difference with its
     95% interval, the seed-noise verdict (readouts.verdict) and its size relative to the whole spec gap."""
     ro = r["study"]["readouts"]
-    question = {(a, b): q for a, b, q in STEPS}
     per_seed = {n: {row["seed"]: row["px"] for row in x["per_seed"]} for n, x in ro["readouts"].items()}
     lines = []
     for s in ro["steps"]:
         key = (s["from"], s["to"])
         if only is not None and key not in only:
             continue
-        q = question.get(key, s.get("question", ""))
+        q = QUESTIONS[key]
         head = f"- `{s['from']}` → `{s['to']}` — {q}{'' if q.endswith(('?', '.')) else '.'}"
         d = s["px"]
         if d["diff"] is None:
             lines.append(f"{head} Not measured yet.")
             continue
-        mean = {x: np.mean([row["px"] for row in ro["readouts"][x]["per_seed"] if row["seed"] in s["seeds"]])
-                for x in key}
+        mean = {x: np.mean([per_seed[x][seed] for seed in s["seeds"]]) for x in key}
         share = ""
         ends = [per_seed.get(n, {}) for n in ("gap_fc", "heatmap_64")]
         if key != ("gap_fc", "heatmap_64") and all(x in e for e in ends for x in s["seeds"]):
@@ -470,12 +471,17 @@ VALUES.update({f"gap_{short}": (lambda r, key=key: f"{r['study']['hands']['hand_
 
 # readout means quoted in prose: ro_<readout>_<metric> (mean over the seeds stored; n shown when not all are)
 
-def _readout_mean(r, name, metric):
-    ro = r["study"]["readouts"]
-    vals = [row["by_val_px"]["px"] if metric == "px_valpx" else row[metric] for row in ro["readouts"][name]["per_seed"]]
+def _mean_n(vals, n_all=None, fmt="{:.2f}"):
+    """A mean quoted in prose, with its n unless it covers all n_all seeds."""
     if not vals:
         return "(not measured yet)"
-    return f"{np.mean(vals):.2f}" + ("" if len(vals) == len(ro["seeds"]) else f" (n={len(vals)})")
+    return fmt.format(np.mean(vals)) + ("" if len(vals) == n_all else f" (n={len(vals)})")
+
+
+def _readout_mean(r, name, metric):
+    ro = r["study"]["readouts"]
+    return _mean_n([row["by_val_px"]["px"] if metric == "px_valpx" else row[metric]
+                    for row in ro["readouts"][name]["per_seed"]], len(ro["seeds"]))
 
 
 VALUES.update({f"ro_{n}_{m}": (lambda r, n=n, m=m: _readout_mean(r, n, m)) for n in READOUTS
@@ -483,12 +489,9 @@ VALUES.update({f"ro_{n}_{m}": (lambda r, n=n, m=m: _readout_mean(r, n, m)) for n
 
 
 def _hand_loss_mean(r, name, metric):
-    runs = r["study"]["hand_loss"]["rows"].get(name, [])
-    if not runs:
-        return "(not measured yet)"
-    get = (lambda x: x[metric]["0.05"]) if metric.startswith("pck") else (lambda x: x[metric])
-    fmt = "{:.3f}" if metric.startswith("pck") else "{:.2f}"
-    return fmt.format(np.mean([get(x) for x in runs])) + f" (n={len(runs)})"
+    pck = metric.startswith("pck")
+    return _mean_n([x[metric]["0.05"] if pck else x[metric] for x in r["study"]["hand_loss"]["rows"].get(name, [])],
+                   fmt="{:.3f}" if pck else "{:.2f}")
 
 
 VALUES.update({f"hl_{m}_{loss}_{k}": (lambda r, n=f"{m}_{loss}", k=k: _hand_loss_mean(r, n, k))

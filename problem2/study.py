@@ -75,21 +75,21 @@ def store_predictions(recipes, kp_dir, results_dir, seconds, jobs=1, partial=Fal
     whose run or checkpoint is missing (partial)."""
     folders = folders or {"test": kp_dir}
     got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, need_checkpoints=True)
-    out, gt = {}, {}
+    out, splits = {}, {}  # splits: each (folder, labels) decoded once, shared by every run
     for label, recipe in recipes.items():
-        ckpt = run_dir_of(results_dir / "runs", recipe) / RULES["val_loss"]
-        if got[label] is None or not ckpt.exists():
+        if got[label] is None:  # not stored, or its checkpoints are not on this machine (partial)
             log(f"[study] {run_name(recipe)}: not stored (or no checkpoint) yet")
             out[label] = None
             continue
-        model, _ = load_checkpoint(ckpt, method=recipe["method"])
+        model, _ = load_checkpoint(run_dir_of(results_dir / "runs", recipe) / RULES["val_loss"], method=recipe["method"])
         out[label] = {}
         for name, folder in folders.items():
-            ds = load_split(folder, "test", "regression", canonical_hands=recipe["canonical_hands"])
-            raw = run_model(model, make_loader(ds, 64))
+            key = (name, recipe["canonical_hands"])
+            if key not in splits:
+                splits[key] = load_split(folder, "test", "regression", canonical_hands=recipe["canonical_hands"])
+            raw = run_model(model, make_loader(splits[key], 64))
             out[label][name] = (decode(target_of(model), raw, REFINE_DEFAULT), raw)
-            gt[name, recipe["canonical_hands"]] = ds.keypoints
-    return out, gt
+    return out, {key: ds.keypoints for key, ds in splits.items()}
 
 
 def spec_recipe(method, kp_dir, seed=0, **kw):
@@ -237,8 +237,7 @@ def study_seeds(kp_dir, results_dir, seconds, seeds, n_boot=2000, jobs=1, partia
     gt = gt_all["test", False]
     per_image = {m: [_metrics_of(preds[m, s]["test"][0], gt) for s in seeds] for m in METHODS}
     names = list(per_image[METHODS[0]][0])
-    res = {"seeds": list(seeds), "runs": {f"{m}_{s}": run_name(r)
-                                          for (m, s), r in recipes.items() if s in seeds},
+    res = {"seeds": list(seeds), "runs": {f"{m}_{s}": run_name(r) for (m, s), r in recipes.items()},
            "per_seed": {m: [{k: float(v[k].mean()) for k in names} for v in per_image[m]] for m in METHODS}}
     res["mean"] = {m: {k: float(np.mean([r[k] for r in res["per_seed"][m]])) for k in names} for m in METHODS}
     res["std"] = {m: {k: float(np.std([r[k] for r in res["per_seed"][m]], ddof=1)) if len(seeds) > 1 else 0.0
