@@ -225,9 +225,9 @@ def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path):
 def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, nrow=8):
     """Many test images at a glance, drawn with torchvision (draw_keypoints, make_grid): per image the ground
     truth as large green dots and each method's keypoints as smaller dots on top (first method red, second
-    blue, third purple), upscaled `scale`x (nearest) and tiled on a grey frame. Keypoints are mapped to the
+    blue, third purple), upscaled `scale`x (nearest) and tiled on a grey frame, with a colour key above. Keypoints are mapped to the
     upscaled image with the pixel-centre convention: (kp + 0.5) * scale - 0.5."""
-    from PIL import Image
+    from PIL import Image, ImageDraw, ImageFont
     from torchvision.utils import draw_keypoints, make_grid
     colours = [(220, 30, 30), (30, 80, 235), (150, 60, 200)]
     tiles = []
@@ -239,9 +239,24 @@ def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, n
         for colour, preds in zip(colours, preds_by_method.values()):
             img = draw_keypoints(img, up(preds[i]), colors=colour, radius=scale)
         tiles.append(img)
-    grid = make_grid(tiles, nrow=nrow, padding=2 * scale, pad_value=150)
+    grid = Image.fromarray(make_grid(tiles, nrow=nrow, padding=2 * scale, pad_value=150).permute(1, 2, 0).numpy())
+    # a key above the grid, so the PNG reads on its own
+    key = [("ground truth", (40, 180, 60))] + [(METHODS[m]["name"] if m in METHODS else m, c)
+                                                for m, c in zip(preds_by_method, colours)]
+    try:
+        font = ImageFont.load_default(size=12 * scale)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = ImageFont.load_default()
+    band = 20 * scale
+    out = Image.new("RGB", (grid.width, grid.height + band), "white")
+    out.paste(grid, (0, band))
+    draw, x = ImageDraw.Draw(out), 4 * scale
+    for label, colour in key:
+        draw.ellipse((x, band // 2 - 3 * scale, x + 6 * scale, band // 2 + 3 * scale), fill=colour)
+        draw.text((x + 9 * scale, band // 2), label, fill="black", font=font, anchor="lm")
+        x += 9 * scale + int(draw.textlength(label, font=font)) + 12 * scale
     buf = io.BytesIO()
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    out.save(buf, format="PNG")
     atomic_write_bytes(save_path, buf.getvalue())
 
 
