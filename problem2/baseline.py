@@ -32,7 +32,7 @@ import torch
 from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, encode_heatmaps
 from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, recipe_key, record_timing, results_lock,
                     save_figure, set_threads, write_json)
-from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir
+from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from evaluate import draw_keypoints, keypoint_distances, load_run_checkpoints, pck_matrix
 from model import HeatmapNet, load_checkpoint, run_model
 from runs import RULES, STUDY_PRECISION, run_dir_of, run_many, run_name
@@ -88,7 +88,10 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
     if force:
         for r in recipes.values():
             (run_dir_of(out_dir / "runs", r) / "run.json").unlink(missing_ok=True)
-    done = run_many(list(recipes.values()), dataset, out_dir / "runs", jobs=jobs, device=device, log=log)
+    # evaluated on the translation test set too, like every store run, so a run shared with the studies (the
+    # default variant is the spec HeatmapNet) has one evaluation, not two that replace each other
+    done = run_many(list(recipes.values()), dataset, out_dir / "runs", shifted_test_dir(), jobs=jobs, device=device,
+                    log=log)
     results = {"recipe": {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
                           "precision": precision, "refined_decoder": REFINE_DEFAULT, "data": data},
                "seeds": list(seeds), "studies": studies_out, "variants": {}}

@@ -119,12 +119,14 @@ def table_seeds(r):
               [f"PCK@{t}" for t in THR] + ["mean px error"], rows)
 
 
-def table_bootstrap(r):
-    b = r["study"]["seeds"]["paired_bootstrap"]
+def table_seed_pairs(r):
+    """Each pair's difference paired by seed, mean with a 95% t-interval (* = the interval excludes 0)."""
+    s = r["study"]["seeds"]
     keys = ["pck_bbox_0.05", "pck_bbox_0.05_symmetric", "mean_px_error", "mean_px_error_symmetric"]
-    rows = [[pair.replace("-", " − ")] + [f"{v[k]['diff']:+.3f} [{v[k]['ci95'][0]:+.3f}, {v[k]['ci95'][1]:+.3f}]"
-                                         for k in keys] for pair, v in b.items()]
-    return md(["difference (paired bootstrap, 95% CI)"] + [k.replace("_", " ") for k in keys], rows)
+    rows = [[pair.replace("-", " − ")] + [_ci(v[k], "{:+.3f}") for k in keys]
+            for pair, v in s["paired_over_seeds"].items()]
+    return md([f"difference (paired by seed, seeds {' '.join(map(str, s['seeds']))}; 95% t-interval)"] +
+              [k.replace("_", " ") for k in keys], rows)
 
 
 def table_ablation(r):
@@ -387,7 +389,7 @@ TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": tabl
           "readout_steps": table_readout_steps, "pck_bbox": lambda r: table_pck(r, "bbox"),
           "pck_torso": lambda r: table_pck(r, "torso"), "per_keypoint": table_per_keypoint,
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
-          "bootstrap": table_bootstrap, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
+          "seed_pairs": table_seed_pairs, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
           "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "translation": table_translation,
           "data": table_data, "timing": table_timing, "training": table_training, "benchmark": table_benchmark,
           "readout_findings": readout_findings, "readout_summary": lambda r: readout_findings(r, KEY_STEPS),

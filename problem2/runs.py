@@ -6,6 +6,9 @@ A run lives in <runs_root>/<method>-<recipe key>/:
   run.json         {"recipe", "history" (per-epoch log, both selection rules), "machine", "code_version"}  committed
   eval.json        {"eval_key", "<rule: val_loss|val_px>": {"epoch", "test": {decoder: summary}, "brief",
                     "brief_joint_hands" (heatmap targets), "shifted": brief}}                          committed
+  preds.npz        per-image predictions of the val-loss checkpoint, kp_img_px float32 [N, K, 2]: "test", "shifted"
+                   and (heatmap targets) "test_joint_hands"; committed, so the studies' per-image numbers and
+                   figures need no checkpoint (checkpoints do not survive a fresh clone)
   model.pth        best by val loss (the spec rule)          model_bestpx.pth  best by val px    (gitignored)
   resume.pth       while training: the state after the last finished epoch; an interrupted run continues
                    from it when asked again (same weights as an uninterrupted run), deleted when done (gitignored)
@@ -16,7 +19,10 @@ numbers depend on its thread count (CPU kernels reduce in a thread-dependent ord
 threads each equal a sequential run with T threads (`--threads T`); run.json records the threads used.
 """
 import functools
+import io
 import multiprocessing as mp
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +30,7 @@ import numpy as np
 import torch
 
 from codec import DECODERS, REFINE_DEFAULT, decode, joint_hand_decode
-from common import (UsageError, code_version, fmt_time, machine_info, pick_device, read_json, recipe_key,
+from common import (UsageError, atomic_write_bytes, code_version, fmt_time, machine_info, pick_device, read_json, recipe_key,
                     results_lock, set_threads, write_json)
 from dataset import data_fingerprint, load_split, make_loader
 from evaluate import brief, summarize
@@ -34,6 +40,7 @@ from train import train_recipe
 EVAL_VERSION = 1
 STUDY_PRECISION = "fp32"  # the studies' runs: every CPU has fp32, so stored runs are reusable across machines
 RULES = {"val_loss": "model.pth", "val_px": "model_bestpx.pth"}
+PREDS = "preds.npz"  # per-image predictions of the val-loss checkpoint (committed)
 RESUME = "resume.pth"  # the training state after the last finished epoch, while a run trains (train.fit)
 
 
@@ -55,10 +62,11 @@ def eval_key(kp_dir, shifted_dir):
             "shifted": data_fingerprint(shifted_dir)["annotations_sha256"] if shifted_dir else None}
 
 
-def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device="cpu"):
+def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device="cpu", preds=None):
     """Test-split numbers of one model: full summary per decoder, brief (default decoder), joint-hand
-    decoding (heatmap targets), and brief on the shifted test set when given."""
-    out = {}
+    decoding (heatmap targets), and brief on the shifted test set when given. `preds` (a dict), when given,
+    receives the per-image predictions (kp_img_px, numpy float32) under the keys of PREDS."""
+    out, preds = {}, {} if preds is None else preds
     for name, folder in (("test", kp_dir), ("shifted", shifted_dir)):
         if folder is None:
             continue
@@ -66,6 +74,7 @@ def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device
         raw = run_model(model.to(device), make_loader(ds, 64), device, "fp32")
         heat = target_of(model) == "heatmap"
         final = decode(target_of(model), raw, REFINE_DEFAULT)
+        preds[name] = final.float().numpy()
         if name == "shifted":
             out["shifted"] = brief(final, ds.keypoints)
             continue
@@ -75,8 +84,29 @@ def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device
                        for d in decoders}
         out["brief"] = brief(final, ds.keypoints)
         if heat:
-            out["brief_joint_hands"] = brief(joint_hand_decode(raw), ds.keypoints)
+            joint = joint_hand_decode(raw)
+            preds["test_joint_hands"] = joint.float().numpy()
+            out["brief_joint_hands"] = brief(joint, ds.keypoints)
     return out
+
+
+def write_predictions(rdir, preds):
+    buf = io.BytesIO()
+    np.savez(buf, **preds)
+    atomic_write_bytes(Path(rdir) / PREDS, buf.getvalue())
+
+
+def load_predictions(rdir):
+    """{key: kp_img_px tensor [N, K, 2]} from a run's preds.npz, or None when it has none."""
+    path = Path(rdir) / PREDS
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            return {k: torch.from_numpy(z[k]) for k in z.files}
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path} is unreadable ({e}); delete it and rerun: it is rewritten from the run's "
+                         f"checkpoint, or the run is retrained") from None
 
 
 def why_new(recipe, runs_root):
@@ -92,30 +122,35 @@ def why_new(recipe, runs_root):
     return f"no stored run with this recipe; the closest, {best[0]}, differs in: {', '.join(best[1])}"
 
 
-def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=print, need_checkpoints=False):
+def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=print, need_predictions=False):
     """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key (and,
-    with need_checkpoints, its gitignored checkpoints still there), else trained and/or evaluated now. Holds the
-    run folder's lock, so one run is never trained twice at once."""
+    with need_predictions, its preds.npz there or recomputable from its checkpoint), else trained and/or
+    evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
     rdir = run_dir_of(runs_root, recipe)
     tag = rdir.name
     key = eval_key(kp_dir, shifted_dir)
     with results_lock(rdir, "runs.ensure_run"):
         info = read_json(rdir / "run.json", default={})
         ev = read_json(rdir / "eval.json", default={})
-        have_ckpts = has_checkpoints(rdir)
+        have_ckpts, have_preds = has_checkpoints(rdir), (rdir / PREDS).exists()
         if info and info.get("recipe") != recipe:
             log(f"[runs] {tag}: stored recipe differs from the requested one; retraining")
             info = {}
-        if info and ev.get("eval_key") == key and (have_ckpts or not need_checkpoints):
+        if info and ev.get("eval_key") == key and (have_preds or have_ckpts or not need_predictions):
+            if need_predictions and not have_preds:
+                log(f"[runs] {tag}: writing its per-image predictions from its checkpoint")
+                model, _ = load_checkpoint(rdir / RULES["val_loss"], method=recipe["method"])
+                preds = {}
+                evaluate_checkpoint(model, kp_dir, shifted_dir, recipe["canonical_hands"], device, preds)
+                write_predictions(rdir, preds)
             log(f"[runs] {tag}: reusing (same recipe, already evaluated)")
             return rdir, info, ev
-        if info and need_checkpoints and not have_ckpts:
-            log(f"[runs] {tag}: its checkpoints (gitignored) are not on this machine and are needed; retraining. "
-                f"Its stored numbers will change (CPU kernels and thread counts differ between machines): "
-                f"regenerate every study that uses it (`python study.py --partial`)")
-            info = {}
         if info and not have_ckpts:
-            log(f"[runs] {tag}: evaluation is missing or outdated and the checkpoints are gone; retraining")
+            why = ("it has no per-image predictions (evaluated before preds.npz existed), which are needed, and "
+                   "its checkpoints (gitignored) are not on this machine" if ev.get("eval_key") == key else
+                   "its evaluation is missing or outdated and its checkpoints (gitignored) are not on this machine")
+            log(f"[runs] {tag}: {why}; retraining. Its stored numbers will change (CPU kernels and thread counts "
+                f"differ between machines): regenerate every study that uses it (`python study.py --partial`)")
             info = {}
         if not info:
             log(f"[runs] {tag}: training ({why_new(recipe, runs_root)})")
@@ -126,11 +161,12 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
             info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
                     "code_version": version}
             write_json(rdir / "run.json", info)
-        ev = {"eval_key": key}
+        ev, preds = {"eval_key": key}, {}
         for rule, fname in RULES.items():
             model, ckpt = load_checkpoint(rdir / fname, method=recipe["method"])
-            ev[rule] = {"epoch": ckpt["epoch"], **evaluate_checkpoint(model, kp_dir, shifted_dir,
-                                                                     recipe["canonical_hands"], device)}
+            ev[rule] = {"epoch": ckpt["epoch"], **evaluate_checkpoint(
+                model, kp_dir, shifted_dir, recipe["canonical_hands"], device, preds if rule == "val_loss" else None)}
+        write_predictions(rdir, preds)  # before eval.json: an evaluated run always has its predictions
         write_json(rdir / "eval.json", ev)
         return rdir, info, ev
 
@@ -142,24 +178,28 @@ def _worker_init(threads):
 
 def _worker(task, live_log=None):
     """One ensure_run; its log lines are printed live (sequential) or collected (worker process)."""
-    recipe, kp_dir, runs_root, shifted_dir, device, need_checkpoints = task
+    recipe, kp_dir, runs_root, shifted_dir, device, need_predictions = task
     lines = []
     log = lines.append if live_log is None else (lambda s: (lines.append(s), live_log(s)))
     try:
-        _, info, ev = ensure_run(recipe, kp_dir, runs_root, shifted_dir, device, log, need_checkpoints)
+        _, info, ev = ensure_run(recipe, kp_dir, runs_root, shifted_dir, device, log, need_predictions)
     except UsageError as e:
         return recipe, None, None, str(e), lines
     return recipe, info, ev, None, lines
 
 
-def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto", log=print, need_checkpoints=False):
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto", log=print, need_predictions=False):
     """ensure_run for every recipe (duplicates by key run once), in `jobs` processes with the CPU threads
     split between them; results are identical to a sequential run (each run is seeded by its recipe).
     Returns {recipe key: (run.json, eval.json)} and prints progress with an ETA for the whole batch."""
     device = pick_device(device)
     code_version()  # cached at start (see common.code_version)
     unique = {recipe_key(r): r for r in recipes}
-    tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device, need_checkpoints)
+    tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device, need_predictions)
              for r in unique.values()]
     threads = max(1, torch.get_num_threads() // max(1, jobs))
     out, t0, trained = {}, time.time(), []
@@ -167,7 +207,9 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
         results = (_worker(t, log) for t in tasks)
     else:
         pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
-        results = pool.imap_unordered(functools.partial(_worker, live_log=print), tasks)  # workers log live
+        if threading.current_thread() is threading.main_thread():  # `kill` of this process stops its workers too
+            previous = signal.signal(signal.SIGTERM, _interrupt)
+        results = pool.imap_unordered(functools.partial(_worker, live_log=functools.partial(print, flush=True)), tasks)  # workers log live
     try:
         for i, (recipe, info, ev, error, lines) in enumerate(results, 1):
             if info is None:
@@ -182,21 +224,28 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     finally:
         if jobs > 1:
             pool.terminate()
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
     return out
 
 
 def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=False, log=print,
-            need_checkpoints=False):
+            need_predictions=False):
     """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
-    partial, only what is stored; need_checkpoints: see ensure_run). Each run's training time is added once per
+    partial, only what is stored; need_predictions: see ensure_run). Each run's training time is added once per
     seconds["seen"] (shared by the studies of one call) to seconds["used"], and the part spent in this call (a
     run trained, retrained or resumed now: its run.json changed) to seconds["now"]."""
     history_before = {run_name(r): read_json(run_dir_of(runs_root, r) / "run.json", default={}).get("history")
                       for r in recipes.values()}
     if not partial:
         run_many(list(recipes.values()), kp_dir, runs_root, shifted_dir, jobs=jobs, log=log,
-                 need_checkpoints=need_checkpoints)
-    after = {k: load_stored(r, kp_dir, runs_root, shifted_dir, need_checkpoints) for k, r in recipes.items()}
+                 need_predictions=need_predictions)
+    elif need_predictions:  # partial trains nothing, but writes missing predictions from checkpoints (seconds)
+        for r in recipes.values():
+            rdir = run_dir_of(runs_root, r)
+            if load_stored(r, kp_dir, runs_root, shifted_dir) and has_checkpoints(rdir) and not (rdir / PREDS).exists():
+                ensure_run(r, kp_dir, runs_root, shifted_dir, log=log, need_predictions=True)
+    after = {k: load_stored(r, kp_dir, runs_root, shifted_dir, need_predictions) for k, r in recipes.items()}
     seen, now = seconds.setdefault("seen", set()), set()
     for k, got in after.items():
         name, h = run_name(recipes[k]), got and got[0]["history"]
@@ -211,12 +260,12 @@ def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=Fa
     return after
 
 
-def load_stored(recipe, kp_dir, runs_root, shifted_dir=None, need_checkpoints=False):
+def load_stored(recipe, kp_dir, runs_root, shifted_dir=None, need_predictions=False):
     """(run.json, eval.json) of `recipe` when it is stored and evaluated with the current eval key (and, with
-    need_checkpoints, its checkpoints are on this machine), else None."""
+    need_predictions, its preds.npz), else None."""
     rdir = run_dir_of(runs_root, recipe)
     info, ev = read_json(rdir / "run.json", default={}), read_json(rdir / "eval.json", default={})
     if info.get("recipe") == recipe and ev.get("eval_key") == eval_key(kp_dir, shifted_dir) and (
-            has_checkpoints(rdir) or not need_checkpoints):
+            (rdir / PREDS).exists() or not need_predictions):
         return info, ev
     return None

@@ -12,19 +12,21 @@ Studies:
   translation The seed-0 runs, without retraining, on a test set whose figure centres lie OUTSIDE the training
               range [40, 88]^2 but keep the whole figure inside the image; error vs distance from the range.
   seeds       The three methods (heatmap, regression, integral) over --seeds: mean +- std of the test metrics
-              and a paired bootstrap 95% CI of the differences between methods (resampling test images).
+              and each pair's difference paired by seed with a 95% t-interval (seed noise, readouts.verdict).
   data        Test error vs training-set size (--sizes, plus the full set) at 30 epochs, seed 0.
 Every study trains through the recipe-keyed run store (runs.py, results/runs/, fp32): a run is trained once and
 shared by every study whose recipe is identical (the seeds study's runs are the readout study's gap_fc,
-integral_64 and heatmap_64). hands/translation/seeds/data predict per image, so they need the runs' checkpoints
-(gitignored; retrained when absent). --jobs N trains N runs side by side; --partial trains nothing.
+integral_64 and heatmap_64). Numbers come from each run's committed eval.json; translation (and the hands
+figure) also need per-image predictions, the run's committed preds.npz (written from the checkpoint when an
+older run lacks it; retrained when neither is there). --jobs N trains N runs side by side; --partial trains
+nothing.
 
 study_results.json schema:
   {"hands": {"<variant>": {"strict"|"symmetric": {"mean_px_error", "hand_px_error", "pck_bbox": {thr: acc}}}},
    "translation": {"shifted_test": {...how generated}, "<method>": {"in_range": {...}, "shifted": {...},
                    "by_distance": [{"distance_px": [lo, hi], "n_images", "mean_px_error"}]}},
    "seeds": {"seeds": [..], "per_seed": {method: [{metric: value}]}, "mean": {method: {metric}},
-             "std": {method: {metric}}, "paired_bootstrap": {"A-B": {metric: {"diff", "ci95"}}}},
+             "std": {method: {metric}}, "paired_over_seeds": {"A-B": {metric: {"diff", "ci95", "n"}}}},
    "data_efficiency": {"sizes": [..], "<method>": {"mean_px_error": [..], "pck_bbox_0.05": [..]}},
    "readouts": see readouts.py, "hand_loss": {"precision", "seeds", "rows": {"<method>_<loss>": [{"seed", "run",
                 "best_epoch", "px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px"}]},
@@ -44,16 +46,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, joint_hand_decode
+from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND
 from common import (RESULTS_DIR, fmt_time, plt, read_json, record_timing,
                     results_lock, save_figure, set_threads, write_json)
 from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, data_fingerprint, figure_centre, load_split, \
     make_loader, resolve_keypoints_dir, shifted_test_dir
-from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, pck_matrix, summarize
-from model import load_checkpoint, run_model, target_of
+from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, summarize
+from model import load_checkpoint, run_model
 import readouts
 import train
-from runs import RULES, STUDY_PRECISION, collect, run_dir_of, run_name
+from runs import RULES, STUDY_PRECISION, collect, load_predictions, run_dir_of, run_name
 
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss", "budget", "hands", "translation", "seeds", "data")
@@ -68,28 +70,22 @@ def distance_from_training_range(kp_img_px):
 
 
 # ----------------------------------------------------------------------------- runs and predictions
-def store_predictions(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, folders=None):
-    """Train/reuse {label: recipe} in the run store (checkpoints needed: these studies predict per image) and
-    return ({label: {folder name: (kp_img_px [N, K, 2], raw outputs)}}, {folder name: GT}) from each run's
-    best-val-loss checkpoint, on the test split of each folder (default {"test": kp_dir}); None for a label
-    whose run or checkpoint is missing (partial)."""
-    folders = folders or {"test": kp_dir}
-    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, need_checkpoints=True)
-    out, splits = {}, {}  # splits: each (folder, labels) decoded once, shared by every run
+def store_predictions(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
+    """Train/reuse {label: recipe} in the run store and return {label: per-image predictions or None}: the
+    run's preds.npz (runs.load_predictions: kp_img_px [N, K, 2] of the val-loss checkpoint on "test", "shifted"
+    and, heatmap targets, "test_joint_hands"); None for a label not stored with predictions yet (partial)."""
+    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, need_predictions=True)
+    out = {}
     for label, recipe in recipes.items():
-        if got[label] is None:  # not stored, or its checkpoints are not on this machine (partial)
-            log(f"[study] {run_name(recipe)}: not stored (or no checkpoint) yet")
-            out[label] = None
-            continue
-        model, _ = load_checkpoint(run_dir_of(results_dir / "runs", recipe) / RULES["val_loss"], method=recipe["method"])
-        out[label] = {}
-        for name, folder in folders.items():
-            key = (name, recipe["canonical_hands"])
-            if key not in splits:
-                splits[key] = load_split(folder, "test", "regression", canonical_hands=recipe["canonical_hands"])
-            raw = run_model(model, make_loader(splits[key], 64))
-            out[label][name] = (decode(target_of(model), raw, REFINE_DEFAULT), raw)
-    return out, {key: ds.keypoints for key, ds in splits.items()}
+        out[label] = got[label] and load_predictions(run_dir_of(results_dir / "runs", recipe))
+        if out[label] is None:
+            log(f"[study] {run_name(recipe)}: not stored with per-image predictions yet")
+    return out
+
+
+def test_keypoints(folder, canonical=False):
+    """Ground truth [N, K, 2] (image px) of a folder's test split."""
+    return load_split(folder, "test", "regression", canonical_hands=canonical).keypoints
 
 
 def spec_recipe(method, kp_dir, seed=0, **kw):
@@ -97,42 +93,65 @@ def spec_recipe(method, kp_dir, seed=0, **kw):
     return train.make_recipe(method, data_fingerprint(kp_dir), seed, precision=STUDY_PRECISION, **kw)
 
 
+def test_summary(recipe, ev):
+    """evaluate.summarize() of a run's val-loss checkpoint on the test split, default decoder (from eval.json)."""
+    return ev["val_loss"]["test"][REFINE_DEFAULT if recipe["target"]["type"] == "heatmap" else "direct"]
+
+
+def by_matching(summary):
+    """The few numbers the hands and translation studies compare, from a summarize() output: mean error, hand
+    error, PCK (bbox), strict and symmetric."""
+    return {m: {"mean_px_error": s["mean_px_error"],
+                "hand_px_error": (s["per_keypoint_px_error"]["left_hand"] + s["per_keypoint_px_error"]["right_hand"]) / 2,
+                "pck_bbox": s["pck"]["bbox"]} for m, s in summary.items()}
+
+
+def by_matching_of_brief(b):
+    """by_matching's numbers from an evaluate.brief() (the joint-hand decoding is stored as a brief)."""
+    return {m: {"mean_px_error": b["px" + sfx], "hand_px_error": b["px_hands" + sfx], "pck_bbox": b["pck_bbox" + sfx]}
+            for m, sfx in (("strict", ""), ("symmetric", "_sym"))}
+
+
 def brief_by_matching(kp, gt):
-    """The few numbers the hands and translation studies compare: mean error, hand error, PCK (bbox), strict
-    and symmetric."""
-    s = summarize(kp, gt)
-    return {m: {"mean_px_error": s[m]["mean_px_error"],
-                "hand_px_error": (s[m]["per_keypoint_px_error"]["left_hand"] + s[m]["per_keypoint_px_error"]["right_hand"]) / 2,
-                "pck_bbox": s[m]["pck"]["bbox"]} for m in s}
+    return by_matching(summarize(kp, gt))
 
 
 # ----------------------------------------------------------------------------- studies
 def study_hands(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
+    """The three methods on faithful and canonical hand labels (spec recipe, seed 0); numbers from eval.json."""
     recipes = {(m, canon): spec_recipe(m, kp_dir, canonical_hands=canon) for m in METHODS for canon in (False, True)}
-    preds, gt_all = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
-    if any(v is None for v in preds.values()):
+    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
+    if any(v is None for v in got.values()):
         return None
-    faithful = {m: preds[m, False]["test"] for m in METHODS}
-    canonical = {m: preds[m, True]["test"] for m in METHODS}
-    gt, gt_c = gt_all["test", False], gt_all["test", True]
-    res = {f"{m}_faithful": brief_by_matching(faithful[m][0], gt) for m in METHODS}
-    res["heatmap_faithful_joint_hands"] = brief_by_matching(joint_hand_decode(faithful["heatmap"][1]), gt)
-    res.update({f"{m}_canonical": brief_by_matching(canonical[m][0], gt_c) for m in METHODS})
+    label = {k: f"{k[0]}_{'canonical' if k[1] else 'faithful'}" for k in recipes}
+    res = {label[m, False]: by_matching(test_summary(recipes[m, False], got[m, False][1])) for m in METHODS}
+    res["heatmap_faithful_joint_hands"] = by_matching_of_brief(got["heatmap", False][1]["val_loss"]["brief_joint_hands"])
+    res.update({label[m, True]: by_matching(test_summary(recipes[m, True], got[m, True][1])) for m in METHODS})
     # how far apart the two predicted hands are, vs the truth (regression's hedge shrinks the gap)
-    res["hand_gap_px"] = {"ground_truth": float(hand_gap(gt).mean()),
-                          **{f"{m}_faithful": float(hand_gap(faithful[m][0]).mean()) for m in METHODS},
-                          **{f"{m}_canonical": float(hand_gap(canonical[m][0]).mean()) for m in METHODS}}
-    res["runs"] = {f"{m}_{'canonical' if c else 'faithful'}": run_name(r)
-                   for (m, c), r in recipes.items()}
-    plot_hands(kp_dir, faithful, canonical, gt, results_dir / "visualizations")
+    res["hand_gap_px"] = {"ground_truth": float(hand_gap(test_keypoints(kp_dir)).mean()),
+                          **{label[k]: got[k][1]["val_loss"]["brief"]["hand_gap_px"] for k in recipes}}
+    res["runs"] = {label[k]: run_name(r) for k, r in recipes.items()}
+    runs_root = results_dir / "runs"
+    preds = {k: load_predictions(run_dir_of(runs_root, r)) for k, r in recipes.items()}
+    ckpts = {c: run_dir_of(runs_root, recipes["heatmap", c]) / RULES["val_loss"] for c in (False, True)}
+    if all(v is not None for v in preds.values()) and all(p.exists() for p in ckpts.values()):
+        maps = {c: run_model(load_checkpoint(p, method="heatmap")[0],
+                             make_loader(load_split(kp_dir, "test", "regression", canonical_hands=c), 64))
+                for c, p in ckpts.items()}
+        side = {c: {m: (preds[m, c]["test"], maps[c] if m == "heatmap" else None) for m in METHODS} for c in (False, True)}
+        plot_hands(kp_dir, side[False], side[True], test_keypoints(kp_dir), results_dir / "visualizations",
+                   runs=(res["runs"]["heatmap_faithful"], res["runs"]["heatmap_canonical"]))
+    else:
+        log("[study] study_hands.png not redrawn: it needs the six runs' preds.npz and the two HeatmapNet runs' "
+            "checkpoints (gitignored) on this machine; the figure on disk names the runs it shows")
     return res
 
 
 def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, shifted_dir=None,
-                 need_checkpoints=False):
+                 need_predictions=False):
     """runs.collect in results_dir/runs, evaluated on the default translation test set unless told otherwise."""
     return collect(recipes, kp_dir, results_dir / "runs", shifted_dir or shifted_test_dir(), seconds, jobs, partial,
-                   log, need_checkpoints)
+                   log, need_predictions)
 
 
 def run_row(seed, info, ev):
@@ -196,20 +215,19 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
 def study_translation(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
     shifted_dir = shifted_test_dir()
     recipes = {m: spec_recipe(m, kp_dir) for m in METHODS}
-    preds, gt = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log,
-                                  folders={"test": kp_dir, "shifted": shifted_dir})
+    preds = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
     if any(v is None for v in preds.values()):
         return None
-    gt_in, gt_out = gt["test", False], gt["shifted", False]
+    gt_in, gt_out = test_keypoints(kp_dir), test_keypoints(shifted_dir)
     dist = distance_from_training_range(gt_out)
     bins = [(1, 3), (4, 6), (7, 9), (10, 12)]
     res = {"shifted_test": {"num_images": len(gt_out), "seed": 1, "centre_x": SHIFTED_CENTER_RANGE[0], "centre_y": SHIFTED_CENTER_RANGE[1],
                             "rule": "centre outside [40, 88]^2, whole figure inside the image"},
            "runs": {m: run_name(r) for m, r in recipes.items()}}
     for m in METHODS:
-        err = keypoint_distances(preds[m]["shifted"][0], gt_out).mean(1)
-        res[m] = {"in_range": brief_by_matching(preds[m]["test"][0], gt_in),
-                  "shifted": brief_by_matching(preds[m]["shifted"][0], gt_out),
+        err = keypoint_distances(preds[m]["shifted"], gt_out).mean(1)
+        res[m] = {"in_range": brief_by_matching(preds[m]["test"], gt_in),
+                  "shifted": brief_by_matching(preds[m]["shifted"], gt_out),
                   "by_distance": [{"distance_px": [lo, hi], "n_images": int(((dist >= lo) & (dist <= hi)).sum()),
                                    "mean_px_error": float(err[(dist >= lo) & (dist <= hi)].mean())}
                                   for lo, hi in bins if ((dist >= lo) & (dist <= hi)).any()]}
@@ -217,62 +235,56 @@ def study_translation(kp_dir, results_dir, seconds, jobs=1, partial=False, log=p
     return res
 
 
-def _metrics_of(kp, gt):
-    """Per-image values [N] of every headline metric: mean px error and PCK at the four thresholds, bbox and
-    torso, strict and symmetric (keys like 'pck_torso_0.15_symmetric')."""
-    out = {"mean_px_error": keypoint_distances(kp, gt).mean(1),
-           "mean_px_error_symmetric": keypoint_distances(kp, gt, symmetric=True).mean(1)}
-    for norm in ("bbox", "torso"):
-        for sym, suffix in ((False, ""), (True, "_symmetric")):
-            ok = pck_matrix(kp, gt, PCK_THRESHOLDS, norm, sym).double().mean(2)  # [T, N]
-            out.update({f"pck_{norm}_{t}{suffix}": ok[i] for i, t in enumerate(PCK_THRESHOLDS)})
+SEED_PAIRS = (("heatmap", "regression"), ("integral", "regression"), ("heatmap", "integral"))
+
+
+def metrics_of(summary):
+    """Every headline metric of a summarize() output, flat: mean px error and PCK at the four thresholds, bbox
+    and torso, strict and symmetric (keys like 'pck_torso_0.15_symmetric')."""
+    out = {}
+    for matching, suffix in (("strict", ""), ("symmetric", "_symmetric")):
+        out[f"mean_px_error{suffix}"] = summary[matching]["mean_px_error"]
+        for norm in ("bbox", "torso"):
+            out.update({f"pck_{norm}_{t}{suffix}": summary[matching]["pck"][norm][str(t)] for t in PCK_THRESHOLDS})
     return out
 
 
-def study_seeds(kp_dir, results_dir, seconds, seeds, n_boot=2000, jobs=1, partial=False, log=print):
-    recipes = {(m, s): spec_recipe(m, kp_dir, s) for m in METHODS for s in seeds}  # = the readout study's runs
-    preds, gt_all = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
-    if len(seeds) < 2 or any(v is None for v in preds.values()):
+def study_seeds(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print):
+    """The three methods over seeds (the readout study's gap_fc, integral_64 and heatmap_64 runs): mean +- std of
+    every headline metric, and each pair's difference paired by seed with a 95% t-interval (readouts.verdict
+    reads it). Numbers from eval.json."""
+    recipes = {(m, s): spec_recipe(m, kp_dir, s) for m in METHODS for s in seeds}
+    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
+    if len(seeds) < 2 or any(v is None for v in got.values()):
         return None  # a section over fewer seeds than asked would not say what the report says it does
-    gt = gt_all["test", False]
-    per_image = {m: [_metrics_of(preds[m, s]["test"][0], gt) for s in seeds] for m in METHODS}
-    names = list(per_image[METHODS[0]][0])
+    per_seed = {m: [metrics_of(test_summary(recipes[m, s], got[m, s][1])) for s in seeds] for m in METHODS}
+    names = list(per_seed[METHODS[0]][0])
     res = {"seeds": list(seeds), "runs": {f"{m}_{s}": run_name(r) for (m, s), r in recipes.items()},
-           "per_seed": {m: [{k: float(v[k].mean()) for k in names} for v in per_image[m]] for m in METHODS}}
-    res["mean"] = {m: {k: float(np.mean([r[k] for r in res["per_seed"][m]])) for k in names} for m in METHODS}
-    res["std"] = {m: {k: float(np.std([r[k] for r in res["per_seed"][m]], ddof=1)) if len(seeds) > 1 else 0.0
-                      for k in names} for m in METHODS}
-    # paired bootstrap over test images: the same resampled images for both methods, seeds averaged
-    gen = torch.Generator().manual_seed(0)
-    n = len(gt)
-    idx = torch.randint(0, n, (n_boot, n), generator=gen)
-    res["paired_bootstrap"] = {}
-    for a, b in (("heatmap", "regression"), ("integral", "regression"), ("heatmap", "integral")):
-        res["paired_bootstrap"][f"{a}-{b}"] = {}
-        for k in names:
-            diff = torch.stack([pa[k] - pb[k] for pa, pb in zip(per_image[a], per_image[b])]).mean(0)  # [N]
-            boots = diff[idx].mean(1)
-            res["paired_bootstrap"][f"{a}-{b}"][k] = {
-                "diff": float(diff.mean()), "ci95": [float(boots.quantile(0.025)), float(boots.quantile(0.975))]}
+           "per_seed": per_seed,
+           "mean": {m: {k: float(np.mean([r[k] for r in per_seed[m]])) for k in names} for m in METHODS},
+           "std": {m: {k: float(np.std([r[k] for r in per_seed[m]], ddof=1)) for k in names} for m in METHODS},
+           "paired_over_seeds": {f"{a}-{b}": {k: readouts.paired_difference([r[k] for r in per_seed[b]],
+                                                                            [r[k] for r in per_seed[a]])
+                                              for k in names} for a, b in SEED_PAIRS}}
     return res
 
 
 def study_data(kp_dir, results_dir, seconds, sizes, jobs=1, partial=False, log=print):
     """Test error vs training-set size at a fixed number of EPOCHS (seed 0): smaller sets also get fewer steps
-    (the budget study's data_steps holds the step count fixed)."""
+    (the budget study's data_steps holds the step count fixed). Numbers from eval.json."""
     n_all = data_fingerprint(kp_dir)["split_sizes"]["train"]
     sizes = [n for n in sizes if n < n_all] + [n_all]
     recipes = {(m, n): spec_recipe(m, kp_dir, num_train=n) for m in METHODS for n in sizes}
-    preds, gt_all = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
-    if any(v is None for v in preds.values()):
+    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
+    if any(v is None for v in got.values()):
         return None
     res = {"sizes": sizes, **{m: {"mean_px_error": [], "pck_bbox_0.05": []} for m in METHODS},
            "runs": {f"{m}_{n}": run_name(r) for (m, n), r in recipes.items()}}
     for n in sizes:
         for m in METHODS:
-            b = brief_by_matching(preds[m, n]["test"][0], gt_all["test", False])["strict"]
+            b = test_summary(recipes[m, n], got[m, n][1])["strict"]
             res[m]["mean_px_error"].append(b["mean_px_error"])
-            res[m]["pck_bbox_0.05"].append(b["pck_bbox"]["0.05"])
+            res[m]["pck_bbox_0.05"].append(b["pck"]["bbox"]["0.05"])
     plot_data_efficiency(res, results_dir / "visualizations")
     return res
 
@@ -289,7 +301,7 @@ def _plain_numbers(ax, axis="y"):
     target.set_minor_formatter(NullFormatter())
 
 
-def plot_hands(kp_dir, faithful, canonical, gt, vis_dir, n=3):
+def plot_hands(kp_dir, faithful, canonical, gt, vis_dir, n=3, runs=None):
     """Top: faithful HeatmapNet's two hand maps (bimodal: both channels light up both hands) and both
     methods' hand predictions. Bottom: predicted vs true hand gap, and the signed left-right hand offset
     (faithful labels are two-sided; regression puts both hands at the same x)."""
@@ -345,7 +357,8 @@ def plot_hands(kp_dir, faithful, canonical, gt, vis_dir, n=3):
     ax.set(xlabel="left_hand x − right_hand x (px)", ylabel="test images",
            title="Faithful labels are two-sided; regression collapses to 0")
     ax.legend(fontsize=8)
-    fig.suptitle("Hand-label ambiguity: mirror poses are the same picture with swapped labels", fontsize=11)
+    fig.suptitle("Hand-label ambiguity: mirror poses are the same picture with swapped labels"
+                 + (f"\nHeatmapNet runs: {runs[0]} (faithful), {runs[1]} (canonical)" if runs else ""), fontsize=11)
     fig.tight_layout()
     save_figure(fig, vis_dir / "study_hands.png")
 
@@ -368,9 +381,9 @@ def plot_translation(res, preds_out, gt_out, shifted_dir, vis_dir):
     i = int(dist.argmax())
     axes[1].imshow(ds.images[i, 0], cmap="gray")
     for m, mk in (("heatmap", "x"), ("regression", "s"), ("integral", "^")):
-        kp = preds_out[m][0][i].numpy()
+        kp = preds_out[m][i].numpy()
         axes[1].plot(kp[:, 0], kp[:, 1], mk, color=COLORS[m], mfc="none", ms=8, mew=2, label=m)
-    axes[1].plot(gt_out[i, :, 0], gt_out[i, :, 1], "o", mfc="none", mec="k", ms=10, label="ground truth")
+    axes[1].plot(gt_out[i, :, 0].numpy(), gt_out[i, :, 1].numpy(), "o", mfc="none", mec="k", ms=10, label="ground truth")
     axes[1].set_title(f"a shifted test figure ({float(dist[i]):.0f} px outside the range)", fontsize=9)
     axes[1].legend(fontsize=8, loc="lower right")
     axes[1].set_xticks([])
@@ -401,7 +414,7 @@ def plot_data_efficiency(res, vis_dir):
 def main(argv=None):
     p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study "
                                 "(9 readouts x seeds on one encoder), hand ambiguity, translation, seeds (mean +- std, "
-                                "paired bootstrap CI) and data efficiency.")
+                                "differences paired by seed) and data efficiency.")
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sizes", nargs="+", type=train.positive(int, 1), default=[125, 250, 500],

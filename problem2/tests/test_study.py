@@ -6,7 +6,7 @@ from runs import run_many
 from train import make_recipe
 import readouts
 from dataset import data_fingerprint
-from common import recipe_key
+from common import read_json, recipe_key
 
 
 def test_distance_from_training_range_known_values():
@@ -73,13 +73,14 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
             [e["val_loss"] for e in par[key][0]["history"]["epochs"]]
 
 
-def test_per_image_studies_share_the_store_runs(tiny_data, tmp_path, monkeypatch):
+def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tmp_path, monkeypatch):
     """hands/translation/seeds/data train through the run store; the seeds study reuses the readout study's runs
-    (same recipe), --partial trains nothing and leaves a section out, and a stored run whose checkpoint is gone
-    is retrained for the studies that predict per image."""
+    (same recipe), --partial trains nothing and leaves a section out. Numbers come from the committed eval.json
+    and preds.npz: gone checkpoints retrain nothing; a missing preds.npz is rewritten from the checkpoint
+    (identical), and a run with neither is retrained for the studies that predict per image."""
     import train
     from dataset import shifted_test_dir
-    from runs import RULES, run_dir_of
+    from runs import PREDS, RULES, load_predictions, run_dir_of
     shifted = shifted_test_dir(tiny_data.parent / "shifted", 16)
     real_spec_recipe = study.spec_recipe
     monkeypatch.setattr(study, "shifted_test_dir", lambda: shifted)
@@ -95,22 +96,47 @@ def test_per_image_studies_share_the_store_runs(tiny_data, tmp_path, monkeypatch
         assert real_spec_recipe(m, tiny_data, 1) == readouts.readout_recipe(readout_of[m], data, 1)
     stored = run_many([make_recipe(m, data, s, 1, precision="fp32") for m in study.METHODS for s in (0, 1)],
                       tiny_data, tmp_path / "runs", shifted, log=lambda *a: None)
-    res = study.study_seeds(tiny_data, tmp_path, seconds, seeds=(0, 1), n_boot=50, **quiet)
-    assert seconds["now"] == 0 and seconds["used"] > 0                  # stored by run_many above: nothing retrained
-    ev = stored[recipe_key(make_recipe("heatmap", data, 1, 1, precision="fp32"))][1]
-    assert abs(res["per_seed"]["heatmap"][1]["mean_px_error"] - ev["val_loss"]["brief"]["px"]) < 1e-9
-    (tmp_path / "runs" / res["runs"]["regression_0"] / RULES["val_loss"]).unlink()
-    logs = []
-    tr = study.study_translation(tiny_data, tmp_path, seconds, log=logs.append)
-    assert seconds["now"] > 0 and any("are needed; retraining" in s for s in logs)
-    assert tr["regression"]["shifted"]["strict"]["mean_px_error"] > 0 and tr["runs"]["heatmap"] == res["runs"]["heatmap_0"]
-    hands = study.study_hands(tiny_data, tmp_path, seconds, **quiet)
+    runs_root = tmp_path / "runs"
+    hands = study.study_hands(tiny_data, tmp_path, {"used": 0.0, "now": 0.0}, **quiet)  # trains the canonical runs
     assert hands["hand_gap_px"]["ground_truth"] > 0 and "integral_canonical" in hands
     canon = train.make_recipe("heatmap", data_fingerprint(tiny_data), 0, 1, precision="fp32", canonical_hands=True)
-    assert hands["runs"]["heatmap_canonical"] == run_dir_of(tmp_path / "runs", canon).name
+    assert hands["runs"]["heatmap_canonical"] == run_dir_of(runs_root, canon).name
+    assert (tmp_path / "visualizations" / "study_hands.png").stat().st_size > 10_000
+    for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json and preds.npz only
+        ckpt.unlink()
+    res = study.study_seeds(tiny_data, tmp_path, seconds, seeds=(0, 1), **quiet)
+    assert seconds["now"] == 0 and seconds["used"] > 0                  # stored by run_many above: nothing retrained
+    ev = {m: stored[recipe_key(make_recipe(m, data, 1, 1, precision="fp32"))][1] for m in study.METHODS}
+    assert abs(res["per_seed"]["heatmap"][1]["mean_px_error"] - ev["heatmap"]["val_loss"]["brief"]["px"]) < 1e-9
+    pair = res["paired_over_seeds"]["heatmap-regression"]["mean_px_error"]
+    per = res["per_seed"]
+    assert pair["n"] == 2 and abs(pair["diff"] - sum(per["heatmap"][s]["mean_px_error"] -
+                                                     per["regression"][s]["mean_px_error"] for s in (0, 1)) / 2) < 1e-12
+    tr = study.study_translation(tiny_data, tmp_path, seconds, **quiet)   # preds.npz of the seed-0 runs
+    assert seconds["now"] == 0 and tr["runs"]["heatmap"] == res["runs"]["heatmap_0"]
+    stored_shifted = read_json(runs_root / res["runs"]["heatmap_0"] / "eval.json")["val_loss"]["shifted"]["px"]
+    assert abs(tr["heatmap"]["shifted"]["strict"]["mean_px_error"] - stored_shifted) < 1e-5
+    # neither preds.npz nor checkpoint: retrained for a per-image study
+    rdir = runs_root / res["runs"]["regression_0"]
+    (rdir / PREDS).unlink()
+    logs = []
+    tr = study.study_translation(tiny_data, tmp_path, seconds, log=logs.append)
+    assert seconds["now"] > 0 and any("no per-image predictions" in s and "retraining" in s for s in logs)
+    assert tr["regression"]["shifted"]["strict"]["mean_px_error"] > 0 and (rdir / RULES["val_loss"]).exists()
+    # no preds.npz but the checkpoint: rewritten from it, identical, nothing retrained
+    before, now = load_predictions(rdir), seconds["now"]
+    (rdir / PREDS).unlink()
+    logs = []
+    study.study_translation(tiny_data, tmp_path, seconds, log=logs.append)
+    assert seconds["now"] == now and any("writing its per-image predictions" in s for s in logs)
+    after = load_predictions(rdir)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    logs = []
+    assert study.study_hands(tiny_data, tmp_path, seconds, log=logs.append) == hands   # eval.json only
+    assert any("study_hands.png not redrawn" in s for s in logs)
     data = study.study_data(tiny_data, tmp_path, seconds, sizes=[32], **quiet)
     assert data["sizes"] == [32, 48] and len(data["heatmap"]["mean_px_error"]) == 2
-    for fig in ("study_hands.png", "study_translation.png", "study_data_efficiency.png"):
+    for fig in ("study_translation.png", "study_data_efficiency.png"):
         assert (tmp_path / "visualizations" / fig).stat().st_size > 10_000
 
 
