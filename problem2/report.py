@@ -38,7 +38,7 @@ def load_results(results_dir=RESULTS_DIR):
              "failures": "failure_cases.json", "study": "study_results.json", "timings": "timings.json",
              "benchmark": "benchmark.json"}
     out = {k: read_json(Path(results_dir) / f) for k, f in files.items() if (Path(results_dir) / f).exists()}
-    out["stored_runs"] = {p.parent.name for p in (Path(results_dir) / "runs").glob("*/run.json")}
+    out["stored_runs"] = {p.parent.name: read_json(p)["machine"] for p in (Path(results_dir) / "runs").glob("*/run.json")}
     return out
 
 
@@ -365,6 +365,12 @@ def sources(r):
         src = (f"the run store (fp32; runs named in `study_results.json` → `{key}` → `runs`)" if "runs" in r["study"][key] else
                "the last full bf16 run and its companion runs (before the run store; not yet replaced)")
         lines.append(f"- {where}, `study_results.json` → `{key}`: {src}")
+    machines = {}
+    for m in r.get("stored_runs", {}).values():
+        label = f"{m['cpu']} ({m['cores']} cores, {m['device']}, {m['threads']} thread(s) per run)"
+        machines[label] = machines.get(label, 0) + 1
+    lines.append("- The store's runs by machine (each run.json names its own): " +
+                 "; ".join(f"{label}: {n}" for label, n in sorted(machines.items())))
     return "\n".join(lines) + "\n"
 
 

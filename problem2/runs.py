@@ -137,7 +137,7 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
             log(f"[runs] {tag}: stored recipe differs from the requested one; retraining")
             info = {}
         if info and ev.get("eval_key") == key and (have_preds or have_ckpts or not need_predictions):
-            if need_predictions and not have_preds:
+            if have_ckpts and not have_preds:  # evaluated before preds.npz existed: seconds, so always
                 log(f"[runs] {tag}: writing its per-image predictions from its checkpoint")
                 model, _ = load_checkpoint(rdir / RULES["val_loss"], method=recipe["method"])
                 preds = {}
@@ -240,11 +240,11 @@ def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=Fa
     if not partial:
         run_many(list(recipes.values()), kp_dir, runs_root, shifted_dir, jobs=jobs, log=log,
                  need_predictions=need_predictions)
-    elif need_predictions:  # partial trains nothing, but writes missing predictions from checkpoints (seconds)
+    else:  # partial trains nothing, but writes missing predictions from checkpoints (seconds)
         for r in recipes.values():
             rdir = run_dir_of(runs_root, r)
             if load_stored(r, kp_dir, runs_root, shifted_dir) and has_checkpoints(rdir) and not (rdir / PREDS).exists():
-                ensure_run(r, kp_dir, runs_root, shifted_dir, log=log, need_predictions=True)
+                ensure_run(r, kp_dir, runs_root, shifted_dir, log=log)
     after = {k: load_stored(r, kp_dir, runs_root, shifted_dir, need_predictions) for k, r in recipes.items()}
     seen, now = seconds.setdefault("seen", set()), set()
     for k, got in after.items():

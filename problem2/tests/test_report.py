@@ -91,8 +91,10 @@ def test_readout_findings_apply_the_seed_noise_rule():
 def test_sources_say_which_sections_come_from_the_run_store():
     ab = {"recipe": {"precision": "fp32"}, "seeds": [0, 1], "variants": {"v": {"runs": [{"run": "a"}, {"run": "b"}]}}}
     study = {"seeds": {"runs": {}}, "translation": {}, "hands": {"runs": {}}, "data_efficiency": {}}
-    text = report.sources({"ablation": ab, "study": study, "stored_runs": {"a", "b"}})
+    machine = {"cpu": "CPU X", "cores": 2, "device": "cpu", "threads": 1}
+    text = report.sources({"ablation": ab, "study": study, "stored_runs": {"a": machine, "b": machine}})
+    assert "CPU X (2 cores, cpu, 1 thread(s) per run): 2" in text
     assert "seeds 0, 1, the run store" in text
     assert "`seeds`: the run store" in text and "`hands`: the run store" in text
     assert "`translation`: the last full bf16 run" in text and "`data_efficiency`: the last full bf16 run" in text
-    assert "not in the store" in report.sources({"ablation": ab, "study": study, "stored_runs": {"a"}})
+    assert "not in the store" in report.sources({"ablation": ab, "study": study, "stored_runs": {"a": machine}})
