@@ -146,11 +146,10 @@ def plot_readouts(section, vis_dir):
     for ax, (key, title) in zip(axes, panels):
         means = [section["readouts"][n]["mean"][key] for n in names]
         ax.bar(range(len(names)), means, color=["C0" if n in SPATIAL else "C3" for n in names], alpha=0.6)
-        for i, m in enumerate(means):
-            ax.text(i, m * 1.12, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
-        for i, n in enumerate(names):
+        for i, (n, m) in enumerate(zip(names, means)):
             vals = [row[key] for row in section["readouts"][n]["per_seed"]]
             ax.plot([i] * len(vals), vals, "k.", ms=6)
+            ax.text(i, max(m, *vals) * 1.12, f"{m:.2f}", ha="center", va="bottom", fontsize=8)  # above every dot
         ref = section["references"]
         ref_key = {"px_hands_sym": "px_hands_sym", "px_head_feet": "px_head_feet"}.get(key, "px")
         ax.axhline(ref["mean_pose"][ref_key], color="0.4", ls="--", lw=1, label="mean pose (no image)")

@@ -512,7 +512,7 @@ def _step_verdict(r, a, b, metric):
 
 
 VALUES.update({f"step_{a}__{b}_{m}": (lambda r, a=a, b=b, m=m: _step_verdict(r, a, b, m)) for a, b, _ in STEPS
-               for m in ("px", "px_shifted")})
+               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted")})
 VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['references'][n][m]:.2f}")
                for n in ("mean_pose", "centre_plus_mean_offsets")
                for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio", "px_valpx")})
