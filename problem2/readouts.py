@@ -41,13 +41,19 @@ READOUTS = {
 SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
 # the paired differences the report interprets (to - from, per seed), each with the question it answers
 STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
-         ("gap_fc", "flatten_fc", "is it the pooling? The 8x8 layout is kept and flattened instead of averaged"),
+         ("gap_fc", "flatten_fc", "is it the pooling? The 8x8 layout is kept and flattened instead of averaged (a 1x1 "
+                                  "conv and more FC weights come with it)"),
          ("gap_fc", "coordconv_gap_fc", "can pooled features carry position when the input gives it?"),
          ("gap_fc", "decoder64_gap_fc", "is it the decoder and resolution, with the pooling kept?"),
-         ("gap_fc", "softargmax_8", "what does a weight-shared spatial readout alone add, at 8x8 with a coordinate loss?"),
-         ("softargmax_8", "heatmap_8", "at 8x8, heatmap MSE instead of a coordinate loss"),
+         ("gap_fc", "softargmax_8", "the spec head replaced by a weight-shared spatial readout at 8x8 with a coordinate "
+                                    "loss (its FC, dropout and sigmoid go too)"),
+         ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid: pooled FC vs "
+                                          "spatial readout, both unregularised and unsquashed"),
+         ("softargmax_8", "heatmap_8", "at 8x8, Gaussian heatmaps with MSE instead of a coordinate loss (decoded by "
+                                   "argmax + quarter step instead of the soft-argmax expectation)"),
          ("softargmax_8", "integral_64", "the decoder to 64x64 under the spatial readout (coordinate loss)"),
-         ("integral_64", "heatmap_64", "at 64x64, heatmap MSE instead of a coordinate loss"),
+         ("integral_64", "heatmap_64", "at 64x64, Gaussian heatmaps with MSE instead of a coordinate loss (decoded by "
+                                   "argmax + quarter step instead of the soft-argmax expectation)"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
 STEP_METRICS = ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided t

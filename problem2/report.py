@@ -297,7 +297,8 @@ def table_readout_steps(r):
     return md(["step (to − from, paired by seed)", "seeds", "px", "px head+feet", "px hands sym", "px shifted"], rows)
 
 
-KEY_STEPS = (("gap_fc", "flatten_fc"), ("gap_fc", "softargmax_8"), ("softargmax_8", "integral_64"),
+KEY_STEPS = (("gap_fc", "flatten_fc"), ("gap_fc", "softargmax_8"), ("gap_fc_plain", "softargmax_8"),
+             ("softargmax_8", "integral_64"),
              ("integral_64", "heatmap_64"), ("gap_fc", "heatmap_64"))  # the short answer of Section 1
 
 
