@@ -162,3 +162,70 @@ def test_main_partial_keeps_sections_whose_runs_are_missing(tiny_data, tmp_path,
     assert "seeds: not all of its runs are stored yet" in out and "hands: not all of its runs" in out
     assert json.loads((tmp_path / "study_results.json").read_text())["seeds"] == {"kept": True}
     assert not list((tmp_path).glob("runs/*/run.json"))
+
+
+def _children(pid):
+    """pids whose parent is `pid` (Linux /proc)."""
+    from pathlib import Path
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid):
+    """True while `pid` exists and is not a zombie."""
+    from pathlib import Path
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
+    """SIGTERM to a `--jobs 2` driver terminates its worker processes too (they used to train on as orphans)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    if not Path("/proc").exists():
+        return  # the check reads /proc; the behaviour itself is platform-independent
+    here = Path(__file__).resolve().parents[1]
+    code = (f"import sys; sys.path.insert(0, {str(here)!r})\n"
+            "from dataset import data_fingerprint\nfrom train import make_recipe\nfrom runs import run_many\n"
+            "if __name__ == '__main__':\n"
+            f"    kp = {str(tiny_data)!r}\n"
+            "    rs = [make_recipe('heatmap', data_fingerprint(kp), s, 50, precision='fp32') for s in (0, 1)]\n"
+            f"    run_many(rs, kp, {str(tmp_path / 'runs')!r}, jobs=2, log=lambda *a: None)\n")
+    script = tmp_path / "driver.py"
+    script.write_text(code)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(tmp_path.glob("runs/*/.lock")):  # workers started training
+            time.sleep(0.5)
+        workers += _children(proc.pid)
+        assert len(workers) >= 2, "the driver did not start its workers"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_running(w) for w in workers):
+            time.sleep(0.5)
+        alive = [w for w in workers if _running(w)]
+        assert not alive, f"workers still running after the driver was killed: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in workers + _children(proc.pid):  # never leave a training process behind, pass or fail
+            try:
+                os.kill(w, signal.SIGKILL)
+            except OSError:
+                pass
