@@ -207,9 +207,11 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
         results = (_worker(t, log) for t in tasks)
     else:
         pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
-        if threading.current_thread() is threading.main_thread():  # `kill` of this process stops its workers too
+        on_main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+        if on_main:  # `kill` of this process stops its workers too
             previous = signal.signal(signal.SIGTERM, _interrupt)
-        results = pool.imap_unordered(functools.partial(_worker, live_log=functools.partial(print, flush=True)), tasks)  # workers log live
+        live = functools.partial(print, flush=True)  # workers log live
+        results = pool.imap_unordered(functools.partial(_worker, live_log=live), tasks)
     try:
         for i, (recipe, info, ev, error, lines) in enumerate(results, 1):
             if info is None:
@@ -224,7 +226,7 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     finally:
         if jobs > 1:
             pool.terminate()
-            if threading.current_thread() is threading.main_thread():
+            if on_main:
                 signal.signal(signal.SIGTERM, previous)
     return out
 

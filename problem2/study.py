@@ -128,7 +128,8 @@ def study_hands(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
     res["heatmap_faithful_joint_hands"] = by_matching_of_brief(got["heatmap", False][1]["val_loss"]["brief_joint_hands"])
     res.update({label[m, True]: by_matching(test_summary(recipes[m, True], got[m, True][1])) for m in METHODS})
     # how far apart the two predicted hands are, vs the truth (regression's hedge shrinks the gap)
-    res["hand_gap_px"] = {"ground_truth": float(hand_gap(test_keypoints(kp_dir)).mean()),
+    gt = test_keypoints(kp_dir)  # decoded once for the gap and the figure
+    res["hand_gap_px"] = {"ground_truth": float(hand_gap(gt).mean()),
                           **{label[k]: got[k][1]["val_loss"]["brief"]["hand_gap_px"] for k in recipes}}
     res["runs"] = {label[k]: run_name(r) for k, r in recipes.items()}
     runs_root = results_dir / "runs"
@@ -139,7 +140,7 @@ def study_hands(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
                              make_loader(load_split(kp_dir, "test", "regression", canonical_hands=c), 64))
                 for c, p in ckpts.items()}
         side = {c: {m: (preds[m, c]["test"], maps[c] if m == "heatmap" else None) for m in METHODS} for c in (False, True)}
-        plot_hands(kp_dir, side[False], side[True], test_keypoints(kp_dir), results_dir / "visualizations",
+        plot_hands(kp_dir, side[False], side[True], gt, results_dir / "visualizations",
                    runs=(res["runs"]["heatmap_faithful"], res["runs"]["heatmap_canonical"]))
     else:
         log("[study] study_hands.png not redrawn: it needs the six runs' preds.npz and the two HeatmapNet runs' "
