@@ -10,10 +10,12 @@ results/study_results.json -> "readouts":
      "hand_gap_px", "best_epoch": {"val_loss", "val_px"}, "by_val_px": {"px", "px_sym"}, "train_seconds"}],
      "mean", "std", "complete"}},
    "references": {"mean_pose" | "centre_plus_mean_offsets": {brief numbers on test, "px_shifted"}},
-   "steps": [{"from", "to", "question", "seeds", "<metric>": {"diff", "ci95", "n"}}]}  (paired over seeds, to - from)
+   "steps": [{"from", "to", "question", "seeds", "<metric>": {"diff", "ci95", "n"}}],  (paired over seeds, to - from)
+   "selection": {name: {"diff", "ci95", "n"}}}  (px under the val-px rule minus px under the val-loss rule, per seed)
 px: mean Euclidean error in image px on the test split (strict labels); *_sym: hands matched in the better
 order; px_shifted: strict px on the translation test set (figure centres outside the training range);
-spread_ratio: std of predicted / std of true coordinates (evaluate.spread_ratio).
+spread_ratio: std of predicted / std of true coordinates (evaluate.spread_ratio); px_valpx (a step metric): px of
+the checkpoint selected by the lowest val px error instead of the lowest val loss.
 """
 import math
 
@@ -55,7 +57,7 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("integral_64", "heatmap_64", "at 64x64, Gaussian heatmaps with MSE instead of a coordinate loss (decoded by "
                                    "argmax + quarter step instead of the soft-argmax expectation)"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
-STEP_METRICS = ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted")
+STEP_METRICS = ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "px_valpx")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided t
 
 
@@ -77,6 +79,11 @@ def verdict(d):
     if d["ci95"][0] <= 0 <= d["ci95"][1]:
         return f"within seed noise at n={d['n']} (the interval includes 0)"
     return f"larger than seed noise at n={d['n']} (the interval excludes 0)"
+
+
+def row_value(row, metric):
+    """A per-seed number of the readout table by name; 'px_valpx' is the px of the val-px-rule checkpoint."""
+    return row["by_val_px"]["px"] if metric == "px_valpx" else row[metric]
 
 
 def seed_entry(seed, run_name, info, ev):
@@ -134,7 +141,11 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
         ra, rb = ({row["seed"]: row for row in section["readouts"][x]["per_seed"]} for x in (a, b))
         both = sorted(set(ra) & set(rb))
         section["steps"].append({"from": a, "to": b, "question": question, "seeds": both, **{
-            m: paired_difference([ra[s][m] for s in both], [rb[s][m] for s in both]) for m in STEP_METRICS}})
+            m: paired_difference([row_value(ra[s], m) for s in both], [row_value(rb[s], m) for s in both])
+            for m in STEP_METRICS}})
+    section["selection"] = {r: paired_difference([row["px"] for row in x["per_seed"]],
+                                                  [row["by_val_px"]["px"] for row in x["per_seed"]])
+                            for r, x in section["readouts"].items()}
     plot_readouts(section, results_dir / "visualizations")
     return section
 

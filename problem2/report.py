@@ -20,7 +20,7 @@ from codec import KEYPOINT_NAMES
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from readouts import READOUTS, STEPS, paired_difference, verdict
+from readouts import READOUTS, STEPS, paired_difference, row_value, verdict
 
 HERE = Path(__file__).resolve().parent
 DOCS = [HERE / "report.md", HERE.parent / "README.md"]
@@ -489,8 +489,7 @@ def _mean_n(vals, n_all=None, fmt="{:.2f}"):
 
 def _readout_mean(r, name, metric):
     ro = r["study"]["readouts"]
-    return _mean_n([row["by_val_px"]["px"] if metric == "px_valpx" else row[metric]
-                    for row in ro["readouts"][name]["per_seed"]], len(ro["seeds"]))
+    return _mean_n([row_value(row, metric) for row in ro["readouts"][name]["per_seed"]], len(ro["seeds"]))
 
 
 VALUES.update({f"ro_{n}_{m}": (lambda r, n=n, m=m: _readout_mean(r, n, m)) for n in READOUTS
@@ -513,10 +512,13 @@ def _step_verdict(r, a, b, metric):
 
 
 VALUES.update({f"step_{a}__{b}_{m}": (lambda r, a=a, b=b, m=m: _step_verdict(r, a, b, m)) for a, b, _ in STEPS
-               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted")})
+               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "px_valpx")})
+# sel_<readout>: px under the val-px selection rule minus px under the val-loss rule, paired by seed
+VALUES.update({f"sel_{n}": (lambda r, n=n: (lambda d: f"{_ci(d)} px, {verdict(d)}")(
+    r["study"]["readouts"]["selection"][n])) for n in READOUTS})
 VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['references'][n][m]:.2f}")
                for n in ("mean_pose", "centre_plus_mean_offsets")
-               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio", "px_valpx")})
+               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})
 
 
 def render(text, results):

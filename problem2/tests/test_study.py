@@ -46,6 +46,9 @@ def test_readout_study_on_tiny_data(tiny_data, tmp_path):
         assert {"px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "pck_bbox", "pck_bbox_sym",
                 "spread_ratio", "best_epoch", "by_val_px", "train_seconds"} <= set(row)
         assert row["px_sym"] <= row["px"] + 1e-9
+        sel = sec["selection"][name]                            # val-px rule minus val-loss rule, one seed
+        assert sel["n"] == 1 and sel["diff"] == row["by_val_px"]["px"] - row["px"]
+    assert all(s["px_valpx"]["n"] == 1 for s in sec["steps"])
     assert seconds["now"] == seconds["used"] > 0
     assert (tmp_path / "visualizations" / "study_readouts.png").exists()
     again = {"used": 0.0, "now": 0.0}
