@@ -21,6 +21,7 @@ from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
 from readouts import READOUTS, STEPS, paired_difference, row_value, verdict
+from study import HAND_LOSS_METRICS
 
 HERE = Path(__file__).resolve().parent
 DOCS = [HERE / "report.md", HERE.parent / "README.md"]
@@ -195,6 +196,16 @@ def table_hand_loss(r):
     return md(["method", "hand loss", "seeds", "px strict", "px sym", "hand px strict", "hand px sym",
                "PCK@0.05 strict", "PCK@0.05 sym", f"predicted hand gap px (true {h['hand_gap_px_ground_truth']:.1f})"],
               rows)
+
+
+def table_hand_loss_pairs(r):
+    """Symmetric minus strict hand loss, paired by seed, per method (95% t-interval; * = beyond seed noise)."""
+    pairs = r["study"]["hand_loss"].get("paired", {})
+    rows = [[NAMES[m], " ".join(map(str, p["seeds"])) or "–", _ci(p["px"]), _ci(p["px_sym"]), _ci(p["px_hands_sym"]),
+             _ci(p["pck_bbox"], "{:+.3f}"), _ci(p["pck_bbox_sym"], "{:+.3f}"), _ci(p["hand_gap_px"], "{:+.1f}")]
+            for m, p in pairs.items()]
+    return md(["method (symmetric − strict loss)", "seeds", "px strict", "px sym", "hand px sym", "PCK@0.05 strict",
+               "PCK@0.05 sym", "predicted hand gap px"], rows)
 
 
 def table_translation(r):
@@ -397,7 +408,7 @@ TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": tabl
           "pck_torso": lambda r: table_pck(r, "torso"), "per_keypoint": table_per_keypoint,
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
           "seed_pairs": table_seed_pairs, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
-          "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "translation": table_translation,
+          "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "hand_loss_pairs": table_hand_loss_pairs, "translation": table_translation,
           "data": table_data, "timing": table_timing, "training": table_training, "benchmark": table_benchmark,
           "readout_findings": readout_findings, "readout_summary": lambda r: readout_findings(r, KEY_STEPS),
           "readout_spread": readout_spread, "sources": sources}
@@ -505,6 +516,16 @@ def _hand_loss_mean(r, name, metric):
 VALUES.update({f"hl_{m}_{loss}_{k}": (lambda r, n=f"{m}_{loss}", k=k: _hand_loss_mean(r, n, k))
                for m in METHODS for loss in ("strict", "symmetric")
                for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")})
+
+def _hand_loss_pair(r, method, metric):
+    d = r["study"]["hand_loss"]["paired"][method][metric]
+    pck = metric.startswith("pck")
+    return f"{_ci(d, '{:+.3f}' if pck else '{:+.2f}')}{'' if pck else ' px'}, {verdict(d)}"
+
+
+VALUES.update({f"hl_pair_{m}_{k}": (lambda r, m=m, k=k: _hand_loss_pair(r, m, k)) for m in METHODS
+               for k in HAND_LOSS_METRICS})
+
 
 def _step_verdict(r, a, b, metric):
     step = next(s for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) == (a, b))

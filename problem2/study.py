@@ -30,7 +30,8 @@ study_results.json schema:
    "data_efficiency": {"sizes": [..], "<method>": {"mean_px_error": [..], "pck_bbox_0.05": [..]}},
    "readouts": see readouts.py, "hand_loss": {"precision", "seeds", "rows": {"<method>_<loss>": [{"seed", "run",
                 "best_epoch", "px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px"}]},
-                "hand_gap_px_ground_truth"},
+                "hand_gap_px_ground_truth", "paired": {method: {"seeds", "<metric>": {"diff", "ci95", "n"}}}},
+                (paired: symmetric minus strict loss over the seeds both have; metrics HAND_LOSS_METRICS)
    "seconds": {study: its evaluation time + the training time of the runs it uses (a run shared by several
                studies of one call is charged to the first one written)}}
 hands, translation, seeds and data_efficiency also name their run folders ("runs": {label: "<method>-<recipe key>"}).
@@ -163,12 +164,19 @@ def run_row(seed, info, ev):
             **{k: b[k] for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")}}
 
 
-def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print):
+# the numbers the hand-loss study pairs by seed (symmetric minus strict); PCK at the 0.05 threshold
+HAND_LOSS_METRICS = {"px": lambda row: row["px"], "px_sym": lambda row: row["px_sym"],
+                     "px_hands_sym": lambda row: row["px_hands_sym"], "hand_gap_px": lambda row: row["hand_gap_px"],
+                     "pck_bbox": lambda row: row["pck_bbox"]["0.05"], "pck_bbox_sym": lambda row: row["pck_bbox_sym"]["0.05"]}
+
+
+def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print,
+                    epochs=train.DEFAULTS["epochs"]):
     """The symmetric hand loss (train.py --hand-loss symmetric) on the faithful labels, for the three methods
     over seeds, next to the strict loss of the same recipe (run store, fp32). The seed-0 HeatmapNet is also
     written to results/heatmap_symmetric_model.pth (loads into HeatmapNet)."""
     data = data_fingerprint(kp_dir)
-    recipes = {(m, loss, s): train.make_recipe(m, data, s, hand_loss=loss, precision=STUDY_PRECISION)
+    recipes = {(m, loss, s): train.make_recipe(m, data, s, epochs, hand_loss=loss, precision=STUDY_PRECISION)
                for m in METHODS for loss in HAND_LOSSES for s in seeds}
     got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
     res = {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": {}}
@@ -179,6 +187,14 @@ def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, 
     if ckpt.exists():
         shutil.copyfile(ckpt, results_dir / "heatmap_symmetric_model.pth")
     res["hand_gap_px_ground_truth"] = float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean())
+    res["paired"] = {}
+    for m in METHODS:
+        strict, sym = ({row["seed"]: row for row in res["rows"].get(f"{m}_{loss}", [])}
+                       for loss in ("strict", "symmetric"))
+        both = sorted(set(strict) & set(sym))
+        res["paired"][m] = {"seeds": both, **{k: readouts.paired_difference([get(strict[s]) for s in both],
+                                                                            [get(sym[s]) for s in both])
+                                              for k, get in HAND_LOSS_METRICS.items()}}
     return res
 
 

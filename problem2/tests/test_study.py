@@ -100,6 +100,17 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tmp_path, m
     stored = run_many([make_recipe(m, data, s, 1, precision="fp32") for m in study.METHODS for s in (0, 1)],
                       tiny_data, tmp_path / "runs", shifted, log=lambda *a: None)
     runs_root = tmp_path / "runs"
+    hl = study.study_hand_loss(tiny_data, tmp_path, {"used": 0.0, "now": 0.0}, (0, 1), epochs=1, **quiet)
+    assert hl["rows"]["regression_strict"][1]["run"] == run_dir_of(runs_root, make_recipe(      # the stored run
+        "regression", data, 1, 1, precision="fp32")).name
+    assert {len(v) for v in hl["rows"].values()} == {2} and len(hl["rows"]) == 2 * len(study.METHODS)
+    pair, rows = hl["paired"]["integral"], hl["rows"]
+    by_hand = sum(rows["integral_symmetric"][s]["px_hands_sym"] - rows["integral_strict"][s]["px_hands_sym"]
+                  for s in (0, 1)) / 2                                           # symmetric minus strict, per seed
+    assert pair["seeds"] == [0, 1] and abs(pair["px_hands_sym"]["diff"] - by_hand) < 1e-12
+    assert pair["pck_bbox_sym"]["n"] == 2 and pair["pck_bbox_sym"]["ci95"] is not None
+    from model import HeatmapNet, load_checkpoint
+    assert isinstance(load_checkpoint(tmp_path / "heatmap_symmetric_model.pth", method="heatmap")[0], HeatmapNet)
     hands = study.study_hands(tiny_data, tmp_path, {"used": 0.0, "now": 0.0}, **quiet)  # trains the canonical runs
     assert hands["hand_gap_px"]["ground_truth"] > 0 and "integral_canonical" in hands
     canon = train.make_recipe("heatmap", data_fingerprint(tiny_data), 0, 1, precision="fp32", canonical_hands=True)
