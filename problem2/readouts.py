@@ -51,6 +51,10 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
                                     "loss (its FC, dropout and sigmoid go too)"),
          ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid: pooled FC vs "
                                           "spatial readout, both unregularised and unsquashed"),
+         ("flatten_fc", "softargmax_8", "with the layout kept either way: a flattened FC head (dropout, sigmoid) vs "
+                                        "the weight-shared spatial readout at 8x8"),
+         ("decoder64_gap_fc", "integral_64", "on the same decoder to 64x64: GAP + the spec FC head vs a soft-argmax "
+                                             "readout (both coordinate losses)"),
          ("softargmax_8", "heatmap_8", "at 8x8, Gaussian heatmaps with MSE instead of a coordinate loss (decoded by "
                                    "argmax + quarter step instead of the soft-argmax expectation)"),
          ("softargmax_8", "integral_64", "the decoder to 64x64 under the spatial readout (coordinate loss)"),
