@@ -90,6 +90,21 @@ def row_value(row, metric):
     return row["by_val_px"]["px"] if metric == "px_valpx" else row[metric]
 
 
+def paired_seeds(section, a, b):
+    """The seeds both readouts a and b have in a readouts section."""
+    return sorted({row["seed"] for row in section["readouts"][a]["per_seed"]} &
+                  {row["seed"] for row in section["readouts"][b]["per_seed"]})
+
+
+def paired_between(section, a, b, metric, metric_b=None):
+    """b's metric_b (default: the same metric) minus a's metric, paired over the seeds both have
+    (paired_difference); a == b pairs two numbers of the same runs (e.g. px vs px_shifted)."""
+    rows = {x: {row["seed"]: row for row in section["readouts"][x]["per_seed"]} for x in (a, b)}
+    seeds = paired_seeds(section, a, b)
+    return paired_difference([row_value(rows[a][s], metric) for s in seeds],
+                             [row_value(rows[b][s], metric_b or metric) for s in seeds])
+
+
 def seed_entry(seed, run_name, info, ev):
     b, h = ev["val_loss"]["brief"], info["history"]
     return {"seed": seed, "run": run_name, **{k: b[k] for k in ("px", "px_sym", "px_head_feet", "px_hands_sym",
@@ -140,16 +155,9 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
             "per_seed": rows,
             "mean": {k: float(np.mean([row[k] for row in rows])) for k in scalar},
             "std": {k: float(np.std([row[k] for row in rows], ddof=1)) if len(rows) > 1 else None for k in scalar}}
-    section["steps"] = []
-    for a, b, question in STEPS:
-        ra, rb = ({row["seed"]: row for row in section["readouts"][x]["per_seed"]} for x in (a, b))
-        both = sorted(set(ra) & set(rb))
-        section["steps"].append({"from": a, "to": b, "question": question, "seeds": both, **{
-            m: paired_difference([row_value(ra[s], m) for s in both], [row_value(rb[s], m) for s in both])
-            for m in STEP_METRICS}})
-    section["selection"] = {r: paired_difference([row["px"] for row in x["per_seed"]],
-                                                  [row["by_val_px"]["px"] for row in x["per_seed"]])
-                            for r, x in section["readouts"].items()}
+    section["steps"] = [{"from": a, "to": b, "question": question, "seeds": paired_seeds(section, a, b),
+                         **{m: paired_between(section, a, b, m) for m in STEP_METRICS}} for a, b, question in STEPS]
+    section["selection"] = {r: paired_between(section, r, r, "px", "px_valpx") for r in READOUTS}
     plot_readouts(section, results_dir / "visualizations")
     return section
 

@@ -20,7 +20,7 @@ from codec import KEYPOINT_NAMES
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from readouts import READOUTS, STEPS, paired_difference, row_value, verdict
+from readouts import READOUTS, STEPS, paired_between, paired_difference, row_value, verdict
 from study import HAND_LOSS_METRICS
 
 HERE = Path(__file__).resolve().parent
@@ -337,7 +337,8 @@ def readout_findings(r, only=None):
         ends = [per_seed.get(n, {}) for n in ("gap_fc", "heatmap_64")]
         if key != ("gap_fc", "heatmap_64") and all(x in e for e in ends for x in s["seeds"]):
             total = np.mean([ends[1][x] - ends[0][x] for x in s["seeds"]])  # the spec gap over the same seeds
-            share = f"; that is {d['diff'] / total:.0%} of the whole `gap_fc` → `heatmap_64` difference"
+            share = (f"; that is {d['diff'] / total:.0%} of the whole `gap_fc` → `heatmap_64` difference (a ratio "
+                     "of means, no interval)")
         lines.append(f"{head} Mean error {mean[key[0]]:.2f} → {mean[key[1]]:.2f} px (seeds "
                      f"{', '.join(map(str, s['seeds']))}); paired difference {_ci(d)} px: {verdict(d)}{share}. "
                      f"Head + feet {_ci(s['px_head_feet'])}, hands (symmetric) {_ci(s['px_hands_sym'])}, "
@@ -537,6 +538,16 @@ VALUES.update({f"step_{a}__{b}_{m}": (lambda r, a=a, b=b, m=m: _step_verdict(r, 
 # sel_<readout>: px under the val-px selection rule minus px under the val-loss rule, paired by seed
 VALUES.update({f"sel_{n}": (lambda r, n=n: (lambda d: f"{_ci(d)} px, {verdict(d)}")(
     r["study"]["readouts"]["selection"][n])) for n in READOUTS})
+# any two readouts paired by seed, beyond the interpreted STEPS (pair_<a>__<b>_px: b minus a), and each readout's
+# in-range -> shifted change within its own runs (shift_<readout>: px_shifted minus px)
+def _between(r, a, b, metric, metric_b=None):
+    d = paired_between(r["study"]["readouts"], a, b, metric, metric_b)
+    return f"{_ci(d)} px, {verdict(d)}"
+
+
+VALUES.update({f"pair_{a}__{b}_px": (lambda r, a=a, b=b: _between(r, a, b, "px")) for a in READOUTS for b in READOUTS
+               if a != b})
+VALUES.update({f"shift_{n}": (lambda r, n=n: _between(r, n, n, "px", "px_shifted")) for n in READOUTS})
 VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['references'][n][m]:.2f}")
                for n in ("mean_pose", "centre_plus_mean_offsets")
                for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})

@@ -84,6 +84,7 @@ def test_readout_findings_apply_the_seed_noise_rule():
     assert "one seed so far: not interpreted" in lines[2]
     assert "Not measured yet" in lines[3]
     assert report.readout_findings(r, only={("gap_fc", "heatmap_64")}).count("\n") == 1
+    assert report.VALUES["pair_gap_fc__flatten_fc_px"](r).startswith("-6.00 [-8.48, -3.52] * px, larger than")
     wide = report.paired_difference([1.0, 2.0, 3.0], [2.0, 1.0, 3.1])
     assert report.verdict(wide).startswith("within seed noise at n=3")
 
