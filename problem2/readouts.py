@@ -90,19 +90,20 @@ def row_value(row, metric):
     return row["by_val_px"]["px"] if metric == "px_valpx" else row[metric]
 
 
-def paired_seeds(section, a, b):
-    """The seeds both readouts a and b have in a readouts section."""
-    return sorted({row["seed"] for row in section["readouts"][a]["per_seed"]} &
-                  {row["seed"] for row in section["readouts"][b]["per_seed"]})
+def paired_by_seed(rows_a, rows_b, value_a, value_b=None):
+    """value_b(row of b) minus value_a(row of a) over the seeds both lists of per-seed rows have: (seeds,
+    paired_difference). The one pairing rule of the studies (readout steps, selection rule, hand loss)."""
+    a, b = ({row["seed"]: row for row in rows} for rows in (rows_a, rows_b))
+    seeds = sorted(set(a) & set(b))
+    return seeds, paired_difference([value_a(a[s]) for s in seeds], [(value_b or value_a)(b[s]) for s in seeds])
 
 
 def paired_between(section, a, b, metric, metric_b=None):
-    """b's metric_b (default: the same metric) minus a's metric, paired over the seeds both have
-    (paired_difference); a == b pairs two numbers of the same runs (e.g. px vs px_shifted)."""
-    rows = {x: {row["seed"]: row for row in section["readouts"][x]["per_seed"]} for x in (a, b)}
-    seeds = paired_seeds(section, a, b)
-    return paired_difference([row_value(rows[a][s], metric) for s in seeds],
-                             [row_value(rows[b][s], metric_b or metric) for s in seeds])
+    """Readout b's metric_b (default: the same metric) minus readout a's metric, paired by seed (paired_by_seed);
+    a == b pairs two numbers of the same runs (e.g. px vs px_shifted). Returns (seeds, difference)."""
+    ro = section["readouts"]
+    return paired_by_seed(ro[a]["per_seed"], ro[b]["per_seed"], lambda row: row_value(row, metric),
+                          lambda row: row_value(row, metric_b or metric))
 
 
 def seed_entry(seed, run_name, info, ev):
@@ -155,9 +156,9 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
             "per_seed": rows,
             "mean": {k: float(np.mean([row[k] for row in rows])) for k in scalar},
             "std": {k: float(np.std([row[k] for row in rows], ddof=1)) if len(rows) > 1 else None for k in scalar}}
-    section["steps"] = [{"from": a, "to": b, "question": question, "seeds": paired_seeds(section, a, b),
-                         **{m: paired_between(section, a, b, m) for m in STEP_METRICS}} for a, b, question in STEPS]
-    section["selection"] = {r: paired_between(section, r, r, "px", "px_valpx") for r in READOUTS}
+    section["steps"] = [{"from": a, "to": b, "question": question, "seeds": paired_between(section, a, b, "px")[0],
+                         **{m: paired_between(section, a, b, m)[1] for m in STEP_METRICS}} for a, b, question in STEPS]
+    section["selection"] = {r: paired_between(section, r, r, "px", "px_valpx")[1] for r in READOUTS}
     plot_readouts(section, results_dir / "visualizations")
     return section
 

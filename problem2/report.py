@@ -20,7 +20,7 @@ from codec import KEYPOINT_NAMES
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from readouts import READOUTS, STEPS, paired_between, paired_difference, row_value, verdict
+from readouts import READOUTS, STEP_METRICS, STEPS, paired_between, paired_difference, row_value, verdict
 from study import HAND_LOSS_METRICS
 
 HERE = Path(__file__).resolve().parent
@@ -409,8 +409,8 @@ TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": tabl
           "pck_torso": lambda r: table_pck(r, "torso"), "per_keypoint": table_per_keypoint,
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
           "seed_pairs": table_seed_pairs, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
-          "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "hand_loss_pairs": table_hand_loss_pairs, "translation": table_translation,
-          "data": table_data, "timing": table_timing, "training": table_training, "benchmark": table_benchmark,
+          "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "hand_loss_pairs": table_hand_loss_pairs,
+          "translation": table_translation, "data": table_data, "timing": table_timing, "training": table_training, "benchmark": table_benchmark,
           "readout_findings": readout_findings, "readout_summary": lambda r: readout_findings(r, KEY_STEPS),
           "readout_spread": readout_spread, "sources": sources}
 
@@ -518,36 +518,29 @@ VALUES.update({f"hl_{m}_{loss}_{k}": (lambda r, n=f"{m}_{loss}", k=k: _hand_loss
                for m in METHODS for loss in ("strict", "symmetric")
                for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")})
 
-def _hand_loss_pair(r, method, metric):
-    d = r["study"]["hand_loss"]["paired"][method][metric]
-    pck = metric.startswith("pck")
+def _quoted(d, pck=False):
+    """A paired difference as quoted in prose: value and interval, unit, and the seed-noise verdict."""
     return f"{_ci(d, '{:+.3f}' if pck else '{:+.2f}')}{'' if pck else ' px'}, {verdict(d)}"
 
 
-VALUES.update({f"hl_pair_{m}_{k}": (lambda r, m=m, k=k: _hand_loss_pair(r, m, k)) for m in METHODS
-               for k in HAND_LOSS_METRICS})
+def _step(r, a, b):
+    return next(s for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) == (a, b))
 
 
-def _step_verdict(r, a, b, metric):
-    step = next(s for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) == (a, b))
-    return f"{_ci(step[metric])} px, {verdict(step[metric])}"
-
-
-VALUES.update({f"step_{a}__{b}_{m}": (lambda r, a=a, b=b, m=m: _step_verdict(r, a, b, m)) for a, b, _ in STEPS
-               for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "px_valpx")})
-# sel_<readout>: px under the val-px selection rule minus px under the val-loss rule, paired by seed
-VALUES.update({f"sel_{n}": (lambda r, n=n: (lambda d: f"{_ci(d)} px, {verdict(d)}")(
-    r["study"]["readouts"]["selection"][n])) for n in READOUTS})
+# hl_pair_<method>_<metric>: symmetric minus strict hand loss; step_<a>__<b>_<metric>: a readout step;
+# sel_<readout>: px under the val-px selection rule minus px under the val-loss rule (all paired by seed)
+VALUES.update({f"hl_pair_{m}_{k}": (lambda r, m=m, k=k: _quoted(r["study"]["hand_loss"]["paired"][m][k],
+                                                                  k.startswith("pck")))
+               for m in METHODS for k in HAND_LOSS_METRICS})
+VALUES.update({f"step_{a}__{b}_{m}": (lambda r, a=a, b=b, m=m: _quoted(_step(r, a, b)[m])) for a, b, _ in STEPS
+               for m in STEP_METRICS})
+VALUES.update({f"sel_{n}": (lambda r, n=n: _quoted(r["study"]["readouts"]["selection"][n])) for n in READOUTS})
 # any two readouts paired by seed, beyond the interpreted STEPS (pair_<a>__<b>_px: b minus a), and each readout's
 # in-range -> shifted change within its own runs (shift_<readout>: px_shifted minus px)
-def _between(r, a, b, metric, metric_b=None):
-    d = paired_between(r["study"]["readouts"], a, b, metric, metric_b)
-    return f"{_ci(d)} px, {verdict(d)}"
-
-
-VALUES.update({f"pair_{a}__{b}_px": (lambda r, a=a, b=b: _between(r, a, b, "px")) for a in READOUTS for b in READOUTS
-               if a != b})
-VALUES.update({f"shift_{n}": (lambda r, n=n: _between(r, n, n, "px", "px_shifted")) for n in READOUTS})
+VALUES.update({f"pair_{a}__{b}_px": (lambda r, a=a, b=b: _quoted(paired_between(r["study"]["readouts"], a, b, "px")[1]))
+               for a in READOUTS for b in READOUTS if a != b})
+VALUES.update({f"shift_{n}": (lambda r, n=n: _quoted(paired_between(r["study"]["readouts"], n, n, "px",
+                                                                    "px_shifted")[1])) for n in READOUTS})
 VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['references'][n][m]:.2f}")
                for n in ("mean_pose", "centre_plus_mean_offsets")
                for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})

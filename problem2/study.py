@@ -165,9 +165,8 @@ def run_row(seed, info, ev):
 
 
 # the numbers the hand-loss study pairs by seed (symmetric minus strict); PCK at the 0.05 threshold
-HAND_LOSS_METRICS = {"px": lambda row: row["px"], "px_sym": lambda row: row["px_sym"],
-                     "px_hands_sym": lambda row: row["px_hands_sym"], "hand_gap_px": lambda row: row["hand_gap_px"],
-                     "pck_bbox": lambda row: row["pck_bbox"]["0.05"], "pck_bbox_sym": lambda row: row["pck_bbox_sym"]["0.05"]}
+HAND_LOSS_METRICS = {**{k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_hands_sym", "hand_gap_px")},
+                     **{k: (lambda row, k=k: row[k]["0.05"]) for k in ("pck_bbox", "pck_bbox_sym")}}
 
 
 def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print,
@@ -189,12 +188,9 @@ def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, 
     res["hand_gap_px_ground_truth"] = float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean())
     res["paired"] = {}
     for m in METHODS:
-        strict, sym = ({row["seed"]: row for row in res["rows"].get(f"{m}_{loss}", [])}
-                       for loss in ("strict", "symmetric"))
-        both = sorted(set(strict) & set(sym))
-        res["paired"][m] = {"seeds": both, **{k: readouts.paired_difference([get(strict[s]) for s in both],
-                                                                            [get(sym[s]) for s in both])
-                                              for k, get in HAND_LOSS_METRICS.items()}}
+        strict, sym = (res["rows"].get(f"{m}_{loss}", []) for loss in ("strict", "symmetric"))
+        pairs = {k: readouts.paired_by_seed(strict, sym, get) for k, get in HAND_LOSS_METRICS.items()}
+        res["paired"][m] = {"seeds": pairs["px"][0], **{k: d for k, (_, d) in pairs.items()}}
     return res
 
 
