@@ -99,3 +99,12 @@ def test_sources_say_which_sections_come_from_the_run_store():
     assert "`seeds`: the run store" in text and "`hands`: the run store" in text
     assert "`translation`: the last full bf16 run" in text and "`data_efficiency`: the last full bf16 run" in text
     assert "not in the store" in report.sources({"ablation": ab, "study": study, "stored_runs": {"a": machine}})
+
+
+def test_store_training_seconds_counts_a_shared_run_once():
+    row = lambda run, sec: {"run": run, "train_seconds": sec}  # noqa: E731
+    study = {"readouts": {"readouts": {"gap_fc": {"per_seed": [row("a", 10.0), row("b", 20.0)]}}},
+             "hand_loss": {"rows": {"regression_strict": [row("a", 10.0)], "regression_symmetric": [row("c", 5.0)]}},
+             "budget": {"long": {"heatmap": [row("d", 1.0)]}, "data_steps": {"rows": {"heatmap": {"32": [row("e", 2.0)]}}}}}
+    assert report.store_training_seconds(study) == 38.0   # a + b + c + d + e, run "a" once
+    assert report.store_training_seconds({}) == 0
