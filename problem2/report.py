@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from baseline import DEFAULT_VARIANT, STUDIES as ABLATIONS, variant_config, variant_name
 from codec import KEYPOINT_NAMES
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
@@ -129,27 +130,58 @@ def table_seed_pairs(r):
               [k.replace("_", " ") for k in keys], rows)
 
 
+# the numbers of an ablation run the report compares to the default variant: name -> value of one run's "test"
+ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["strict"]["mean_px_error"]) for d in ("argmax", "quarter", "dark")},
+                    "px_sym": lambda t: t["quarter"]["symmetric"]["mean_px_error"],
+                    "pck05": lambda t: t["quarter"]["strict"]["pck"]["bbox"]["0.05"]}
+
+
+def _plural(n, word):
+    return f"{'one' if n == 1 else n} {word}{'' if n == 1 else 's'}"
+
+
+def ablation_pair(r, name, metric):
+    """Variant minus default variant, paired by seed (over the seeds both have), 95% t-interval."""
+    runs = r["ablation"]["variants"]
+    base = {row["seed"]: row for row in runs[DEFAULT_VARIANT]["runs"]}
+    pairs = [(base[row["seed"]], row) for row in runs[name]["runs"] if row["seed"] in base]
+    get = ABLATION_METRICS[metric]
+    return paired_difference([get(a["test"]) for a, _ in pairs], [get(b["test"]) for _, b in pairs])
+
+
 def table_ablation(r):
-    """Mean ± std over the recorded seeds per variant, and the paired difference (quarter decoder, strict px)
-    to the default variant with a 95% t-interval (* = the interval excludes 0, i.e. beyond seed noise)."""
+    """Mean ± std over the recorded seeds per variant, and the paired differences (quarter decoder, strict px and
+    PCK@0.05) to the default variant with a 95% t-interval (* = the interval excludes 0, i.e. beyond seed noise)."""
     a = r["ablation"]
-    base = {row["seed"]: row for row in a["variants"]["hm64_sigma2_skip"]["runs"]}
     rows = []
     for study, names in a["studies"].items():
         for n in names:
             v = a["variants"][n]
             c, runs = v["config"], v["runs"]
-            px = lambda d, m="strict": [row["test"][d][m]["mean_px_error"] for row in runs]  # noqa: E731
-            seeds = [row["seed"] for row in runs if row["seed"] in base]
-            diff = paired_difference([base[s]["test"]["quarter"]["strict"]["mean_px_error"] for s in seeds],
-                                     [row["test"]["quarter"]["strict"]["mean_px_error"] for row in runs if row["seed"] in base])
-            rows.append([study, n, c["hm_size"], f"{c['sigma_img']:g}", "on" if c["skip"] else "off", len(runs)] +
-                        [_mean_sd(px(d)) for d in ("argmax", "quarter", "dark")] +
-                        [_mean_sd([row["test"]["quarter"]["strict"]["pck"]["bbox"]["0.05"] for row in runs], "{:.3f}"),
-                         _mean_sd(px("quarter", "symmetric")),
-                         "(default)" if n == "hm64_sigma2_skip" else _ci(diff)])
+            col = lambda m, fmt="{:.2f}": _mean_sd([ABLATION_METRICS[m](row["test"]) for row in runs], fmt)  # noqa: E731
+            rows.append([study, n, c["hm_size"], f"{c['sigma_img']:g}", "on" if c["skip"] else "off", len(runs),
+                         col("px_argmax"), col("px_quarter"), col("px_dark"), col("pck05", "{:.3f}"), col("px_sym")] +
+                        (["(default)"] * 2 if n == DEFAULT_VARIANT else
+                         [_ci(ablation_pair(r, n, "px_quarter")), _ci(ablation_pair(r, n, "pck05"), "{:+.3f}")]))
     return md(["study", "variant", "hm", "σ (img px)", "skips", "seeds", "px argmax", "px quarter", "px dark",
-               "PCK@0.05 (quarter)", "sym px (quarter)", "px quarter − default [95% CI]"], rows)
+               "PCK@0.05 (quarter)", "sym px (quarter)", "px quarter − default [95% CI]",
+               "PCK@0.05 − default [95% CI]"], rows)
+
+
+def ablation_beyond_noise(r):
+    """Every (variant, metric) whose paired difference to the default excludes 0, or a sentence saying none does."""
+    a, found, n_max = r["ablation"], [], 0
+    for n in a["variants"]:
+        if n == DEFAULT_VARIANT:
+            continue
+        for m in ABLATION_METRICS:
+            d = ablation_pair(r, n, m)
+            n_max = max(n_max, d["n"])
+            if d["ci95"] is not None and not d["ci95"][0] <= 0 <= d["ci95"][1]:
+                found.append(f"{n} {m.replace('_', ' ')} {_ci(d, '{:+.3f}' if m == 'pck05' else '{:+.2f}')}")
+    if n_max < 2:
+        return "none can be, with one seed per variant (no interval)"
+    return "; ".join(found) if found else f"none (every interval includes 0, n={n_max})"
 
 
 def table_failures(r):
@@ -554,6 +586,14 @@ VALUES.update({f"shift_{n}": (lambda r, n=n: _quoted(paired_between(r["study"]["
 VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['references'][n][m]:.2f}")
                for n in ("mean_pose", "centre_plus_mean_offsets")
                for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})
+
+# abl_<variant>_<metric>: an ablation variant minus the default variant, paired by seed
+VALUES.update({f"abl_{n}_{m}": (lambda r, n=n, m=m: _quoted(ablation_pair(r, n, m), m == "pck05"))
+               for n in {variant_name(variant_config(o)) for v in ABLATIONS.values() for o in v} for m in ABLATION_METRICS})
+VALUES["abl_beyond_noise"] = ablation_beyond_noise
+VALUES["abl_runs"] = lambda r: (f"{_plural(len(r['ablation']['seeds']), 'seed')} per variant "
+                                f"({_plural(len(r['ablation']['seeds']), 'seed').split()[1]} "
+                                f"{', '.join(map(str, r['ablation']['seeds']))}; {r['ablation']['recipe']['precision']})")
 
 
 def render(text, results):

@@ -54,11 +54,20 @@ def test_ablation_table_interval_and_seed_noise_verdict():
                                          "hm64_sigma2_noskip": {"config": {**cfg, "skip": False},
                                                                 "runs": [run(0, 3.0), run(1, 3.3), run(2, 3.1)]},
                                          "hm64_sigma2_same": {"config": cfg, "runs": [run(0, 2.5), run(1, 1.7), run(2, 2.1)]}}}}
+    results["ablation"].update(seeds=[0, 1, 2], recipe={"precision": "fp32"})
     table = report.table_ablation(results)
-    noskip = next(line for line in table.splitlines() if "noskip" in line)
-    assert "3.13 ± 0.15" in noskip and noskip.rstrip(" |").endswith("*")        # +1.03, interval excludes 0
-    same = next(line for line in table.splitlines() if "_same" in line)
-    assert "0.00 [-1.24, +1.24]" in same and not same.rstrip(" |").endswith("*")  # within seed noise
+    noskip = next(line for line in table.splitlines() if "noskip" in line).split(" | ")
+    assert "3.13 ± 0.15" in noskip and noskip[-2].endswith("*")                # +1.03 px, interval excludes 0
+    assert noskip[-1].startswith("+0.000 [+0.000, +0.000]")                     # equal PCK: no difference
+    same = next(line for line in table.splitlines() if "_same" in line).split(" | ")
+    assert same[-2].endswith("0.00 [-1.24, +1.24]")                           # within seed noise, no *
+    # the prose: only the differences beyond seed noise are listed, each with its interval
+    listed = report.ablation_beyond_noise(results)
+    assert "hm64_sigma2_noskip px quarter +1.03 [" in listed and "_same" not in listed
+    assert report.VALUES["abl_runs"](results) == "3 seeds per variant (seeds 0, 1, 2; fp32)"
+    one = {"ablation": {**results["ablation"], "variants": {k: {**v, "runs": v["runs"][:1]}
+                                                            for k, v in results["ablation"]["variants"].items()}}}
+    assert report.ablation_beyond_noise(one).startswith("none can be, with one seed")
 
 
 def test_readout_findings_apply_the_seed_noise_rule():
