@@ -258,6 +258,40 @@ def table_data(r):
     return md(["method (mean px / PCK@0.05)"] + [f"{n} train" for n in d["sizes"]], rows)
 
 
+NOT_RUN_BUDGET = "(no stored runs yet: `python study.py --studies budget --jobs 2` trains them, resumable)\n"
+
+
+def table_budget_long(r):
+    """Spec-length vs long training, mean ± std over the stored seeds and paired by seed (long minus spec)."""
+    b = r["study"].get("budget")
+    if not b or not b["long"]:
+        return NOT_RUN_BUDGET
+    short, long_ = map(str, b["epochs"])
+    rows = []
+    for m, by_e in b["long"].items():
+        col = lambda e, get, fmt="{:.2f}": _mean_sd([get(x) for x in by_e.get(e, [])], fmt)  # noqa: E731
+        pair = b["long_paired"][m]
+        rows.append([NAMES[m], " ".join(map(str, pair["seeds"])) or "–",
+                     col(short, lambda x: x["px"]), col(long_, lambda x: x["px"]), _ci(pair["px"]),
+                     col(short, lambda x: x["pck_bbox"]["0.05"], "{:.3f}"),
+                     col(long_, lambda x: x["pck_bbox"]["0.05"], "{:.3f}"), _ci(pair["pck_bbox"], "{:+.3f}"),
+                     col(long_, lambda x: x["best_epoch"], "{:.0f}")])
+    return md(["method", "paired seeds", f"px, {short} epochs", f"px, {long_} epochs", f"px {long_} − {short} [95% CI]",
+               f"PCK@0.05, {short}", f"PCK@0.05, {long_}", "PCK@0.05 difference", f"best epoch of {long_}"], rows)
+
+
+def table_data_steps(r):
+    """Test px / PCK@0.05 vs training-set size at a fixed number of optimisation steps, mean ± std over seeds."""
+    b = r["study"].get("budget")
+    if not b or not b["data_steps"]["rows"]:
+        return NOT_RUN_BUDGET
+    d = b["data_steps"]
+    rows = [[NAMES[m]] + [f"{_mean_sd([x['px'] for x in by_n.get(str(n), [])])} / "
+                          f"{_mean_sd([x['pck_bbox']['0.05'] for x in by_n.get(str(n), [])], '{:.3f}')}"
+                          for n in d["sizes"]] for m, by_n in d["rows"].items()]
+    return md(["method (px / PCK@0.05)"] + [f"{n} train ({d['epochs'][str(n)]} epochs)" for n in d["sizes"]], rows)
+
+
 def machine_label(m):
     """'AMD EPYC, 2 cores, cpu, bf16' from a timing's machine record."""
     if not m:
@@ -441,6 +475,7 @@ TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": tabl
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
           "seed_pairs": table_seed_pairs, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
           "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "hand_loss_pairs": table_hand_loss_pairs,
+          "budget_long": table_budget_long, "data_steps": table_data_steps,
           "translation": table_translation, "data": table_data, "timing": table_timing, "training": table_training, "benchmark": table_benchmark,
           "readout_findings": readout_findings, "readout_summary": lambda r: readout_findings(r, KEY_STEPS),
           "readout_spread": readout_spread, "sources": sources}
@@ -452,7 +487,7 @@ def store_training_seconds(study):
     rows = [row for x in study.get("readouts", {}).get("readouts", {}).values() for row in x["per_seed"]]
     rows += [row for v in study.get("hand_loss", {}).get("rows", {}).values() for row in v]
     budget = study.get("budget", {})
-    rows += [row for v in budget.get("long", {}).values() for row in v]
+    rows += [row for by_e in budget.get("long", {}).values() for v in by_e.values() for row in v]
     rows += [row for by_n in budget.get("data_steps", {}).get("rows", {}).values() for v in by_n.values() for row in v]
     return sum({row["run"]: row["train_seconds"] for row in rows}.values())
 

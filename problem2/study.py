@@ -5,7 +5,9 @@ Studies:
               of runs.py under results/runs/ (fp32), --jobs in parallel, --partial records what is stored.
   hand_loss   The symmetric hand loss (train.py --hand-loss symmetric) vs the strict one, three methods x seeds,
               same run store; writes results/heatmap_symmetric_model.pth (seed 0).
-  budget      Same store: the three methods at --long-epochs, and data efficiency at a fixed step count.
+  budget      Same store: the three methods at --long-epochs next to the spec's 30 (paired by seed), and data
+              efficiency at a fixed number of optimisation steps (--sizes x --seeds), written with whatever
+              runs are stored.
   hands       Hand-label ambiguity: the three methods retrained on canonical hand labels (left_hand := smaller-x
               hand) next to the faithful-label runs, strict and symmetric; the faithful HeatmapNet also decoded
               with an ambiguity-aware joint hand assignment (codec.joint_hand_decode).
@@ -32,6 +34,10 @@ study_results.json schema:
                 "best_epoch", "px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px"}]},
                 "hand_gap_px_ground_truth", "paired": {method: {"seeds", "<metric>": {"diff", "ci95", "n"}}}},
                 (paired: symmetric minus strict loss over the seeds both have; metrics HAND_LOSS_METRICS)
+   "budget": {"precision", "seeds", "epochs": [spec, long], "long": {method: {"<epochs>": [row]}},
+              "long_paired": {method: {"seeds", "<metric>": {"diff", "ci95", "n"}}} (long minus spec; BUDGET_METRICS),
+              "data_steps": {"sizes": [..], "epochs": {"<size>": epochs}, "rows": {method: {"<size>": [row]}}}}
+              (row: run_row, the same fields as a hand_loss row)
    "seconds": {study: its evaluation time + the training time of the runs it uses (a run shared by several
                studies of one call is charged to the first one written)}}
 hands, translation, seeds and data_efficiency also name their run folders ("runs": {label: "<method>-<recipe key>"}).
@@ -199,29 +205,46 @@ def fixed_step_epochs(n_train, batch_size=32, ref_train=1000, ref_epochs=30):
     return round(ref_epochs * math.ceil(ref_train / batch_size) / math.ceil(n_train / batch_size))
 
 
+# the numbers the budget study pairs by seed (long minus spec-length training); PCK at the 0.05 threshold
+BUDGET_METRICS = {"px": lambda row: row["px"], "px_sym": lambda row: row["px_sym"],
+                  "pck_bbox": lambda row: row["pck_bbox"]["0.05"]}
+
+
 def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jobs=1, partial=False, log=print,
                  epochs=train.DEFAULTS["epochs"], shifted_dir=None):
-    """Two budget questions on the run store (fp32): "long" = the three methods trained for long_epochs (does
-    regression close the gap with more training?); "data_steps" = test error vs training-set size at a FIXED
-    number of optimisation steps (fixed_step_epochs), so the curve measures data, not step count."""
+    """Two budget questions on the run store (fp32), recording whatever runs are stored (each row names its seed).
+
+    "long": the three methods trained for long_epochs next to the spec's epochs (same seeds), paired by seed
+    (long minus spec): does regression close the gap with more training? "data_steps": test error vs
+    training-set size at a FIXED number of optimisation steps (fixed_step_epochs), validated at the same steps as
+    the full-set run (val_every), so the curve measures data, not step count."""
     data = data_fingerprint(kp_dir)
     n_all = data["split_sizes"]["train"]
-    recipes = {("long", m, None, s): train.make_recipe(m, data, s, long_epochs, precision=STUDY_PRECISION)
-               for m in METHODS for s in seeds}
+    recipes = {("long", m, e, s): train.make_recipe(m, data, s, e, precision=STUDY_PRECISION)
+               for m in METHODS for e in (epochs, long_epochs) for s in seeds}
     steps_epochs = {n: fixed_step_epochs(n, ref_train=n_all, ref_epochs=epochs) for n in [*sizes, n_all]}
     recipes.update({("data", m, n, s): train.make_recipe(m, data, s, steps_epochs[n], num_train=n,
-                                                         precision=STUDY_PRECISION)
+                                                         precision=STUDY_PRECISION,
+                                                         val_every=max(1, round(steps_epochs[n] / epochs)))
                     for m in METHODS for n in steps_epochs for s in seeds})
     got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, shifted_dir)
-    res = {"precision": STUDY_PRECISION, "seeds": list(seeds), "long_epochs": long_epochs, "long": {},
-           "data_steps": {"sizes": list(steps_epochs), "epochs": steps_epochs, "rows": {}}}
-    for (kind, m, n, s), run in got.items():
+    res = {"precision": STUDY_PRECISION, "seeds": list(seeds), "epochs": [epochs, long_epochs], "long": {},
+           "data_steps": {"sizes": list(steps_epochs), "epochs": {str(n): e for n, e in steps_epochs.items()},
+                          "rows": {}}}
+    for (kind, m, x, s), run in got.items():
         if run is None:
             continue
         if kind == "long":
-            res["long"].setdefault(m, []).append(run_row(s, *run))
+            res["long"].setdefault(m, {}).setdefault(str(x), []).append(run_row(s, *run))
         else:
-            res["data_steps"]["rows"].setdefault(m, {}).setdefault(str(n), []).append(run_row(s, *run))
+            res["data_steps"]["rows"].setdefault(m, {}).setdefault(str(x), []).append(run_row(s, *run))
+    res["long_paired"] = {}
+    for m, by_e in res["long"].items():
+        short, long_ = by_e.get(str(epochs), []), by_e.get(str(long_epochs), [])
+        pairs = {k: readouts.paired_by_seed(short, long_, get) for k, get in BUDGET_METRICS.items()}
+        res["long_paired"][m] = {"seeds": pairs["px"][0], **{k: d for k, (_, d) in pairs.items()}}
+    if len({n for by_n in res["data_steps"]["rows"].values() for n in by_n}) > 1:  # a curve needs two sizes
+        plot_data_steps(res["data_steps"], results_dir / "visualizations")
     return res
 
 
@@ -422,6 +445,37 @@ def plot_data_efficiency(res, vis_dir):
     fig.suptitle("Data efficiency (30 epochs each, test split)")
     fig.tight_layout()
     save_figure(fig, vis_dir / "study_data_efficiency.png")
+
+
+def plot_data_steps(d, vis_dir):
+    """Test error vs training-set size at a fixed number of optimisation steps: mean over the stored seeds
+    (line), each seed a dot."""
+    fig, axes = plt().subplots(1, 2, figsize=(10, 3.8))
+    sizes = d["sizes"]
+    for m in METHODS:
+        rows = d["rows"].get(m, {})
+        xs = [n for n in sizes if rows.get(str(n))]
+        for ax, get in ((axes[0], lambda row: row["px"]), (axes[1], lambda row: row["pck_bbox"]["0.05"])):
+            per = [[get(row) for row in rows[str(n)]] for n in xs]
+            ax.plot(xs, [np.mean(v) for v in per], "o-", color=COLORS[m], label=m)
+            for n, v in zip(xs, per):
+                ax.plot([n] * len(v), v, ".", color=COLORS[m], alpha=0.4, ms=5)
+    for ax, yl in zip(axes, ("mean error (px, strict)", "PCK@0.05 (bbox, strict)")):
+        ax.set(xscale="log", xlabel="training images (epochs: " + ", ".join(f"{n}: {d['epochs'][str(n)]}" for n in sizes)
+               + ")", ylabel=yl)
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_formatter(plt().NullFormatter())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    lo, hi = axes[0].get_ylim()
+    axes[0].set_yticks([t for t in (0.5, 1, 2, 3, 5, 10, 20, 50, 100) if lo <= t <= hi] or [round(lo, 1), round(hi, 1)])
+    _plain_numbers(axes[0])
+    n_steps = math.ceil(sizes[-1] / train.DEFAULTS["batch_size"]) * d["epochs"][str(sizes[-1])]
+    fig.suptitle(f"Data efficiency at a fixed number of optimisation steps ({n_steps} Adam steps each; "
+                 f"line = mean over seeds, dots = seeds; test split)")
+    fig.tight_layout()
+    save_figure(fig, vis_dir / "study_data_steps.png")
 
 
 def main(argv=None):

@@ -49,13 +49,14 @@ DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigm
 
 def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", precision="fp32",
         ckpt_path=None, ckpt_extra=None, on_epoch_end=None, name=None, log=print, hand_loss="strict",
-        px_ckpt_path=None, resume_path=None):
+        px_ckpt_path=None, resume_path=None, val_every=1):
     """The one training loop. keypoint_loss(model output, loader targets, hand_loss), Adam(lr).
 
-    Validation each epoch: loss on val_loader and mean pixel error (image px) of the decoded outputs
-    against val_loader.dataset.keypoints. The model with the lowest val loss is saved to ckpt_path (and,
-    when given, the one with the lowest val px error to px_ckpt_path). on_epoch_end(epoch, val_outputs)
-    is called after each epoch (heatmap snapshots). Returns the history (schema in the module docstring).
+    Validation every val_every epochs (and after the last): loss on val_loader and mean pixel error (image px)
+    of the decoded outputs against val_loader.dataset.keypoints; an epoch without validation records
+    val_loss/val_px_error None. The model with the lowest val loss is saved to ckpt_path (and, when given, the
+    one with the lowest val px error to px_ckpt_path). on_epoch_end(epoch, val_outputs) is called after each
+    validated epoch (heatmap snapshots). Returns the history (schema in the module docstring).
 
     resume_path: after every epoch the whole training state (weights, Adam, history, the RNG and shuffling
     states) is written there atomically; a later call with the same path and recipe continues after the last
@@ -95,19 +96,22 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
             raise FloatingPointError(f"[{name}] non-finite training loss at epoch {epoch}; stopping. "
                                      f"The last good checkpoint (if any) is kept at {ckpt_path}. "
                                      f"Try a lower --lr or --precision fp32.")
-        val_out = run_model(model, val_loader, device, precision)
-        val_loss = float(keypoint_loss(val_out, val_targets, hand_loss))
-        val_px = float((decode(target, val_out, REFINE_DEFAULT) - val_kp).norm(dim=-1).mean())
+        validate = epoch % val_every == 0 or epoch == num_epochs
+        val_out, val_loss, val_px = None, None, None
+        if validate:
+            val_out = run_model(model, val_loader, device, precision)
+            val_loss = float(keypoint_loss(val_out, val_targets, hand_loss))
+            val_px = float((decode(target, val_out, REFINE_DEFAULT) - val_kp).norm(dim=-1).mean())
         seconds = time.time() - t0
         history["epochs"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                   "val_px_error": val_px, "seconds": seconds})
-        best = val_loss < history["best_val_loss"]
+        best = validate and val_loss < history["best_val_loss"]
         if best:
             history.update(best_epoch=epoch, best_val_loss=val_loss, best_val_px_error=val_px)
             if ckpt_path is not None:
                 save_checkpoint(ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
                                 **_selected(ckpt_extra, "val_loss"))
-        if val_px < history["best_px_val_px_error"]:
+        if validate and val_px < history["best_px_val_px_error"]:
             history.update(best_px_epoch=epoch, best_px_val_px_error=val_px)
             if px_ckpt_path is not None:
                 save_checkpoint(px_ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
@@ -117,12 +121,14 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
                                      "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
                                      "seconds": time.time() - t_start, "rng": torch.get_rng_state(),
                                      "shuffle_rng": train_loader.generator.get_state()})
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and validate:
             on_epoch_end(epoch, val_out)
         elapsed = time.time() - t_start
         eta = elapsed / epoch * (num_epochs - epoch)
-        log(f"[{name}] epoch {epoch:>2}/{num_epochs}  train {train_loss:.3e}  val {val_loss:.3e}  "
-            f"val px err {val_px:6.2f}{' *' if best else '  '}  {seconds:5.1f}s  ETA {fmt_time(eta)}")
+        if validate or epoch % 10 == 0:
+            val = f"val {val_loss:.3e}  val px err {val_px:6.2f}" if validate else "(no validation this epoch)"
+            log(f"[{name}] epoch {epoch:>2}/{num_epochs}  train {train_loss:.3e}  {val}{' *' if best else '  '}  "
+                f"{seconds:5.1f}s  ETA {fmt_time(eta)}")
     history["train_seconds"] = time.time() - t_start
     history["images_per_second"] = len(train_loader.dataset) * num_epochs / history["train_seconds"]
     if resume_path is not None:
@@ -168,7 +174,8 @@ def _selected(ckpt_extra, rule):
 def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
                         precision="fp32", lr=DEFAULTS["lr"], snapshot_epochs=DEFAULTS["snapshot_epochs"],
                         num_snapshot_images=DEFAULTS["num_snapshot_images"], ckpt_name="heatmap_model.pth",
-                        log=print, hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None):
+                        log=print, hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None,
+                        val_every=1):
     """Train HeatmapNet on Gaussian heatmap targets (MSE); best-by-val-loss checkpoint to out_dir/ckpt_name;
     predicted heatmaps of the first few val images at snapshot_epochs (and the last) to heatmap_snapshots.pt."""
     ds = val_loader.dataset
@@ -187,31 +194,34 @@ def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=
              **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
                extra, on_epoch_end, log=log, hand_loss=hand_loss,
-               px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None, resume_path=resume_path)
+               px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None, resume_path=resume_path,
+               val_every=val_every)
 
 
 def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
                            precision="fp32", lr=DEFAULTS["lr"], ckpt_name="regression_model.pth", log=print,
-                           hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None):
+                           hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None, val_every=1):
     """Train RegressionNet (or any coordinate-target model) on unit [0, 1] coordinates (MSE); best-by-val-loss
     checkpoint to out_dir/ckpt_name."""
     extra = {"data": {"canonical_hands": val_loader.dataset.canonical_hands},
              **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
                extra, log=log, hand_loss=hand_loss, px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None,
-               resume_path=resume_path)
+               resume_path=resume_path, val_every=val_every)
 
 
 # ----------------------------------------------------------------------------- one method, one recipe
 def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], lr=DEFAULTS["lr"],
                 batch_size=DEFAULTS["batch_size"], heatmap_size=DEFAULTS["heatmap_size"], sigma=DEFAULTS["sigma"],
                 hand_loss=DEFAULTS["hand_loss"], canonical_hands=False, num_train=None, precision="fp32",
-                model_kwargs=None):
+                model_kwargs=None, val_every=1):
     """Every argument that changes a trained model's numbers, normalised (the provenance and resume key).
 
     data: dataset.data_fingerprint. Heatmap size/sigma (heatmap px) enter only where they matter: the target
     of heatmap methods (the method row's own values win) and the constructor of models that take hm_size. Rows
-    built by a lambda (fixed options) record those options through the method name, not in "model"."""
+    built by a lambda (fixed options) record those options through the method name, not in "model".
+    val_every (validate every N epochs; fit) enters the recipe only when it is not 1, the spec's every-epoch
+    validation, so the runs stored before the option existed keep their keys."""
     row = METHODS[method]
     model_kwargs = dict(model_kwargs or {})
     for name, param in inspect.signature(row["model"]).parameters.items():  # every constructor option, explicit
@@ -224,7 +234,7 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
     return {"method": method, "model": model_kwargs, "target": target, "epochs": epochs, "lr": lr,
             "batch_size": batch_size, "seed": seed, "hand_loss": hand_loss, "canonical_hands": bool(canonical_hands),
             "num_train": n_avail if num_train is None else min(num_train, n_avail), "precision": precision,
-            "data": data}
+            "data": data, **({"val_every": val_every} if val_every != 1 else {})}
 
 
 def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, px_ckpt_name=None,
@@ -246,7 +256,8 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, 
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     common = dict(out_dir=out_dir, device=device, precision=recipe["precision"], lr=recipe["lr"], log=log,
                   hand_loss=recipe["hand_loss"], provenance=provenance,
-                  ckpt_name=ckpt_name or f"{method}_model.pth", px_ckpt_name=px_ckpt_name, resume_path=resume_path)
+                  ckpt_name=ckpt_name or f"{method}_model.pth", px_ckpt_name=px_ckpt_name, resume_path=resume_path,
+                  val_every=recipe.get("val_every", 1))
     if output_type == "heatmap":
         return train_heatmap_model(model, train_loader, val_loader, recipe["epochs"],
                                    snapshot_epochs=DEFAULTS["snapshot_epochs"] if snapshots else (), **common)

@@ -114,6 +114,24 @@ def test_store_training_seconds_counts_a_shared_run_once():
     row = lambda run, sec: {"run": run, "train_seconds": sec}  # noqa: E731
     study = {"readouts": {"readouts": {"gap_fc": {"per_seed": [row("a", 10.0), row("b", 20.0)]}}},
              "hand_loss": {"rows": {"regression_strict": [row("a", 10.0)], "regression_symmetric": [row("c", 5.0)]}},
-             "budget": {"long": {"heatmap": [row("d", 1.0)]}, "data_steps": {"rows": {"heatmap": {"32": [row("e", 2.0)]}}}}}
+             "budget": {"long": {"heatmap": {"100": [row("d", 1.0)]}}, "data_steps": {"rows": {"heatmap": {"32": [row("e", 2.0)]}}}}}
     assert report.store_training_seconds(study) == 38.0   # a + b + c + d + e, run "a" once
     assert report.store_training_seconds({}) == 0
+
+
+def test_budget_tables_pair_long_with_spec_training_and_say_when_nothing_is_stored():
+    assert "no stored runs yet" in report.table_budget_long({"study": {}})
+    assert "no stored runs yet" in report.table_data_steps({"study": {}})
+    row = lambda seed, px, pck: {"seed": seed, "px": px, "pck_bbox": {"0.05": pck}, "best_epoch": 90}  # noqa: E731
+    long = {"30": [row(0, 13.0, 0.1), row(1, 14.0, 0.1)], "100": [row(0, 11.0, 0.2), row(1, 11.0, 0.3)]}
+    pair = {"seeds": [0, 1], "px": report.paired_difference([13.0, 14.0], [11.0, 11.0]),
+            "pck_bbox": report.paired_difference([0.1, 0.1], [0.2, 0.3])}
+    steps = {"sizes": [125, 1000], "epochs": {"125": 240, "1000": 30},
+             "rows": {"heatmap": {"125": [row(0, 5.0, 0.5), row(1, 7.0, 0.4)], "1000": [row(0, 2.5, 0.85)]}}}
+    r = {"study": {"budget": {"epochs": [30, 100], "long": {"regression": long}, "long_paired": {"regression": pair},
+                              "data_steps": steps}}}
+    line = report.table_budget_long(r).splitlines()[2].split(" | ")
+    assert line[1:5] == ["0 1", "13.50 ± 0.71", "11.00 ± 0.00", "-2.50 [-8.85, +3.85]"]   # diffs -2, -3
+    assert report.table_budget_long(r).splitlines()[0].count("100") == 4
+    table = report.table_data_steps(r)
+    assert "125 train (240 epochs)" in table and "6.00 ± 1.41 / 0.450 ± 0.071" in table and "2.50 (n=1)" in table

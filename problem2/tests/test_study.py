@@ -159,11 +159,21 @@ def test_fixed_step_epochs_and_budget_study(tiny_data, tmp_path):
     assert study.fixed_step_epochs(125) == 240 and study.fixed_step_epochs(250) == 120   # 960 steps each
     from dataset import shifted_test_dir
     seconds = {"used": 0.0, "now": 0.0}
-    res = study.study_budget(tiny_data, tmp_path, seconds, seeds=(0,), sizes=[32], long_epochs=1, epochs=1,
+    res = study.study_budget(tiny_data, tmp_path, seconds, seeds=(0,), sizes=[32], long_epochs=2, epochs=1,
                              log=lambda *a: None, shifted_dir=shifted_test_dir(tiny_data.parent / "shifted", 16))
-    assert res["data_steps"]["epochs"] == {32: 2, 48: 1}                                 # 2 x 1 batch = 1 x 2 batches
+    assert res["data_steps"]["epochs"] == {"32": 2, "48": 1}                             # 2 x 1 batch = 1 x 2 batches
     assert set(res["long"]) == set(study.METHODS) and set(res["data_steps"]["rows"]["heatmap"]) == {"32", "48"}
+    assert set(res["long"]["heatmap"]) == {"1", "2"}                                    # spec length next to long
+    pair = res["long_paired"]["regression"]
+    assert pair["seeds"] == [0] and pair["px"]["n"] == 1 and pair["px"]["ci95"] is None
     assert seconds["now"] == seconds["used"] > 0
+    # the 32-image run validates at the same optimisation steps as the full set: every 2nd of its 2 epochs
+    run = read_json(tmp_path / "runs" / res["data_steps"]["rows"]["heatmap"]["32"][0]["run"] / "run.json")
+    assert run["recipe"]["val_every"] == 2 and run["recipe"]["num_train"] == 32
+    assert [e["val_loss"] is None for e in run["history"]["epochs"]] == [True, False]
+    assert run["history"]["best_epoch"] == 2
+    assert "val_every" not in make_recipe("heatmap", data_fingerprint(tiny_data))          # stored keys unchanged
+    assert (tmp_path / "visualizations" / "study_data_steps.png").stat().st_size > 10_000
 
 
 def test_main_partial_keeps_sections_whose_runs_are_missing(tiny_data, tmp_path, capsys):
