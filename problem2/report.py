@@ -199,17 +199,30 @@ def table_failures(r):
                "hand gap px", "figure off-centre px"], rows)
 
 
+def _symmetric_loss_rows(r):
+    """(label, rows) of the symmetric hand-loss runs per method (study_results.json -> hand_loss), mean over seeds."""
+    rows = r["study"].get("hand_loss", {}).get("rows", {})
+    return [(f"{m} faithful, symmetric loss (seeds {' '.join(str(x['seed']) for x in rows[f'{m}_symmetric'])})",
+             rows[f"{m}_symmetric"]) for m in METHODS if rows.get(f"{m}_symmetric")]
+
+
 def table_hands(r):
+    """The hands study's runs (one seed each), then the symmetric hand loss (mean over its seeds)."""
     h = r["study"]["hands"]
     rows = [[k.replace("_", " "), f"{v['strict']['mean_px_error']:.2f}", f"{v['strict']['hand_px_error']:.2f}",
              f"{v['symmetric']['hand_px_error']:.2f}", f"{v['strict']['pck_bbox']['0.05']:.3f}",
-             f"{v['symmetric']['pck_bbox']['0.05']:.3f}"] for k, v in h.items() if k != "hand_gap_px"]
+             f"{v['symmetric']['pck_bbox']['0.05']:.3f}"] for k, v in h.items() if k not in ("hand_gap_px", "runs")]
+    mean = lambda xs, get, fmt="{:.2f}": fmt.format(np.mean([get(x) for x in xs]))  # noqa: E731
+    rows += [[label, mean(xs, lambda x: x["px"]), mean(xs, lambda x: x["px_hands"]), mean(xs, lambda x: x["px_hands_sym"]),
+              mean(xs, lambda x: x["pck_bbox"]["0.05"], "{:.3f}"), mean(xs, lambda x: x["pck_bbox_sym"]["0.05"], "{:.3f}")]
+             for label, xs in _symmetric_loss_rows(r)]
     return md(["model / labels / decoding", "mean px (strict)", "hand px (strict)", "hand px (symmetric)",
                "PCK@0.05 strict", "PCK@0.05 symmetric"], rows)
 
 
 def table_hand_gap(r):
-    g = r["study"]["hands"]["hand_gap_px"]
+    g = dict(r["study"]["hands"]["hand_gap_px"])
+    g.update({label: float(np.mean([x["hand_gap_px"] for x in xs])) for label, xs in _symmetric_loss_rows(r)})
     return md(["", *[k.replace("_", " ") for k in g]], [["mean distance between the two hands (px)", *[f"{v:.1f}" for v in g.values()]]])
 
 

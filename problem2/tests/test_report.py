@@ -135,3 +135,18 @@ def test_budget_tables_pair_long_with_spec_training_and_say_when_nothing_is_stor
     assert report.table_budget_long(r).splitlines()[0].count("100") == 4
     table = report.table_data_steps(r)
     assert "125 train (240 epochs)" in table and "6.00 ± 1.41 / 0.450 ± 0.071" in table and "2.50 (n=1)" in table
+
+
+def test_hands_tables_add_the_symmetric_loss_rows_as_seed_means():
+    side = {"strict": {"mean_px_error": 2.0, "hand_px_error": 6.0, "pck_bbox": {"0.05": 0.8}},
+            "symmetric": {"mean_px_error": 1.8, "hand_px_error": 5.0, "pck_bbox": {"0.05": 0.85}}}
+    row = lambda seed, hands: {"seed": seed, "px": 2.5, "px_hands": 6.5, "px_hands_sym": hands,  # noqa: E731
+                               "pck_bbox": {"0.05": 0.8}, "pck_bbox_sym": {"0.05": 0.98}, "hand_gap_px": 12.0 + seed}
+    r = {"study": {"hands": {"heatmap_faithful": side, "hand_gap_px": {"ground_truth": 12.1, "heatmap_faithful": 1.9},
+                             "runs": {"heatmap_faithful": "heatmap-x"}},
+                   "hand_loss": {"rows": {"heatmap_symmetric": [row(0, 1.0), row(1, 1.2)], "heatmap_strict": [row(0, 5.0)]}}}}
+    lines = report.table_hands(r).splitlines()
+    assert len(lines) == 4 and "runs" not in lines[2]
+    assert lines[3] == "| heatmap faithful, symmetric loss (seeds 0 1) | 2.50 | 6.50 | 1.10 | 0.800 | 0.980 |"
+    gap = report.table_hand_gap(r)
+    assert "symmetric loss (seeds 0 1)" in gap and gap.splitlines()[2].endswith("| 12.5 |")
