@@ -98,6 +98,12 @@ def paired_by_seed(rows_a, rows_b, value_a, value_b=None):
     return seeds, paired_difference([value_a(a[s]) for s in seeds], [(value_b or value_a)(b[s]) for s in seeds])
 
 
+def paired_metrics(rows_a, rows_b, metrics):
+    """{"seeds", name: b minus a} for every name -> value(row) of `metrics`, paired by seed (paired_by_seed)."""
+    pairs = {k: paired_by_seed(rows_a, rows_b, get) for k, get in metrics.items()}
+    return {"seeds": next(iter(pairs.values()))[0], **{k: d for k, (_, d) in pairs.items()}}
+
+
 def paired_between(section, a, b, metric, metric_b=None):
     """Readout b's metric_b (default: the same metric) minus readout a's metric, paired by seed (paired_by_seed);
     a == b pairs two numbers of the same runs (e.g. px vs px_shifted). Returns (seeds, difference)."""

@@ -21,7 +21,7 @@ from codec import KEYPOINT_NAMES
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from readouts import READOUTS, STEP_METRICS, STEPS, paired_between, paired_difference, row_value, verdict
+from readouts import READOUTS, STEP_METRICS, STEPS, paired_between, paired_by_seed, row_value, verdict
 from study import HAND_LOSS_METRICS
 
 HERE = Path(__file__).resolve().parent
@@ -142,11 +142,9 @@ def _plural(n, word):
 
 def ablation_pair(r, name, metric):
     """Variant minus default variant, paired by seed (over the seeds both have), 95% t-interval."""
-    runs = r["ablation"]["variants"]
-    base = {row["seed"]: row for row in runs[DEFAULT_VARIANT]["runs"]}
-    pairs = [(base[row["seed"]], row) for row in runs[name]["runs"] if row["seed"] in base]
+    runs = {n: v["runs"] for n, v in r["ablation"]["variants"].items()}
     get = ABLATION_METRICS[metric]
-    return paired_difference([get(a["test"]) for a, _ in pairs], [get(b["test"]) for _, b in pairs])
+    return paired_by_seed(runs.get(DEFAULT_VARIANT, []), runs.get(name, []), lambda row: get(row["test"]))[1]
 
 
 def table_ablation(r):
@@ -169,19 +167,22 @@ def table_ablation(r):
 
 
 def ablation_beyond_noise(r):
-    """Every (variant, metric) whose paired difference to the default excludes 0, or a sentence saying none does."""
-    a, found, n_max = r["ablation"], [], 0
+    """Every (variant, metric) whose paired difference to the default excludes 0, or a sentence saying none does;
+    says how many comparisons were made (the intervals are not corrected for multiplicity)."""
+    a, found, n_max, tried = r["ablation"], [], 0, 0
     for n in a["variants"]:
         if n == DEFAULT_VARIANT:
             continue
         for m in ABLATION_METRICS:
             d = ablation_pair(r, n, m)
-            n_max = max(n_max, d["n"])
+            n_max, tried = max(n_max, d["n"]), tried + 1
             if d["ci95"] is not None and not d["ci95"][0] <= 0 <= d["ci95"][1]:
                 found.append(f"{n} {m.replace('_', ' ')} {_ci(d, '{:+.3f}' if m == 'pck05' else '{:+.2f}')}")
     if n_max < 2:
         return "none can be, with one seed per variant (no interval)"
-    return "; ".join(found) if found else f"none (every interval includes 0, n={n_max})"
+    of = f"of {tried} comparisons, each a 95% interval not corrected for the number of comparisons"
+    return (f"{'; '.join(found)} ({len(found)} {of})" if found else
+            f"none (every interval includes 0, n={n_max}; {of})")
 
 
 def table_failures(r):
@@ -201,8 +202,9 @@ def table_failures(r):
 
 def _symmetric_loss_rows(r):
     """(label, rows) of the symmetric hand-loss runs per method (study_results.json -> hand_loss), mean over seeds."""
-    rows = r["study"].get("hand_loss", {}).get("rows", {})
-    return [(f"{m} faithful, symmetric loss (seeds {' '.join(str(x['seed']) for x in rows[f'{m}_symmetric'])})",
+    h = r["study"].get("hand_loss", {})
+    rows = h.get("rows", {})
+    return [(f"{m} faithful, symmetric loss ({h['precision']}, seeds {' '.join(str(x['seed']) for x in rows[f'{m}_symmetric'])})",
              rows[f"{m}_symmetric"]) for m in METHODS if rows.get(f"{m}_symmetric")]
 
 
@@ -290,7 +292,8 @@ def table_budget_long(r):
                      col(long_, lambda x: x["pck_bbox"]["0.05"], "{:.3f}"), _ci(pair["pck_bbox"], "{:+.3f}"),
                      col(long_, lambda x: x["best_epoch"], "{:.0f}")])
     return md(["method", "paired seeds", f"px, {short} epochs", f"px, {long_} epochs", f"px {long_} − {short} [95% CI]",
-               f"PCK@0.05, {short}", f"PCK@0.05, {long_}", "PCK@0.05 difference", f"best epoch of {long_}"], rows)
+               f"PCK@0.05, {short}", f"PCK@0.05, {long_}", f"PCK@0.05 {long_} − {short} [95% CI]",
+               f"best epoch of {long_}"], rows)
 
 
 def table_data_steps(r):
@@ -639,8 +642,10 @@ VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['r
 VALUES.update({f"abl_{n}_{m}": (lambda r, n=n, m=m: _quoted(ablation_pair(r, n, m), m == "pck05"))
                for n in {variant_name(variant_config(o)) for v in ABLATIONS.values() for o in v} for m in ABLATION_METRICS})
 VALUES["abl_beyond_noise"] = ablation_beyond_noise
+VALUES.update({f"budget_{k}_epochs": (lambda r, i=i: str(r["study"]["budget"]["epochs"][i]))
+               for i, k in enumerate(("spec", "long"))})
 VALUES["abl_runs"] = lambda r: (f"{_plural(len(r['ablation']['seeds']), 'seed')} per variant "
-                                f"({_plural(len(r['ablation']['seeds']), 'seed').split()[1]} "
+                                f"({'seed' if len(r['ablation']['seeds']) == 1 else 'seeds'} "
                                 f"{', '.join(map(str, r['ablation']['seeds']))}; {r['ablation']['recipe']['precision']})")
 
 

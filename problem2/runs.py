@@ -3,7 +3,8 @@ for the identical recipe (train.make_recipe: method, model options, targets, epo
 hand loss, labels, training-set size, precision and the data fingerprint).
 
 A run lives in <runs_root>/<method>-<recipe key>/:
-  run.json         {"recipe", "history" (per-epoch log, both selection rules), "machine", "code_version"}  committed
+  run.json         {"recipe", "history" (per-epoch log, both selection rules; val numbers null in an epoch
+                    without validation, recipe "val_every"), "machine", "code_version"}  committed
   eval.json        {"eval_key", "<rule: val_loss|val_px>": {"epoch", "test": {decoder: summary}, "brief",
                     "brief_joint_hands" (heatmap targets), "shifted": brief}}                          committed
   preds.npz        per-image predictions of the val-loss checkpoint, kp_img_px float32 [N, K, 2]: "test", "shifted"

@@ -5,7 +5,7 @@ Studies:
               of runs.py under results/runs/ (fp32), --jobs in parallel, --partial records what is stored.
   hand_loss   The symmetric hand loss (train.py --hand-loss symmetric) vs the strict one, three methods x seeds,
               same run store; writes results/heatmap_symmetric_model.pth (seed 0).
-  budget      Same store: the three methods at --long-epochs next to the spec's 30 (paired by seed), and data
+  budget      Same store: the three methods at --long-epochs next to the spec's epochs (paired by seed), and data
               efficiency at a fixed number of optimisation steps (--sizes x --seeds), written with whatever
               runs are stored.
   hands       Hand-label ambiguity: the three methods retrained on canonical hand labels (left_hand := smaller-x
@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND
-from common import (RESULTS_DIR, fmt_time, plt, read_json, record_timing,
+from common import (RESULTS_DIR, UsageError, fmt_time, plt, read_json, record_timing,
                     results_lock, save_figure, set_threads, write_json)
 from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, data_fingerprint, figure_centre, load_split, \
     make_loader, resolve_keypoints_dir, shifted_test_dir
@@ -195,8 +195,7 @@ def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, 
     res["paired"] = {}
     for m in METHODS:
         strict, sym = (res["rows"].get(f"{m}_{loss}", []) for loss in ("strict", "symmetric"))
-        pairs = {k: readouts.paired_by_seed(strict, sym, get) for k, get in HAND_LOSS_METRICS.items()}
-        res["paired"][m] = {"seeds": pairs["px"][0], **{k: d for k, (_, d) in pairs.items()}}
+        res["paired"][m] = readouts.paired_metrics(strict, sym, HAND_LOSS_METRICS)
     return res
 
 
@@ -218,15 +217,19 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
     (long minus spec): does regression close the gap with more training? "data_steps": test error vs
     training-set size at a FIXED number of optimisation steps (fixed_step_epochs), validated at the same steps as
     the full-set run (val_every), so the curve measures data, not step count."""
+    if long_epochs == epochs:
+        raise UsageError(f"--long-epochs {long_epochs} equals the spec's {epochs}: nothing to compare")
     data = data_fingerprint(kp_dir)
-    n_all = data["split_sizes"]["train"]
+    n_all, batch = data["split_sizes"]["train"], train.DEFAULTS["batch_size"]
     recipes = {("long", m, e, s): train.make_recipe(m, data, s, e, precision=STUDY_PRECISION)
                for m in METHODS for e in (epochs, long_epochs) for s in seeds}
-    steps_epochs = {n: fixed_step_epochs(n, ref_train=n_all, ref_epochs=epochs) for n in [*sizes, n_all]}
+    sizes = sorted({n for n in sizes if n < n_all}) + [n_all]
+    steps_epochs = {n: fixed_step_epochs(n, batch, n_all, epochs) for n in sizes}
+    # validate every full-set epoch's worth of steps (exact when the batch counts divide, as for 125/250/500 of 1000)
+    val_every = {n: max(1, round(math.ceil(n_all / batch) / math.ceil(n / batch))) for n in sizes}
     recipes.update({("data", m, n, s): train.make_recipe(m, data, s, steps_epochs[n], num_train=n,
-                                                         precision=STUDY_PRECISION,
-                                                         val_every=max(1, round(steps_epochs[n] / epochs)))
-                    for m in METHODS for n in steps_epochs for s in seeds})
+                                                         precision=STUDY_PRECISION, val_every=val_every[n])
+                    for m in METHODS for n in sizes for s in seeds})
     got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, shifted_dir)
     res = {"precision": STUDY_PRECISION, "seeds": list(seeds), "epochs": [epochs, long_epochs], "long": {},
            "data_steps": {"sizes": list(steps_epochs), "epochs": {str(n): e for n, e in steps_epochs.items()},
@@ -238,11 +241,8 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
             res["long"].setdefault(m, {}).setdefault(str(x), []).append(run_row(s, *run))
         else:
             res["data_steps"]["rows"].setdefault(m, {}).setdefault(str(x), []).append(run_row(s, *run))
-    res["long_paired"] = {}
-    for m, by_e in res["long"].items():
-        short, long_ = by_e.get(str(epochs), []), by_e.get(str(long_epochs), [])
-        pairs = {k: readouts.paired_by_seed(short, long_, get) for k, get in BUDGET_METRICS.items()}
-        res["long_paired"][m] = {"seeds": pairs["px"][0], **{k: d for k, (_, d) in pairs.items()}}
+    res["long_paired"] = {m: readouts.paired_metrics(by_e.get(str(epochs), []), by_e.get(str(long_epochs), []),
+                                                     BUDGET_METRICS) for m, by_e in res["long"].items()}
     if len({n for by_n in res["data_steps"]["rows"].values() for n in by_n}) > 1:  # a curve needs two sizes
         plot_data_steps(res["data_steps"], results_dir / "visualizations")
     return res

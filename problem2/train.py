@@ -17,6 +17,8 @@ Writes into --out-dir (default problem2/results/), every file atomically (temp +
                              "train_loss", "val_loss", "val_px_error", "seconds"}], "best_epoch", "best_val_loss",
                              "best_val_px_error", "best_px_epoch", "best_px_val_px_error", "train_seconds",
                              "images_per_second"}, "total_seconds"}
+  (val_loss/val_px_error are null in an epoch without validation: fit's val_every, used by study.py's fixed-step
+  runs; train.py validates every epoch)
   A run resumed from a resume file (fit's resume_path; the run store uses it) also records "resumed_after_epochs"
   and "seconds_before_resume" (its train_seconds count every call).
   val_px_error = mean Euclidean error over val keypoints in 128-px image space (heatmaps decoded with
@@ -63,6 +65,8 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
     finished epoch and ends with the same weights as an uninterrupted run. The file is deleted at the end.
     """
     name = name or model_config(model)["method"]
+    if val_every < 1:
+        raise ValueError(f"val_every must be >= 1, got {val_every}")
     target = target_of(model)
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -148,7 +152,8 @@ def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_pa
         log(f"[{name}] {e}; starting from epoch 1")
         return None
     why = ("it belongs to another recipe or model" if state.get("identity") != identity else
-           "the best checkpoints written before it are gone" if not all(Path(p).exists() for p in ckpt_paths) else None)
+           "the best checkpoints written before it are gone"
+           if state["history"]["best_epoch"] is not None and not all(Path(p).exists() for p in ckpt_paths) else None)
     if why:
         log(f"[{name}] not resuming from {resume_path}: {why}; starting from epoch 1")
         return None
@@ -177,7 +182,10 @@ def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=
                         log=print, hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None,
                         val_every=1):
     """Train HeatmapNet on Gaussian heatmap targets (MSE); best-by-val-loss checkpoint to out_dir/ckpt_name;
-    predicted heatmaps of the first few val images at snapshot_epochs (and the last) to heatmap_snapshots.pt."""
+    predicted heatmaps of the first few val images at snapshot_epochs (and the last) to heatmap_snapshots.pt
+    (snapshots are taken from the validation pass, so they need val_every=1)."""
+    if snapshot_epochs and val_every != 1:
+        raise ValueError("heatmap snapshots need validation every epoch (val_every=1)")
     ds = val_loader.dataset
     n = min(num_snapshot_images, len(ds))
     snap_epochs = sorted({e for e in snapshot_epochs if e <= num_epochs} | {num_epochs})

@@ -1,5 +1,6 @@
 import json
 
+import readouts
 import report
 
 
@@ -64,6 +65,7 @@ def test_ablation_table_interval_and_seed_noise_verdict():
     # the prose: only the differences beyond seed noise are listed, each with its interval
     listed = report.ablation_beyond_noise(results)
     assert "hm64_sigma2_noskip px quarter +1.03 [" in listed and "_same" not in listed
+    assert "of 10 comparisons" in listed                                        # 2 variants x 5 numbers, uncorrected
     assert report.VALUES["abl_runs"](results) == "3 seeds per variant (seeds 0, 1, 2; fp32)"
     one = {"ablation": {**results["ablation"], "variants": {k: {**v, "runs": v["runs"][:1]}
                                                             for k, v in results["ablation"]["variants"].items()}}}
@@ -75,7 +77,7 @@ def test_readout_findings_apply_the_seed_noise_rule():
     def rows(pxs):
         return [{"seed": s, "px": v, "spread_ratio": 0.9} for s, v in enumerate(pxs)]
     def step(a, b, pa, pb):
-        d = report.paired_difference(pa, pb)
+        d = readouts.paired_difference(pa, pb)
         return {"from": a, "to": b, "seeds": list(range(len(pa))), "px": d, "px_head_feet": d, "px_hands_sym": d,
                 "px_shifted": d}
     gap, flat, hm = [14.0, 13.0, 15.0], [8.0, 6.0, 10.0], [2.0, 2.5, 1.5]
@@ -94,7 +96,7 @@ def test_readout_findings_apply_the_seed_noise_rule():
     assert "Not measured yet" in lines[3]
     assert report.readout_findings(r, only={("gap_fc", "heatmap_64")}).count("\n") == 1
     assert report.VALUES["pair_gap_fc__flatten_fc_px"](r).startswith("-6.00 [-8.48, -3.52] * px, larger than")
-    wide = report.paired_difference([1.0, 2.0, 3.0], [2.0, 1.0, 3.1])
+    wide = readouts.paired_difference([1.0, 2.0, 3.0], [2.0, 1.0, 3.1])
     assert report.verdict(wide).startswith("within seed noise at n=3")
 
 
@@ -124,15 +126,15 @@ def test_budget_tables_pair_long_with_spec_training_and_say_when_nothing_is_stor
     assert "no stored runs yet" in report.table_data_steps({"study": {}})
     row = lambda seed, px, pck: {"seed": seed, "px": px, "pck_bbox": {"0.05": pck}, "best_epoch": 90}  # noqa: E731
     long = {"30": [row(0, 13.0, 0.1), row(1, 14.0, 0.1)], "100": [row(0, 11.0, 0.2), row(1, 11.0, 0.3)]}
-    pair = {"seeds": [0, 1], "px": report.paired_difference([13.0, 14.0], [11.0, 11.0]),
-            "pck_bbox": report.paired_difference([0.1, 0.1], [0.2, 0.3])}
+    pair = {"seeds": [0, 1], "px": readouts.paired_difference([13.0, 14.0], [11.0, 11.0]),
+            "pck_bbox": readouts.paired_difference([0.1, 0.1], [0.2, 0.3])}
     steps = {"sizes": [125, 1000], "epochs": {"125": 240, "1000": 30},
              "rows": {"heatmap": {"125": [row(0, 5.0, 0.5), row(1, 7.0, 0.4)], "1000": [row(0, 2.5, 0.85)]}}}
     r = {"study": {"budget": {"epochs": [30, 100], "long": {"regression": long}, "long_paired": {"regression": pair},
                               "data_steps": steps}}}
     line = report.table_budget_long(r).splitlines()[2].split(" | ")
     assert line[1:5] == ["0 1", "13.50 ± 0.71", "11.00 ± 0.00", "-2.50 [-8.85, +3.85]"]   # diffs -2, -3
-    assert report.table_budget_long(r).splitlines()[0].count("100") == 4
+    assert report.table_budget_long(r).splitlines()[0].count("100") == 5   # px, diff, PCK, PCK diff, best epoch
     table = report.table_data_steps(r)
     assert "125 train (240 epochs)" in table and "6.00 ± 1.41 / 0.450 ± 0.071" in table and "2.50 (n=1)" in table
 
@@ -144,9 +146,10 @@ def test_hands_tables_add_the_symmetric_loss_rows_as_seed_means():
                                "pck_bbox": {"0.05": 0.8}, "pck_bbox_sym": {"0.05": 0.98}, "hand_gap_px": 12.0 + seed}
     r = {"study": {"hands": {"heatmap_faithful": side, "hand_gap_px": {"ground_truth": 12.1, "heatmap_faithful": 1.9},
                              "runs": {"heatmap_faithful": "heatmap-x"}},
-                   "hand_loss": {"rows": {"heatmap_symmetric": [row(0, 1.0), row(1, 1.2)], "heatmap_strict": [row(0, 5.0)]}}}}
+                   "hand_loss": {"precision": "fp32", "rows": {"heatmap_symmetric": [row(0, 1.0), row(1, 1.2)],
+                                                             "heatmap_strict": [row(0, 5.0)]}}}}
     lines = report.table_hands(r).splitlines()
     assert len(lines) == 4 and "runs" not in lines[2]
-    assert lines[3] == "| heatmap faithful, symmetric loss (seeds 0 1) | 2.50 | 6.50 | 1.10 | 0.800 | 0.980 |"
+    assert lines[3] == "| heatmap faithful, symmetric loss (fp32, seeds 0 1) | 2.50 | 6.50 | 1.10 | 0.800 | 0.980 |"
     gap = report.table_hand_gap(r)
-    assert "symmetric loss (seeds 0 1)" in gap and gap.splitlines()[2].endswith("| 12.5 |")
+    assert "symmetric loss (fp32, seeds 0 1)" in gap and gap.splitlines()[2].endswith("| 12.5 |")

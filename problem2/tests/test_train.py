@@ -194,3 +194,30 @@ def test_a_resume_file_is_ignored_for_another_recipe_or_when_its_checkpoints_are
     h = run(0, 2)
     assert "resumed_after_epochs" not in h and (tmp_path / "m.pth").exists()
     assert any("best checkpoints written before it are gone" in s for s in logs)
+
+
+def test_val_every_validates_on_schedule_and_resumes_before_the_first_validation(tiny_data, tmp_path, monkeypatch):
+    """val_every=2 over 3 epochs validates epochs 2 and 3 only; a run stopped after epoch 1 (no checkpoint
+    written yet) resumes after epoch 1 instead of starting again."""
+    train_ds, val_ds = load_split(tiny_data, "train", "regression"), load_split(tiny_data, "val", "regression")
+    loaders = lambda: (make_loader(train_ds, 16, shuffle=True, seed=3), make_loader(val_ds, 16))  # noqa: E731
+    real_save, logs = train.torch_save, []
+
+    def save_then_stop(path, obj):
+        real_save(path, obj)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "torch_save", save_then_stop)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(RegressionNet(), *loaders(), 3, ckpt_path=tmp_path / "m.pth", resume_path=tmp_path / "r.pth",
+                  val_every=2)
+    assert (tmp_path / "r.pth").exists() and not (tmp_path / "m.pth").exists()
+    monkeypatch.setattr(train, "torch_save", real_save)
+    h = train.fit(RegressionNet(), *loaders(), 3, ckpt_path=tmp_path / "m.pth", resume_path=tmp_path / "r.pth",
+                  val_every=2, log=logs.append)
+    assert any("resuming after epoch 1" in s for s in logs)
+    assert [e["val_loss"] is not None for e in h["epochs"]] == [False, True, True]
+    assert h["best_epoch"] in (2, 3) and (tmp_path / "m.pth").exists()
+    with pytest.raises(ValueError, match="val_every"):
+        train.fit(RegressionNet(), *loaders(), 1, val_every=0)
