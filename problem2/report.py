@@ -238,9 +238,11 @@ def table_hand_loss(r):
         rows.append([NAMES[method], loss, " ".join(str(x["seed"]) for x in runs), col(lambda x: x["px"]),
                      col(lambda x: x["px_sym"]), col(lambda x: x["px_hands"]), col(lambda x: x["px_hands_sym"]),
                      col(lambda x: x["pck_bbox"]["0.05"], "{:.3f}"), col(lambda x: x["pck_bbox_sym"]["0.05"], "{:.3f}"),
-                     col(lambda x: x["hand_gap_px"], "{:.1f}")])
+                     col(lambda x: x["hand_gap_px"], "{:.1f}"),
+                     " / ".join(f"{x['best_epoch']}-{x['best_px_epoch']}" for x in runs)])
     return md(["method", "hand loss", "seeds", "px strict", "px sym", "hand px strict", "hand px sym",
-               "PCK@0.05 strict", "PCK@0.05 sym", f"predicted hand gap px (true {h['hand_gap_px_ground_truth']:.1f})"],
+               "PCK@0.05 strict", "PCK@0.05 sym", f"predicted hand gap px (true {h['hand_gap_px_ground_truth']:.1f})",
+               "best epoch per seed (val loss-val px)"],
               rows)
 
 
@@ -248,10 +250,11 @@ def table_hand_loss_pairs(r):
     """Symmetric minus strict hand loss, paired by seed, per method (95% t-interval; * = beyond seed noise)."""
     pairs = r["study"]["hand_loss"].get("paired", {})
     rows = [[NAMES[m], " ".join(map(str, p["seeds"])) or "–", _ci(p["px"]), _ci(p["px_sym"]), _ci(p["px_hands_sym"]),
-             _ci(p["pck_bbox"], "{:+.3f}"), _ci(p["pck_bbox_sym"], "{:+.3f}"), _ci(p["hand_gap_px"], "{:+.1f}")]
+             _ci(p["pck_bbox"], "{:+.3f}"), _ci(p["pck_bbox_sym"], "{:+.3f}"), _ci(p["hand_gap_px"], "{:+.1f}"),
+             _ci(p["best_epoch"], "{:+.1f}") if "best_epoch" in p else "–"]
             for m, p in pairs.items()]
     return md(["method (symmetric − strict loss)", "seeds", "px strict", "px sym", "hand px sym", "PCK@0.05 strict",
-               "PCK@0.05 sym", "predicted hand gap px"], rows)
+               "PCK@0.05 sym", "predicted hand gap px", "best val-loss epoch"], rows)
 
 
 def table_translation(r):
