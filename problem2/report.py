@@ -604,19 +604,29 @@ VALUES.update({f"ro_{n}_{m}": (lambda r, n=n, m=m: _readout_mean(r, n, m)) for n
                for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio", "px_valpx")})
 
 
+def _unit(metric):
+    """How a quoted number of this metric is written: 'pck' (a fraction), 'epochs' or 'px'."""
+    return "pck" if metric.startswith("pck") else "epochs" if metric.endswith("epoch") else "px"
+
+
 def _hand_loss_mean(r, name, metric):
     pck = metric.startswith("pck")
     return _mean_n([x[metric]["0.05"] if pck else x[metric] for x in r["study"]["hand_loss"]["rows"].get(name, [])],
-                   fmt="{:.3f}" if pck else "{:.2f}")
+                   fmt={"pck": "{:.3f}", "epochs": "{:.1f}", "px": "{:.2f}"}[_unit(metric)])
 
 
 VALUES.update({f"hl_{m}_{loss}_{k}": (lambda r, n=f"{m}_{loss}", k=k: _hand_loss_mean(r, n, k))
                for m in METHODS for loss in ("strict", "symmetric")
-               for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")})
+               for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px",
+                         "best_epoch")})
 
-def _quoted(d, pck=False):
+QUOTED = {"px": ("{:+.2f}", " px"), "pck": ("{:+.3f}", ""), "epochs": ("{:+.1f}", " epochs")}  # _unit -> (format, unit)
+
+
+def _quoted(d, unit="px"):
     """A paired difference as quoted in prose: value and interval, unit, and the seed-noise verdict."""
-    return f"{_ci(d, '{:+.3f}' if pck else '{:+.2f}')}{'' if pck else ' px'}, {verdict(d)}"
+    fmt, suffix = QUOTED[unit]
+    return f"{_ci(d, fmt)}{suffix}, {verdict(d)}"
 
 
 def _step(r, a, b):
@@ -625,8 +635,7 @@ def _step(r, a, b):
 
 # hl_pair_<method>_<metric>: symmetric minus strict hand loss; step_<a>__<b>_<metric>: a readout step;
 # sel_<readout>: px under the val-px selection rule minus px under the val-loss rule (all paired by seed)
-VALUES.update({f"hl_pair_{m}_{k}": (lambda r, m=m, k=k: _quoted(r["study"]["hand_loss"]["paired"][m][k],
-                                                                  k.startswith("pck")))
+VALUES.update({f"hl_pair_{m}_{k}": (lambda r, m=m, k=k: _quoted(r["study"]["hand_loss"]["paired"][m][k], _unit(k)))
                for m in METHODS for k in HAND_LOSS_METRICS})
 VALUES.update({f"step_{a}__{b}_{m}": (lambda r, a=a, b=b, m=m: _quoted(_step(r, a, b)[m])) for a, b, _ in STEPS
                for m in STEP_METRICS})
@@ -642,7 +651,7 @@ VALUES.update({f"ref_{n}_{m}": (lambda r, n=n, m=m: f"{r['study']['readouts']['r
                for m in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio")})
 
 # abl_<variant>_<metric>: an ablation variant minus the default variant, paired by seed
-VALUES.update({f"abl_{n}_{m}": (lambda r, n=n, m=m: _quoted(ablation_pair(r, n, m), m == "pck05"))
+VALUES.update({f"abl_{n}_{m}": (lambda r, n=n, m=m: _quoted(ablation_pair(r, n, m), _unit(m)))
                for n in {variant_name(variant_config(o)) for v in ABLATIONS.values() for o in v} for m in ABLATION_METRICS})
 VALUES["abl_beyond_noise"] = ablation_beyond_noise
 VALUES.update({f"budget_{k}_epochs": (lambda r, i=i: str(r["study"]["budget"]["epochs"][i]))
