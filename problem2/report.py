@@ -637,6 +637,11 @@ def _step(r, a, b):
 # sel_<readout>: px under the val-px selection rule minus px under the val-loss rule (all paired by seed)
 VALUES.update({f"hl_pair_{m}_{k}": (lambda r, m=m, k=k: _quoted(r["study"]["hand_loss"]["paired"][m][k], _unit(k)))
                for m in METHODS for k in HAND_LOSS_METRICS})
+# hlx_<a>__<b>_<metric>: two rows of the hand-loss study (<method>_<loss>), b minus a, paired by seed
+HL_ROWS = [f"{m}_{loss}" for m in METHODS for loss in ("strict", "symmetric")]
+VALUES.update({f"hlx_{a}__{b}_{k}": (lambda r, a=a, b=b, k=k: _quoted(paired_by_seed(
+    r["study"]["hand_loss"]["rows"].get(a, []), r["study"]["hand_loss"]["rows"].get(b, []), HAND_LOSS_METRICS[k])[1],
+    _unit(k))) for a in HL_ROWS for b in HL_ROWS if a != b for k in HAND_LOSS_METRICS})
 VALUES.update({f"step_{a}__{b}_{m}": (lambda r, a=a, b=b, m=m: _quoted(_step(r, a, b)[m])) for a, b, _ in STEPS
                for m in STEP_METRICS})
 VALUES.update({f"sel_{n}": (lambda r, n=n: _quoted(r["study"]["readouts"]["selection"][n])) for n in READOUTS})
