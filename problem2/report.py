@@ -21,7 +21,8 @@ from codec import KEYPOINT_NAMES
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from readouts import READOUTS, STEP_METRICS, STEPS, paired_between, paired_by_seed, row_value, verdict
+from readouts import (READOUTS, STEP_METRICS, STEPS, paired_between, paired_by_seed, paired_difference, row_value,
+                      verdict)
 from study import HAND_LOSS_METRICS
 
 HERE = Path(__file__).resolve().parent
@@ -642,6 +643,22 @@ HL_ROWS = [f"{m}_{loss}" for m in METHODS for loss in ("strict", "symmetric")]
 VALUES.update({f"hlx_{a}__{b}_{k}": (lambda r, a=a, b=b, k=k: _quoted(paired_by_seed(
     r["study"]["hand_loss"]["rows"].get(a, []), r["study"]["hand_loss"]["rows"].get(b, []), HAND_LOSS_METRICS[k])[1],
     _unit(k))) for a in HL_ROWS for b in HL_ROWS if a != b for k in HAND_LOSS_METRICS})
+
+
+def hand_loss_interaction(r, a, b, metric):
+    """How the symmetric hand loss changes the gap between methods a and b: per seed (b - a under the symmetric
+    loss) minus (b - a under the strict loss), over the seeds all four runs have, 95% t-interval."""
+    rows = {k: {x["seed"]: HAND_LOSS_METRICS[metric](x) for x in v} for k, v in r["study"]["hand_loss"]["rows"].items()}
+    names = [f"{m}_{loss}" for loss in ("strict", "symmetric") for m in (a, b)]
+    seeds = sorted(set.intersection(*(set(rows.get(n, {})) for n in names)))
+    gap = lambda loss, s: rows[f"{b}_{loss}"][s] - rows[f"{a}_{loss}"][s]  # noqa: E731
+    return paired_difference([gap("strict", s) for s in seeds], [gap("symmetric", s) for s in seeds])
+
+
+# hli_<a>__<b>_<metric>: the change of (b minus a) from the strict to the symmetric hand loss
+VALUES.update({f"hli_{a}__{b}_{k}": (lambda r, a=a, b=b, k=k: _quoted(hand_loss_interaction(r, a, b, k), _unit(k)))
+               for a in METHODS for b in METHODS if a != b for k in HAND_LOSS_METRICS})
+VALUES["hl_true_gap"] = lambda r: f"{r['study']['hand_loss']['hand_gap_px_ground_truth']:.1f}"
 VALUES.update({f"step_{a}__{b}_{m}": (lambda r, a=a, b=b, m=m: _quoted(_step(r, a, b)[m])) for a, b, _ in STEPS
                for m in STEP_METRICS})
 VALUES.update({f"sel_{n}": (lambda r, n=n: _quoted(r["study"]["readouts"]["selection"][n])) for n in READOUTS})

@@ -153,3 +153,14 @@ def test_hands_tables_add_the_symmetric_loss_rows_as_seed_means():
     assert lines[3] == "| heatmap faithful, symmetric loss (fp32, seeds 0 1) | 2.50 | 6.50 | 1.10 | 0.800 | 0.980 |"
     gap = report.table_hand_gap(r)
     assert "symmetric loss (fp32, seeds 0 1)" in gap and gap.splitlines()[2].endswith("| 12.5 |")
+
+
+def test_hand_loss_interaction_is_the_change_of_the_paired_gap():
+    row = lambda seed, px: {"seed": seed, "px": px}  # noqa: E731
+    rows = {"integral_strict": [row(0, 3.2), row(1, 3.1), row(2, 3.3)],
+            "heatmap_strict": [row(0, 2.6), row(1, 2.5), row(2, 2.6)],      # heatmap - integral: -0.6, -0.6, -0.7
+            "integral_symmetric": [row(0, 2.8), row(1, 2.8), row(2, 2.9), row(3, 9.9)],
+            "heatmap_symmetric": [row(0, 2.8), row(1, 2.9), row(2, 2.8)]}   # 0.0, +0.1, -0.1; seed 3 unpaired
+    d = report.hand_loss_interaction({"study": {"hand_loss": {"rows": rows}}}, "integral", "heatmap", "px")
+    assert d["n"] == 3 and abs(d["diff"] - (0.0 - (-1.9 / 3))) < 1e-9                 # shrinks by 0.633
+    assert d["ci95"][0] < d["diff"] < d["ci95"][1]
