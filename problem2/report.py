@@ -137,10 +137,6 @@ ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["strict"]["mean_px_error"
                     "pck05": lambda t: t["quarter"]["strict"]["pck"]["bbox"]["0.05"]}
 
 
-def _plural(n, word):
-    return f"{'one' if n == 1 else n} {word}{'' if n == 1 else 's'}"
-
-
 def ablation_pair(r, name, metric):
     """Variant minus default variant, paired by seed (over the seeds both have), 95% t-interval."""
     runs = {n: v["runs"] for n, v in r["ablation"]["variants"].items()}
@@ -178,7 +174,7 @@ def ablation_beyond_noise(r):
             d = ablation_pair(r, n, m)
             n_max, tried = max(n_max, d["n"]), tried + 1
             if d["ci95"] is not None and not d["ci95"][0] <= 0 <= d["ci95"][1]:
-                found.append(f"{n} {m.replace('_', ' ')} {_ci(d, '{:+.3f}' if m == 'pck05' else '{:+.2f}')}")
+                found.append(f"{n} {m.replace('_', ' ')} {_ci(d, QUOTED[_unit(m)][0])}")
     if n_max < 2:
         return "none can be, with one seed per variant (no interval)"
     of = f"of {tried} comparisons, each a 95% interval not corrected for the number of comparisons"
@@ -252,7 +248,7 @@ def table_hand_loss_pairs(r):
     pairs = r["study"]["hand_loss"].get("paired", {})
     rows = [[NAMES[m], " ".join(map(str, p["seeds"])) or "–", _ci(p["px"]), _ci(p["px_sym"]), _ci(p["px_hands_sym"]),
              _ci(p["pck_bbox"], "{:+.3f}"), _ci(p["pck_bbox_sym"], "{:+.3f}"), _ci(p["hand_gap_px"], "{:+.1f}"),
-             _ci(p["best_epoch"], "{:+.1f}") if "best_epoch" in p else "–"]
+             _ci(p["best_epoch"], "{:+.1f}")]
             for m, p in pairs.items()]
     return md(["method (symmetric − strict loss)", "seeds", "px strict", "px sym", "hand px sym", "PCK@0.05 strict",
                "PCK@0.05 sym", "predicted hand gap px", "best val-loss epoch"], rows)
@@ -678,9 +674,17 @@ VALUES.update({f"abl_{n}_{m}": (lambda r, n=n, m=m: _quoted(ablation_pair(r, n, 
 VALUES["abl_beyond_noise"] = ablation_beyond_noise
 VALUES.update({f"budget_{k}_epochs": (lambda r, i=i: str(r["study"]["budget"]["epochs"][i]))
                for i, k in enumerate(("spec", "long"))})
-VALUES["abl_runs"] = lambda r: (f"{_plural(len(r['ablation']['seeds']), 'seed')} per variant "
-                                f"({'seed' if len(r['ablation']['seeds']) == 1 else 'seeds'} "
-                                f"{', '.join(map(str, r['ablation']['seeds']))}; {r['ablation']['recipe']['precision']})")
+
+
+def ablation_runs(r):
+    """'3 seeds per variant (seeds 0, 1, 2; fp32)': what the ablation table is made of."""
+    seeds = r["ablation"]["seeds"]
+    many = f"{len(seeds)} seeds" if len(seeds) > 1 else "one seed"
+    return (f"{many} per variant ({'seeds' if len(seeds) > 1 else 'seed'} {', '.join(map(str, seeds))}; "
+            f"{r['ablation']['recipe']['precision']})")
+
+
+VALUES["abl_runs"] = ablation_runs
 
 
 def render(text, results):

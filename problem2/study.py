@@ -170,11 +170,12 @@ def run_row(seed, info, ev):
             **{k: b[k] for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")}}
 
 
-# the numbers the hand-loss study pairs by seed (symmetric minus strict); PCK at the 0.05 threshold; best_epoch:
-# the val-loss rule's epoch (IntegralNet's is early under the strict loss: does the hand ambiguity cause it?)
-HAND_LOSS_METRICS = {**{k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_hands_sym", "hand_gap_px",
-                                                               "best_epoch")},
-                     **{k: (lambda row, k=k: row[k]["0.05"]) for k in ("pck_bbox", "pck_bbox_sym")}}
+# the numbers of a run_row the store studies pair by seed, by name; PCK at the 0.05 threshold; best_epoch: the
+# val-loss rule's epoch (IntegralNet's is early under the strict loss: does the hand ambiguity cause it?)
+RUN_ROW_METRICS = {**{k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_hands_sym", "hand_gap_px",
+                                                             "best_epoch")},
+                   **{k: (lambda row, k=k: row[k]["0.05"]) for k in ("pck_bbox", "pck_bbox_sym")}}
+HAND_LOSS_METRICS = RUN_ROW_METRICS  # symmetric minus strict loss
 
 
 def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print,
@@ -206,9 +207,7 @@ def fixed_step_epochs(n_train, batch_size=32, ref_train=1000, ref_epochs=30):
     return round(ref_epochs * math.ceil(ref_train / batch_size) / math.ceil(n_train / batch_size))
 
 
-# the numbers the budget study pairs by seed (long minus spec-length training); PCK at the 0.05 threshold
-BUDGET_METRICS = {"px": lambda row: row["px"], "px_sym": lambda row: row["px_sym"],
-                  "pck_bbox": lambda row: row["pck_bbox"]["0.05"]}
+BUDGET_METRICS = {k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox")}  # long minus spec-length training
 
 
 def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jobs=1, partial=False, log=print,
