@@ -67,11 +67,12 @@ def variant_recipe(cfg, data, seed, epochs=DEFAULTS["epochs"], precision=STUDY_P
 
 def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epochs=DEFAULTS["epochs"],
                    out_dir=RESULTS_DIR, force=False, device="cpu", precision=STUDY_PRECISION, log=print,
-                   seeds=(0,), jobs=1):
+                   seeds=(0,), jobs=1, shifted_dir=None):
     """Train (or reuse) and score the ablation variants of `model_class` (HeatmapNet) on `dataset`, per seed.
 
     dataset: a course-layout keypoints folder (train/val for training and selection, test for scores).
-    force: retrain even when a run with the same recipe is stored. Returns the ablation_results dict
+    force: retrain even when a run with the same recipe is stored. shifted_dir: the translation test set every
+    run is also scored on (default: dataset.shifted_test_dir(), the store's). Returns the ablation_results dict
     (schema in the module docstring), also written to out_dir/ablation_results.json."""
     if model_class is not HeatmapNet:
         raise ValueError("the ablations are defined for HeatmapNet")
@@ -90,8 +91,8 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
             (run_dir_of(out_dir / "runs", r) / "run.json").unlink(missing_ok=True)
     # evaluated on the translation test set too, like every store run, so a run shared with the studies (the
     # default variant is the spec HeatmapNet) has one evaluation, not two that replace each other
-    done = run_many(list(recipes.values()), dataset, out_dir / "runs", shifted_test_dir(), jobs=jobs, device=device,
-                    log=log)
+    done = run_many(list(recipes.values()), dataset, out_dir / "runs", shifted_dir or shifted_test_dir(), jobs=jobs,
+                    device=device, log=log)
     results = {"recipe": {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
                           "precision": precision, "refined_decoder": REFINE_DEFAULT, "data": data},
                "seeds": list(seeds), "studies": studies_out, "variants": {}}

@@ -10,10 +10,13 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -224,12 +227,49 @@ def fmt_time(seconds):
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
-def record_timing(out_dir, script, seconds, device="cpu", precision=None):
-    """Add {script: {"seconds", "machine"}} to out_dir/timings.json (report.py reads it for the wall times)."""
+def record_timing(out_dir, script, seconds, device="cpu", precision=None, jobs=1):
+    """Add {script: {"seconds", "machine"}} to out_dir/timings.json (report.py reads it for the wall times);
+    the machine entry names the parallel jobs (each with threads // jobs CPU threads) when jobs > 1."""
     path = Path(out_dir) / "timings.json"
     timings = read_json(path, default={})
-    timings[script] = {"seconds": round(float(seconds), 1), "machine": machine_info(device, precision)}
+    machine = machine_info(device, precision)
+    if jobs > 1:
+        machine["jobs"] = jobs
+    timings[script] = {"seconds": round(float(seconds), 1), "machine": machine}
     write_json(path, timings)
+
+
+# ----------------------------------------------------------------------------- independent runs side by side
+def _pool_init(threads):
+    set_threads(threads)
+    code_version()  # cached now, while the imported code is what the working tree holds
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def job_results(fn, tasks, jobs=1):
+    """Context giving an iterator of fn(task) for every task: computed here, in order, when fewer than two jobs
+    would run; else in min(jobs, len(tasks)) spawned worker processes, as they finish, with this process's CPU
+    threads split between them. fn must be module-level (picklable). A SIGTERM to this process stops the
+    workers too; leaving the context stops any still running."""
+    tasks = list(tasks)
+    jobs = min(jobs, len(tasks))
+    if jobs <= 1:
+        yield map(fn, tasks)
+        return
+    threads = max(1, torch.get_num_threads() // jobs)
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_pool_init, initargs=(threads,))
+    on_main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
+    try:
+        yield pool.imap_unordered(fn, tasks)
+    finally:
+        pool.terminate()
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------- figures

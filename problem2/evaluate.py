@@ -26,8 +26,9 @@ metrics.json schema (written by main):
             "mean_px_error", "median_px_error", "per_keypoint_px_error": {name: px},
             "pck": {"bbox"|"torso": {thr: acc}}, "auc": {"bbox"|"torso": auc},
             "pck_per_keypoint": {"bbox"|"torso": {name: {thr: acc}}}}}}}}
-  method: heatmap (decoders argmax / quarter / dark), regression and, when present, every other method of
-  model.METHODS with a <method>_model.pth (integral by default; decoder direct for coordinate methods).
+  method: heatmap (decoders argmax / quarter / dark), regression and every other method of model.METHODS that
+  the same train.py run trained (`train.py --methods heatmap regression integral`; decoder direct for
+  coordinate methods).
 """
 import argparse
 import io
@@ -386,8 +387,9 @@ def main(argv=None):
     device = pick_device(args.device)
     precision = "fp32"  # evaluation is cheap; report numbers free of reduced-precision noise
     kp_dir = resolve_keypoints_dir(args.data_dir)
-    methods = ["heatmap", "regression"] + [m for m in METHODS if m not in ("heatmap", "regression")
-                                           and (out_dir / f"{m}_model.pth").exists()]
+    # the assignment's two networks, plus any other method the same train.py run trained (never a stale file)
+    logged = read_json(log_path, default={})
+    methods = ["heatmap", "regression"] + [m for m in METHODS if m not in ("heatmap", "regression") and m in logged]
     loaded, mixed = load_run_checkpoints(out_dir, methods, kp_dir, args.allow_mixed_runs, log_path)
     training_log = read_json(log_path, "`python problem2/train.py`")
     with results_lock(out_dir, "evaluate.py"):

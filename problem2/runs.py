@@ -21,9 +21,6 @@ threads each equal a sequential run with T threads (`--threads T`); run.json rec
 """
 import functools
 import io
-import multiprocessing as mp
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -31,8 +28,8 @@ import numpy as np
 import torch
 
 from codec import DECODERS, REFINE_DEFAULT, decode, joint_hand_decode
-from common import (UsageError, atomic_write_bytes, code_version, fmt_time, machine_info, pick_device, read_json, recipe_key,
-                    results_lock, set_threads, write_json)
+from common import (UsageError, atomic_write_bytes, code_version, fmt_time, job_results, machine_info, pick_device,
+                    read_json, recipe_key, results_lock, write_json)
 from dataset import data_fingerprint, load_split, make_loader
 from evaluate import brief, summarize
 from model import load_checkpoint, run_model, target_of
@@ -172,11 +169,6 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
         return rdir, info, ev
 
 
-def _worker_init(threads):
-    set_threads(threads)
-    code_version()  # cached now, while the imported code is what the working tree holds
-
-
 def _worker(task, live_log=None):
     """One ensure_run; its log lines are printed live (sequential) or collected (worker process)."""
     recipe, kp_dir, runs_root, shifted_dir, device, need_predictions = task
@@ -189,10 +181,6 @@ def _worker(task, live_log=None):
     return recipe, info, ev, None, lines
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto", log=print, need_predictions=False):
     """ensure_run for every recipe (duplicates by key run once), in `jobs` processes with the CPU threads
     split between them; results are identical to a sequential run (each run is seeded by its recipe).
@@ -202,18 +190,10 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     unique = {recipe_key(r): r for r in recipes}
     tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device, need_predictions)
              for r in unique.values()]
-    threads = max(1, torch.get_num_threads() // max(1, jobs))
     out, t0, trained = {}, time.time(), []
-    if jobs <= 1:
-        results = (_worker(t, log) for t in tasks)
-    else:
-        pool = mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
-        on_main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
-        if on_main:  # `kill` of this process stops its workers too
-            previous = signal.signal(signal.SIGTERM, _interrupt)
-        live = functools.partial(print, flush=True)  # workers log live
-        results = pool.imap_unordered(functools.partial(_worker, live_log=live), tasks)
-    try:
+    jobs = min(jobs, len(tasks))  # as job_results runs them; sequential: log lines go through `log` live
+    fn = functools.partial(_worker, live_log=log if jobs <= 1 else functools.partial(print, flush=True))
+    with job_results(fn, tasks, jobs) as results:
         for i, (recipe, info, ev, error, lines) in enumerate(results, 1):
             if info is None:
                 raise UsageError(error.removeprefix("error: "))
@@ -221,14 +201,10 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
             if any(": training (" in line for line in lines):
                 trained.append(info["history"]["train_seconds"])
             elapsed, left = time.time() - t0, len(tasks) - i
-            eta = f"ETA {fmt_time(np.mean(trained) * left / jobs)}" if trained else "ETA unknown (nothing trained yet)"
+            eta = (f"ETA {fmt_time(np.mean(trained) * left / max(1, min(jobs, left)))}" if trained
+                   else "ETA unknown (nothing trained yet)")
             log(f"[runs] {i}/{len(tasks)} done ({recipe['method']}, seed {recipe['seed']}); elapsed "
                 f"{fmt_time(elapsed)}, {eta} for the rest of the batch (mean training time x runs left / jobs)")
-    finally:
-        if jobs > 1:
-            pool.terminate()
-            if on_main:
-                signal.signal(signal.SIGTERM, previous)
     return out
 
 

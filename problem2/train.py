@@ -1,7 +1,8 @@
 """Train the assignment's two networks with the spec recipe: `python train.py` (see --help).
 
-HeatmapNet and RegressionNet, plus IntegralNet (soft-argmax on the HeatmapNet body, which study.py compares
-with them); any row of model.METHODS with --methods. Same data, split and seed; MSE
+HeatmapNet and RegressionNet by default; any rows of model.METHODS with --methods (e.g. `--methods heatmap
+regression integral` adds IntegralNet, soft-argmax on the HeatmapNet body, which study.py compares with them);
+--jobs 2 trains two of them side by side (CPU threads split). Same data, split and seed; MSE
 loss (codec.keypoint_loss; --hand-loss symmetric scores the ambiguous hand pair in its better order),
 Adam lr 1e-3, batch 32, 30 epochs; the checkpoint with the lowest validation loss is kept. One training
 loop (`fit`) serves every method; they differ only in their targets (heatmaps vs unit coordinates,
@@ -26,6 +27,7 @@ Writes into --out-dir (default problem2/results/), every file atomically (temp +
   selection rule (lowest val px error), reported next to the spec's (lowest val loss).
 """
 import argparse
+import functools
 import inspect
 import math
 import sys
@@ -37,14 +39,14 @@ from pathlib import Path
 import torch
 
 from codec import HAND_LOSSES, REFINE_DEFAULT, decode, keypoint_loss
-from common import (RESULTS_DIR, UsageError, autocast, code_version, fmt_time, machine_info, pick_device,
-                    pick_precision, prepare_input, record_timing, results_lock, set_seed, set_threads, torch_load,
-                    torch_save, write_json)
+from common import (RESULTS_DIR, UsageError, autocast, code_version, fmt_time, job_results, machine_info,
+                    pick_device, pick_precision, prepare_input, record_timing, results_lock, set_seed, set_threads,
+                    torch_load, torch_save, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from model import METHODS, build_model, model_config, run_model, save_checkpoint, target_of
 
 # ---- defaults (the spec recipe); every one is a CLI flag
-TRAIN_METHODS = ("heatmap", "regression", "integral")  # the assignment's two + the soft-argmax reference
+TRAIN_METHODS = ("heatmap", "regression")  # the assignment's two networks
 DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigma=2.0, hand_loss="strict",
                 snapshot_epochs=(1, 5, 10, 20, 30), num_snapshot_images=4)
 
@@ -272,6 +274,14 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, 
     return train_regression_model(model, train_loader, val_loader, recipe["epochs"], **common)
 
 
+def train_one(task):
+    """(recipe, history) of train.py's run of one method; task = (recipe, kp_dir, out_dir, run_id, device). A
+    module-level function, so --jobs can run it in a worker process (log lines flushed live)."""
+    recipe, kp_dir, out_dir, run_id, device = task
+    return recipe, train_recipe(recipe, kp_dir, out_dir, run_id, device, snapshots=recipe["method"] == "heatmap",
+                                log=functools.partial(print, flush=True))
+
+
 # ----------------------------------------------------------------------------- CLI
 def positive(kind, minimum, strict=False):
     """argparse type: a number of `kind` >= minimum (> minimum when strict), else a usage error."""
@@ -313,7 +323,10 @@ def parse_args(argv=None):
     p.add_argument("--hand-loss", default=DEFAULTS["hand_loss"], choices=HAND_LOSSES,
                    help="symmetric: score the two hands in their better order per image (labels stay as given)")
     p.add_argument("--methods", nargs="+", default=list(TRAIN_METHODS), choices=list(METHODS),
-                   help="rows of model.METHODS (default: the assignment's two networks + IntegralNet, used by study.py)")
+                   help="rows of model.METHODS (default: the assignment's two networks; add integral for IntegralNet)")
+    p.add_argument("--jobs", type=positive(int, 1), default=1,
+                   help="train up to N methods side by side, each in its own process with threads // N CPU threads "
+                        "(same numbers as a sequential run with that many threads)")
     p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
     args = p.parse_args(argv)
     if args.num_train is not None and args.num_train < args.batch_size:
@@ -337,19 +350,21 @@ def main(argv=None):
                                             "machine": machine_info(device, precision)}}
     print(f"run {run_id}: device {device}, precision {precision}, {torch.get_num_threads()} threads, data {kp_dir}")
     t0 = time.time()
-    with results_lock(args.out_dir, "train.py"):
-        for method in args.methods:
-            recipe = make_recipe(method, data, args.seed, args.epochs, args.lr, args.batch_size, args.heatmap_size,
-                                 args.sigma, args.hand_loss, args.canonical_hands, args.num_train, precision)
-            h = train_recipe(recipe, kp_dir, args.out_dir, run_id, device, snapshots=method == "heatmap")
+    recipes = [make_recipe(method, data, args.seed, args.epochs, args.lr, args.batch_size, args.heatmap_size,
+                           args.sigma, args.hand_loss, args.canonical_hands, args.num_train, precision)
+               for method in dict.fromkeys(args.methods)]
+    with results_lock(args.out_dir, "train.py"), job_results(
+            train_one, [(r, kp_dir, args.out_dir, run_id, device) for r in recipes], args.jobs) as trained:
+        for recipe, h in trained:  # in the order they finish
+            method = recipe["method"]
             run_log[method] = {"recipe": recipe, **h}
             write_json(log_path, run_log)
             print(f"[{method}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
                   f"{h['best_val_px_error']:.2f} (best val px {h['best_px_val_px_error']:.2f} at epoch "
-                  f"{h['best_px_epoch']}); {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
+                  f"{h['best_px_epoch']}); {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)", flush=True)
         run_log["total_seconds"] = time.time() - t0
         write_json(log_path, run_log)
-        record_timing(args.out_dir, "train.py", run_log["total_seconds"], device, precision)
+        record_timing(args.out_dir, "train.py", run_log["total_seconds"], device, precision, args.jobs)
     print(f"done in {fmt_time(run_log['total_seconds'])}; wrote {args.out_dir}")
     return run_log
 

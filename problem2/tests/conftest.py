@@ -16,3 +16,9 @@ def tiny_data(tmp_path_factory):
     """<root>/keypoints with 48 train / 16 val / 16 test images (seed 0)."""
     root = tmp_path_factory.mktemp("data")
     return dataset.generate_dataset(root, {"train": 48, "val": 16, "test": 16}, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_shifted(tiny_data):
+    """A 16-image translation test set next to tiny_data (the default one has 200 images: slow to score)."""
+    return dataset.shifted_test_dir(tiny_data.parent / "shifted", 16)

@@ -12,10 +12,11 @@ from model import HeatmapNet
 
 
 @pytest.fixture(scope="module")
-def ablation_run(tiny_data, tmp_path_factory):
+def ablation_run(tiny_data, tiny_shifted, tmp_path_factory):
     out = tmp_path_factory.mktemp("ablation")
     logs = []
-    res = baseline.ablation_study(tiny_data, HeatmapNet, epochs=1, out_dir=out, log=logs.append)
+    res = baseline.ablation_study(tiny_data, HeatmapNet, epochs=1, out_dir=out, log=logs.append,
+                                  shifted_dir=tiny_shifted)
     return out, res, logs
 
 
@@ -44,15 +45,17 @@ def test_every_study_writes_documented_json(ablation_run):
     assert on_disk["variants"]["hm64_sigma2_noskip"]["config"]["skip"] is False
 
 
-def test_resume_is_keyed_by_recipe_and_data(ablation_run, tiny_data, tmp_path):
+def test_resume_is_keyed_by_recipe_and_data(ablation_run, tiny_data, tiny_shifted, tmp_path):
     out, res, _ = ablation_run
     logs = []
-    again = baseline.ablation_study(tiny_data, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append)
+    again = baseline.ablation_study(tiny_data, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append,
+                                    shifted_dir=tiny_shifted)
     assert sum("reusing (same recipe" in line for line in logs) == 2 and not any(": training (" in ln for ln in logs)
     assert again["variants"]["hm64_sigma2_noskip"] == res["variants"]["hm64_sigma2_noskip"]
     other = dataset.generate_dataset(tmp_path / "other", {"train": 40, "val": 8, "test": 8}, seed=9)
     logs = []
-    moved = baseline.ablation_study(other, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append)
+    moved = baseline.ablation_study(other, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append,
+                                    shifted_dir=tiny_shifted)
     assert sum(": training (" in line for line in logs) == 2          # other data: never reused, and it says why
     assert any("differs in: data" in line for line in logs)
     assert moved["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"] != res["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"]
@@ -122,17 +125,19 @@ def test_analyze_failure_cases_on_known_predictions(tiny_data, tmp_path):
     assert json.loads((tmp_path / "failure_cases.json").read_text())["counts"] == res["counts"]
 
 
-def test_jobs_2_gives_the_same_ablation_numbers_as_jobs_1(tiny_data, tmp_path):
+def test_jobs_2_gives_the_same_ablation_numbers_as_jobs_1(tiny_data, tiny_shifted, tmp_path):
     """baseline's --jobs 2 (one thread per worker) writes the same ablation_results numbers as a sequential run
     with one thread (each run is seeded by its recipe; only the thread count changes CPU float reductions)."""
     quiet = lambda *a: None  # noqa: E731
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        seq = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "seq", log=quiet, jobs=1)
+        seq = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "seq", log=quiet, jobs=1,
+                                      shifted_dir=tiny_shifted)
     finally:
         torch.set_num_threads(threads)
-    par = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "par", log=quiet, jobs=2)
+    par = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "par", log=quiet, jobs=2,
+                                  shifted_dir=tiny_shifted)
     for name, v in seq["variants"].items():
         (a,), (b,) = v["runs"], par["variants"][name]["runs"]
         assert a["test"] == b["test"] and a["best_val_loss"] == b["best_val_loss"] and a["run"] == b["run"]

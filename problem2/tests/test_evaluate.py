@@ -121,8 +121,10 @@ def _snapshot(folder):
 
 def test_main_end_to_end(tiny_data, trained, tmp_path):
     out = _copy_run(trained, tmp_path)
+    (out / "integral_model.pth").write_bytes(b"left by an earlier run")  # not in this run's log: never read
     metrics = evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out)])
     on_disk = json.loads((out / "metrics.json").read_text())
+    assert "integral" not in on_disk
     assert on_disk["split"] == "test" and on_disk["num_images"] == 16
     assert set(on_disk["heatmap"]["decoders"]) == {"argmax", "quarter", "dark"}
     assert set(on_disk["regression"]["decoders"]) == {"direct"}

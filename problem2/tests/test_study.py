@@ -24,19 +24,17 @@ def test_paired_difference_interval():
     assert readouts.paired_difference([1.0], [3.0]) == {"diff": 2.0, "ci95": None, "n": 1}
 
 
-def test_reference_rows(tiny_data):
-    from dataset import shifted_test_dir
-    ref = readouts.reference_rows(tiny_data, shifted_test_dir(tiny_data.parent / "shifted", 16))
+def test_reference_rows(tiny_data, tiny_shifted):
+    ref = readouts.reference_rows(tiny_data, tiny_shifted)
     mean, centre = ref["mean_pose"], ref["centre_plus_mean_offsets"]
     assert mean["spread_ratio"] == 0.0 and centre["spread_ratio"] > 0.5
     assert centre["px_head_feet"] < 0.5 * mean["px_head_feet"]    # knowing where the figure is fixes head and feet
     assert centre["px_shifted"] < 0.5 * mean["px_shifted"]
 
 
-def test_readout_study_on_tiny_data(tiny_data, tmp_path):
+def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path):
     seconds = {"used": 0.0, "now": 0.0}
-    from dataset import shifted_test_dir
-    shifted = shifted_test_dir(tiny_data.parent / "shifted", 16)
+    shifted = tiny_shifted
     sec = readouts.study_readouts(tiny_data, tmp_path, seconds, seeds=(0,), epochs=1, log=lambda *a: None,
                                   shifted_dir=shifted)
     assert set(sec["readouts"]) == set(readouts.READOUTS)
@@ -76,15 +74,14 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
             [e["val_loss"] for e in par[key][0]["history"]["epochs"]]
 
 
-def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tmp_path, monkeypatch):
+def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     """hands/translation/seeds/data train through the run store; the seeds study reuses the readout study's runs
     (same recipe), --partial trains nothing and leaves a section out. Numbers come from the committed eval.json
     and preds.npz: gone checkpoints retrain nothing; a missing preds.npz is rewritten from the checkpoint
     (identical), and a run with neither is retrained for the studies that predict per image."""
     import train
-    from dataset import shifted_test_dir
     from runs import PREDS, RULES, load_predictions, run_dir_of
-    shifted = shifted_test_dir(tiny_data.parent / "shifted", 16)
+    shifted = tiny_shifted
     real_spec_recipe = study.spec_recipe
     monkeypatch.setattr(study, "shifted_test_dir", lambda: shifted)
     monkeypatch.setattr(study, "spec_recipe", lambda m, kp, seed=0, **kw: train.make_recipe(
@@ -154,13 +151,12 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tmp_path, m
         assert (tmp_path / "visualizations" / fig).stat().st_size > 10_000
 
 
-def test_fixed_step_epochs_and_budget_study(tiny_data, tmp_path):
+def test_fixed_step_epochs_and_budget_study(tiny_data, tiny_shifted, tmp_path):
     assert study.fixed_step_epochs(1000) == 30 and study.fixed_step_epochs(500) == 60
     assert study.fixed_step_epochs(125) == 240 and study.fixed_step_epochs(250) == 120   # 960 steps each
-    from dataset import shifted_test_dir
     seconds = {"used": 0.0, "now": 0.0}
     res = study.study_budget(tiny_data, tmp_path, seconds, seeds=(0,), sizes=[32], long_epochs=2, epochs=1,
-                             log=lambda *a: None, shifted_dir=shifted_test_dir(tiny_data.parent / "shifted", 16))
+                             log=lambda *a: None, shifted_dir=tiny_shifted)
     assert res["data_steps"]["epochs"] == {"32": 2, "48": 1}                             # 2 x 1 batch = 1 x 2 batches
     assert set(res["long"]) == set(study.METHODS) and set(res["data_steps"]["rows"]["heatmap"]) == {"32", "48"}
     assert set(res["long"]["heatmap"]) == {"1", "2"}                                    # spec length next to long
