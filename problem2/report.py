@@ -538,9 +538,6 @@ VALUES = {
     "int_in_px": lambda r: f"{_in_range(r, 'integral'):.2f}",
     "study_minutes": lambda r: f"{sum(v['seconds'] for v in r['timings'].values()) / 60:.0f}",
     "train_minutes": lambda r: f"{r['timings']['train.py']['seconds'] / 60:.1f}",
-    "int_best_px_epoch": lambda r: str(r["log"]["integral"]["best_px_epoch"]),
-    "int_best_px_val": lambda r: f"{r['log']['integral']['best_px_val_px_error']:.2f}",
-    "int_best_loss_val_px": lambda r: f"{r['log']['integral']['best_val_px_error']:.2f}",
     "ro_seeds_done": lambda r: str(sum(len(x["per_seed"]) for x in r["study"]["readouts"]["readouts"].values())),
     "ro_seeds_total": lambda r: str(len(r["study"]["readouts"]["readouts"]) * len(r["study"]["readouts"]["seeds"])),
     **{f"dec_val_{d}": (lambda r, d=d: f"{r['metrics']['decoder_selection']['mean_px_error'][d]:.2f}")
@@ -559,7 +556,11 @@ VALUES = {
     "fail_both_gap": lambda r: f"{r['failures']['characterisation']['both_fail']['hand_gap_px']['these']:.1f}",
     "all_gap": lambda r: f"{r['failures']['characterisation']['both_fail']['hand_gap_px']['all']:.1f}",
     "fixed_sym_hm": lambda r: str(r["failures"]["fixed_by_symmetric_matching"]["heatmap"]),
-    "int_best_epoch": lambda r: str(r["log"]["integral"]["best_epoch"]),
+    # IntegralNet's selected epochs per seed under each rule (the readout study's integral_64 runs, strict loss)
+    **{f"int_best_epochs_{rule}": (lambda r, rule=rule: ", ".join(
+        str(x["best_epoch"][rule]) for x in r["study"]["readouts"]["readouts"]["integral_64"]["per_seed"]) +
+        " (seeds " + ", ".join(str(x["seed"]) for x in r["study"]["readouts"]["readouts"]["integral_64"]["per_seed"]) + ")")
+       for rule in ("val_loss", "val_px")},
     "speedup_hm": lambda r: f"{r['benchmark']['speedup']['HeatmapNet']:.1f}",
     "speedup_rg": lambda r: f"{r['benchmark']['speedup']['RegressionNet']:.1f}",
 }
