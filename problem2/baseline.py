@@ -316,7 +316,7 @@ def main(argv=None):
             for cat, n in fc["counts"].items():
                 print(f"  {cat:<16}{n:>5}   " + "  ".join(f"{k}={v}" for k, v in fc["per_keypoint"][cat].items()))
         if args.studies and models is not None:  # a full run: its wall time is the assignment's baseline step
-            record_timing(args.out_dir, "baseline.py", time.time() - t0, device, precision)
+            record_timing(args.out_dir, "baseline.py", time.time() - t0, device, precision, args.jobs)
     print(f"baseline.py done in {fmt_time(time.time() - t0)}")
 
 

@@ -309,11 +309,11 @@ def table_data_steps(r):
 
 
 def machine_label(m):
-    """'AMD EPYC, 2 cores, cpu, bf16' from a timing's machine record."""
+    """'AMD EPYC, 2 cores, cpu, bf16' (+ ', 2 jobs' when runs went side by side) from a timing's machine record."""
     if not m:
         return "not recorded"
     return ", ".join(str(x) for x in (m.get("gpu") or m.get("cpu"), f"{m.get('cores')} cores", m.get("device"),
-                                      m.get("precision")) if x)
+                                      m.get("precision"), m.get("jobs") and f"{m['jobs']} jobs") if x)
 
 
 def table_timing(r):
