@@ -1,5 +1,6 @@
 """Shared helpers at the bottom of the import graph: results folder, atomic/strict file I/O, seeding,
-device/precision, timing, machine description, a results-folder lock and figure saving.
+device/precision, timing, machine description, a results-folder lock, independent runs side by side
+(job_results, the pool behind every --jobs) and figure saving.
 
 Nothing here knows about keypoints or models. Every script imports from here; this file imports no
 other file of the project.
@@ -249,15 +250,21 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def jobs_used(jobs, num_tasks):
+    """How many worker processes job_results runs for `num_tasks` tasks (1 = in this process, all its threads)."""
+    return max(1, min(jobs, num_tasks))
+
+
 @contextlib.contextmanager
 def job_results(fn, tasks, jobs=1):
-    """Context giving an iterator of fn(task) for every task: computed here, in order, when fewer than two jobs
-    would run; else in min(jobs, len(tasks)) spawned worker processes, as they finish, with this process's CPU
-    threads split between them. fn must be module-level (picklable). A SIGTERM to this process stops the
-    workers too; leaving the context stops any still running."""
+    """Context giving an iterator of fn(task) for every task: computed here, in order, with all this process's CPU
+    threads when jobs_used() is 1; else in jobs_used() spawned worker processes, as they finish, with the threads
+    split between them (threads // jobs each; a run's numbers depend on its thread count). fn must be
+    module-level (picklable). A SIGTERM to this process stops the workers too; leaving the context stops any
+    still running."""
     tasks = list(tasks)
-    jobs = min(jobs, len(tasks))
-    if jobs <= 1:
+    jobs = jobs_used(jobs, len(tasks))
+    if jobs == 1:
         yield map(fn, tasks)
         return
     threads = max(1, torch.get_num_threads() // jobs)
@@ -267,9 +274,11 @@ def job_results(fn, tasks, jobs=1):
     try:
         yield pool.imap_unordered(fn, tasks)
     finally:
-        pool.terminate()
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
+        try:
+            pool.terminate()
+        finally:
+            if previous is not None:  # None: not on the main thread, or a handler installed outside Python
+                signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -1,4 +1,5 @@
-"""Decoding, metrics and figures; `python evaluate.py` evaluates both trained models on the test split.
+"""Decoding, metrics and figures; `python evaluate.py` evaluates the trained models of train.py's last run (the
+assignment's two networks, plus any other method that run trained) on the test split.
 
 Every coordinate this file returns or reports is in 128-px image space (codec.py's convention).
 
@@ -27,8 +28,8 @@ metrics.json schema (written by main):
             "pck": {"bbox"|"torso": {thr: acc}}, "auc": {"bbox"|"torso": auc},
             "pck_per_keypoint": {"bbox"|"torso": {name: {thr: acc}}}}}}}}
   method: heatmap (decoders argmax / quarter / dark), regression and every other method of model.METHODS that
-  the same train.py run trained (`train.py --methods heatmap regression integral`; decoder direct for
-  coordinate methods).
+  the same train.py run was asked to train (training_log.json's config.methods, e.g. `train.py --methods heatmap
+  regression integral`; decoder direct for coordinate methods).
 """
 import argparse
 import io
@@ -368,8 +369,9 @@ def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False, log_path=N
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Evaluate the trained HeatmapNet and RegressionNet on the test split: "
-                                "metrics.json + figures in results/visualizations/.")
+    p = argparse.ArgumentParser(description="Evaluate the trained HeatmapNet and RegressionNet (and any other method "
+                                "of the same train.py run) on the test split: metrics.json + figures in "
+                                "results/visualizations/.")
     p.add_argument("--data-dir", default=None, help="course-layout folder (default: generated problem2/data)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where checkpoints/logs are read and written")
     p.add_argument("--split", default="test", choices=["test", "val"],
@@ -387,11 +389,13 @@ def main(argv=None):
     device = pick_device(args.device)
     precision = "fp32"  # evaluation is cheap; report numbers free of reduced-precision noise
     kp_dir = resolve_keypoints_dir(args.data_dir)
-    # the assignment's two networks, plus any other method the same train.py run trained (never a stale file)
-    logged = read_json(log_path, default={})
-    methods = ["heatmap", "regression"] + [m for m in METHODS if m not in ("heatmap", "regression") and m in logged]
+    # the assignment's two networks, plus every other method the same train.py run was asked to train (a
+    # stale file of an earlier run is never read; an unfinished method is refused by load_run_checkpoints)
+    training_log = read_json(log_path, "`python problem2/train.py`", default={})
+    asked = training_log.get("config", {}).get("methods", [])
+    methods = ["heatmap", "regression"] + [m for m in METHODS if m not in ("heatmap", "regression") and m in asked]
     loaded, mixed = load_run_checkpoints(out_dir, methods, kp_dir, args.allow_mixed_runs, log_path)
-    training_log = read_json(log_path, "`python problem2/train.py`")
+    training_log = training_log or read_json(log_path, "`python problem2/train.py`")  # missing: says so
     with results_lock(out_dir, "evaluate.py"):
         metrics = {"split": args.split, "thresholds": PCK_THRESHOLDS, "refine_default": REFINE_DEFAULT,
                    "provenance": {"run_id": training_log.get("run_id"), "data": data_fingerprint(kp_dir),

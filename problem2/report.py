@@ -61,7 +61,7 @@ def _methods(metrics):
 def table_headline(r):
     s = r["study"]["seeds"]
     rows = []
-    for m in _methods(r["metrics"]):
+    for m in (m for m in NAMES if m in s["mean"]):  # the seeded study's methods, whatever train.py trained
         mu, sd = s["mean"][m], s["std"][m]
         rows.append([NAMES[m]] + [f"{mu[k]:.3f} ± {sd[k]:.3f}" for k in ("pck_bbox_0.05", "pck_bbox_0.1")] +
                     [f"{mu[k]:.2f} ± {sd[k]:.2f}" for k in ("mean_px_error", "mean_px_error_symmetric")])
@@ -308,29 +308,44 @@ def table_data_steps(r):
     return md(["method (px / PCK@0.05)"] + [f"{n} train ({d['epochs'][str(n)]} epochs)" for n in d["sizes"]], rows)
 
 
+def machine_name(m):
+    """'AMD EPYC, 2 cores, cpu': which machine (CPU or GPU, cores, device) from a timing's machine record."""
+    return ", ".join(str(x) for x in (m.get("gpu") or m.get("cpu"), f"{m.get('cores')} cores", m.get("device")) if x)
+
+
+def run_settings(m):
+    """'bf16, 2 jobs': how a step ran on its machine (precision; parallel jobs when more than one)."""
+    return ", ".join(str(x) for x in (m.get("precision"), m.get("jobs") and f"{m['jobs']} jobs") if x)
+
+
 def machine_label(m):
     """'AMD EPYC, 2 cores, cpu, bf16' (+ ', 2 jobs' when runs went side by side) from a timing's machine record."""
     if not m:
         return "not recorded"
-    return ", ".join(str(x) for x in (m.get("gpu") or m.get("cpu"), f"{m.get('cores')} cores", m.get("device"),
-                                      m.get("precision"), m.get("jobs") and f"{m['jobs']} jobs") if x)
+    return ", ".join(x for x in (machine_name(m), run_settings(m)) if x)
 
 
 def table_timing(r):
     """timings.json as measured; a total only when one machine timed every step."""
     t = r["timings"]
     rows = [[f"`{k}`", f"{v['seconds'] / 60:.1f}", machine_label(v.get("machine"))] for k, v in t.items()]
-    if len({machine_label(v.get("machine")) for v in t.values()}) == 1:
+    if len({machine_name(v.get("machine") or {}) for v in t.values()}) == 1:
         rows.append(["**all steps**", f"**{sum(v['seconds'] for v in t.values()) / 60:.1f}**", ""])
-    return md(["step", "wall minutes", "machine (CPU, cores, device, precision)"], rows)
+    return md(["step", "wall minutes", "machine (CPU, cores, device, precision, parallel jobs)"], rows)
 
 
 def assignment_timing(r):
-    """The README's first command: one total when one machine timed all its steps, else each step with its own."""
+    """The README's first command: one total when one machine timed all its steps (how each step ran when they
+    differ: precision, jobs), else each step with its own machine."""
     t = r["timings"]
-    machines = {machine_label(t[k].get("machine")) for k in ASSIGNMENT_STEPS}
-    if len(machines) == 1:
-        return f"{sum(t[k]['seconds'] for k in ASSIGNMENT_STEPS) / 60:.1f} minutes on {machines.pop()}"
+    machine = {k: t[k].get("machine") or {} for k in ASSIGNMENT_STEPS}
+    names = {machine_name(m) for m in machine.values()}
+    if len(names) == 1 and all(machine.values()):
+        total = f"{sum(t[k]['seconds'] for k in ASSIGNMENT_STEPS) / 60:.1f} minutes on {names.pop()}"
+        settings = {k: run_settings(m) for k, m in machine.items()}
+        if len(set(settings.values())) == 1:
+            return f"{total}, {settings['train.py']}" if settings["train.py"] else total
+        return f"{total} (" + "; ".join(f"`{k}` {v}" for k, v in settings.items()) + ")"
     return ("; ".join(f"`{k}` {t[k]['seconds'] / 60:.1f} min on {machine_label(t[k].get('machine'))}"
                       for k in ASSIGNMENT_STEPS) + " (the steps were last timed on different machines, so this is not "
             "one end-to-end time)")
@@ -545,6 +560,7 @@ VALUES = {
     "dec_val_best": lambda r: r["metrics"]["decoder_selection"]["best"],
     "assignment_timing": assignment_timing,
     "log_machine": lambda r: machine_label(r["log"]["config"].get("machine")),
+    "log_methods": lambda r: ", ".join(NAMES[m] for m in r["log"]["config"]["methods"]),
     "study_store_minutes": lambda r: f"{store_training_seconds(r['study']) / 60:.0f}",
     "bench_hm_img_s": lambda r: f"{next(x['images_per_s'] for x in r['benchmark']['rows'] if x['model'] == 'HeatmapNet' and x['path'] == 'fast'):.0f}",
     "data_share_hm": lambda r: f"{next(x['data_share'] for x in r['benchmark']['rows'] if x['model'] == 'HeatmapNet' and x['path'] == 'fast'):.1%}",

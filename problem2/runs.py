@@ -15,9 +15,10 @@ A run lives in <runs_root>/<method>-<recipe key>/:
                    from it when asked again (same weights as an uninterrupted run), deleted when done (gitignored)
 A stored run whose recipe differs is never reused (the message says why it retrains); an evaluation is
 redone when its key (eval version, test/shifted data) changed and the checkpoints are still there, else the
-run is retrained. run_many() runs independent recipes in `jobs` worker processes, CPU threads split. A run's
-numbers depend on its thread count (CPU kernels reduce in a thread-dependent order), so `jobs` runs with T
-threads each equal a sequential run with T threads (`--threads T`); run.json records the threads used.
+run is retrained. run_many() runs independent recipes in `jobs` worker processes, CPU threads split
+(common.job_results; a batch of one runs in this process with all threads). A run's numbers depend on its
+thread count (CPU kernels reduce in a thread-dependent order), so `jobs` runs with T threads each equal a
+sequential run with T threads (`--threads T`); run.json records the threads used.
 """
 import functools
 import io
@@ -28,8 +29,8 @@ import numpy as np
 import torch
 
 from codec import DECODERS, REFINE_DEFAULT, decode, joint_hand_decode
-from common import (UsageError, atomic_write_bytes, code_version, fmt_time, job_results, machine_info, pick_device,
-                    read_json, recipe_key, results_lock, write_json)
+from common import (UsageError, atomic_write_bytes, code_version, fmt_time, job_results, jobs_used, machine_info,
+                    pick_device, read_json, recipe_key, results_lock, write_json)
 from dataset import data_fingerprint, load_split, make_loader
 from evaluate import brief, summarize
 from model import load_checkpoint, run_model, target_of
@@ -191,7 +192,7 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device, need_predictions)
              for r in unique.values()]
     out, t0, trained = {}, time.time(), []
-    jobs = min(jobs, len(tasks))  # as job_results runs them; sequential: log lines go through `log` live
+    jobs = jobs_used(jobs, len(tasks))  # as job_results runs them; in this process log lines go through `log` live
     fn = functools.partial(_worker, live_log=log if jobs <= 1 else functools.partial(print, flush=True))
     with job_results(fn, tasks, jobs) as results:
         for i, (recipe, info, ev, error, lines) in enumerate(results, 1):
@@ -204,7 +205,7 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
             eta = (f"ETA {fmt_time(np.mean(trained) * left / max(1, min(jobs, left)))}" if trained
                    else "ETA unknown (nothing trained yet)")
             log(f"[runs] {i}/{len(tasks)} done ({recipe['method']}, seed {recipe['seed']}); elapsed "
-                f"{fmt_time(elapsed)}, {eta} for the rest of the batch (mean training time x runs left / jobs)")
+                f"{fmt_time(elapsed)}, {eta} for the rest of the batch (mean training time x runs left / parallel jobs)")
     return out
 
 

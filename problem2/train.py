@@ -14,10 +14,10 @@ Writes into --out-dir (default problem2/results/), every file atomically (temp +
                              "recipe" (every argument that changes the result, data fingerprint included),
                              "selected_by", "code_version", "device", "created"}}   (model.load_checkpoint)
   heatmap_snapshots.pt      {"epochs": [E], "heatmaps": [E, n, K, H, W] float16, "images", "keypoints", "run_id"}
-  training_log.json         {"run_id", "config": {settings, machine}, "<method>": {"recipe", "epochs": [{"epoch",
-                             "train_loss", "val_loss", "val_px_error", "seconds"}], "best_epoch", "best_val_loss",
-                             "best_val_px_error", "best_px_epoch", "best_px_val_px_error", "train_seconds",
-                             "images_per_second"}, "total_seconds"}
+  training_log.json         {"run_id", "config": {settings, machine (+ jobs)}, "<method>": {"recipe", "epochs":
+                             [{"epoch", "train_loss", "val_loss", "val_px_error", "seconds"}], "best_epoch",
+                             "best_val_loss", "best_val_px_error", "best_px_epoch", "best_px_val_px_error",
+                             "train_seconds", "images_per_second", "threads"}, "total_seconds"}
   (val_loss/val_px_error are null in an epoch without validation: fit's val_every, used by study.py's fixed-step
   runs; train.py validates every epoch)
   A run resumed from a resume file (fit's resume_path; the run store uses it) also records "resumed_after_epochs"
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from codec import HAND_LOSSES, REFINE_DEFAULT, decode, keypoint_loss
-from common import (RESULTS_DIR, UsageError, autocast, code_version, fmt_time, job_results, machine_info,
+from common import (RESULTS_DIR, UsageError, autocast, code_version, fmt_time, job_results, jobs_used, machine_info,
                     pick_device, pick_precision, prepare_input, record_timing, results_lock, set_seed, set_threads,
                     torch_load, torch_save, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
@@ -278,8 +278,11 @@ def train_one(task):
     """(recipe, history) of train.py's run of one method; task = (recipe, kp_dir, out_dir, run_id, device). A
     module-level function, so --jobs can run it in a worker process (log lines flushed live)."""
     recipe, kp_dir, out_dir, run_id, device = task
-    return recipe, train_recipe(recipe, kp_dir, out_dir, run_id, device, snapshots=recipe["method"] == "heatmap",
-                                log=functools.partial(print, flush=True))
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # here, so a worker process sets it too
+    h = train_recipe(recipe, kp_dir, out_dir, run_id, device, snapshots=recipe["method"] == "heatmap",
+                     log=functools.partial(print, flush=True))
+    return recipe, {**h, "threads": torch.get_num_threads()}  # the numbers depend on it
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -311,7 +314,8 @@ def add_recipe_args(p):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train HeatmapNet and RegressionNet (+ IntegralNet) with the spec recipe.")
+    p = argparse.ArgumentParser(description="Train HeatmapNet and RegressionNet with the spec recipe (--methods adds "
+                                "others, e.g. integral).")
     add_recipe_args(p)
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
                    help="seeds init, shuffling and dropout (the default dataset is always generated with seed 0)")
@@ -325,8 +329,8 @@ def parse_args(argv=None):
     p.add_argument("--methods", nargs="+", default=list(TRAIN_METHODS), choices=list(METHODS),
                    help="rows of model.METHODS (default: the assignment's two networks; add integral for IntegralNet)")
     p.add_argument("--jobs", type=positive(int, 1), default=1,
-                   help="train up to N methods side by side, each in its own process with threads // N CPU threads "
-                        "(same numbers as a sequential run with that many threads)")
+                   help="train up to N methods side by side, each in its own process with threads // jobs CPU threads "
+                        "(jobs = min(N, methods); same numbers as a sequential run with that many threads)")
     p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
     args = p.parse_args(argv)
     if args.num_train is not None and args.num_train < args.batch_size:
@@ -339,22 +343,28 @@ def main(argv=None):
     set_threads(args.threads)
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
-    if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
     kp_dir = resolve_keypoints_dir(args.data_dir)
     data = data_fingerprint(kp_dir)
     run_id = uuid.uuid4().hex[:12]
     log_path = args.out_dir / "training_log.json"
     settings = {k: v for k, v in vars(args).items() if k not in ("data_dir", "out_dir")}
+    methods = list(dict.fromkeys(args.methods))
+    jobs = jobs_used(args.jobs, len(methods))
+    settings.update(methods=methods, jobs=jobs)  # what runs: duplicates once, at most one job per method
     run_log = {"run_id": run_id, "config": {**settings, "data": data, "precision": precision,
-                                            "machine": machine_info(device, precision)}}
-    print(f"run {run_id}: device {device}, precision {precision}, {torch.get_num_threads()} threads, data {kp_dir}")
+                                            "machine": {**machine_info(device, precision), "jobs": jobs}}}
+    print(f"run {run_id}: device {device}, precision {precision}, {torch.get_num_threads()} threads"
+          f"{f' split over {jobs} jobs' if jobs > 1 else ''}, data {kp_dir}")
+    for m in METHODS:
+        if m not in methods and (args.out_dir / f"{m}_model.pth").exists():
+            print(f"note: {args.out_dir / f'{m}_model.pth'} is from an earlier run (not trained now); evaluate.py "
+                  f"scores only the methods of this run's training_log.json")
     t0 = time.time()
     recipes = [make_recipe(method, data, args.seed, args.epochs, args.lr, args.batch_size, args.heatmap_size,
                            args.sigma, args.hand_loss, args.canonical_hands, args.num_train, precision)
-               for method in dict.fromkeys(args.methods)]
+               for method in methods]
     with results_lock(args.out_dir, "train.py"), job_results(
-            train_one, [(r, kp_dir, args.out_dir, run_id, device) for r in recipes], args.jobs) as trained:
+            train_one, [(r, kp_dir, args.out_dir, run_id, device) for r in recipes], jobs) as trained:
         for recipe, h in trained:  # in the order they finish
             method = recipe["method"]
             run_log[method] = {"recipe": recipe, **h}
@@ -364,7 +374,7 @@ def main(argv=None):
                   f"{h['best_px_epoch']}); {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)", flush=True)
         run_log["total_seconds"] = time.time() - t0
         write_json(log_path, run_log)
-        record_timing(args.out_dir, "train.py", run_log["total_seconds"], device, precision, args.jobs)
+        record_timing(args.out_dir, "train.py", run_log["total_seconds"], device, precision, jobs)
     print(f"done in {fmt_time(run_log['total_seconds'])}; wrote {args.out_dir}")
     return run_log
 

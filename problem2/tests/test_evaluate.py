@@ -211,3 +211,8 @@ def test_an_interrupted_training_run_is_refused(tiny_data, trained, tmp_path):
     log["regression"]["epochs"] = []
     (out / "training_log.json").write_text(json.dumps(log))
     _refused(tiny_data, out, "regression: 0 of 1 epochs")
+    # a run asked for IntegralNet too, killed before it finished: its network is required, not skipped
+    log = json.loads((trained / "training_log.json").read_text())
+    log["config"]["methods"] = ["heatmap", "regression", "integral"]
+    (out / "training_log.json").write_text(json.dumps(log))
+    _refused(tiny_data, out, "integral_model.pth not found")

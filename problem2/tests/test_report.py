@@ -29,6 +29,9 @@ def test_assignment_time_is_one_number_only_when_one_machine_timed_every_step():
     t = {"train.py": {"seconds": 600.0, "machine": MACHINE}, "evaluate.py": {"seconds": 60.0, "machine": MACHINE},
          "baseline.py": {"seconds": 1200.0, "machine": MACHINE}}
     assert report.assignment_timing({"timings": t}) == "31.0 minutes on Some CPU, 2 cores, cpu, fp32"
+    t["train.py"] = {"seconds": 600.0, "machine": {**MACHINE, "jobs": 2}}   # same machine, run differently
+    assert report.assignment_timing({"timings": t}) == ("31.0 minutes on Some CPU, 2 cores, cpu (`train.py` fp32, "
+                                                         "2 jobs; `evaluate.py` fp32; `baseline.py` fp32)")
     t["evaluate.py"]["machine"] = other
     text = report.assignment_timing({"timings": t})
     assert "`evaluate.py` 1.0 min on Other CPU" in text and "not one end-to-end time" in text and "31.0" not in text

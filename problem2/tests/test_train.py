@@ -75,12 +75,18 @@ def test_main_end_to_end_writes_checkpoints_and_log(tiny_data, tmp_path):
 
 def test_same_seed_same_log_in_any_order_and_with_jobs(tiny_data, tmp_path):
     """--jobs 2 (one thread per worker) gives a sequential one-thread run's numbers, whatever the method order."""
-    a = _run(tiny_data, tmp_path / "a", "--methods", "integral", "regression", "--epochs", "1", "--threads", "1")
-    torch.set_num_threads(2)  # --threads 1 above set this process's count; --jobs 2 splits 2 threads into 1 + 1
-    b = _run(tiny_data, tmp_path / "b", "--methods", "regression", "integral", "--epochs", "1", "--jobs", "2")
+    threads = torch.get_num_threads()
+    try:
+        a = _run(tiny_data, tmp_path / "a", "--methods", "integral", "heatmap", "--epochs", "1", "--threads", "1")
+        torch.set_num_threads(2)  # --threads 1 above set this process's count; --jobs 2 splits 2 into 1 + 1
+        b = _run(tiny_data, tmp_path / "b", "--methods", "heatmap", "integral", "--epochs", "1", "--jobs", "2")
+    finally:
+        torch.set_num_threads(threads)
     assert b["config"]["jobs"] == 2 and json.loads((tmp_path / "b" / "timings.json").read_text())[
         "train.py"]["machine"]["jobs"] == 2
-    for method in ("integral", "regression"):
+    assert a["heatmap"]["threads"] == b["heatmap"]["threads"] == 1
+    assert (tmp_path / "b" / "heatmap_snapshots.pt").exists()       # written by a worker process
+    for method in ("integral", "heatmap"):
         assert (tmp_path / "b" / f"{method}_model.pth").exists()
         for ea, eb in zip(a[method]["epochs"], b[method]["epochs"], strict=True):
             for key in ("train_loss", "val_loss", "val_px_error"):
