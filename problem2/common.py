@@ -192,8 +192,9 @@ def prepare_input(images, device):
 
 
 # ----------------------------------------------------------------------------- machine, code version, timing
-def machine_info(device="cpu", precision=None):
-    """What produced a timing: CPU model, cores, torch version, device (GPU name), precision, threads."""
+def machine_info(device="cpu", precision=None, jobs=1):
+    """What produced a timing: CPU model, cores, torch version, device (GPU name), precision, threads (of this
+    process), and the parallel jobs when more than one (each with threads // jobs)."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -206,6 +207,8 @@ def machine_info(device="cpu", precision=None):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     if precision is not None:
         info["precision"] = precision
+    if jobs > 1:
+        info["jobs"] = jobs
     return info
 
 
@@ -229,14 +232,10 @@ def fmt_time(seconds):
 
 
 def record_timing(out_dir, script, seconds, device="cpu", precision=None, jobs=1):
-    """Add {script: {"seconds", "machine"}} to out_dir/timings.json (report.py reads it for the wall times);
-    the machine entry names the parallel jobs (each with threads // jobs CPU threads) when jobs > 1."""
+    """Add {script: {"seconds", "machine"}} to out_dir/timings.json (report.py reads it for the wall times)."""
     path = Path(out_dir) / "timings.json"
     timings = read_json(path, default={})
-    machine = machine_info(device, precision)
-    if jobs > 1:
-        machine["jobs"] = jobs
-    timings[script] = {"seconds": round(float(seconds), 1), "machine": machine}
+    timings[script] = {"seconds": round(float(seconds), 1), "machine": machine_info(device, precision, jobs)}
     write_json(path, timings)
 
 

@@ -351,6 +351,14 @@ def assignment_timing(r):
             "one end-to-end time)")
 
 
+def integral_selected_epochs(r, rule):
+    """'4, 6, 6 (seeds 0, 1, 2)': the epoch IntegralNet's checkpoint is selected at under `rule` (val_loss or
+    val_px), per seed of the readout study's integral_64 runs (strict loss)."""
+    rows = r["study"]["readouts"]["readouts"]["integral_64"]["per_seed"]
+    return (", ".join(str(x["best_epoch"][rule]) for x in rows) +
+            " (seeds " + ", ".join(str(x["seed"]) for x in rows) + ")")
+
+
 def table_training(r):
     """Both checkpoint-selection rules per method: lowest val loss (the spec's, saved) and lowest val px error."""
     log = r["log"]
@@ -572,10 +580,7 @@ VALUES = {
     "fail_both_gap": lambda r: f"{r['failures']['characterisation']['both_fail']['hand_gap_px']['these']:.1f}",
     "all_gap": lambda r: f"{r['failures']['characterisation']['both_fail']['hand_gap_px']['all']:.1f}",
     "fixed_sym_hm": lambda r: str(r["failures"]["fixed_by_symmetric_matching"]["heatmap"]),
-    # IntegralNet's selected epochs per seed under each rule (the readout study's integral_64 runs, strict loss)
-    **{f"int_best_epochs_{rule}": (lambda r, rule=rule: ", ".join(
-        str(x["best_epoch"][rule]) for x in r["study"]["readouts"]["readouts"]["integral_64"]["per_seed"]) +
-        " (seeds " + ", ".join(str(x["seed"]) for x in r["study"]["readouts"]["readouts"]["integral_64"]["per_seed"]) + ")")
+    **{f"int_best_epochs_{rule}": (lambda r, rule=rule: integral_selected_epochs(r, rule))
        for rule in ("val_loss", "val_px")},
     "speedup_hm": lambda r: f"{r['benchmark']['speedup']['HeatmapNet']:.1f}",
     "speedup_rg": lambda r: f"{r['benchmark']['speedup']['RegressionNet']:.1f}",

@@ -193,7 +193,7 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
              for r in unique.values()]
     out, t0, trained = {}, time.time(), []
     jobs = jobs_used(jobs, len(tasks))  # as job_results runs them; in this process log lines go through `log` live
-    fn = functools.partial(_worker, live_log=log if jobs <= 1 else functools.partial(print, flush=True))
+    fn = functools.partial(_worker, live_log=log if jobs == 1 else functools.partial(print, flush=True))
     with job_results(fn, tasks, jobs) as results:
         for i, (recipe, info, ev, error, lines) in enumerate(results, 1):
             if info is None:

@@ -352,7 +352,7 @@ def main(argv=None):
     jobs = jobs_used(args.jobs, len(methods))
     settings.update(methods=methods, jobs=jobs)  # what runs: duplicates once, at most one job per method
     run_log = {"run_id": run_id, "config": {**settings, "data": data, "precision": precision,
-                                            "machine": {**machine_info(device, precision), "jobs": jobs}}}
+                                            "machine": machine_info(device, precision, jobs)}}
     print(f"run {run_id}: device {device}, precision {precision}, {torch.get_num_threads()} threads"
           f"{f' split over {jobs} jobs' if jobs > 1 else ''}, data {kp_dir}")
     for m in METHODS:
