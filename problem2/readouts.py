@@ -74,15 +74,16 @@ def paired_difference(a, b):
     return {"diff": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)], "n": len(d)}
 
 
-def verdict(d):
-    """How a paired difference may be read: the one rule the report applies to every interpreted difference."""
+def verdict(d, noise="seed noise"):
+    """How a paired difference may be read: the one rule the report applies to every interpreted difference
+    (noise: what the pairs' spread is, for differences paired over something other than seeds)."""
     if d["diff"] is None:
         return "not measured yet"
     if d["ci95"] is None:
         return "one seed so far: not interpreted"
     if d["ci95"][0] <= 0 <= d["ci95"][1]:
-        return f"within seed noise at n={d['n']} (the interval includes 0)"
-    return f"larger than seed noise at n={d['n']} (the interval excludes 0)"
+        return f"within {noise} at n={d['n']} (the interval includes 0)"
+    return f"larger than {noise} at n={d['n']} (the interval excludes 0)"
 
 
 def row_value(row, metric):

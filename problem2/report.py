@@ -23,7 +23,7 @@ from evaluate import PCK_THRESHOLDS
 from model import METHODS
 from readouts import (READOUTS, STEP_METRICS, STEPS, paired_between, paired_by_seed, paired_difference, row_value,
                       verdict)
-from study import HAND_LOSS_METRICS
+from study import HAND_LOSS_METRICS, PRECISION_METRICS
 
 HERE = Path(__file__).resolve().parent
 DOCS = [HERE / "report.md", HERE.parent / "README.md"]
@@ -308,6 +308,21 @@ def table_data_steps(r):
     return md(["method (px / PCK@0.05)"] + [f"{n} train ({d['epochs'][str(n)]} epochs)" for n in d["sizes"]], rows)
 
 
+def table_precision(r):
+    """Stored runs whose recipes differ only in precision: test numbers side by side, bf16 minus fp32 paired."""
+    pr = r["study"].get("precision")
+    if not pr or not pr["pairs"]:
+        return "(no pair of stored runs differs only in precision yet)\n"
+    fmt = {k: QUOTED[_unit(k)][0].replace("+", "") for k in PRECISION_METRICS}
+    trained_on = lambda row: f"{machine_name(row['machine'])}, threads {row['machine'].get('threads')}"  # noqa: E731
+    rows = [[p["label"], trained_on(p["fp32"]), trained_on(p["bf16"])] +
+            [f"{fmt[k].format(get(p['fp32']))} / {fmt[k].format(get(p['bf16']))}" for k, get in PRECISION_METRICS.items()]
+            for p in pr["pairs"]]
+    rows.append([f"**bf16 − fp32, paired over {pr['paired']['n']} recipes [95% CI]**", "", ""] +
+                [_ci(pr["paired"][k], QUOTED[_unit(k)][0]) for k in PRECISION_METRICS])
+    return md(["recipe (stored in both precisions)", "fp32 trained on", "bf16 trained on", "px fp32 / bf16",
+               "sym px fp32 / bf16", "PCK@0.05 fp32 / bf16"], rows)
+
 def machine_name(m):
     """'AMD EPYC, 2 cores, cpu': which machine (CPU or GPU, cores, device) from a timing's machine record."""
     return ", ".join(str(x) for x in (m.get("gpu") or m.get("cpu"), f"{m.get('cores')} cores", m.get("device")) if x)
@@ -514,7 +529,7 @@ TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": tabl
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
           "seed_pairs": table_seed_pairs, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
           "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "hand_loss_pairs": table_hand_loss_pairs,
-          "budget_long": table_budget_long, "data_steps": table_data_steps,
+          "budget_long": table_budget_long, "data_steps": table_data_steps, "precision": table_precision,
           "translation": table_translation, "data": table_data, "timing": table_timing, "training": table_training, "benchmark": table_benchmark,
           "readout_findings": readout_findings, "readout_summary": lambda r: readout_findings(r, KEY_STEPS),
           "readout_spread": readout_spread, "sources": sources}
@@ -543,6 +558,12 @@ def _in_range(r, method):
     return r["study"]["translation"][method]["in_range"]["strict"]["mean_px_error"]
 
 
+def scaling_gain(r):
+    """Throughput of 2 jobs x 1 thread over 1 job x 2 threads (benchmark.json "scaling")."""
+    s = {(x["jobs"], x["threads"]): x["images_per_s"] for x in r["benchmark"].get("scaling", [])}
+    return f"{s[2, 1] / s[1, 2]:.1f}" if (2, 1) in s and (1, 2) in s else "(not measured)"
+
+
 # numbers quoted in prose: <!-- v:NAME -->value<!-- /v -->
 VALUES = {
     "n_seeds": lambda r: str(len(r["study"]["seeds"]["seeds"])),
@@ -559,8 +580,6 @@ VALUES = {
     "hm_in_px": lambda r: f"{_in_range(r, 'heatmap'):.2f}",
     "rg_in_px": lambda r: f"{_in_range(r, 'regression'):.2f}",
     "int_in_px": lambda r: f"{_in_range(r, 'integral'):.2f}",
-    "study_minutes": lambda r: f"{sum(v['seconds'] for v in r['timings'].values()) / 60:.0f}",
-    "train_minutes": lambda r: f"{r['timings']['train.py']['seconds'] / 60:.1f}",
     "ro_seeds_done": lambda r: str(sum(len(x["per_seed"]) for x in r["study"]["readouts"]["readouts"].values())),
     "ro_seeds_total": lambda r: str(len(r["study"]["readouts"]["readouts"]) * len(r["study"]["readouts"]["seeds"])),
     **{f"dec_val_{d}": (lambda r, d=d: f"{r['metrics']['decoder_selection']['mean_px_error'][d]:.2f}")
@@ -582,6 +601,7 @@ VALUES = {
     "fixed_sym_hm": lambda r: str(r["failures"]["fixed_by_symmetric_matching"]["heatmap"]),
     **{f"int_best_epochs_{rule}": (lambda r, rule=rule: integral_selected_epochs(r, rule))
        for rule in ("val_loss", "val_px")},
+    "scaling_gain": scaling_gain,
     "speedup_hm": lambda r: f"{r['benchmark']['speedup']['HeatmapNet']:.1f}",
     "speedup_rg": lambda r: f"{r['benchmark']['speedup']['RegressionNet']:.1f}",
 }
@@ -642,10 +662,10 @@ VALUES.update({f"hl_{m}_{loss}_{k}": (lambda r, n=f"{m}_{loss}", k=k: _hand_loss
 QUOTED = {"px": ("{:+.2f}", " px"), "pck": ("{:+.3f}", ""), "epochs": ("{:+.1f}", " epochs")}  # _unit -> (format, unit)
 
 
-def _quoted(d, unit="px"):
-    """A paired difference as quoted in prose: value and interval, unit, and the seed-noise verdict."""
+def _quoted(d, unit="px", noise="seed noise"):
+    """A paired difference as quoted in prose: value and interval, unit, and the verdict (readouts.verdict)."""
     fmt, suffix = QUOTED[unit]
-    return f"{_ci(d, fmt)}{suffix}, {verdict(d)}"
+    return f"{_ci(d, fmt)}{suffix}, {verdict(d, noise)}"
 
 
 def _step(r, a, b):
@@ -696,6 +716,11 @@ VALUES.update({f"abl_{n}_{m}": (lambda r, n=n, m=m: _quoted(ablation_pair(r, n, 
 VALUES["abl_beyond_noise"] = ablation_beyond_noise
 VALUES.update({f"budget_{k}_epochs": (lambda r, i=i: str(r["study"]["budget"]["epochs"][i]))
                for i, k in enumerate(("spec", "long"))})
+
+# prec_<metric>: bf16 minus fp32 over the stored recipe pairs (study.study_precision)
+VALUES.update({f"prec_{k}": (lambda r, k=k: _quoted(r["study"]["precision"]["paired"][k], _unit(k),
+                                                     "the spread over the pairs")) for k in PRECISION_METRICS})
+VALUES["prec_n"] = lambda r: str(r["study"]["precision"]["paired"]["n"])
 
 
 def ablation_runs(r):

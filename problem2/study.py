@@ -16,6 +16,9 @@ Studies:
   seeds       The three methods (heatmap, regression, integral) over --seeds: mean +- std of the test metrics
               and each pair's difference paired by seed with a 95% t-interval (seed noise, readouts.verdict).
   data        Test error vs training-set size (--sizes, plus the full set) at 30 epochs, seed 0.
+  precision   bf16 vs fp32 training, from the store as it is (trains nothing): every pair of stored runs whose
+              recipes differ only in precision (e.g. baseline.py's seed-0 ablations, run once per precision),
+              bf16 minus fp32, paired by recipe.
 Every study trains through the recipe-keyed run store (runs.py, results/runs/, fp32): a run is trained once and
 shared by every study whose recipe is identical (the seeds study's runs are the readout study's gap_fc,
 integral_64 and heatmap_64). Numbers come from each run's committed eval.json; translation (and the hands
@@ -38,6 +41,9 @@ study_results.json schema:
               "long_paired": {method: {"seeds", "<metric>": {"diff", "ci95", "n"}}} (long minus spec; BUDGET_METRICS),
               "data_steps": {"sizes": [..], "epochs": {"<size>": epochs}, "rows": {method: {"<size>": [row]}}}}
               (row: run_row, the same fields as a hand_loss row)
+   "precision": {"pairs": [{"label", "fp32": row, "bf16": row}] (row: run_row + "machine", run.json's record),
+                 "paired": {"n", "<metric>": {"diff", "ci95", "n"}}} (bf16 minus fp32, paired by recipe;
+                 PRECISION_METRICS)
    "seconds": {study: its evaluation time + the training time of the runs it uses (a run shared by several
                studies of one call is charged to the first one written)}}
 hands, translation, seeds and data_efficiency also name their run folders ("runs": {label: "<method>-<recipe key>"}).
@@ -54,7 +60,7 @@ import numpy as np
 import torch
 
 from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND
-from common import (RESULTS_DIR, UsageError, fmt_time, plt, read_json, record_timing,
+from common import (RESULTS_DIR, UsageError, fmt_time, plt, read_json, recipe_key, record_timing,
                     results_lock, save_figure, set_threads, write_json)
 from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, data_fingerprint, figure_centre, load_split, \
     make_loader, resolve_keypoints_dir, shifted_test_dir
@@ -62,10 +68,10 @@ from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, summarize
 from model import load_checkpoint, run_model
 import readouts
 import train
-from runs import RULES, STUDY_PRECISION, collect, load_predictions, run_dir_of, run_name
+from runs import RULES, STUDY_PRECISION, collect, load_predictions, load_stored, run_dir_of, run_name
 
 METHODS = ("heatmap", "regression", "integral")
-STUDIES = ("readouts", "hand_loss", "budget", "hands", "translation", "seeds", "data")
+STUDIES = ("readouts", "hand_loss", "budget", "hands", "translation", "seeds", "data", "precision")
 
 
 # ----------------------------------------------------------------------------- shifted test set
@@ -248,6 +254,43 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
         plot_data_steps(res["data_steps"], results_dir / "visualizations")
     return res
 
+
+PRECISION_METRICS = {k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox")}  # bf16 minus fp32
+
+
+def recipe_label(recipe):
+    """'heatmap hm_size=32 sigma=1.0, seed 0': the method, every recipe setting (one level into "model" and
+    "target") that differs from the spec recipe of that method on the same data, and the seed."""
+    base = train.make_recipe(recipe["method"], recipe["data"], recipe["seed"], precision=recipe["precision"])
+    diff = []
+    for k, v in recipe.items():
+        if isinstance(v, dict) and k != "data":
+            diff += [f"{sub}={x}" for sub, x in v.items() if base.get(k, {}).get(sub) != x]
+        elif k not in ("method", "seed", "data") and base.get(k) != v:
+            diff.append(f"{k}={v}")
+    return " ".join([recipe["method"], *dict.fromkeys(diff)]) + f", seed {recipe['seed']}"
+
+
+def study_precision(kp_dir, results_dir, seconds, log=print, shifted_dir=None):
+    """bf16 vs fp32 training on the run store as it is (trains nothing): every pair of stored, evaluated runs
+    whose recipes differ only in "precision" (method, options, seed, data all the same), bf16 minus fp32 on the
+    test split (px: mean error in 128-px image px; PCK@0.05 as a fraction), paired by recipe. Each row names
+    the machine (and threads) that trained it: a machine or thread-count effect is not separated from precision."""
+    runs_root, data = results_dir / "runs", data_fingerprint(kp_dir)
+    shifted_dir = shifted_dir or shifted_test_dir()
+    by_recipe = {}
+    for path in sorted(runs_root.glob("*/run.json")):
+        recipe = read_json(path)["recipe"]
+        got = recipe["data"] == data and load_stored(recipe, kp_dir, runs_root, shifted_dir)
+        if got:
+            row = {**run_row(recipe["seed"], *got), "machine": got[0]["machine"]}
+            by_recipe.setdefault(recipe_key({**recipe, "precision": None}), {"label": recipe_label(recipe)})[
+                recipe["precision"]] = row
+    pairs = [p for p in by_recipe.values() if "fp32" in p and "bf16" in p]
+    log(f"[study] precision: {len(pairs)} recipe(s) stored in both fp32 and bf16")
+    paired = {k: readouts.paired_difference([get(p["fp32"]) for p in pairs], [get(p["bf16"]) for p in pairs])
+              for k, get in PRECISION_METRICS.items()}
+    return {"pairs": pairs, "paired": {"n": len(pairs), **paired}}
 
 def study_translation(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
     shifted_dir = shifted_test_dir()
@@ -515,6 +558,7 @@ def main(argv=None):
                "hand_loss": lambda s: study_hand_loss(kp_dir, results_dir, s, args.seeds, args.jobs, args.partial),
                "budget": lambda s: study_budget(kp_dir, results_dir, s, args.seeds, args.sizes, args.long_epochs,
                                                 args.jobs, args.partial),
+               "precision": lambda s: study_precision(kp_dir, results_dir, s),
                "readouts": lambda s: readouts.study_readouts(kp_dir, results_dir, s, args.seeds, args.jobs,
                                                              args.precision, args.partial)}
         keys, seen, written = {"data": "data_efficiency"}, set(), []

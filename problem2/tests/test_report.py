@@ -43,9 +43,10 @@ def test_md_table_shape():
 
 
 def test_inline_values_are_regenerated():
-    results = {"timings": {"train.py": {"seconds": 600.0}, "baseline.py": {"seconds": 1200.0}}}
-    text = "the study takes <!-- v:study_minutes -->999<!-- /v --> minutes"
-    assert report.render(text, results) == "the study takes <!-- v:study_minutes -->30<!-- /v --> minutes"
+    results = {"benchmark": {"scaling": [{"jobs": 1, "threads": 2, "images_per_s": 20.0},
+                                         {"jobs": 2, "threads": 1, "images_per_s": 30.0}]}}
+    text = "two jobs give <!-- v:scaling_gain -->999<!-- /v -->x"
+    assert report.render(text, results) == "two jobs give <!-- v:scaling_gain -->1.5<!-- /v -->x"
 
 
 def test_ablation_table_interval_and_seed_noise_verdict():

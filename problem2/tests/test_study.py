@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import study
@@ -249,3 +250,36 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
                 os.kill(w, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_precision_pairs_stored_runs_that_differ_only_in_precision(tiny_data, tiny_shifted, tmp_path, monkeypatch):
+    """study_precision trains nothing and pairs exactly the stored runs whose recipes differ only in precision."""
+    import runs
+
+    data = data_fingerprint(tiny_data)
+    quiet = lambda *a: None  # noqa: E731
+    recipes = [make_recipe("regression", data, seed=0, epochs=1, precision=p) for p in ("fp32", "bf16")]
+    recipes.append(make_recipe("regression", data, seed=1, epochs=1, precision="fp32"))    # no bf16 partner
+    recipes.append(make_recipe("regression", data, seed=1, epochs=2, precision="bf16"))    # differs in epochs too
+    done = run_many(recipes, tiny_data, tmp_path / "runs", tiny_shifted, log=quiet)
+    stored = {p: p.read_bytes() for p in (tmp_path / "runs").glob("*/*")}
+    monkeypatch.setattr(runs, "train_recipe", lambda *a, **k: pytest.fail("study_precision trained a run"))
+    sec = study.study_precision(tiny_data, tmp_path, {}, log=quiet, shifted_dir=tiny_shifted)
+    assert {p: p.read_bytes() for p in (tmp_path / "runs").glob("*/*")} == stored           # nothing written
+    (pair,) = sec["pairs"]
+    assert pair["label"] == "regression epochs=1, seed 0"
+    fp32, bf16 = (done[recipe_key(r)][1]["val_loss"]["brief"]["px"] for r in recipes[:2])
+    assert (pair["fp32"]["px"], pair["bf16"]["px"]) == (fp32, bf16)
+    assert (pair["fp32"]["machine"]["precision"], pair["bf16"]["machine"]["precision"]) == ("fp32", "bf16")
+    assert sec["paired"]["n"] == 1 and sec["paired"]["px"] == {"diff": bf16 - fp32, "ci95": None, "n": 1}
+    empty = study.study_precision(tiny_data, tmp_path / "none", {}, log=quiet, shifted_dir=tiny_shifted)
+    assert empty["pairs"] == [] and empty["paired"]["px"]["diff"] is None
+
+
+def test_recipe_label_names_what_differs_from_the_spec_recipe(tiny_data):
+    data = data_fingerprint(tiny_data)
+    assert study.recipe_label(make_recipe("heatmap", data, 2, precision="bf16")) == "heatmap, seed 2"
+    hm32 = make_recipe("heatmap", data, 0, heatmap_size=32, sigma=1.0, model_kwargs={"skip": False})
+    assert study.recipe_label(hm32) == "heatmap skip=False hm_size=32 sigma=1.0, seed 0"
+    assert study.recipe_label(make_recipe("integral", data, 0, heatmap_size=32, hand_loss="symmetric")) == \
+        "integral hm_size=32 hand_loss=symmetric, seed 0"
