@@ -12,7 +12,8 @@ quantisation of the grid differs. Every (variant, seed) is one recipe-keyed run 
 default variant is the readout study's heatmap_64; the default precision is train.py's, auto), decoded at its own resolution with every decoder and scored on test.
 
 ablation_results.json schema:
-  {"recipe": {shared settings}, "seeds": [..], "studies": {"resolution"|"sigma"|"skip": [variant names]},
+  {"recipe": {shared settings}, "seeds": [..] (asked for), "partial": bool (--partial: only the runs stored then),
+   "studies": {"resolution"|"sigma"|"skip": [variant names]},
    "variants": {"<name>": {"config": {"hm_size", "sigma_hm", "sigma_img", "skip"}, "runs": [{"seed", "run",
         "best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch", "train_seconds",
         "test": {"<decoder: argmax|quarter|dark>": {"strict"|"symmetric": {"mean_px_error", "median_px_error",
@@ -35,7 +36,7 @@ from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, rec
 from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from evaluate import draw_keypoints, keypoint_distances, load_run_checkpoints, pck_matrix
 from model import HeatmapNet, load_checkpoint, run_model
-from runs import RULES, STUDY_PRECISION, run_dir_of, run_many, run_name
+from runs import RULES, STUDY_PRECISION, load_stored, run_dir_of, run_many, run_name
 from train import DEFAULTS, add_recipe_args, make_recipe, positive
 
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
@@ -67,13 +68,14 @@ def variant_recipe(cfg, data, seed, epochs=DEFAULTS["epochs"], precision=STUDY_P
 
 def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epochs=DEFAULTS["epochs"],
                    out_dir=RESULTS_DIR, force=False, device="cpu", precision=STUDY_PRECISION, log=print,
-                   seeds=(0,), jobs=1, shifted_dir=None):
+                   seeds=(0,), jobs=1, shifted_dir=None, partial=False):
     """Train (or reuse) and score the ablation variants of `model_class` (HeatmapNet) on `dataset`, per seed.
 
     dataset: a course-layout keypoints folder (train/val for training and selection, test for scores).
     force: retrain even when a run with the same recipe is stored. shifted_dir: the translation test set every
-    run is also scored on (default: dataset.shifted_test_dir(), the store's). Returns the ablation_results dict
-    (schema in the module docstring), also written to out_dir/ablation_results.json."""
+    run is also scored on (default: dataset.shifted_test_dir(), the store's). partial: train nothing, record
+    the (variant, seed) runs already stored (a variant with none is left out of "variants"). Returns the
+    ablation_results dict (schema in the module docstring), also written to out_dir/ablation_results.json."""
     if model_class is not HeatmapNet:
         raise ValueError("the ablations are defined for HeatmapNet")
     out_dir, data = Path(out_dir), data_fingerprint(dataset)
@@ -91,20 +93,27 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
             (run_dir_of(out_dir / "runs", r) / "run.json").unlink(missing_ok=True)
     # evaluated on the translation test set too, like every store run, so a run shared with the studies (the
     # default variant is the spec HeatmapNet) has one evaluation, not two that replace each other
-    done = run_many(list(recipes.values()), dataset, out_dir / "runs", shifted_dir or shifted_test_dir(), jobs=jobs,
-                    device=device, log=log)
+    shifted_dir = shifted_dir or shifted_test_dir()
+    if partial:
+        stored = {recipe_key(r): load_stored(r, dataset, out_dir / "runs", shifted_dir) for r in recipes.values()}
+        done = {k: got for k, got in stored.items() if got}
+        log(f"[ablation] --partial: {len(done)} of {len(stored)} runs stored; recording those, training none")
+    else:
+        done = run_many(list(recipes.values()), dataset, out_dir / "runs", shifted_dir, jobs=jobs, device=device,
+                        log=log)
     results = {"recipe": {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
                           "precision": precision, "refined_decoder": REFINE_DEFAULT, "data": data},
-               "seeds": list(seeds), "studies": studies_out, "variants": {}}
+               "seeds": list(seeds), "partial": bool(partial), "studies": studies_out, "variants": {}}
     for name, cfg in todo.items():
         rows = []
-        for s in seeds:
+        for s in (s for s in seeds if recipe_key(recipes[name, s]) in done):
             info, ev = done[recipe_key(recipes[name, s])]
             h = info["history"]
             rows.append({"seed": s, "run": run_name(recipes[name, s]),
                          **{k: h[k] for k in ("best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch",
                                               "train_seconds")}, "test": ev["val_loss"]["test"]})
-        results["variants"][name] = {"config": cfg, "runs": rows}
+        if rows:
+            results["variants"][name] = {"config": cfg, "runs": rows}
     write_json(out_dir / "ablation_results.json", results)
     return results
 
@@ -290,8 +299,12 @@ def main(argv=None):
                    help="runs trained side by side (CPU threads split between them)")
     p.add_argument("--no-failures", action="store_true", help="skip the failure-case analysis")
     p.add_argument("--force", action="store_true", help="retrain variants that are already stored")
+    p.add_argument("--partial", action="store_true",
+                   help="train nothing: write the table from the (variant, seed) runs already stored")
     p.add_argument("--allow-mixed-runs", action="store_true", help="see evaluate.py")
     args = p.parse_args(argv)
+    if args.partial and args.force:
+        p.error("--partial trains nothing, --force retrains: pass one of them")
     set_threads(args.threads)
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
@@ -305,7 +318,7 @@ def main(argv=None):
     with results_lock(args.out_dir, "baseline.py"):
         if args.studies:
             results = ablation_study(kp_dir, HeatmapNet, args.studies, args.epochs, args.out_dir, args.force,
-                                     device, precision, seeds=args.seeds, jobs=args.jobs)
+                                     device, precision, seeds=args.seeds, jobs=args.jobs, partial=args.partial)
             plot_ablations(results, vis_dir)
             plot_sigma_examples(results, kp_dir, vis_dir, args.out_dir)
             print_ablation_table(results)
@@ -315,7 +328,7 @@ def main(argv=None):
             print(f"\nfailure cases ({fc['rule']}), {fc['num_images']} test images x 5 keypoints:")
             for cat, n in fc["counts"].items():
                 print(f"  {cat:<16}{n:>5}   " + "  ".join(f"{k}={v}" for k, v in fc["per_keypoint"][cat].items()))
-        if args.studies and models is not None:  # a full run: its wall time is the assignment's baseline step
+        if args.studies and models is not None and not args.partial:  # a full run: the assignment's baseline step
             record_timing(args.out_dir, "baseline.py", time.time() - t0, device, precision, args.jobs)
     print(f"baseline.py done in {fmt_time(time.time() - t0)}")
 

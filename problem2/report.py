@@ -150,7 +150,7 @@ def table_ablation(r):
     a = r["ablation"]
     rows = []
     for study, names in a["studies"].items():
-        for n in names:
+        for n in (n for n in names if n in a["variants"]):  # --partial leaves out a variant with no stored run
             v = a["variants"][n]
             c, runs = v["config"], v["runs"]
             col = lambda m, fmt="{:.2f}": _mean_sd([ABLATION_METRICS[m](row["test"]) for row in runs], fmt)  # noqa: E731
@@ -724,11 +724,19 @@ VALUES["prec_n"] = lambda r: str(r["study"]["precision"]["paired"]["n"])
 
 
 def ablation_runs(r):
-    """'3 seeds per variant (seeds 0, 1, 2; fp32)': what the ablation table is made of."""
-    seeds = r["ablation"]["seeds"]
+    """'3 seeds per variant (seeds 0, 1, 2; fp32)': what the ablation table is made of (with --partial, how
+    many of the asked-for runs are stored, and which variants lack some)."""
+    a = r["ablation"]
+    seeds, precision = a["seeds"], a["recipe"]["precision"]
     many = f"{len(seeds)} seeds" if len(seeds) > 1 else "one seed"
-    return (f"{many} per variant ({'seeds' if len(seeds) > 1 else 'seed'} {', '.join(map(str, seeds))}; "
-            f"{r['ablation']['recipe']['precision']})")
+    text = f"{many} per variant ({'seeds' if len(seeds) > 1 else 'seed'} {', '.join(map(str, seeds))}; {precision})"
+    names = list(dict.fromkeys(n for names in a["studies"].values() for n in names))
+    have = {n: len(a["variants"].get(n, {}).get("runs", [])) for n in names}
+    short = [f"{n} {k}" for n, k in have.items() if k < len(seeds)]
+    if not short:
+        return text
+    return (f"{text} asked for, {sum(have.values())} of {len(names) * len(seeds)} runs stored so far (`baseline.py "
+            f"--partial`); seeds stored where not all: {', '.join(short)}")
 
 
 VALUES["abl_runs"] = ablation_runs

@@ -141,3 +141,24 @@ def test_jobs_2_gives_the_same_ablation_numbers_as_jobs_1(tiny_data, tiny_shifte
     for name, v in seq["variants"].items():
         (a,), (b,) = v["runs"], par["variants"][name]["runs"]
         assert a["test"] == b["test"] and a["best_val_loss"] == b["best_val_loss"] and a["run"] == b["run"]
+
+
+def test_partial_records_the_stored_runs_and_trains_none(ablation_run, tiny_data, tiny_shifted, tmp_path, monkeypatch):
+    """--partial: only the (variant, seed) runs already stored, nothing trained; report says what is missing."""
+    import shutil
+
+    import report
+    import runs
+
+    out, res, _ = ablation_run
+    shutil.copytree(out / "runs", tmp_path / "runs")
+    monkeypatch.setattr(runs, "train_recipe", lambda *a, **k: pytest.fail("--partial trained a run"))
+    part = baseline.ablation_study(tiny_data, HeatmapNet, epochs=1, out_dir=tmp_path, log=lambda *a: None,
+                                   seeds=(0, 1), shifted_dir=tiny_shifted, partial=True)
+    assert part["partial"] and part["seeds"] == [0, 1] and part["variants"].keys() == res["variants"].keys()
+    assert all(v["runs"] == res["variants"][n]["runs"] for n, v in part["variants"].items())    # seed 0 only
+    assert report.ablation_runs({"ablation": part}).startswith(
+        "2 seeds per variant (seeds 0, 1; fp32) asked for, 7 of 14 runs stored so far")
+    none = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), epochs=2, out_dir=tmp_path, log=lambda *a: None,
+                                   shifted_dir=tiny_shifted, partial=True)
+    assert none["variants"] == {} and "(default)" not in report.table_ablation({"ablation": none})
