@@ -328,8 +328,9 @@ def main(argv=None):
             print(f"\nfailure cases ({fc['rule']}), {fc['num_images']} test images x 5 keypoints:")
             for cat, n in fc["counts"].items():
                 print(f"  {cat:<16}{n:>5}   " + "  ".join(f"{k}={v}" for k, v in fc["per_keypoint"][cat].items()))
-        if args.studies and models is not None and not args.partial:  # a full run: the assignment's baseline step
-            record_timing(args.out_dir, "baseline.py", time.time() - t0, device, precision, args.jobs)
+        if args.studies and models is not None and not args.partial:  # a full run; seed 0: the assignment's step
+            step = "baseline.py" + ("" if args.seeds == [0] else " --seeds " + " ".join(map(str, args.seeds)))
+            record_timing(args.out_dir, step, time.time() - t0, device, precision, args.jobs)
     print(f"baseline.py done in {fmt_time(time.time() - t0)}")
 
 

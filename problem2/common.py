@@ -193,16 +193,17 @@ def prepare_input(images, device):
 
 # ----------------------------------------------------------------------------- machine, code version, timing
 def machine_info(device="cpu", precision=None, jobs=1):
-    """What produced a timing: CPU model, cores, torch version, device (GPU name), precision, threads (of this
-    process), and the parallel jobs when more than one (each with threads // jobs)."""
+    """What produced a timing: CPU model, whether it has native bf16 (two CPUs of one model name can differ),
+    cores, torch version, device (GPU name), precision, threads (of this process), and the parallel jobs when
+    more than one (each with threads // jobs)."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "device": device,
-            "threads": torch.get_num_threads()}
+    info = {"cpu": cpu, "native_bf16": cpu_has_bf16(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "device": device, "threads": torch.get_num_threads()}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     if precision is not None:
@@ -214,14 +215,15 @@ def machine_info(device="cpu", precision=None, jobs=1):
 
 @functools.lru_cache(maxsize=1)
 def code_version():
-    """git commit of the code (+ '-dirty' with uncommitted changes to tracked files), or None. Read once per
+    """git commit of the code (+ '-dirty' with uncommitted changes to tracked files outside results/, which the
+    scripts themselves rewrite), or None. Read once per
     process (cached): the first call, at process start (run_many, its workers), names the code it imported."""
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True, timeout=10)  # noqa: E731
         head = run("rev-parse", "--short=12", "HEAD")
         if head.returncode:
             return None
-        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ".").stdout.strip()
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results").stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -324,8 +324,11 @@ def table_precision(r):
                "sym px fp32 / bf16", "PCK@0.05 fp32 / bf16"], rows)
 
 def machine_name(m):
-    """'AMD EPYC, 2 cores, cpu': which machine (CPU or GPU, cores, device) from a timing's machine record."""
-    return ", ".join(str(x) for x in (m.get("gpu") or m.get("cpu"), f"{m.get('cores')} cores", m.get("device")) if x)
+    """'AMD EPYC (native bf16), 2 cores, cpu': which machine (CPU or GPU, cores, device) from a timing's machine
+    record; the bf16 note only where the record says (records before "native_bf16" existed say nothing)."""
+    bf16 = {True: " (native bf16)", False: " (no native bf16)"}.get(m.get("native_bf16"), "")
+    return ", ".join(str(x) for x in (m.get("gpu") or (m.get("cpu") and m["cpu"] + bf16), f"{m.get('cores')} cores",
+                                      m.get("device")) if x)
 
 
 def run_settings(m):
@@ -341,11 +344,13 @@ def machine_label(m):
 
 
 def table_timing(r):
-    """timings.json as measured; a total only when one machine timed every step."""
+    """timings.json as measured; the first command's total only when one machine timed all of its steps."""
     t = r["timings"]
     rows = [[f"`{k}`", f"{v['seconds'] / 60:.1f}", machine_label(v.get("machine"))] for k, v in t.items()]
-    if len({machine_name(v.get("machine") or {}) for v in t.values()}) == 1:
-        rows.append(["**all steps**", f"**{sum(v['seconds'] for v in t.values()) / 60:.1f}**", ""])
+    first = [t[k] for k in ASSIGNMENT_STEPS if k in t]
+    if len(first) == len(ASSIGNMENT_STEPS) and len({machine_name(v.get("machine") or {}) for v in first}) == 1:
+        rows.append(["**first command (" + " + ".join(f"`{k}`" for k in ASSIGNMENT_STEPS) + ")**",
+                     f"**{sum(v['seconds'] for v in first) / 60:.1f}**", ""])
     return md(["step", "wall minutes", "machine (CPU, cores, device, precision, parallel jobs)"], rows)
 
 

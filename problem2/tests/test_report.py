@@ -18,10 +18,14 @@ def test_render_replaces_only_marked_blocks():
     out = report.render(text, results)
     assert out.startswith("intro 1.23\n<!-- table:timing -->\n| step |") and out.endswith("<!-- /table -->\noutro\n")
     assert "| `train.py` | 2.0 | Some CPU, 2 cores, cpu, fp32 |" in out
-    assert "| `evaluate.py` | 0.1 | not recorded |" in out and "all steps" not in out   # two machines: no total
+    assert "| `evaluate.py` | 0.1 | not recorded |" in out and "first command" not in out   # two machines: no total
     assert report.render(out, results) == out
     results["timings"]["evaluate.py"]["machine"] = MACHINE
-    assert "**2.1**" in report.render(text, results)                                 # one machine: its total
+    assert "first command" not in report.render(text, results)                      # baseline.py not timed yet
+    results["timings"]["baseline.py"] = {"seconds": 60.0, "machine": MACHINE}
+    results["timings"]["baseline.py --seeds 0 1 2"] = {"seconds": 600.0, "machine": MACHINE}    # not the first command
+    out = report.render(text, results)
+    assert "**3.1**" in out and "| `baseline.py --seeds 0 1 2` | 10.0 |" in out      # one machine: its total
 
 
 def test_assignment_time_is_one_number_only_when_one_machine_timed_every_step():
