@@ -323,6 +323,7 @@ def table_precision(r):
     return md(["recipe (stored in both precisions)", "fp32 trained on", "bf16 trained on", "px fp32 / bf16",
                "sym px fp32 / bf16", "PCK@0.05 fp32 / bf16"], rows)
 
+
 def machine_name(m):
     """'AMD EPYC (native bf16), 2 cores, cpu': which machine (CPU or GPU, cores, device) from a timing's machine
     record; the bf16 note only where the record says (records before "native_bf16" existed say nothing)."""

@@ -397,7 +397,7 @@ def plot_hands(kp_dir, faithful, canonical, gt, vis_dir, n=3, runs=None):
     ext = (-0.5, 127.5, 127.5, -0.5)
     for r, i in enumerate(order):
         ax = fig.add_subplot(gs[r, 0])
-        ax.imshow(ds.images[i, 0], cmap="gray")
+        ax.imshow(ds.images[i, 0].numpy(), cmap="gray")
         for m, mk in (("heatmap", "x"), ("regression", "s")):
             kp = faithful[m][0][i]
             for ch, c in ((LEFT_HAND, "#1f77b4"), (RIGHT_HAND, "#2ca02c")):
@@ -459,7 +459,7 @@ def plot_translation(res, preds_out, gt_out, shifted_dir, vis_dir):
     ds = load_split(shifted_dir, "test", "regression")
     dist = distance_from_training_range(gt_out)
     i = int(dist.argmax())
-    axes[1].imshow(ds.images[i, 0], cmap="gray")
+    axes[1].imshow(ds.images[i, 0].numpy(), cmap="gray")
     for m, mk in (("heatmap", "x"), ("regression", "s"), ("integral", "^")):
         kp = preds_out[m][i].numpy()
         axes[1].plot(kp[:, 0], kp[:, 1], mk, color=COLORS[m], mfc="none", ms=8, mew=2, label=m)
