@@ -145,8 +145,9 @@ def plot_ablations(results, vis_dir):
             ax.set_xticks(pos, [str(x) for x in xs])
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
-        fig.suptitle(f"Ablation: {study} (HeatmapNet, test split; line = mean of {len(results['seeds'])} seeds, "
-                     f"dots = seeds)")
+        n_seeds = sorted({len(variants[n]["runs"]) for n in names})
+        fig.suptitle(f"Ablation: {study} (HeatmapNet, test split; line = mean of "
+                     f"{'/'.join(map(str, n_seeds))} seed(s) per variant, dots = seeds)")
         fig.tight_layout()
         save_figure(fig, Path(vis_dir) / f"ablation_{study}.png")
 
