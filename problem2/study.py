@@ -7,7 +7,8 @@ Studies:
               same run store; writes results/heatmap_symmetric_model.pth (seed 0).
   budget      Same store: the three methods at --long-epochs next to the spec's epochs (paired by seed), and data
               efficiency at a fixed number of optimisation steps (--sizes x --seeds), written with whatever
-              runs are stored.
+              runs are stored; in --budget-precision (default bf16: these are the longest runs, and the
+              precision study finds bf16 minus fp32 within seed noise; every run of one comparison has it).
   hands       Hand-label ambiguity: the three methods retrained on canonical hand labels (left_hand := smaller-x
               hand) next to the faithful-label runs, strict and symmetric; the faithful HeatmapNet also decoded
               with an ambiguity-aware joint hand assignment (codec.joint_hand_decode).
@@ -19,7 +20,8 @@ Studies:
   precision   bf16 vs fp32 training, from the store as it is (trains nothing): every pair of stored runs whose
               recipes differ only in precision (e.g. baseline.py's seed-0 ablations, run once per precision),
               bf16 minus fp32, paired by recipe.
-Every study trains through the recipe-keyed run store (runs.py, results/runs/, fp32): a run is trained once and
+Every study trains through the recipe-keyed run store (runs.py, results/runs/; fp32 except the budget study, see
+--budget-precision): a run is trained once and
 shared by every study whose recipe is identical (the seeds study's runs are the readout study's gap_fc,
 integral_64 and heatmap_64). Numbers come from each run's committed eval.json; translation (and the hands
 figure) also need per-image predictions, the run's committed preds.npz (written from the checkpoint when an
@@ -216,9 +218,13 @@ def fixed_step_epochs(n_train, batch_size=32, ref_train=1000, ref_epochs=30):
 BUDGET_METRICS = {k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox")}  # long minus spec-length training
 
 
+BUDGET_PRECISION = "bf16"  # the budget study's runs (100-epoch and fixed-step runs are the longest); --budget-precision
+
+
 def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jobs=1, partial=False, log=print,
-                 epochs=train.DEFAULTS["epochs"], shifted_dir=None):
-    """Two budget questions on the run store (fp32), recording whatever runs are stored (each row names its seed).
+                 epochs=train.DEFAULTS["epochs"], shifted_dir=None, precision=BUDGET_PRECISION):
+    """Two budget questions on the run store (in `precision`, every run of both), recording whatever runs are
+    stored (each row names its seed).
 
     "long": the three methods trained for long_epochs next to the spec's epochs (same seeds), paired by seed
     (long minus spec): does regression close the gap with more training? "data_steps": test error vs
@@ -228,17 +234,17 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
         raise UsageError(f"--long-epochs {long_epochs} equals the spec's {epochs}: nothing to compare")
     data = data_fingerprint(kp_dir)
     n_all, batch = data["split_sizes"]["train"], train.DEFAULTS["batch_size"]
-    recipes = {("long", m, e, s): train.make_recipe(m, data, s, e, precision=STUDY_PRECISION)
+    recipes = {("long", m, e, s): train.make_recipe(m, data, s, e, precision=precision)
                for m in METHODS for e in (epochs, long_epochs) for s in seeds}
     sizes = sorted({n for n in sizes if n < n_all}) + [n_all]
     steps_epochs = {n: fixed_step_epochs(n, batch, n_all, epochs) for n in sizes}
     # validate every full-set epoch's worth of steps (exact when the batch counts divide, as for 125/250/500 of 1000)
     val_every = {n: max(1, round(math.ceil(n_all / batch) / math.ceil(n / batch))) for n in sizes}
     recipes.update({("data", m, n, s): train.make_recipe(m, data, s, steps_epochs[n], num_train=n,
-                                                         precision=STUDY_PRECISION, val_every=val_every[n])
+                                                         precision=precision, val_every=val_every[n])
                     for m in METHODS for n in sizes for s in seeds})
     got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, shifted_dir)
-    res = {"precision": STUDY_PRECISION, "seeds": list(seeds), "epochs": [epochs, long_epochs], "long": {},
+    res = {"precision": precision, "seeds": list(seeds), "epochs": [epochs, long_epochs], "long": {},
            "data_steps": {"sizes": list(steps_epochs), "epochs": {str(n): e for n, e in steps_epochs.items()},
                           "rows": {}}}
     for (kind, m, x, s), run in got.items():
@@ -536,8 +542,10 @@ def main(argv=None):
                    help="runs trained side by side (CPU threads split between them)")
     p.add_argument("--threads", type=train.positive(int, 0), default=0, help="torch CPU threads (0: default)")
     p.add_argument("--precision", default=readouts.STUDY_PRECISION, choices=["fp32", "bf16"],
-                   help="precision of the readout runs (the other studies always use fp32, so they share runs "
-                   "with the readout study only in fp32)")
+                   help="precision of the readout runs (the other studies use fp32, the budget study "
+                   "--budget-precision, so they share runs with the readout study only in that precision)")
+    p.add_argument("--budget-precision", default=BUDGET_PRECISION, choices=["fp32", "bf16"],
+                   help="precision of the budget study's runs (its 30-epoch, long and fixed-step runs alike)")
     p.add_argument("--partial", action="store_true",
                    help="record the runs already stored without training the missing ones (a study that needs a "
                    "missing run keeps its previous section)")
@@ -557,7 +565,7 @@ def main(argv=None):
                "data": lambda s: study_data(kp_dir, results_dir, s, args.sizes, **run),
                "hand_loss": lambda s: study_hand_loss(kp_dir, results_dir, s, args.seeds, args.jobs, args.partial),
                "budget": lambda s: study_budget(kp_dir, results_dir, s, args.seeds, args.sizes, args.long_epochs,
-                                                args.jobs, args.partial),
+                                                args.jobs, args.partial, precision=args.budget_precision),
                "precision": lambda s: study_precision(kp_dir, results_dir, s),
                "readouts": lambda s: readouts.study_readouts(kp_dir, results_dir, s, args.seeds, args.jobs,
                                                              args.precision, args.partial)}

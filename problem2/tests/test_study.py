@@ -167,6 +167,8 @@ def test_fixed_step_epochs_and_budget_study(tiny_data, tiny_shifted, tmp_path):
     # the 32-image run validates at the same optimisation steps as the full set: every 2nd of its 2 epochs
     run = read_json(tmp_path / "runs" / res["data_steps"]["rows"]["heatmap"]["32"][0]["run"] / "run.json")
     assert run["recipe"]["val_every"] == 2 and run["recipe"]["num_train"] == 32
+    assert res["precision"] == run["recipe"]["precision"] == study.BUDGET_PRECISION == "bf16"  # every run of it
+    assert {read_json(p)["recipe"]["precision"] for p in tmp_path.glob("runs/*/run.json")} == {"bf16"}
     assert [e["val_loss"] is None for e in run["history"]["epochs"]] == [True, False]
     assert run["history"]["best_epoch"] == 2
     assert "val_every" not in make_recipe("heatmap", data_fingerprint(tiny_data))          # stored keys unchanged
