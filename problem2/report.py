@@ -23,7 +23,7 @@ from evaluate import PCK_THRESHOLDS
 from model import METHODS
 from readouts import (READOUTS, STEP_METRICS, STEPS, paired_between, paired_by_seed, paired_difference, row_value,
                       verdict)
-from study import HAND_LOSS_METRICS, PRECISION_METRICS
+from study import BUDGET_METRICS, HAND_LOSS_METRICS, PRECISION_METRICS
 
 HERE = Path(__file__).resolve().parent
 DOCS = [HERE / "report.md", HERE.parent / "README.md"]
@@ -722,6 +722,22 @@ VALUES.update({f"abl_{n}_{m}": (lambda r, n=n, m=m: _quoted(ablation_pair(r, n, 
 VALUES["abl_beyond_noise"] = ablation_beyond_noise
 VALUES.update({f"budget_{k}_epochs": (lambda r, i=i: str(r["study"]["budget"]["epochs"][i]))
                for i, k in enumerate(("spec", "long"))})
+VALUES["budget_precision"] = lambda r: r["study"]["budget"]["precision"]
+
+
+def _budget_mean(r, method, which, metric):
+    """A method's mean test metric over the budget study's stored runs of the spec ('spec') or long length."""
+    b = r["study"]["budget"]
+    rows = b["long"].get(method, {}).get(str(b["epochs"][("spec", "long").index(which)]), [])
+    return _mean_n([BUDGET_METRICS[metric](x) for x in rows], len(b["seeds"]),
+                   QUOTED[_unit(metric)][0].replace("+", ""))
+
+
+# budget_<method>_<spec|long>_<metric>: mean over the stored seeds; budget_pair_<method>_<metric>: long minus spec
+VALUES.update({f"budget_{m}_{w}_{k}": (lambda r, m=m, w=w, k=k: _budget_mean(r, m, w, k))
+               for m in NAMES for w in ("spec", "long") for k in BUDGET_METRICS})
+VALUES.update({f"budget_pair_{m}_{k}": (lambda r, m=m, k=k: _quoted(r["study"]["budget"]["long_paired"].get(
+    m, {}).get(k, {"diff": None}), _unit(k))) for m in NAMES for k in BUDGET_METRICS})
 
 # prec_<metric>: bf16 minus fp32 over the stored recipe pairs (study.study_precision)
 VALUES.update({f"prec_{k}": (lambda r, k=k: _quoted(r["study"]["precision"]["paired"][k], _unit(k),

@@ -258,6 +258,10 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
                                                      BUDGET_METRICS) for m, by_e in res["long"].items()}
     if len({n for by_n in res["data_steps"]["rows"].values() for n in by_n}) > 1:  # a curve needs two sizes
         plot_data_steps(res["data_steps"], results_dir / "visualizations")
+    curves = {(m, s): run[0]["history"]["epochs"] for (kind, m, e, s), run in got.items()
+              if kind == "long" and e == long_epochs and run is not None}
+    if curves:
+        plot_budget_curves(curves, epochs, precision, results_dir / "visualizations")
     return res
 
 
@@ -377,6 +381,25 @@ def study_data(kp_dir, results_dir, seconds, sizes, jobs=1, partial=False, log=p
 
 # ----------------------------------------------------------------------------- figures
 COLORS = {"heatmap": "C0", "regression": "C3", "integral": "C4"}
+
+
+def plot_budget_curves(curves, spec_epochs, precision, vis_dir):
+    """Validation px error (the training loop's own decoding) per epoch of each long run, {(method, seed):
+    history epochs}; a dashed line marks the spec's epoch count."""
+    fig, ax = plt().subplots(figsize=(7.5, 4.2))
+    for (m, seed), hist in sorted(curves.items()):
+        ax.plot([e["epoch"] for e in hist], [e["val_px_error"] for e in hist], color=COLORS[m], lw=1.2,
+                alpha=1.0 if seed == min(s for mm, s in curves if mm == m) else 0.5, label=f"{m}, seed {seed}")
+    ax.axvline(spec_epochs, color="k", ls="--", lw=0.8, label=f"spec: {spec_epochs} epochs")
+    ax.set(yscale="log", xlabel="epoch", ylabel="validation mean error (px, strict)")
+    lo, hi = ax.get_ylim()
+    ax.set_yticks([t for t in (1, 2, 3, 5, 10, 20, 30, 50) if lo <= t <= hi])
+    _plain_numbers(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Longer training: validation error per epoch ({precision}, Adam 1e-3, batch 32)")
+    fig.tight_layout()
+    save_figure(fig, vis_dir / "study_budget_curves.png")
 
 
 def _plain_numbers(ax, axis="y"):

@@ -172,7 +172,8 @@ def test_fixed_step_epochs_and_budget_study(tiny_data, tiny_shifted, tmp_path):
     assert [e["val_loss"] is None for e in run["history"]["epochs"]] == [True, False]
     assert run["history"]["best_epoch"] == 2
     assert "val_every" not in make_recipe("heatmap", data_fingerprint(tiny_data))          # stored keys unchanged
-    assert (tmp_path / "visualizations" / "study_data_steps.png").stat().st_size > 10_000
+    for fig in ("study_data_steps.png", "study_budget_curves.png"):
+        assert (tmp_path / "visualizations" / fig).stat().st_size > 10_000
 
 
 def test_main_partial_keeps_sections_whose_runs_are_missing(tiny_data, tmp_path, capsys):
