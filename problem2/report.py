@@ -736,6 +736,10 @@ def _budget_mean(r, method, which, metric):
 # budget_<method>_<spec|long>_<metric>: mean over the stored seeds; budget_pair_<method>_<metric>: long minus spec
 VALUES.update({f"budget_{m}_{w}_{k}": (lambda r, m=m, w=w, k=k: _budget_mean(r, m, w, k))
                for m in NAMES for w in ("spec", "long") for k in BUDGET_METRICS})
+# budget_val_<method>_<field>: the long runs' validation px (study.study_budget's long_val_px), mean over seeds
+VALUES.update({f"budget_val_{m}_{f}": (lambda r, m=m, f=f: _mean_n(
+    [x[f] for x in r["study"]["budget"].get("long_val_px", {}).get(m, [])], len(r["study"]["budget"]["seeds"]),
+    "{:.0f}" if f == "best_epoch" else "{:.2f}")) for m in NAMES for f in ("best_to_spec", "best", "best_epoch", "last")})
 VALUES.update({f"budget_pair_{m}_{k}": (lambda r, m=m, k=k: _quoted(r["study"]["budget"]["long_paired"].get(
     m, {}).get(k, {"diff": None}), _unit(k))) for m in NAMES for k in BUDGET_METRICS})
 

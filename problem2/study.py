@@ -41,6 +41,8 @@ study_results.json schema:
                 (paired: symmetric minus strict loss over the seeds both have; metrics HAND_LOSS_METRICS)
    "budget": {"precision", "seeds", "epochs": [spec, long], "long": {method: {"<epochs>": [row]}},
               "long_paired": {method: {"seeds", "<metric>": {"diff", "ci95", "n"}}} (long minus spec; BUDGET_METRICS),
+              "long_val_px": {method: [{"seed", "best_to_spec", "best", "best_epoch", "last"}]} (the long run's
+              validation px: lowest within the spec's epochs, lowest overall and its epoch, last epoch),
               "data_steps": {"sizes": [..], "epochs": {"<size>": epochs}, "rows": {method: {"<size>": [row]}}}}
               (row: run_row, the same fields as a hand_loss row)
    "precision": {"pairs": [{"label", "fp32": row, "bf16": row}] (row: run_row + "machine", run.json's record),
@@ -260,6 +262,12 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
         plot_data_steps(res["data_steps"], results_dir / "visualizations")
     curves = {(m, s): run[0]["history"]["epochs"] for (kind, m, e, s), run in got.items()
               if kind == "long" and e == long_epochs and run is not None}
+    # the long runs' own validation curve: lowest val px within the spec's epochs, over all epochs, and at the end
+    for (m, s), hist in sorted(curves.items()):
+        px = [ep["val_px_error"] for ep in hist]
+        res.setdefault("long_val_px", {}).setdefault(m, []).append(
+            {"seed": s, "best_to_spec": min(px[:epochs]), "best": min(px), "best_epoch": int(np.argmin(px)) + 1,
+             "last": px[-1]})
     if curves:
         plot_budget_curves(curves, epochs, precision, results_dir / "visualizations")
     return res

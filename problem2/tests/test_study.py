@@ -163,6 +163,11 @@ def test_fixed_step_epochs_and_budget_study(tiny_data, tiny_shifted, tmp_path):
     assert set(res["long"]["heatmap"]) == {"1", "2"}                                    # spec length next to long
     pair = res["long_paired"]["regression"]
     assert pair["seeds"] == [0] and pair["px"]["n"] == 1 and pair["px"]["ci95"] is None
+    curve = res["long_val_px"]["heatmap"][0]                                            # the 2-epoch run's val px
+    long_px = [e["val_px_error"] for e in read_json(tmp_path / "runs" / res["long"]["heatmap"]["2"][0]["run"] /
+                                                    "run.json")["history"]["epochs"]]
+    assert curve == {"seed": 0, "best_to_spec": long_px[0], "best": min(long_px), "last": long_px[1],
+                     "best_epoch": 1 + long_px.index(min(long_px))}
     assert seconds["now"] == seconds["used"] > 0
     # the 32-image run validates at the same optimisation steps as the full set: every 2nd of its 2 epochs
     run = read_json(tmp_path / "runs" / res["data_steps"]["rows"]["heatmap"]["32"][0]["run"] / "run.json")
