@@ -552,6 +552,10 @@ def store_training_seconds(study):
     return sum({row["run"]: row["train_seconds"] for row in rows}.values())
 
 
+def _decoder_px(r, decoder):
+    return r["metrics"]["heatmap"]["decoders"][decoder]["strict"]["mean_px_error"]
+
+
 def _seed_mean(r, method, key):
     return r["study"]["seeds"]["mean"][method][key]
 
@@ -591,6 +595,9 @@ VALUES = {
     **{f"dec_val_{d}": (lambda r, d=d: f"{r['metrics']['decoder_selection']['mean_px_error'][d]:.2f}")
        for d in ("argmax", "quarter", "dark")},
     "dec_val_best": lambda r: r["metrics"]["decoder_selection"]["best"],
+    # argmax minus a sub-pixel decoder, test mean px of the assignment's HeatmapNet (metrics.json, one model)
+    **{f"dec_gain_{d}": (lambda r, d=d: f"{_decoder_px(r, 'argmax') - _decoder_px(r, d):.2f}") for d in ("quarter", "dark")},
+    "shift_n_images": lambda r: str(r["study"]["translation"]["shifted_test"]["num_images"]),
     "assignment_timing": assignment_timing,
     "log_machine": lambda r: machine_label(r["log"]["config"].get("machine")),
     "log_methods": lambda r: ", ".join(NAMES[m] for m in r["log"]["config"]["methods"]),
