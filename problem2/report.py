@@ -743,6 +743,37 @@ def _budget_mean(r, method, which, metric):
 # budget_<method>_<spec|long>_<metric>: mean over the stored seeds; budget_pair_<method>_<metric>: long minus spec
 VALUES.update({f"budget_{m}_{w}_{k}": (lambda r, m=m, w=w, k=k: _budget_mean(r, m, w, k))
                for m in NAMES for w in ("spec", "long") for k in BUDGET_METRICS})
+def budget_ratio(r, which):
+    """RegressionNet's mean test px over HeatmapNet's, both at the spec's or the long length (budget study)."""
+    b = r["study"]["budget"]
+    rows = {m: b["long"].get(m, {}).get(str(b["epochs"][("spec", "long").index(which)]), []) for m in NAMES}
+    if not rows["regression"] or not rows["heatmap"]:
+        return "(not measured yet)"
+    ratio = np.mean([x["px"] for x in rows["regression"]]) / np.mean([x["px"] for x in rows["heatmap"]])
+    n = {m: len(rows[m]) for m in ("regression", "heatmap")}
+    return f"{ratio:.1f}x" + ("" if set(n.values()) == {len(b["seeds"])} else
+                              f" (seeds: regression {n['regression']}, heatmap {n['heatmap']})")
+
+
+def data_steps_mean(r, method, size, metric="px"):
+    """Mean test metric of the fixed-step runs of one training-set size (budget study, data_steps)."""
+    rows = r["study"]["budget"]["data_steps"]["rows"].get(method, {}).get(str(size), [])
+    return _mean_n([BUDGET_METRICS[metric](x) for x in rows], len(r["study"]["budget"]["seeds"]),
+                   QUOTED[_unit(metric)][0].replace("+", ""))
+
+
+# deff_<method>_<size>_px: the fixed-epoch data-efficiency runs (study.py --studies data; one seed)
+def data_epochs_px(r, method, size):
+    d = r["study"]["data_efficiency"]
+    return f"{dict(zip(d['sizes'], d[method]['mean_px_error']))[size]:.2f}"
+
+
+VALUES.update({f"deff_{m}_{n}_px": (lambda r, m=m, n=n: data_epochs_px(r, m, n)) for m in NAMES
+               for n in (125, 250, 500, 1000)})
+# dsteps_<method>_<size>_<metric>: the fixed-step runs (sizes: study.py's defaults and the full set)
+VALUES.update({f"dsteps_{m}_{n}_{k}": (lambda r, m=m, n=n, k=k: data_steps_mean(r, m, n, k))
+               for m in NAMES for n in (125, 250, 500, 1000) for k in ("px", "pck_bbox")})
+VALUES.update({f"budget_ratio_{w}": (lambda r, w=w: budget_ratio(r, w)) for w in ("spec", "long")})
 # budget_val_<method>_<field>: the long runs' validation px (study.study_budget's long_val_px), mean over seeds
 VALUES.update({f"budget_val_{m}_{f}": (lambda r, m=m, f=f: _mean_n(
     [x[f] for x in r["study"]["budget"].get("long_val_px", {}).get(m, [])], len(r["study"]["budget"]["seeds"]),
