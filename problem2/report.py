@@ -496,6 +496,12 @@ def sources(r):
                                                         "the last full run (its run folders are not in the store)")]
     lines.append("- 4.0 readouts and the 4.4 hand-loss table: the run store (fp32); each row names its seeds, and "
                  "`study_results.json` names each run")
+    if "budget" in r["study"]:
+        b = r["study"]["budget"]
+        seeds = {m: sorted({x["seed"] for v in by_e.values() for x in v}) for m, by_e in b["long"].items()}
+        lines.append(f"- 4.5 longer budget and fixed steps, `study_results.json` → `budget`: the run store "
+                     f"({b['precision']}); seeds stored per method: " +
+                     "; ".join(f"{NAMES[m]} {', '.join(map(str, s))}" for m, s in seeds.items()))
     for key, where in SOURCED.items():
         if key not in r["study"]:
             lines.append(f"- {where}: not computed yet")
@@ -732,54 +738,51 @@ VALUES.update({f"budget_{k}_epochs": (lambda r, i=i: str(r["study"]["budget"]["e
 VALUES["budget_precision"] = lambda r: r["study"]["budget"]["precision"]
 
 
-def _budget_mean(r, method, which, metric):
-    """A method's mean test metric over the budget study's stored runs of the spec ('spec') or long length."""
+def _budget_rows(r, method, which):
+    """The budget study's stored rows of one method at the spec's ('spec') or the long ('long') length."""
     b = r["study"]["budget"]
-    rows = b["long"].get(method, {}).get(str(b["epochs"][("spec", "long").index(which)]), [])
-    return _mean_n([BUDGET_METRICS[metric](x) for x in rows], len(b["seeds"]),
-                   QUOTED[_unit(metric)][0].replace("+", ""))
+    return b["long"].get(method, {}).get(str(b["epochs"][("spec", "long").index(which)]), [])
 
 
-# budget_<method>_<spec|long>_<metric>: mean over the stored seeds; budget_pair_<method>_<metric>: long minus spec
-VALUES.update({f"budget_{m}_{w}_{k}": (lambda r, m=m, w=w, k=k: _budget_mean(r, m, w, k))
-               for m in NAMES for w in ("spec", "long") for k in BUDGET_METRICS})
-def budget_ratio(r, which):
-    """RegressionNet's mean test px over HeatmapNet's, both at the spec's or the long length (budget study)."""
-    b = r["study"]["budget"]
-    rows = {m: b["long"].get(m, {}).get(str(b["epochs"][("spec", "long").index(which)]), []) for m in NAMES}
-    if not rows["regression"] or not rows["heatmap"]:
-        return "(not measured yet)"
-    ratio = np.mean([x["px"] for x in rows["regression"]]) / np.mean([x["px"] for x in rows["heatmap"]])
-    n = {m: len(rows[m]) for m in ("regression", "heatmap")}
-    return f"{ratio:.1f}x" + ("" if set(n.values()) == {len(b["seeds"])} else
-                              f" (seeds: regression {n['regression']}, heatmap {n['heatmap']})")
-
-
-def data_steps_mean(r, method, size, metric="px"):
-    """Mean test metric of the fixed-step runs of one training-set size (budget study, data_steps)."""
-    rows = r["study"]["budget"]["data_steps"]["rows"].get(method, {}).get(str(size), [])
+def _rows_mean(r, rows, metric):
+    """Mean of a BUDGET_METRICS metric over budget-study rows, with n unless it covers every seed asked for."""
     return _mean_n([BUDGET_METRICS[metric](x) for x in rows], len(r["study"]["budget"]["seeds"]),
                    QUOTED[_unit(metric)][0].replace("+", ""))
 
 
-# deff_<method>_<size>_px: the fixed-epoch data-efficiency runs (study.py --studies data; one seed)
+def budget_ratio(r, which):
+    """RegressionNet's mean test px over HeatmapNet's, both at the spec's or the long length (budget study)."""
+    rows = {m: _budget_rows(r, m, which) for m in ("regression", "heatmap")}
+    if not all(rows.values()):
+        return "(not measured yet)"
+    ratio = np.mean([x["px"] for x in rows["regression"]]) / np.mean([x["px"] for x in rows["heatmap"]])
+    n = {m: len(v) for m, v in rows.items()}
+    return f"{ratio:.1f}x" + ("" if set(n.values()) == {len(r["study"]["budget"]["seeds"])} else
+                              f" (seeds: regression {n['regression']}, heatmap {n['heatmap']})")
+
+
 def data_epochs_px(r, method, size):
     d = r["study"]["data_efficiency"]
     return f"{dict(zip(d['sizes'], d[method]['mean_px_error']))[size]:.2f}"
 
 
-VALUES.update({f"deff_{m}_{n}_px": (lambda r, m=m, n=n: data_epochs_px(r, m, n)) for m in NAMES
-               for n in (125, 250, 500, 1000)})
-# dsteps_<method>_<size>_<metric>: the fixed-step runs (sizes: study.py's defaults and the full set)
-VALUES.update({f"dsteps_{m}_{n}_{k}": (lambda r, m=m, n=n, k=k: data_steps_mean(r, m, n, k))
-               for m in NAMES for n in (125, 250, 500, 1000) for k in ("px", "pck_bbox")})
+# budget_<method>_<spec|long>_<metric>: mean over the stored seeds; budget_pair_<method>_<metric>: long minus spec
+# (paired by seed); budget_ratio_<spec|long>: regression px / heatmap px; budget_val_<method>_<field>: the long
+# runs' own validation px (long_val_px); dsteps_<method>_<size>_<metric>: the fixed-step runs; deff_<method>_<size>_px:
+# the fixed-epoch data-efficiency runs (study.py --studies data; one seed). Sizes: study.py's defaults and the full set.
+VALUES.update({f"budget_{m}_{w}_{k}": (lambda r, m=m, w=w, k=k: _rows_mean(r, _budget_rows(r, m, w), k))
+               for m in NAMES for w in ("spec", "long") for k in BUDGET_METRICS})
+VALUES.update({f"budget_pair_{m}_{k}": (lambda r, m=m, k=k: _quoted(r["study"]["budget"]["long_paired"].get(
+    m, {}).get(k, {"diff": None}), _unit(k))) for m in NAMES for k in BUDGET_METRICS})
 VALUES.update({f"budget_ratio_{w}": (lambda r, w=w: budget_ratio(r, w)) for w in ("spec", "long")})
-# budget_val_<method>_<field>: the long runs' validation px (study.study_budget's long_val_px), mean over seeds
 VALUES.update({f"budget_val_{m}_{f}": (lambda r, m=m, f=f: _mean_n(
     [x[f] for x in r["study"]["budget"].get("long_val_px", {}).get(m, [])], len(r["study"]["budget"]["seeds"]),
     "{:.0f}" if f == "best_epoch" else "{:.2f}")) for m in NAMES for f in ("best_to_spec", "best", "best_epoch", "last")})
-VALUES.update({f"budget_pair_{m}_{k}": (lambda r, m=m, k=k: _quoted(r["study"]["budget"]["long_paired"].get(
-    m, {}).get(k, {"diff": None}), _unit(k))) for m in NAMES for k in BUDGET_METRICS})
+VALUES.update({f"dsteps_{m}_{n}_{k}": (lambda r, m=m, n=n, k=k: _rows_mean(
+    r, r["study"]["budget"]["data_steps"]["rows"].get(m, {}).get(str(n), []), k))
+               for m in NAMES for n in (125, 250, 500, 1000) for k in ("px", "pck_bbox")})
+VALUES.update({f"deff_{m}_{n}_px": (lambda r, m=m, n=n: data_epochs_px(r, m, n)) for m in NAMES
+               for n in (125, 250, 500, 1000)})
 
 # prec_<metric>: bf16 minus fp32 over the stored recipe pairs (study.study_precision)
 VALUES.update({f"prec_{k}": (lambda r, k=k: _quoted(r["study"]["precision"]["paired"][k], _unit(k),

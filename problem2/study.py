@@ -574,7 +574,7 @@ def main(argv=None):
     p.add_argument("--threads", type=train.positive(int, 0), default=0, help="torch CPU threads (0: default)")
     p.add_argument("--precision", default=readouts.STUDY_PRECISION, choices=["fp32", "bf16"],
                    help="precision of the readout runs (the other studies use fp32, the budget study "
-                   "--budget-precision, so they share runs with the readout study only in that precision)")
+                   "--budget-precision; a run is shared only between recipes of the same precision)")
     p.add_argument("--budget-precision", default=BUDGET_PRECISION, choices=["fp32", "bf16"],
                    help="precision of the budget study's runs (its 30-epoch, long and fixed-step runs alike)")
     p.add_argument("--partial", action="store_true",
