@@ -308,6 +308,20 @@ def table_data_steps(r):
     return md(["method (px / PCK@0.05)"] + [f"{n} train ({d['epochs'][str(n)]} epochs)" for n in d["sizes"]], rows)
 
 
+def table_data_steps_paired(r):
+    """Each smaller training set minus the full set at the same number of optimisation steps, paired by seed
+    (study.py: data_steps.paired_to_full): px and PCK@0.05 with a 95% CI; * where the interval excludes 0."""
+    b = r["study"].get("budget")
+    if not b or not b["data_steps"].get("paired_to_full"):
+        return NOT_RUN_BUDGET
+    d = b["data_steps"]
+    full, smaller = d["sizes"][-1], d["sizes"][:-1]
+    rows = [[NAMES[m], f"{n} − {full}", " ".join(map(str, p[str(n)]["seeds"])) or "–", _ci(p[str(n)]["px"]),
+             _ci(p[str(n)]["pck_bbox"], "{:+.3f}")] for m, p in d["paired_to_full"].items() for n in smaller]
+    return md(["method", "train images", "paired seeds", "px difference [95% CI]", "PCK@0.05 difference [95% CI]"],
+              rows)
+
+
 def table_precision(r):
     """Stored runs whose recipes differ only in precision: test numbers side by side, bf16 minus fp32 paired."""
     pr = r["study"].get("precision")
@@ -541,7 +555,8 @@ TABLES = {"headline": table_headline, "scaling": table_scaling, "readouts": tabl
           "per_keypoint_pck": table_per_keypoint_pck, "decoders": table_decoders, "seeds": table_seeds,
           "seed_pairs": table_seed_pairs, "ablation": table_ablation, "failures": table_failures, "hands": table_hands,
           "hand_gap": table_hand_gap, "hand_loss": table_hand_loss, "hand_loss_pairs": table_hand_loss_pairs,
-          "budget_long": table_budget_long, "data_steps": table_data_steps, "precision": table_precision,
+          "budget_long": table_budget_long, "data_steps": table_data_steps,
+          "data_steps_paired": table_data_steps_paired, "precision": table_precision,
           "translation": table_translation, "data": table_data, "timing": table_timing, "training": table_training, "benchmark": table_benchmark,
           "readout_findings": readout_findings, "readout_summary": lambda r: readout_findings(r, KEY_STEPS),
           "readout_spread": readout_spread, "sources": sources}
@@ -768,8 +783,9 @@ def data_epochs_px(r, method, size):
 
 # budget_<method>_<spec|long>_<metric>: mean over the stored seeds; budget_pair_<method>_<metric>: long minus spec
 # (paired by seed); budget_ratio_<spec|long>: regression px / heatmap px; budget_val_<method>_<field>: the long
-# runs' own validation px (long_val_px); dsteps_<method>_<size>_<metric>: the fixed-step runs; deff_<method>_<size>_px:
-# the fixed-epoch data-efficiency runs (study.py --studies data; one seed). Sizes: study.py's defaults and the full set.
+# runs' own validation px (long_val_px); dsteps_<method>_<size>_<metric>: the fixed-step runs; dsteps_pair_<method>_
+# <size>_<metric>: that size minus the full set at fixed steps (paired by seed); deff_<method>_<size>_px: the
+# fixed-epoch data-efficiency runs (study.py --studies data; one seed). Sizes: study.py's defaults and the full set.
 VALUES.update({f"budget_{m}_{w}_{k}": (lambda r, m=m, w=w, k=k: _rows_mean(r, _budget_rows(r, m, w), k))
                for m in NAMES for w in ("spec", "long") for k in BUDGET_METRICS})
 VALUES.update({f"budget_pair_{m}_{k}": (lambda r, m=m, k=k: _quoted(r["study"]["budget"]["long_paired"].get(
@@ -781,6 +797,9 @@ VALUES.update({f"budget_val_{m}_{f}": (lambda r, m=m, f=f: _mean_n(
 VALUES.update({f"dsteps_{m}_{n}_{k}": (lambda r, m=m, n=n, k=k: _rows_mean(
     r, r["study"]["budget"]["data_steps"]["rows"].get(m, {}).get(str(n), []), k))
                for m in NAMES for n in (125, 250, 500, 1000) for k in ("px", "pck_bbox")})
+VALUES.update({f"dsteps_pair_{m}_{n}_{k}": (lambda r, m=m, n=n, k=k: _quoted(r["study"]["budget"]["data_steps"].get(
+    "paired_to_full", {}).get(m, {}).get(str(n), {}).get(k, {"diff": None}), _unit(k)))
+               for m in NAMES for n in (125, 250, 500) for k in ("px", "pck_bbox")})
 VALUES.update({f"deff_{m}_{n}_px": (lambda r, m=m, n=n: data_epochs_px(r, m, n)) for m in NAMES
                for n in (125, 250, 500, 1000)})
 

@@ -43,8 +43,10 @@ study_results.json schema:
               "long_paired": {method: {"seeds", "<metric>": {"diff", "ci95", "n"}}} (long minus spec; BUDGET_METRICS),
               "long_val_px": {method: [{"seed", "best_to_spec", "best", "best_epoch", "last"}]} (the long run's
               validation px: lowest within the spec's epochs, lowest overall and its epoch, last epoch),
-              "data_steps": {"sizes": [..], "epochs": {"<size>": epochs}, "rows": {method: {"<size>": [row]}}}}
-              (row: run_row, the same fields as a hand_loss row)
+              "data_steps": {"sizes": [..], "epochs": {"<size>": epochs}, "rows": {method: {"<size>": [row]}},
+                             "paired_to_full": {method: {"<size>": {"seeds", "<metric>": {"diff", "ci95", "n"}}}}}}
+              (row: run_row, the same fields as a hand_loss row; paired_to_full: each smaller set minus the full
+              set, paired by seed, BUDGET_METRICS)
    "precision": {"pairs": [{"label", "fp32": row, "bf16": row}] (row: run_row + "machine", run.json's record),
                  "paired": {"n", "<metric>": {"diff", "ci95", "n"}}} (bf16 minus fp32, paired by recipe;
                  PRECISION_METRICS)
@@ -259,9 +261,13 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
             res["long"].setdefault(m, {}).setdefault(str(x), []).append(run_row(s, *run))
         else:
             res["data_steps"]["rows"].setdefault(m, {}).setdefault(str(x), []).append(run_row(s, *run))
+    by_size = res["data_steps"]["rows"]
+    res["data_steps"]["paired_to_full"] = {m: {str(n): readouts.paired_metrics(by_n.get(str(n_all), []),
+                                                                               by_n.get(str(n), []), BUDGET_METRICS)
+                                               for n in sizes[:-1]} for m, by_n in by_size.items()}
     res["long_paired"] = {m: readouts.paired_metrics(by_e.get(str(epochs), []), by_e.get(str(long_epochs), []),
                                                      BUDGET_METRICS) for m, by_e in res["long"].items()}
-    if len({n for by_n in res["data_steps"]["rows"].values() for n in by_n}) > 1:  # a curve needs two sizes
+    if len({n for by_n in by_size.values() for n in by_n}) > 1:  # a curve needs two sizes
         plot_data_steps(res["data_steps"], results_dir / "visualizations")
     curves = {(m, s): run[0]["history"]["epochs"] for (kind, m, e, s), run in got.items()
               if kind == "long" and e == long_epochs and run is not None}

@@ -163,6 +163,10 @@ def test_fixed_step_epochs_and_budget_study(tiny_data, tiny_shifted, tmp_path):
     assert set(res["long"]["heatmap"]) == {"1", "2"}                                    # spec length next to long
     pair = res["long_paired"]["regression"]
     assert pair["seeds"] == [0] and pair["px"]["n"] == 1 and pair["px"]["ci95"] is None
+    small, full = (res["data_steps"]["rows"]["heatmap"][n][0] for n in ("32", "48"))
+    to_full = res["data_steps"]["paired_to_full"]["heatmap"]
+    assert list(to_full) == ["32"] and to_full["32"]["seeds"] == [0]                    # smaller set minus full set
+    assert to_full["32"]["px"]["diff"] == pytest.approx(small["px"] - full["px"])
     curve = res["long_val_px"]["heatmap"][0]                                            # the 2-epoch run's val px
     long_px = [e["val_px_error"] for e in read_json(tmp_path / "runs" / res["long"]["heatmap"]["2"][0]["run"] /
                                                     "run.json")["history"]["epochs"]]
