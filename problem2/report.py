@@ -10,6 +10,7 @@ block differs from what the JSON gives (tests/test_report.py runs it), so a numb
 disagrees with the committed results fails the test suite.
 """
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
@@ -316,9 +317,14 @@ def table_data_steps_paired(r):
         return NOT_RUN_BUDGET
     d = b["data_steps"]
     full, smaller = d["sizes"][-1], d["sizes"][:-1]
+    batch = d["batch_size"]
+    steps = lambda m, n: _mean_sd([x["best_epoch"] * math.ceil(n / batch) for x in d["rows"][m].get(str(n), [])],  # noqa: E731
+                                  "{:.0f}")
     rows = [[NAMES[m], f"{n} − {full}", " ".join(map(str, p[str(n)]["seeds"])) or "–", _ci(p[str(n)]["px"]),
-             _ci(p[str(n)]["pck_bbox"], "{:+.3f}")] for m, p in d["paired_to_full"].items() for n in smaller]
-    return md(["method", "train images", "paired seeds", "px difference [95% CI]", "PCK@0.05 difference [95% CI]"],
+             _ci(p[str(n)]["pck_bbox"], "{:+.3f}"), _ci(p[str(n)]["px_valpx"]), f"{steps(m, n)} / {steps(m, full)}"]
+            for m, p in d["paired_to_full"].items() for n in smaller]
+    return md(["method", "train images", "paired seeds", "px difference [95% CI]", "PCK@0.05 difference [95% CI]",
+               "px difference, val-px rule [95% CI]", "val-loss rule's checkpoint, Adam steps (smaller / full set)"],
               rows)
 
 
@@ -796,10 +802,10 @@ VALUES.update({f"budget_val_{m}_{f}": (lambda r, m=m, f=f: _mean_n(
     "{:.0f}" if f == "best_epoch" else "{:.2f}")) for m in NAMES for f in ("best_to_spec", "best", "best_epoch", "last")})
 VALUES.update({f"dsteps_{m}_{n}_{k}": (lambda r, m=m, n=n, k=k: _rows_mean(
     r, r["study"]["budget"]["data_steps"]["rows"].get(m, {}).get(str(n), []), k))
-               for m in NAMES for n in (125, 250, 500, 1000) for k in ("px", "pck_bbox")})
+               for m in NAMES for n in (125, 250, 500, 1000) for k in ("px", "pck_bbox", "px_valpx", "best_epoch")})
 VALUES.update({f"dsteps_pair_{m}_{n}_{k}": (lambda r, m=m, n=n, k=k: _quoted(r["study"]["budget"]["data_steps"].get(
     "paired_to_full", {}).get(m, {}).get(str(n), {}).get(k, {"diff": None}), _unit(k)))
-               for m in NAMES for n in (125, 250, 500) for k in ("px", "pck_bbox")})
+               for m in NAMES for n in (125, 250, 500) for k in ("px", "pck_bbox", "px_valpx")})
 VALUES.update({f"deff_{m}_{n}_px": (lambda r, m=m, n=n: data_epochs_px(r, m, n)) for m in NAMES
                for n in (125, 250, 500, 1000)})
 

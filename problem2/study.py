@@ -43,7 +43,7 @@ study_results.json schema:
               "long_paired": {method: {"seeds", "<metric>": {"diff", "ci95", "n"}}} (long minus spec; BUDGET_METRICS),
               "long_val_px": {method: [{"seed", "best_to_spec", "best", "best_epoch", "last"}]} (the long run's
               validation px: lowest within the spec's epochs, lowest overall and its epoch, last epoch),
-              "data_steps": {"sizes": [..], "epochs": {"<size>": epochs}, "rows": {method: {"<size>": [row]}},
+              "data_steps": {"sizes": [..], "epochs": {"<size>": epochs}, "batch_size", "rows": {method: {"<size>": [row]}},
                              "paired_to_full": {method: {"<size>": {"seeds", "<metric>": {"diff", "ci95", "n"}}}}}}
               (row: run_row, the same fields as a hand_loss row; paired_to_full: each smaller set minus the full
               set, paired by seed, BUDGET_METRICS)
@@ -219,9 +219,10 @@ def fixed_step_epochs(n_train, batch_size=32, ref_train=1000, ref_epochs=30):
     return round(ref_epochs * math.ceil(ref_train / batch_size) / math.ceil(n_train / batch_size))
 
 
-# long minus spec-length training; px_valpx: test px of the checkpoint the val-px rule selects (IntegralNet's val-loss
-# rule picks an early epoch under the strict loss, whatever the length)
-BUDGET_METRICS = {**{k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox")},
+# long minus spec-length training, and each smaller set minus the full set at fixed steps; px_valpx: test px of the
+# checkpoint the val-px rule selects (IntegralNet's val-loss rule picks an early epoch under the strict loss, whatever
+# the length); best_epoch: the val-loss rule's epoch
+BUDGET_METRICS = {**{k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox", "best_epoch")},
                   "px_valpx": lambda row: row["by_val_px"]["px"]}
 
 
@@ -253,6 +254,7 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
     got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, shifted_dir)
     res = {"precision": precision, "seeds": list(seeds), "epochs": [epochs, long_epochs], "long": {},
            "data_steps": {"sizes": list(steps_epochs), "epochs": {str(n): e for n, e in steps_epochs.items()},
+                          "batch_size": batch,
                           "rows": {}}}
     for (kind, m, x, s), run in got.items():
         if run is None:
@@ -561,7 +563,7 @@ def plot_data_steps(d, vis_dir):
     lo, hi = axes[0].get_ylim()
     axes[0].set_yticks([t for t in (0.5, 1, 2, 3, 5, 10, 20, 50, 100) if lo <= t <= hi] or [round(lo, 1), round(hi, 1)])
     _plain_numbers(axes[0])
-    n_steps = math.ceil(sizes[-1] / train.DEFAULTS["batch_size"]) * d["epochs"][str(sizes[-1])]
+    n_steps = math.ceil(sizes[-1] / d["batch_size"]) * d["epochs"][str(sizes[-1])]
     fig.suptitle(f"Data efficiency at a fixed number of optimisation steps ({n_steps} Adam steps each; "
                  f"line = mean over seeds, dots = seeds; test split)")
     fig.tight_layout()
