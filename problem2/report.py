@@ -802,7 +802,7 @@ VALUES.update({f"budget_val_{m}_{f}": (lambda r, m=m, f=f: _mean_n(
     "{:.0f}" if f == "best_epoch" else "{:.2f}")) for m in NAMES for f in ("best_to_spec", "best", "best_epoch", "last")})
 VALUES.update({f"dsteps_{m}_{n}_{k}": (lambda r, m=m, n=n, k=k: _rows_mean(
     r, r["study"]["budget"]["data_steps"]["rows"].get(m, {}).get(str(n), []), k))
-               for m in NAMES for n in (125, 250, 500, 1000) for k in ("px", "pck_bbox", "px_valpx", "best_epoch")})
+               for m in NAMES for n in (125, 250, 500, 1000) for k in ("px", "pck_bbox")})
 VALUES.update({f"dsteps_pair_{m}_{n}_{k}": (lambda r, m=m, n=n, k=k: _quoted(r["study"]["budget"]["data_steps"].get(
     "paired_to_full", {}).get(m, {}).get(str(n), {}).get(k, {"diff": None}), _unit(k)))
                for m in NAMES for n in (125, 250, 500) for k in ("px", "pck_bbox", "px_valpx")})

@@ -221,8 +221,8 @@ def fixed_step_epochs(n_train, batch_size=32, ref_train=1000, ref_epochs=30):
 
 # long minus spec-length training, and each smaller set minus the full set at fixed steps; px_valpx: test px of the
 # checkpoint the val-px rule selects (IntegralNet's val-loss rule picks an early epoch under the strict loss, whatever
-# the length); best_epoch: the val-loss rule's epoch
-BUDGET_METRICS = {**{k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox", "best_epoch")},
+# the length)
+BUDGET_METRICS = {**{k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox")},
                   "px_valpx": lambda row: row["by_val_px"]["px"]}
 
 
