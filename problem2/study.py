@@ -564,8 +564,8 @@ def plot_data_steps(d, vis_dir):
     axes[0].set_yticks([t for t in (0.5, 1, 2, 3, 5, 10, 20, 50, 100) if lo <= t <= hi] or [round(lo, 1), round(hi, 1)])
     _plain_numbers(axes[0])
     n_steps = math.ceil(sizes[-1] / d["batch_size"]) * d["epochs"][str(sizes[-1])]
-    fig.suptitle(f"Data efficiency at a fixed number of optimisation steps ({n_steps} Adam steps each; "
-                 f"line = mean over seeds, dots = seeds; test split)")
+    fig.suptitle(f"Data efficiency at a fixed number of optimisation steps ({n_steps} Adam steps each)\n"
+                 f"line = mean over seeds, dots = seeds; test split, val-loss checkpoint")
     fig.tight_layout()
     save_figure(fig, vis_dir / "study_data_steps.png")
 
