@@ -20,8 +20,9 @@ Representations (encode: keypoints in img px -> target; decode: model output -> 
   coords  : [2K] = (x0, y0, x1, y1, ...) in unit space | reshape and map back.
   soft-argmax (a layer, not a target): expected (x, y) of a spatial softmax, in unit space, so a model
             ending in it trains on 'coords' targets.
-Loss (one code path for every representation): MSE; with hand_loss='symmetric' the two hand channels
-are scored per image in the better of {as labelled, swapped} (the hand labels are ambiguous).
+Loss (one code path for every representation): MSE (the spec); coordinates also L1, a Laplace NLL or RLE
+(per_keypoint_loss); with hand_loss='symmetric' the two hand channels are scored per image in the better of
+{as labelled, swapped} (the hand labels are ambiguous).
 """
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ HEAD_FEET = [0, 3, 4]
 DECODERS = ("argmax", "quarter", "dark")  # heatmap decoders, all reported; the default is chosen on val
 REFINE_DEFAULT = "quarter"  # see results/metrics.json "decoder_selection" for the val measurement behind it
 HAND_LOSSES = ("strict", "symmetric")
+LOSSES = ("mse", "l1", "laplace", "rle")  # laplace / rle: coordinates with a predicted scale (model.METHODS gap_fc_nll)
 
 
 # ----------------------------------------------------------------------------- the convention
@@ -179,8 +181,9 @@ def encode_coords(kp_img_px):
 
 
 def decode_coords(coords_unit):
-    """[B, 2K] unit coordinates -> keypoints [B, K, 2] in image px."""
-    return unit_to_img(coords_unit.float().reshape(len(coords_unit), -1, 2))
+    """[B, 2K] unit coordinates -> keypoints [B, K, 2] in image px (columns after the first 2K, a
+    likelihood head's scales, are not coordinates and are dropped)."""
+    return unit_to_img(coords_unit[:, :2 * NUM_KEYPOINTS].float().reshape(len(coords_unit), -1, 2))
 
 
 def soft_argmax(logits):
@@ -231,21 +234,47 @@ def canonicalize_hands(kp):
     return kp
 
 
-def keypoint_loss(outputs, targets, hand_loss="strict"):
-    """MSE between outputs and targets of the same shape: [B, K, H, W] heatmaps or [B, 2K] coordinates.
+def per_keypoint_loss(outputs, targets, loss="mse", flow=None):
+    """Loss per image and keypoint [B, K] between outputs and targets (unit coords or heatmaps).
 
-    'strict' is plain F.mse_loss (the spec). 'symmetric': per image, the hand channels' squared error is
-    the smaller of {as labelled, hands swapped}; head and feet unchanged; mean over everything, so a
-    perfectly labelled batch gives the strict value. Vectorised over the batch."""
-    outputs = outputs.float()
-    if hand_loss == "strict":
-        return F.mse_loss(outputs, targets)
-    if hand_loss != "symmetric":
-        raise ValueError(f"hand_loss must be one of {HAND_LOSSES}, got {hand_loss!r}")
+    mse / l1: mean squared / absolute error over the keypoint's cells or its 2 coordinates.
+    laplace / rle (coordinates only): outputs are [B, 4K] = 2K coordinates then 2K scale logits,
+    sigma = sigmoid(logit) in unit space. laplace: the Laplace NLL log(2 sigma) + |err| / sigma.
+    rle (Li et al. 2021, as their released code): log sigma - log G(e) + log(2 sigma) + |e| with the
+    normalised residual e = err / sigma and G the density of `flow` (model.RealNVP). Means over the 2 coordinates."""
     b = len(outputs)
-    out_k = outputs.reshape(b, NUM_KEYPOINTS, -1)  # [B, K, D]: D = H*W cells or the 2 coordinates
-    tgt_k = targets.reshape(b, NUM_KEYPOINTS, -1)
-    per_kp = (out_k - tgt_k).pow(2).mean(-1)                           # [B, K]
-    per_kp_swapped = (out_k - swap_hands(tgt_k)).pow(2).mean(-1)
+    if loss in ("mse", "l1"):
+        diff = outputs.reshape(b, NUM_KEYPOINTS, -1) - targets.reshape(b, NUM_KEYPOINTS, -1)
+        return (diff.pow(2) if loss == "mse" else diff.abs()).mean(-1)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    mu = outputs[:, :2 * NUM_KEYPOINTS].reshape(b, NUM_KEYPOINTS, 2)
+    sigma = outputs[:, 2 * NUM_KEYPOINTS:].reshape(b, NUM_KEYPOINTS, 2).sigmoid() + 1e-9
+    err = (mu - targets.reshape(b, NUM_KEYPOINTS, 2)).abs() / sigma
+    nll = torch.log(2 * sigma) + err                                   # Laplace NLL per coordinate
+    if loss == "rle":
+        log_g = flow.log_prob(((mu - targets.reshape(b, NUM_KEYPOINTS, 2)) / sigma).reshape(-1, 2))
+        nll = nll + torch.log(sigma) - log_g.reshape(b, NUM_KEYPOINTS, 1)
+    return nll.mean(-1)
+
+
+def keypoint_loss(outputs, targets, hand_loss="strict", loss="mse", flow=None):
+    """The training loss: per_keypoint_loss averaged over images and keypoints ('mse' on heatmaps
+    [B, K, H, W] or coordinates [B, 2K] is plain F.mse_loss, the spec).
+
+    hand_loss='symmetric': per image, the two hand channels are scored in the better of {as labelled,
+    hands swapped} (the hand labels are ambiguous); head and feet unchanged, so a perfectly labelled
+    batch gives the strict value. Vectorised over the batch."""
+    outputs = outputs.float()
+    if hand_loss not in HAND_LOSSES:
+        raise ValueError(f"hand_loss must be one of {HAND_LOSSES}, got {hand_loss!r}")
+    if hand_loss == "strict" and loss == "mse":
+        return F.mse_loss(outputs, targets)  # the spec, literally
+    per_kp = per_keypoint_loss(outputs, targets, loss, flow)                                    # [B, K]
+    if hand_loss == "strict":
+        return per_kp.mean()
+    b = len(outputs)
+    swapped = swap_hands(targets.reshape(b, NUM_KEYPOINTS, -1)).reshape(targets.shape)
+    per_kp_swapped = per_keypoint_loss(outputs, swapped, loss, flow)
     hands = torch.minimum(per_kp[:, HANDS].sum(1), per_kp_swapped[:, HANDS].sum(1))  # [B]
     return (per_kp[:, HEAD_FEET].sum(1) + hands).mean() / NUM_KEYPOINTS

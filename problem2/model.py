@@ -22,10 +22,13 @@ Readouts of the "why" study, each on the same encoder and changing one thing (ME
     IntegralNet          HeatmapNet body -> spatial softmax -> expected (x, y)     (integral_64)
     RegressionNet(plain) GAP + the FC head without dropout and sigmoid              (gap_fc_plain)
     RegressionNet(coordconv) x/y channels appended before every encoder conv      (coordconv_gap_fc)
+    LikelihoodRegressionNet GAP + the plain FC head to 2K coords + 2K scales; RLE's flow (gap_fc_nll)
     FlattenRegressionNet 1x1 conv 256->32 on the 8x8 map, flatten (2048), spec FC head (flatten_fc)
     DecoderRegressionNet HeatmapNet's decoder to 64x64 (32 ch), GAP, spec FC head  (decoder64_gap_fc)
     SpatialReadoutNet    1x1 conv 256->K on the 8x8 map: soft-argmax (softargmax_8) or heatmaps (heatmap_8)
 """
+import math
+
 import torch
 import torch.nn as nn
 
@@ -199,6 +202,49 @@ class IntegralNet(nn.Module):
         return soft_argmax(self.body(x))  # [B, 2K] = (x0, y0, x1, y1, ...) in unit space
 
 
+class RealNVP(nn.Module):
+    """RLE's residual density G on R^2 (Li et al. 2021, their released code): 3 pairs of affine coupling
+    layers (alternating masks, 2-64-64-2 LeakyReLU nets, tanh scales) over a standard normal prior."""
+
+    def __init__(self, layers=6, hidden=64):
+        super().__init__()
+        net = lambda last: nn.Sequential(nn.Linear(2, hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden),  # noqa: E731
+                                         nn.LeakyReLU(), nn.Linear(hidden, 2), *last)
+        self.register_buffer("mask", torch.tensor([[0.0, 1.0], [1.0, 0.0]] * (layers // 2)))
+        self.s = nn.ModuleList(net([nn.Tanh()]) for _ in range(layers))
+        self.t = nn.ModuleList(net([]) for _ in range(layers))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight, gain=0.01)
+
+    def log_prob(self, x):
+        """log G(x) for x [N, 2]: map x back to the prior through the couplings, add the log-Jacobian."""
+        z, log_det = x.float(), x.new_zeros(len(x), dtype=torch.float32)
+        for i in reversed(range(len(self.t))):
+            keep = self.mask[i] * z
+            s = self.s[i](keep) * (1 - self.mask[i])
+            z = keep + (1 - self.mask[i]) * (z - self.t[i](keep) * (1 - self.mask[i])) * torch.exp(-s)
+            log_det = log_det - s.sum(1)
+        return -0.5 * (z ** 2).sum(1) - math.log(2 * math.pi) + log_det
+
+
+class LikelihoodRegressionNet(nn.Module):
+    """GAP + the FC head without dropout/sigmoid, emitting [B, 4K]: 2K unit coordinates, then 2K scale
+    logits (sigma = sigmoid) for a likelihood loss (codec LOSSES laplace / rle). flow=True adds RLE's RealNVP,
+    used by the loss in training only; test-time decoding reads the coordinates alone."""
+    output_type = "regression"
+
+    def __init__(self, num_keypoints=5, flow=True):
+        super().__init__()
+        self.kwargs = dict(num_keypoints=num_keypoints, flow=flow)
+        self.encoder = Encoder()
+        self.head = fc_head(256, 2 * num_keypoints, plain=True)
+        self.flow = RealNVP() if flow else None
+
+    def forward(self, x):
+        return self.head(self.encoder(x)[-1].mean((2, 3)))
+
+
 # ----------------------------------------------------------------------------- the method table
 # One row per method: constructor (with its fixed options), target representation (codec.encode/decode),
 # display name, and target overrides (heatmap size / sigma in heatmap px, when not the CLI's). Every
@@ -215,6 +261,7 @@ METHODS = {
     "gap_fc_plain": _row(lambda **kw: RegressionNet(**{**kw, "plain": True}), "coords", "GAP + FC, no dropout/sigmoid"),
     "flatten_fc": _row(FlattenRegressionNet, "coords", "flatten 8x8 + FC"),
     "coordconv_gap_fc": _row(lambda **kw: RegressionNet(**{**kw, "coordconv": True}), "coords", "CoordConv + GAP + FC"),
+    "gap_fc_nll": _row(LikelihoodRegressionNet, "coords", "GAP + FC with a learned scale (likelihood loss)"),
     "decoder64_gap_fc": _row(DecoderRegressionNet, "coords", "decoder to 64x64 + GAP + FC"),
     "softargmax_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": True}), "coords", "soft-argmax at 8x8"),
     "heatmap_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": False}), "heatmap", "heatmap at 8x8",

@@ -5,7 +5,7 @@ hand loss, labels, training-set size, precision and the data fingerprint).
 A run lives in <runs_root>/<method>-<recipe key>/:
   run.json         {"recipe", "history" (per-epoch log, both selection rules; val numbers null in an epoch
                     without validation, recipe "val_every"), "machine", "code_version"}  committed
-  eval.json        {"eval_key", "<rule: val_loss|val_px>": {"epoch", "test": {decoder: summary}, "brief",
+  eval.json        {"eval_key", "<rule: val_loss|val_px>": {"epoch", "val": {decoder: brief}, "test": {decoder: summary}, "brief",
                     "brief_joint_hands" (heatmap targets), "shifted": brief}}                          committed
   preds.npz        per-image predictions of the val-loss checkpoint, kp_img_px float32 [N, K, 2]: "test", "shifted"
                    and (heatmap targets) "test_joint_hands"; committed, so the studies' per-image numbers and
@@ -62,16 +62,20 @@ def eval_key(kp_dir, shifted_dir):
 
 
 def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device="cpu", preds=None):
-    """Test-split numbers of one model: full summary per decoder, brief (default decoder), joint-hand
+    """Numbers of one model: val brief per decoder ("val"; runs evaluated before it existed lack it), test-split
+    full summary per decoder, brief (default decoder), joint-hand
     decoding (heatmap targets), and brief on the shifted test set when given. `preds` (a dict), when given,
     receives the per-image predictions (kp_img_px, numpy float32) under the keys of PREDS."""
     out, preds = {}, {} if preds is None else preds
+    heat = target_of(model) == "heatmap"
+    val = load_split(kp_dir, "val", "regression", canonical_hands=canonical)  # to choose a decoder on val
+    raw = run_model(model.to(device), make_loader(val, 64), device, "fp32")
+    out["val"] = {d: brief(decode(target_of(model), raw, d), val.keypoints) for d in (DECODERS if heat else ("direct",))}
     for name, folder in (("test", kp_dir), ("shifted", shifted_dir)):
         if folder is None:
             continue
         ds = load_split(folder, "test", "regression", canonical_hands=canonical)  # images + keypoints only
         raw = run_model(model.to(device), make_loader(ds, 64), device, "fp32")
-        heat = target_of(model) == "heatmap"
         final = decode(target_of(model), raw, REFINE_DEFAULT)
         preds[name] = final.float().numpy()
         if name == "shifted":

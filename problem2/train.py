@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from codec import HAND_LOSSES, REFINE_DEFAULT, decode, keypoint_loss
+from codec import HAND_LOSSES, LOSSES, REFINE_DEFAULT, decode, keypoint_loss
 from common import (RESULTS_DIR, UsageError, autocast, code_version, fmt_time, job_results, jobs_used, machine_info,
                     pick_device, pick_precision, prepare_input, record_timing, results_lock, set_seed, set_threads,
                     torch_load, torch_save, write_json)
@@ -47,14 +47,16 @@ from model import METHODS, build_model, model_config, run_model, save_checkpoint
 
 # ---- defaults (the spec recipe); every one is a CLI flag
 TRAIN_METHODS = ("heatmap", "regression")  # the assignment's two networks
+SCHEDULES = ("constant", "cosine")
 DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigma=2.0, hand_loss="strict",
                 snapshot_epochs=(1, 5, 10, 20, 30), num_snapshot_images=4)
 
 
 def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", precision="fp32",
         ckpt_path=None, ckpt_extra=None, on_epoch_end=None, name=None, log=print, hand_loss="strict",
-        px_ckpt_path=None, resume_path=None, val_every=1):
-    """The one training loop. keypoint_loss(model output, loader targets, hand_loss), Adam(lr).
+        px_ckpt_path=None, resume_path=None, val_every=1, loss="mse", schedule="constant"):
+    """The one training loop. keypoint_loss(model output, loader targets, hand_loss, loss), Adam(lr); with
+    schedule='cosine' the epoch's learning rate is lr * (1 + cos(pi * (epoch - 1) / num_epochs)) / 2.
 
     Validation every val_every epochs (and after the last): loss on val_loader and mean pixel error (image px)
     of the decoded outputs against val_loader.dataset.keypoints; an epoch without validation records
@@ -84,18 +86,21 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
         history["seconds_before_resume"] = done_seconds  # trained in earlier calls (runs.collect's cost split)
         history.setdefault("resumed_after_epochs", []).append(len(history["epochs"]))
     t_start = time.time() - done_seconds
+    flow = getattr(model, "flow", None)  # RLE's residual density (loss='rle'), trained with the model
     for epoch in range(len(history["epochs"]) + 1, num_epochs + 1):
         t0 = time.time()
+        for group in opt.param_groups:  # a function of the epoch alone, so a resumed run needs no scheduler state
+            group["lr"] = lr if schedule == "constant" else lr * (1 + math.cos(math.pi * (epoch - 1) / num_epochs)) / 2
         model.train()
         loss_sum, n_batches = torch.zeros((), device=device), 0
         for images, targets in train_loader:
             with autocast(device, precision):
                 out = model(prepare_input(images, device))
-            loss = keypoint_loss(out, targets.to(device), hand_loss)
+            batch_loss = keypoint_loss(out, targets.to(device), hand_loss, loss, flow)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             opt.step()
-            loss_sum += loss.detach()
+            loss_sum += batch_loss.detach()
             n_batches += 1
         train_loss = float(loss_sum) / n_batches  # one sync per epoch
         if not math.isfinite(train_loss):
@@ -106,7 +111,8 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
         val_out, val_loss, val_px = None, None, None
         if validate:
             val_out = run_model(model, val_loader, device, precision)
-            val_loss = float(keypoint_loss(val_out, val_targets, hand_loss))
+            with torch.no_grad():
+                val_loss = float(keypoint_loss(val_out.to(device), val_targets.to(device), hand_loss, loss, flow))
             val_px = float((decode(target, val_out, REFINE_DEFAULT) - val_kp).norm(dim=-1).mean())
         seconds = time.time() - t0
         history["epochs"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -182,7 +188,7 @@ def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=
                         precision="fp32", lr=DEFAULTS["lr"], snapshot_epochs=DEFAULTS["snapshot_epochs"],
                         num_snapshot_images=DEFAULTS["num_snapshot_images"], ckpt_name="heatmap_model.pth",
                         log=print, hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None,
-                        val_every=1):
+                        val_every=1, loss="mse", schedule="constant"):
     """Train HeatmapNet on Gaussian heatmap targets (MSE); best-by-val-loss checkpoint to out_dir/ckpt_name;
     predicted heatmaps of the first few val images at snapshot_epochs (and the last) to heatmap_snapshots.pt
     (snapshots are taken from the validation pass, so they need val_every=1)."""
@@ -203,20 +209,21 @@ def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=
     extra = {"data": {"sigma": ds.sigma, "hm_size": ds.heatmap_size, "canonical_hands": ds.canonical_hands},
              **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, on_epoch_end, log=log, hand_loss=hand_loss,
+               extra, on_epoch_end, log=log, hand_loss=hand_loss, loss=loss, schedule=schedule,
                px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None, resume_path=resume_path,
                val_every=val_every)
 
 
 def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
                            precision="fp32", lr=DEFAULTS["lr"], ckpt_name="regression_model.pth", log=print,
-                           hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None, val_every=1):
+                           hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None, val_every=1,
+                           loss="mse", schedule="constant"):
     """Train RegressionNet (or any coordinate-target model) on unit [0, 1] coordinates (MSE); best-by-val-loss
     checkpoint to out_dir/ckpt_name."""
     extra = {"data": {"canonical_hands": val_loader.dataset.canonical_hands},
              **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, log=log, hand_loss=hand_loss, px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None,
+               extra, log=log, hand_loss=hand_loss, loss=loss, schedule=schedule, px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None,
                resume_path=resume_path, val_every=val_every)
 
 
@@ -224,16 +231,22 @@ def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_d
 def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], lr=DEFAULTS["lr"],
                 batch_size=DEFAULTS["batch_size"], heatmap_size=DEFAULTS["heatmap_size"], sigma=DEFAULTS["sigma"],
                 hand_loss=DEFAULTS["hand_loss"], canonical_hands=False, num_train=None, precision="fp32",
-                model_kwargs=None, val_every=1):
+                model_kwargs=None, val_every=1, loss="mse", schedule="constant"):
     """Every argument that changes a trained model's numbers, normalised (the provenance and resume key).
 
     data: dataset.data_fingerprint. Heatmap size/sigma (heatmap px) enter only where they matter: the target
     of heatmap methods (the method row's own values win) and the constructor of models that take hm_size. Rows
     built by a lambda (fixed options) record those options through the method name, not in "model".
     val_every (validate every N epochs; fit) enters the recipe only when it is not 1, the spec's every-epoch
-    validation, so the runs stored before the option existed keep their keys."""
+    validation, so the runs stored before the option existed keep their keys; so do loss ('mse') and schedule
+    ('constant'). The likelihood losses need the method that predicts a scale (gap_fc_nll) and it needs them."""
     row = METHODS[method]
+    if (loss in ("laplace", "rle")) != (method == "gap_fc_nll"):
+        raise ValueError(f"--loss {loss} and method {method} do not fit: the likelihood losses (laplace, rle) "
+                         f"train gap_fc_nll, which predicts a scale, and it trains with nothing else")
     model_kwargs = dict(model_kwargs or {})
+    if method == "gap_fc_nll":
+        model_kwargs.setdefault("flow", loss == "rle")
     for name, param in inspect.signature(row["model"]).parameters.items():  # every constructor option, explicit
         if param.default is not inspect.Parameter.empty:
             model_kwargs.setdefault(name, heatmap_size if name == "hm_size" else param.default)
@@ -244,7 +257,8 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
     return {"method": method, "model": model_kwargs, "target": target, "epochs": epochs, "lr": lr,
             "batch_size": batch_size, "seed": seed, "hand_loss": hand_loss, "canonical_hands": bool(canonical_hands),
             "num_train": n_avail if num_train is None else min(num_train, n_avail), "precision": precision,
-            "data": data, **({"val_every": val_every} if val_every != 1 else {})}
+            "data": data, **({"val_every": val_every} if val_every != 1 else {}),
+            **({"loss": loss} if loss != "mse" else {}), **({"schedule": schedule} if schedule != "constant" else {})}
 
 
 def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, px_ckpt_name=None,
@@ -267,7 +281,8 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, 
     common = dict(out_dir=out_dir, device=device, precision=recipe["precision"], lr=recipe["lr"], log=log,
                   hand_loss=recipe["hand_loss"], provenance=provenance,
                   ckpt_name=ckpt_name or f"{method}_model.pth", px_ckpt_name=px_ckpt_name, resume_path=resume_path,
-                  val_every=recipe.get("val_every", 1))
+                  val_every=recipe.get("val_every", 1), loss=recipe.get("loss", "mse"),
+                  schedule=recipe.get("schedule", "constant"))
     if output_type == "heatmap":
         return train_heatmap_model(model, train_loader, val_loader, recipe["epochs"],
                                    snapshot_epochs=DEFAULTS["snapshot_epochs"] if snapshots else (), **common)
@@ -326,6 +341,10 @@ def parse_args(argv=None):
                    help="Gaussian std in heatmap px")
     p.add_argument("--hand-loss", default=DEFAULTS["hand_loss"], choices=HAND_LOSSES,
                    help="symmetric: score the two hands in their better order per image (labels stay as given)")
+    p.add_argument("--loss", default="mse", choices=LOSSES,
+                   help="mse (the spec) | l1 (coordinates) | laplace, rle (likelihood losses; --methods gap_fc_nll)")
+    p.add_argument("--schedule", default="constant", choices=SCHEDULES,
+                   help="learning rate over the epochs: constant (the spec) or cosine decay to 0")
     p.add_argument("--methods", nargs="+", default=list(TRAIN_METHODS), choices=list(METHODS),
                    help="rows of model.METHODS (default: the assignment's two networks; add integral for IntegralNet)")
     p.add_argument("--jobs", type=positive(int, 1), default=1,
@@ -333,6 +352,10 @@ def parse_args(argv=None):
                         "(jobs = min(N, methods); same numbers as a sequential run with that many threads)")
     p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
     args = p.parse_args(argv)
+    for m in args.methods:
+        if (args.loss in ("laplace", "rle")) != (m == "gap_fc_nll"):
+            p.error(f"--loss {args.loss} does not fit method {m}: laplace and rle train gap_fc_nll (it predicts a "
+                    f"scale), and gap_fc_nll trains with nothing else")
     if args.num_train is not None and args.num_train < args.batch_size:
         p.error(f"--num-train {args.num_train} is smaller than one batch (--batch-size {args.batch_size})")
     return args
@@ -361,7 +384,8 @@ def main(argv=None):
                   f"scores only the methods of this run's training_log.json")
     t0 = time.time()
     recipes = [make_recipe(method, data, args.seed, args.epochs, args.lr, args.batch_size, args.heatmap_size,
-                           args.sigma, args.hand_loss, args.canonical_hands, args.num_train, precision)
+                           args.sigma, args.hand_loss, args.canonical_hands, args.num_train, precision,
+                           loss=args.loss, schedule=args.schedule)
                for method in methods]
     with results_lock(args.out_dir, "train.py"), job_results(
             train_one, [(r, kp_dir, args.out_dir, run_id, device) for r in recipes], jobs) as trained:

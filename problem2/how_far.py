@@ -1,0 +1,221 @@
+"""How far each method goes: `python how_far.py` (see --help). HeatmapNet's best honest number on the course's
+own labels, and regression's ladder from the spec head to RLE, one factor per step, over seeds.
+
+Schedules (the spec HeatmapNet, symmetric hand loss): 30 epochs constant lr (the spec's length) -> 100 constant ->
+100 cosine; 300 cosine is trained only when 100 cosine misses GOAL on val. The best schedule has the lowest mean
+val px (symmetric); its decoder (argmax / quarter / dark) is chosen on val too and used for every heatmap row.
+Ladder (the spec encoder, 30 epochs): LADDER, each row changing one thing from the row above. Then the plain-MSE
+step (symmetric hand loss) and the best of its losses (lowest mean val px, symmetric) at the best schedule.
+Every run is a recipe-keyed run of runs.py under <out-dir>/runs/ (resumable, shared with the other studies where
+the recipe is identical), in --precision; each row names the machine (GPU or CPU) that trained it.
+
+results/how_far_results.json: {"precision", "seeds", "goal", "decoder", "best_schedule", "best_loss",
+  "goal_met_on_test", "rows": {"schedule: <name>" | "ladder: <name>" | "long: <name>": [row]},
+  "steps": [{"from", "to", "seeds", "<metric>": {"diff", "ci95", "n"}}]}   (to minus from, paired by seed)
+row: {"seed", "run", "device", "epochs", "px", "px_sym", "px_hands_sym", "pck05", "pck05_sym", "val_px_sym",
+      "train_seconds"}: test split, val-loss checkpoint, px = mean error in 128-px image px, PCK@0.05 bbox.
+"""
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from codec import DECODERS
+from common import RESULTS_DIR, plt, results_lock, save_figure, set_threads, write_json
+from dataset import data_fingerprint, resolve_keypoints_dir, shifted_test_dir
+from readouts import paired_metrics
+from runs import RULES, collect, run_dir_of, run_name
+from train import make_recipe, positive
+
+GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck05_sym": 0.99}  # mean over seeds, test split; <=, <=, >=
+SCHEDULES = {"30 constant": (30, "constant"), "100 constant": (100, "constant"), "100 cosine": (100, "cosine"),
+             "300 cosine": (300, "cosine")}
+LADDER = {  # name: (method, loss, hand loss)
+    "spec head": ("regression", "mse", "strict"),
+    "no dropout/sigmoid": ("gap_fc_plain", "mse", "strict"),
+    "symmetric hand loss": ("gap_fc_plain", "mse", "symmetric"),
+    "L1": ("gap_fc_plain", "l1", "symmetric"),
+    "Laplace NLL": ("gap_fc_nll", "laplace", "symmetric"),
+    "RLE": ("gap_fc_nll", "rle", "symmetric"),
+}
+PLAIN_MSE, LOSS_STEPS = "symmetric hand loss", ("symmetric hand loss", "L1", "Laplace NLL", "RLE")
+METRICS = {k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_hands_sym", "pck05_sym")}
+
+
+def heatmap_recipe(data, seed, schedule, precision):
+    epochs, lr_schedule = SCHEDULES[schedule]
+    return make_recipe("heatmap", data, seed, epochs, hand_loss="symmetric", precision=precision,
+                       schedule=lr_schedule)
+
+
+def ladder_recipe(data, seed, step, precision, schedule="30 constant"):
+    method, loss, hand_loss = LADDER[step]
+    epochs, lr_schedule = SCHEDULES[schedule]
+    return make_recipe(method, data, seed, epochs, hand_loss=hand_loss, precision=precision, loss=loss,
+                       schedule=lr_schedule)
+
+
+def val_score(runs, decoder):
+    """Mean over seeds of val px (symmetric) with `decoder`; None when a run lacks its val numbers."""
+    vals = [ev["val_loss"].get("val", {}).get(decoder, {}).get("px_sym") for _, ev in runs]
+    return None if not vals or None in vals else float(np.mean(vals))
+
+
+def best_decoder(runs):
+    """(val score, decoder) with the lowest mean val px over seeds."""
+    decoders = DECODERS if runs[0][0]["recipe"]["target"]["type"] == "heatmap" else ("direct",)
+    return min((val_score(runs, d), d) for d in decoders if val_score(runs, d) is not None)
+
+
+def row(seed, info, ev, decoder):
+    t = ev["val_loss"]["test"][decoder]
+    sym = t["symmetric"]
+    return {"seed": seed, "run": run_name(info["recipe"]), "device": info["machine"].get("gpu", info["machine"]["cpu"]),
+            "epochs": info["recipe"]["epochs"], "px": t["strict"]["mean_px_error"], "px_sym": sym["mean_px_error"],
+            "px_hands_sym": (sym["per_keypoint_px_error"]["left_hand"] + sym["per_keypoint_px_error"]["right_hand"]) / 2,
+            "pck05": t["strict"]["pck"]["bbox"]["0.05"], "pck05_sym": sym["pck"]["bbox"]["0.05"],
+            "val_px_sym": ev["val_loss"].get("val", {}).get(decoder, {}).get("px_sym"),
+            "train_seconds": info["history"]["train_seconds"]}
+
+
+def meets(means):
+    return (means["px_hands_sym"] <= GOAL["px_hands_sym"] and means["px_sym"] <= GOAL["px_sym"]
+            and means["pck05_sym"] >= GOAL["pck05_sym"])
+
+
+def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=False, log=print, shifted_dir=None):
+    """Train (or reuse) every run of the study in three rounds (the later ones depend on val numbers of the
+    earlier) and return the results dict (schema in the module docstring); None when a round is missing runs."""
+    data, runs_root, shifted = data_fingerprint(kp_dir), Path(out_dir) / "runs", shifted_dir or shifted_test_dir()
+    got = {}
+
+    def train(recipes):
+        stored = collect(recipes, kp_dir, runs_root, shifted, {"used": 0.0, "now": 0.0}, jobs, partial, log)
+        got.update(stored)
+        return all(v is not None for v in stored.values())
+
+    def runs_of(kind, name):
+        return [got[kind, name, s] for s in seeds]
+
+    first = {("schedule", n, s): heatmap_recipe(data, s, n, precision) for n in list(SCHEDULES)[:3] for s in seeds}
+    first.update({("ladder", n, s): ladder_recipe(data, s, n, precision) for n in LADDER for s in seeds})
+    if not train(first):
+        return None
+    val_sched = {n: best_decoder(runs_of("schedule", n)) for n in list(SCHEDULES)[:3]}
+    val100 = [ev["val_loss"]["val"][val_sched["100 cosine"][1]] for _, ev in runs_of("schedule", "100 cosine")]
+    val_means = {"px_hands_sym": float(np.mean([v["px_hands_sym"] for v in val100])),
+                 "px_sym": float(np.mean([v["px_sym"] for v in val100])),
+                 "pck05_sym": float(np.mean([v["pck_bbox_sym"]["0.05"] for v in val100]))}
+    escalate = not meets(val_means)
+    best_loss = min(LOSS_STEPS, key=lambda n: best_decoder(runs_of("ladder", n))[0])
+    long_steps = list(dict.fromkeys([PLAIN_MSE, best_loss]))
+
+    def long_recipes(schedule):
+        return {("long", n, s): ladder_recipe(data, s, n, precision, schedule) for n in long_steps for s in seeds}
+
+    # the longer regression runs start beside 300 cosine, at the schedule most likely to be best (retrained below
+    # at the best one when it is not), so the two longest sets of runs share the wall time
+    candidate = "300 cosine" if escalate else min(val_sched, key=lambda n: val_sched[n][0])
+    second = {}
+    if escalate:
+        log(f"[how_far] 100 cosine misses the goal on val ({val_means}); training 300 cosine")
+        second = {("schedule", "300 cosine", s): heatmap_recipe(data, s, "300 cosine", precision) for s in seeds}
+    second.update(long_recipes(candidate))
+    if not train(second):
+        return None
+    if escalate:
+        val_sched["300 cosine"] = best_decoder(runs_of("schedule", "300 cosine"))
+    best_schedule = min(val_sched, key=lambda n: val_sched[n][0])
+    decoder = val_sched[best_schedule][1]
+    if best_schedule != candidate and not train(long_recipes(best_schedule)):
+        return None
+    rows = {f"{kind}: {name}": [row(s, *got[kind, name, s], decoder if kind == "schedule" else "direct") for s in seeds]
+            for kind, name, s in got if s == seeds[0]}
+    order = [f"schedule: {n}" for n in val_sched] + [f"ladder: {n}" for n in LADDER] + [f"long: {n}" for n in long_steps]
+    pairs = list(zip(order[:len(val_sched) - 1], order[1:len(val_sched)]))
+    pairs += list(zip(order[len(val_sched):len(val_sched) + len(LADDER) - 1], order[len(val_sched) + 1:]))
+    pairs += [(f"ladder: {n}", f"long: {n}") for n in long_steps]
+    pairs += [(f"long: {best_loss}", f"schedule: {best_schedule}")]
+    means = {k: {m: float(np.mean([r[m] for r in v])) for m in METRICS} for k, v in rows.items()}
+    ckpt = run_dir_of(runs_root, heatmap_recipe(data, seeds[0], best_schedule, precision)) / RULES["val_loss"]
+    if ckpt.exists():
+        shutil.copyfile(ckpt, Path(out_dir) / "heatmap_best_model.pth")
+    res = {"precision": precision, "seeds": list(seeds), "goal": GOAL, "decoder": decoder,
+           "best_schedule": best_schedule, "best_loss": best_loss, "order": order,
+           "goal_met_on_test": meets(means[f"schedule: {best_schedule}"]), "means": means, "rows": rows,
+           "steps": [{"from": a, "to": b, **paired_metrics(rows[a], rows[b], METRICS)} for a, b in pairs]}
+    plot_how_far(res, Path(out_dir) / "visualizations" / "how_far.png")
+    return res
+
+
+def plot_how_far(res, path):
+    """Left: test px (symmetric) against training epochs, HeatmapNet's schedules and the two regression losses
+    trained longer. Right: the regression ladder at 30 epochs. Lines = mean over seeds, dots = seeds."""
+    fig, (ax, bx) = plt().subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1, 1.3]})
+    rows = res["rows"]
+    lines = [("HeatmapNet, constant lr", [k for k in rows if k.startswith("schedule") and "constant" in k], "C0", "o-"),
+             ("HeatmapNet, cosine lr", ["schedule: 30 constant"] + [k for k in rows if k.startswith("schedule") and
+                                                                     "cosine" in k], "C0", "s--")]
+    for n in dict.fromkeys([PLAIN_MSE, res["best_loss"]]):
+        lines.append((f"regression, {n if n != PLAIN_MSE else 'MSE (symmetric)'}", [f"ladder: {n}", f"long: {n}"],
+                      "C3" if n == PLAIN_MSE else "C1", "o-"))
+    for label, keys, color, style in lines:
+        xs = [rows[k][0]["epochs"] for k in keys]
+        ax.plot(xs, [res["means"][k]["px_sym"] for k in keys], style, color=color, label=label)
+        for x, k in zip(xs, keys):
+            ax.plot([x] * len(rows[k]), [r["px_sym"] for r in rows[k]], ".", color=color, alpha=0.4)
+    ax.set(xscale="log", yscale="log", xlabel="training epochs (Adam 1e-3; cosine: decayed to 0 over the run)",
+           ylabel="test mean error, hands matched symmetrically (px)", title="Error against training budget")
+    ax.set_xticks([30, 100, 300], ["30", "100", "300"])
+    ax.axhline(res["goal"]["px_sym"], color="0.5", ls=":", lw=1, label=f"goal {res['goal']['px_sym']} px")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    names = list(LADDER)
+    for off, (key, color, label) in zip((-0.2, 0.2), (("px_sym", "C3", "all keypoints"),
+                                                      ("px_hands_sym", "C1", "hands"))):
+        means = [res["means"][f"ladder: {n}"][key] for n in names]
+        bx.bar(np.arange(len(names)) + off, means, 0.4, color=color, alpha=0.6, label=label)
+        for i, n in enumerate(names):
+            vals = [r[key] for r in rows[f"ladder: {n}"]]
+            bx.plot([i + off] * len(vals), vals, "k.", ms=4)
+    bx.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    bx.set(ylabel="test mean error, symmetric matching (px)", title="Regression ladder at 30 epochs (one change per bar)")
+    bx.grid(alpha=0.3, axis="y")
+    bx.legend(fontsize=8)
+    fig.suptitle(f"How far each method goes ({res['precision']}, seeds {', '.join(map(str, res['seeds']))}; "
+                 f"HeatmapNet with the symmetric hand loss, decoder {res['decoder']} chosen on val)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="How far each method goes: HeatmapNet schedules and the regression "
+                                "ladder (spec head -> ... -> RLE), over seeds, through the run store.")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="every run of the study")
+    p.add_argument("--jobs", type=positive(int, 1), default=1, help="runs trained side by side")
+    p.add_argument("--threads", type=positive(int, 0), default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--partial", action="store_true", help="record the stored runs, train none")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    kp_dir = resolve_keypoints_dir(args.data_dir)
+    with results_lock(args.out_dir, "how_far.py"):
+        res = how_far(kp_dir, args.out_dir, args.seeds, args.precision, args.jobs, args.partial)
+        if res is None:
+            print("[how_far] not every run is stored yet (--partial); nothing written")
+            return 1
+        write_json(args.out_dir / "how_far_results.json", res)
+    for k, m in res["means"].items():
+        print(f"{k:<34} px {m['px']:6.2f}  sym {m['px_sym']:6.2f}  hands sym {m['px_hands_sym']:6.2f}  "
+              f"PCK@0.05 sym {m['pck05_sym']:.3f}")
+    print(f"best schedule {res['best_schedule']} (decoder {res['decoder']}), best loss {res['best_loss']}; goal met "
+          f"on test: {res['goal_met_on_test']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

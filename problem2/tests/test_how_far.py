@@ -1,0 +1,74 @@
+"""How far each method goes: the likelihood losses, the cosine schedule, and the study on tiny data."""
+import math
+
+import pytest
+import torch
+
+import how_far
+from codec import NUM_KEYPOINTS, keypoint_loss, swap_hands
+from common import read_json
+from dataset import data_fingerprint
+from model import RealNVP
+from train import make_recipe
+
+
+def test_likelihood_losses_known_values():
+    target = torch.rand(3, 2 * NUM_KEYPOINTS)
+    at_target = torch.cat([target, torch.zeros_like(target)], 1)            # sigma = sigmoid(0) = 0.5
+    assert float(keypoint_loss(at_target, target, loss="laplace")) == pytest.approx(0.0, abs=1e-6)  # log(2 sigma)
+    off = torch.cat([target + 0.1, torch.zeros_like(target)], 1)
+    assert float(keypoint_loss(off, target, loss="laplace")) == pytest.approx(0.1 / 0.5, rel=1e-4)  # |err| / sigma
+    assert float(keypoint_loss(target + 0.1, target, loss="l1")) == pytest.approx(0.1, rel=1e-4)
+    flow = RealNVP()
+    for param in flow.parameters():  # zero couplings: the identity map, G = the standard normal
+        torch.nn.init.zeros_(param)
+    rle = keypoint_loss(at_target, target, loss="rle", flow=flow)
+    assert float(rle) == pytest.approx(math.log(0.5) + math.log(2 * math.pi), rel=1e-5)  # log sigma - log N(0)
+    shifted = torch.cat([target + 0.1, torch.zeros_like(target)], 1)   # e = 0.2 per coordinate
+    expected = 0.2 + math.log(0.5) + math.log(2 * math.pi) + 0.5 * (0.2 ** 2 + 0.2 ** 2)
+    assert float(keypoint_loss(shifted, target, loss="rle", flow=flow)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_symmetric_hand_loss_forgives_swapped_hands_for_every_loss():
+    target = torch.rand(4, 2 * NUM_KEYPOINTS)
+    swapped = swap_hands(target.view(4, NUM_KEYPOINTS, 2)).reshape(4, -1)
+    flow = RealNVP()
+    for loss, out in (("mse", target + 0.01), ("l1", target + 0.01),
+                      ("laplace", torch.cat([target + 0.01, torch.zeros_like(target)], 1)),
+                      ("rle", torch.cat([target + 0.01, torch.zeros_like(target)], 1))):
+        sym = keypoint_loss(out, swapped, "symmetric", loss, flow)
+        assert float(sym) == pytest.approx(float(keypoint_loss(out, target, "strict", loss, flow)), rel=1e-4, abs=1e-6)
+        assert keypoint_loss(out, swapped, "strict", loss, flow) > sym + 1e-3
+
+
+def test_recipe_keys_of_the_spec_recipe_are_unchanged_and_losses_fit_their_method(tiny_data):
+    data = data_fingerprint(tiny_data)
+    spec = make_recipe("regression", data)
+    assert "loss" not in spec and "schedule" not in spec                          # stored runs keep their keys
+    assert make_recipe("heatmap", data, schedule="cosine")["schedule"] == "cosine"
+    assert make_recipe("gap_fc_nll", data, loss="rle")["model"]["flow"] is True
+    assert make_recipe("gap_fc_nll", data, loss="laplace")["model"]["flow"] is False
+    for method, loss in (("regression", "rle"), ("gap_fc_nll", "mse")):
+        with pytest.raises(ValueError, match="do not fit"):
+            make_recipe(method, data, loss=loss)
+
+
+def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
+    monkeypatch.setattr(how_far, "SCHEDULES", {"30 constant": (1, "constant"), "100 constant": (2, "constant"),
+                                               "100 cosine": (2, "cosine"), "300 cosine": (3, "cosine")})
+    res = how_far.how_far(tiny_data, tmp_path, seeds=(0, 1), precision="fp32", log=lambda *a: None,
+                          shifted_dir=tiny_shifted)
+    assert res["best_schedule"] in how_far.SCHEDULES and res["decoder"] in ("argmax", "quarter", "dark")
+    assert not res["goal_met_on_test"]                                  # two epochs on 48 images: far from it
+    assert "schedule: 300 cosine" in res["rows"]                        # so the longer schedule was trained
+    assert [r["seed"] for r in res["rows"]["ladder: RLE"]] == [0, 1]
+    rle = read_json(tmp_path / "runs" / res["rows"]["ladder: RLE"][0]["run"] / "run.json")["recipe"]
+    assert (rle["method"], rle["loss"], rle["hand_loss"], rle["epochs"]) == ("gap_fc_nll", "rle", "symmetric", 1)
+    cos = read_json(tmp_path / "runs" / res["rows"]["schedule: 100 cosine"][0]["run"] / "run.json")["recipe"]
+    assert cos["schedule"] == "cosine" and cos["hand_loss"] == "symmetric"
+    step = next(s for s in res["steps"] if s["from"] == "ladder: spec head")
+    a, b = (res["rows"][k] for k in ("ladder: spec head", "ladder: no dropout/sigmoid"))
+    assert step["to"] == "ladder: no dropout/sigmoid" and step["seeds"] == [0, 1]
+    assert step["px"]["diff"] == pytest.approx(sum(y["px"] - x["px"] for x, y in zip(a, b)) / 2)
+    assert f"long: {res['best_loss']}" in res["rows"] and (tmp_path / "heatmap_best_model.pth").exists()
+    assert (tmp_path / "visualizations" / "how_far.png").exists()
