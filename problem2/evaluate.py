@@ -45,7 +45,7 @@ from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, LEFT_HAND, REFINE
 from common import (RESULTS_DIR, UsageError, atomic_write_bytes, pick_device, plt, read_json, record_timing, results_lock,
                     save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
-from model import METHODS, load_checkpoint, run_model, target_of
+from model import METHODS, load_checkpoint, model_config, run_model, target_of
 
 PCK_THRESHOLDS = [0.05, 0.1, 0.15, 0.2]
 DENSE_THRESHOLDS = np.round(np.linspace(0, 0.3, 61), 4).tolist()
@@ -368,6 +368,20 @@ def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False, log_path=N
     return loaded, (problems or None)
 
 
+def score_checkpoint(path, kp_dir, split="test", device="cpu"):
+    """Metrics of one checkpoint of any method on `split` ({decoder: summarize(...)}), printed and written beside it."""
+    model, ckpt = load_checkpoint(path)
+    data = ckpt.get("data", {})
+    ds = load_split(kp_dir, split, "regression", canonical_hands=data.get("canonical_hands", False))
+    method = model_config(model)["method"]
+    metrics = {"split": split, "num_images": len(ds), "thresholds": PCK_THRESHOLDS, "checkpoint": str(path),
+               "provenance": ckpt.get("provenance"), method: {"decoders": {
+                   d: summarize(kp, ds.keypoints) for d, kp in predict_all_decoders(model, ds, device).items()}}}
+    write_json(Path(path).with_name(f"{Path(path).stem}_{split}_metrics.json"), metrics)
+    print_metrics_table(metrics, [method])
+    return metrics
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate the trained HeatmapNet and RegressionNet (and any other method "
                                 "of the same train.py run) on the test split: metrics.json + figures in "
@@ -380,7 +394,13 @@ def main(argv=None):
     p.add_argument("--num-samples", type=int, default=6, help="images in the sample-prediction figure (>= 1)")
     p.add_argument("--allow-mixed-runs", action="store_true",
                    help="evaluate checkpoints of different runs/data together anyway (recorded in metrics.json)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="score this one checkpoint (any method, e.g. results/heatmap_best_model.pth) with every decoder: "
+                        "prints its table and writes <checkpoint stem>_<split>_metrics.json beside it")
     args = p.parse_args(argv)
+    if args.checkpoint is not None:
+        return score_checkpoint(args.checkpoint, resolve_keypoints_dir(args.data_dir), args.split,
+                                pick_device(args.device))
     if args.num_samples < 1:
         p.error("--num-samples must be >= 1")
     t0 = time.time()

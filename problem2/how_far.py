@@ -5,13 +5,14 @@ Schedules (the spec HeatmapNet, symmetric hand loss): 30 epochs constant lr (the
 100 cosine; 300 constant and 300 cosine are trained only when 100 cosine misses GOAL on val. The best schedule has the lowest mean
 val px (symmetric); its decoder (argmax / quarter / dark) is chosen on val too and used for every heatmap row.
 Ladder (the spec encoder, 30 epochs): LADDER, each row changing one thing from the row above. Then the plain-MSE
-step (symmetric hand loss) and the best of its losses (lowest mean val px, symmetric) at the best schedule.
+step (symmetric hand loss) and the best of its losses (lowest mean val px, symmetric) at the longer schedules.
 Every run is a recipe-keyed run of runs.py under <out-dir>/runs/ (resumable, shared with the other studies where
 the recipe is identical), in --precision; each row names the machine (GPU or CPU) that trained it.
 
 results/how_far_results.json: {"precision", "seeds", "goal", "decoder", "best_schedule", "best_loss",
   "goal_met_on_test", "rows": {"schedule: <name>" | "ladder: <name>" | "long: <name>": [row]},
   "steps": [{"from", "to", "seeds", "<metric>": {"diff", "ci95", "n"}}]}   (to minus from, paired by seed)
+(long: "<ladder step> @ <schedule>"; val_px_sym: {schedule: [mean val px sym, its best decoder]})
 row: {"seed", "run", "device", "epochs", "px", "px_sym", "px_hands_sym", "pck05", "pck05_sym", "val_px_sym",
       "train_seconds"}: test split, val-loss checkpoint, px = mean error in 128-px image px, PCK@0.05 bbox.
 """
@@ -33,6 +34,8 @@ GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck05_sym": 0.99}  # mean over see
 SCHEDULES = {"30 constant": (30, "constant"), "100 constant": (100, "constant"), "100 cosine": (100, "cosine"),
              "300 constant": (300, "constant"), "300 cosine": (300, "cosine")}
 LONGER = ("300 constant", "300 cosine")  # trained only when 100 cosine misses GOAL on val
+SCHEDULE_STEPS = [("30 constant", "100 constant"), ("100 constant", "100 cosine"), ("100 constant", "300 constant"),
+                  ("100 cosine", "300 cosine"), ("300 constant", "300 cosine")]  # one factor each: length or decay
 LADDER = {  # name: (method, loss, hand loss)
     "spec head": ("regression", "mse", "strict"),
     "no dropout/sigmoid": ("gap_fc_plain", "mse", "strict"),
@@ -110,12 +113,6 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
                  "px_sym": float(np.mean([v["px_sym"] for v in val100])),
                  "pck05_sym": float(np.mean([v["pck_bbox_sym"]["0.05"] for v in val100]))}
     escalate = not meets(val_means)
-    best_loss = min(LOSS_STEPS, key=lambda n: best_decoder(runs_of("ladder", n))[0])
-    long_steps = list(dict.fromkeys([PLAIN_MSE, best_loss]))
-
-    def long_recipes(schedule):
-        return {("long", n, s): ladder_recipe(data, s, n, precision, schedule) for n in long_steps for s in seeds}
-
     if escalate:
         log(f"[how_far] 100 cosine misses the goal on val ({val_means}); training {' and '.join(LONGER)}")
         if not train({("schedule", n, s): heatmap_recipe(data, s, n, precision) for n in LONGER for s in seeds}):
@@ -123,21 +120,27 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
         val_sched.update({n: best_decoder(runs_of("schedule", n)) for n in LONGER})
     best_schedule = min(val_sched, key=lambda n: val_sched[n][0])
     decoder = val_sched[best_schedule][1]
-    if not train(long_recipes(best_schedule)):
+    best_loss = min(LOSS_STEPS, key=lambda n: best_decoder(runs_of("ladder", n))[0])
+    long_steps = list(dict.fromkeys([PLAIN_MSE, best_loss]))
+    long_schedules = LONGER if escalate else (best_schedule,)
+    if not train({("long", f"{n} @ {sched}", s): ladder_recipe(data, s, n, precision, sched)
+                  for sched in long_schedules for n in long_steps for s in seeds}):
         return None
     rows = {f"{kind}: {name}": [row(s, *got[kind, name, s], decoder if kind == "schedule" else "direct") for s in seeds]
             for kind, name, s in got if s == seeds[0]}
-    order = [f"schedule: {n}" for n in val_sched] + [f"ladder: {n}" for n in LADDER] + [f"long: {n}" for n in long_steps]
-    pairs = list(zip(order[:len(val_sched) - 1], order[1:len(val_sched)]))
-    pairs += list(zip(order[len(val_sched):len(val_sched) + len(LADDER) - 1], order[len(val_sched) + 1:]))
-    pairs += [(f"ladder: {n}", f"long: {n}") for n in long_steps]
-    pairs += [(f"long: {best_loss}", f"schedule: {best_schedule}")]
+    pairs = [(f"schedule: {a}", f"schedule: {b}") for a, b in SCHEDULE_STEPS if a in val_sched and b in val_sched]
+    pairs += [(f"ladder: {a}", f"ladder: {b}") for a, b in zip(LADDER, list(LADDER)[1:])]
+    for sched in long_schedules:
+        pairs += [(f"ladder: {n}", f"long: {n} @ {sched}") for n in long_steps]
+        pairs += [(f"long: {a} @ {sched}", f"long: {b} @ {sched}") for a, b in zip(long_steps, long_steps[1:])]
+    pairs += [(f"long: {n} @ {a}", f"long: {n} @ {b}") for n in long_steps for a, b in zip(long_schedules, long_schedules[1:])]
+    pairs += [(f"long: {best_loss} @ {best_schedule}", f"schedule: {best_schedule}")]
     means = {k: {m: float(np.mean([r[m] for r in v])) for m in METRICS} for k, v in rows.items()}
     ckpt = run_dir_of(runs_root, heatmap_recipe(data, seeds[0], best_schedule, precision)) / RULES["val_loss"]
     if ckpt.exists():
         shutil.copyfile(ckpt, Path(out_dir) / "heatmap_best_model.pth")
-    res = {"precision": precision, "seeds": list(seeds), "goal": GOAL, "decoder": decoder,
-           "best_schedule": best_schedule, "best_loss": best_loss, "order": order,
+    res = {"precision": precision, "seeds": list(seeds), "goal": GOAL, "decoder": decoder, "val_px_sym": val_sched,
+           "best_schedule": best_schedule, "best_loss": best_loss, "long_schedules": list(long_schedules),
            "goal_met_on_test": meets(means[f"schedule: {best_schedule}"]), "means": means, "rows": rows,
            "steps": [{"from": a, "to": b, **paired_metrics(rows[a], rows[b], METRICS)} for a, b in pairs]}
     plot_how_far(res, Path(out_dir) / "visualizations" / "how_far.png")
@@ -145,16 +148,17 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
 
 
 def plot_how_far(res, path):
-    """Left: test px (symmetric) against training epochs, HeatmapNet's schedules and the two regression losses
-    trained longer. Right: the regression ladder at 30 epochs. Lines = mean over seeds, dots = seeds."""
+    """Left: test px (symmetric) against training epochs, HeatmapNet's schedules and the regression losses trained
+    longer (symmetric hand loss). Right: the regression ladder at 30 epochs. Lines = mean over seeds, dots = seeds."""
     fig, (ax, bx) = plt().subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1, 1.3]})
     rows = res["rows"]
     lines = [("HeatmapNet, constant lr", [k for k in rows if k.startswith("schedule") and "constant" in k], "C0", "o-"),
              ("HeatmapNet, cosine lr", ["schedule: 30 constant"] + [k for k in rows if k.startswith("schedule") and
                                                                      "cosine" in k], "C0", "s--")]
-    for n in dict.fromkeys([PLAIN_MSE, res["best_loss"]]):
-        lines.append((f"regression, {n if n != PLAIN_MSE else 'MSE (symmetric)'}", [f"ladder: {n}", f"long: {n}"],
-                      "C3" if n == PLAIN_MSE else "C1", "o-"))
+    for n, color in zip(dict.fromkeys([PLAIN_MSE, res["best_loss"]]), ("C3", "C1")):
+        for sched in res["long_schedules"]:
+            lines.append((f"regression, {'MSE' if n == PLAIN_MSE else n}, {sched.split()[1]} lr",
+                          [f"ladder: {n}", f"long: {n} @ {sched}"], color, "s--" if "cosine" in sched else "o-"))
     for label, keys, color, style in lines:
         xs = [rows[k][0]["epochs"] for k in keys]
         ax.plot(xs, [res["means"][k]["px_sym"] for k in keys], style, color=color, label=label)
@@ -162,8 +166,12 @@ def plot_how_far(res, path):
             ax.plot([x] * len(rows[k]), [r["px_sym"] for r in rows[k]], ".", color=color, alpha=0.4)
     ax.set(xscale="log", yscale="log", xlabel="training epochs (Adam 1e-3; cosine: decayed to 0 over the run)",
            ylabel="test mean error, hands matched symmetrically (px)", title="Error against training budget")
+    from matplotlib.ticker import NullFormatter
     ax.set_xticks([30, 100, 300], ["30", "100", "300"])
-    ax.axhline(res["goal"]["px_sym"], color="0.5", ls=":", lw=1, label=f"goal {res['goal']['px_sym']} px")
+    ax.set_yticks([0.2, 0.3, 0.5, 1, 2, 5, 10], ["0.2", "0.3", "0.5", "1", "2", "5", "10"])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.axhline(res["goal"]["px_sym"], color="0.5", ls=":", lw=1, label=f"goal, all keypoints: {res['goal']['px_sym']} px")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     names = list(LADDER)

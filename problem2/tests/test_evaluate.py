@@ -216,3 +216,18 @@ def test_an_interrupted_training_run_is_refused(tiny_data, trained, tmp_path):
     log["config"]["methods"] = ["heatmap", "regression", "integral"]
     (out / "training_log.json").write_text(json.dumps(log))
     _refused(tiny_data, out, "integral_model.pth not found")
+
+
+def test_one_checkpoint_is_scored_with_every_decoder(tiny_data, trained, tmp_path):
+    ckpt = tmp_path / "heatmap_best_model.pth"
+    shutil.copyfile(Path(trained) / "heatmap_model.pth", ckpt)
+    metrics = evaluate.main(["--data-dir", str(tiny_data), "--checkpoint", str(ckpt), "--split", "val"])
+    on_disk = json.loads((tmp_path / "heatmap_best_model_val_metrics.json").read_text())
+    assert on_disk["split"] == "val" and set(on_disk["heatmap"]["decoders"]) == {"argmax", "quarter", "dark"}
+    model, _ = load_checkpoint(ckpt)
+    ds = load_split(tiny_data, "val", "regression")
+    with torch.no_grad():
+        kp = decode("heatmap", model(ds.images), "dark")
+    assert metrics["heatmap"]["decoders"]["dark"]["strict"]["mean_px_error"] == pytest.approx(
+        float((kp - ds.keypoints).norm(dim=-1).mean()), rel=1e-5)
+    assert not (tmp_path / "metrics.json").exists()                     # the main run's metrics are left alone
