@@ -126,10 +126,13 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
     if not train({("long", f"{n} @ {sched}", s): ladder_recipe(data, s, n, precision, sched)
                   for sched in long_schedules for n in long_steps for s in seeds}):
         return None
+    keys = sorted({(kind, name) for kind, name, _ in got}, key=lambda k: ["schedule", "ladder", "long"].index(k[0]))
     rows = {f"{kind}: {name}": [row(s, *got[kind, name, s], decoder if kind == "schedule" else "direct") for s in seeds]
-            for kind, name, s in got if s == seeds[0]}
+            for kind, name in sorted(keys, key=lambda k: (["schedule", "ladder", "long"].index(k[0]),
+                                                           list(got).index((*k, seeds[0]))))}
     pairs = [(f"schedule: {a}", f"schedule: {b}") for a, b in SCHEDULE_STEPS if a in val_sched and b in val_sched]
     pairs += [(f"ladder: {a}", f"ladder: {b}") for a, b in zip(LADDER, list(LADDER)[1:])]
+    pairs += [(f"ladder: {PLAIN_MSE}", f"ladder: {n}") for n in LOSS_STEPS[2:]]  # every loss against MSE
     for sched in long_schedules:
         pairs += [(f"ladder: {n}", f"long: {n} @ {sched}") for n in long_steps]
         pairs += [(f"long: {a} @ {sched}", f"long: {b} @ {sched}") for a, b in zip(long_steps, long_steps[1:])]

@@ -39,7 +39,7 @@ INLINE = re.compile(r"(<!-- v:(\w+) -->)(.*?)(<!-- /v -->)")
 def load_results(results_dir=RESULTS_DIR):
     files = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_results.json",
              "failures": "failure_cases.json", "study": "study_results.json", "timings": "timings.json",
-             "benchmark": "benchmark.json"}
+             "benchmark": "benchmark.json", "how_far": "how_far_results.json"}
     out = {k: read_json(Path(results_dir) / f) for k, f in files.items() if (Path(results_dir) / f).exists()}
     out["stored_runs"] = {p.parent.name: read_json(p)["machine"] for p in (Path(results_dir) / "runs").glob("*/run.json")}
     return out
@@ -601,6 +601,35 @@ def scaling_gain(r):
     return f"{s[2, 1] / s[1, 2]:.1f}" if (2, 1) in s and (1, 2) in s else "(not measured)"
 
 
+def table_how_far(r):
+    """how_far.py's rows: mean ± std over seeds on test (heatmaps with the decoder chosen on val), device per row."""
+    h = r["how_far"]
+    rows = [[k.replace("schedule: ", "HeatmapNet, ").replace("ladder: ", "regression, 30 epochs: ").replace(
+        "long: ", "regression: "), ", ".join(sorted({x["device"].replace("Intel(R) Xeon(R) Processor", "Intel Xeon")
+                                                      for x in v}))] +
+            [_mean_sd([x[m] for x in v], "{:.3f}" if m.startswith("pck") else "{:.2f}")
+             for m in ("px", "px_sym", "px_hands_sym", "pck05_sym")] for k, v in h["rows"].items()]
+    return md([f"recipe (seeds {', '.join(map(str, h['seeds']))}, {h['precision']})", "trained on", "px", "px sym",
+               "hands px sym", "PCK@0.05 sym"], rows)
+
+
+def table_how_far_steps(r):
+    """how_far.py's paired steps (to minus from, by seed; 95% t-interval; * = the interval excludes 0)."""
+    return md(["from", "to", "px sym", "hands px sym", "PCK@0.05 sym"],
+              [[st["from"], st["to"], _ci(st["px_sym"]), _ci(st["px_hands_sym"]), _ci(st["pck05_sym"], "{:+.3f}")]
+               for st in r["how_far"]["steps"]])
+
+
+def _hf_step(r, a, b, metric="px_sym"):
+    st = next(x for x in r["how_far"]["steps"] if x["from"] == a and x["to"] == b)
+    return _ci(st[metric], "{:+.3f}" if metric.startswith("pck") else "{:+.2f}") + (" px" if metric != "pck05_sym" else "")
+
+
+def _hf_best(r):
+    h = r["how_far"]
+    return f"long: {h['best_loss']} @ {h['best_schedule']}", f"schedule: {h['best_schedule']}"
+
+
 # numbers quoted in prose: <!-- v:NAME -->value<!-- /v -->
 VALUES = {
     "n_seeds": lambda r: str(len(r["study"]["seeds"]["seeds"])),
@@ -832,6 +861,25 @@ def ablation_runs(r):
 
 
 VALUES["abl_runs"] = ablation_runs
+TABLES.update(how_far=table_how_far, how_far_steps=table_how_far_steps)
+VALUES.update({
+    "hf_best_schedule": lambda r: r["how_far"]["best_schedule"], "hf_decoder": lambda r: r["how_far"]["decoder"],
+    "hf_best_loss": lambda r: r["how_far"]["best_loss"],
+    "hf_goal": lambda r: ("met" if r["how_far"]["goal_met_on_test"] else "not met"),
+    **{f"hf_hm_{m}": (lambda r, m=m: f"{r['how_far']['means'][_hf_best(r)[1]][m]:{'.3f' if m.startswith('pck') else '.2f'}}")
+       for m in ("px_sym", "px_hands_sym", "pck05_sym")},
+    "hf_rg_px_sym": lambda r: f"{r['how_far']['means'][_hf_best(r)[0]]['px_sym']:.2f}",
+    "hf_ratio": lambda r: f"{r['how_far']['means'][_hf_best(r)[0]]['px_sym'] / r['how_far']['means'][_hf_best(r)[1]]['px_sym']:.0f}",
+    "hf_gap": lambda r: _hf_step(r, *_hf_best(r)),
+    "hf_30_100": lambda r: _hf_step(r, "schedule: 30 constant", "schedule: 100 constant"),
+    "hf_100_300": lambda r: _hf_step(r, "schedule: 100 constant", "schedule: 300 constant"),
+    "hf_300_cos": lambda r: _hf_step(r, "schedule: 300 constant", "schedule: 300 cosine"),
+    "hf_100_300_cos": lambda r: _hf_step(r, "schedule: 100 cosine", "schedule: 300 cosine"),
+    "hf_100_cos": lambda r: _hf_step(r, "schedule: 100 constant", "schedule: 100 cosine"),
+    "hf_plain": lambda r: _hf_step(r, "ladder: spec head", "ladder: no dropout/sigmoid"),
+    **{f"hf_loss_{k}": (lambda r, n=n: _hf_step(r, "ladder: symmetric hand loss", f"ladder: {n}"))
+       for k, n in (("l1", "L1"), ("laplace", "Laplace NLL"), ("rle", "RLE"))},
+})
 
 
 def render(text, results):
