@@ -116,6 +116,8 @@ def results_lock(out_dir, what):
     """Refuse a second writer into `out_dir` while one runs. The lock file holds the owner's pid; a lock
     whose process no longer exists (a crashed or killed run) is taken over, so it never stays stuck."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file, not a folder; pass a folder as --out-dir")
     lock = out_dir / ".lock"
     for _ in range(2):
         try:

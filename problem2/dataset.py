@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from codec import IMG_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS, canonicalize_hands, encode, encode_heatmaps
-from common import file_sha256, read_json, write_json
+from common import UsageError, file_sha256, read_json, write_json
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = HERE / "data"  # gitignored; holds keypoints/
@@ -103,20 +103,26 @@ def write_split(keypoints_dir, split, first_id, count, seed, sampler=sample_figu
 
 def generate_dataset(root, split_sizes=None, seed=0, sampler=sample_figure, sampler_name="course"):
     """Generate <root>/keypoints/ in course layout (+ generator.json: seed, sizes, sampler). Built in a temp
-    folder and renamed at the end, so an interrupted run never leaves a half-written dataset. Returns the
-    keypoints folder."""
+    folder and renamed at the end, so an interrupted run never leaves a half-written dataset (nor its temp
+    folder, unless killed). Returns the keypoints folder."""
     split_sizes = dict(DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
     final = Path(root) / "keypoints"
     if final.exists():
-        raise FileExistsError(f"{final} already exists; delete it first to regenerate")
+        raise UsageError(f"{final} already exists; delete it first to regenerate")
     tmp = Path(root) / f".keypoints.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    first_id = 0
-    for split, count in split_sizes.items():
-        write_split(tmp, split, first_id, count, seed, sampler)
-        first_id += count
-    write_json(tmp / GENERATOR_FILE, {"seed": seed, "split_sizes": split_sizes, "sampler": sampler_name})
-    os.replace(tmp, final)
+    try:
+        first_id = 0
+        for split, count in split_sizes.items():
+            write_split(tmp, split, first_id, count, seed, sampler)
+            first_id += count
+        write_json(tmp / GENERATOR_FILE, {"seed": seed, "split_sizes": split_sizes, "sampler": sampler_name})
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process wrote <root>/keypoints meanwhile
+            raise UsageError(f"{final} was written by another process while this one generated it; "
+                             f"use that one, or delete it and rerun") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -140,7 +146,8 @@ def shifted_test_dir(root=None, num_images=200, seed=1):
 
 def resolve_keypoints_dir(data_dir=None, seed=0):
     """Find the course-layout folder: `data_dir` may be <root> or <root>/keypoints. With no data_dir,
-    use (and generate on first use, with `seed`) the default dataset under problem2/data/."""
+    use (and generate on first use, with `seed`) the default dataset under problem2/data/. Every split found is
+    checked (check_dataset) before it is returned, so bad data stops a script before any training."""
     if data_dir is None:
         kp_dir = DEFAULT_DATA_ROOT / "keypoints"
         if not (kp_dir / "train_annotations.json").exists():
@@ -149,14 +156,13 @@ def resolve_keypoints_dir(data_dir=None, seed=0):
                   f"({DEFAULT_SPLIT_SIZES}, seed {seed}) ...", flush=True)
             generate_dataset(DEFAULT_DATA_ROOT, seed=seed)
             print(f"[data] generated in {time.time() - t0:.1f}s", flush=True)
-        return kp_dir
+        return check_dataset(kp_dir)
     data_dir = Path(data_dir)
     for kp_dir in (data_dir / "keypoints", data_dir):
         if (kp_dir / "train_annotations.json").exists():
-            return kp_dir
-    raise FileNotFoundError(
-        f"no train_annotations.json in {data_dir} or {data_dir / 'keypoints'}. Point --data-dir at a "
-        f"course-layout folder, or generate one with: python problem2/dataset.py --out {data_dir}")
+            return check_dataset(kp_dir)
+    raise UsageError(f"no train_annotations.json in {data_dir} or {data_dir / 'keypoints'}; point --data-dir at a "
+                     f"course-layout folder, or generate one with: python problem2/dataset.py --out {data_dir}")
 
 
 def split_paths(keypoints_dir, split):
@@ -188,49 +194,85 @@ def figure_centre(kp_img_px):
 
 # ----------------------------------------------------------------------------- dataset
 def _parse_annotations(annotation_file):
-    """Load and validate a course annotation file; returns its list of image entries."""
+    """Load and validate a course annotation file; returns its list of image entries. Every problem is a
+    UsageError naming the file, the entry (index and id) and what is wrong."""
     annotation_file = Path(annotation_file)
     if not annotation_file.exists():
-        raise FileNotFoundError(f"annotation file {annotation_file} not found. Generate data with "
-                                f"`python problem2/dataset.py --out <root>` or pass the course folder.")
+        raise UsageError(f"annotation file {annotation_file} not found; generate data with "
+                         f"`python problem2/dataset.py --out <root>` or point --data-dir at the course folder")
     try:
         data = json.loads(annotation_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{annotation_file}: malformed JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{annotation_file}: malformed JSON ({e}); fix or replace the file") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{annotation_file}: expected an object with an 'images' list (course format)")
+        raise UsageError(f"{annotation_file}: expected an object with an 'images' list (course format)")
+    if not data["images"]:
+        raise UsageError(f"{annotation_file}: 'images' is empty")
     for i, entry in enumerate(data["images"]):
         where = f"{annotation_file}: images[{i}]" + (f" (id {entry.get('id')})" if isinstance(entry, dict) else "")
         if not isinstance(entry, dict) or "file_name" not in entry or "keypoints" not in entry:
-            raise ValueError(f"{where}: each entry needs 'id', 'file_name' and 'keypoints'")
+            raise UsageError(f"{where}: each entry needs 'id', 'file_name' and 'keypoints'")
         kps = entry["keypoints"]
         ok = (isinstance(kps, list) and len(kps) == NUM_KEYPOINTS and all(
             isinstance(p, (list, tuple)) and len(p) == 2 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p)
             for p in kps))
         if not ok:
-            raise ValueError(f"{where}: 'keypoints' must be {NUM_KEYPOINTS} numeric [x, y] pairs "
+            raise UsageError(f"{where}: 'keypoints' must be {NUM_KEYPOINTS} numeric [x, y] pairs "
                              f"({', '.join(KEYPOINT_NAMES)}), got {kps!r}")
-    if not data["images"]:
-        raise ValueError(f"{annotation_file}: 'images' is empty")
+        for name, (x, y) in zip(KEYPOINT_NAMES, kps):
+            if not (-0.5 <= x <= IMG_SIZE - 0.5 and -0.5 <= y <= IMG_SIZE - 0.5):
+                raise UsageError(f"{where}: {name} at ({x}, {y}) lies outside the {IMG_SIZE}x{IMG_SIZE} image "
+                                 f"(pixel centres 0..{IMG_SIZE - 1}); fix the label or remove the image")
     return data["images"]
 
 
-def _load_image(path, image_id):
-    """Decode one PNG to a [128, 128] uint8 array plus the factors (sx, sy) it was resized by.
-    Non-grayscale images are converted to 'L'; other sizes are resized to 128x128 (bilinear) and the
-    caller scales keypoints with the pixel-centre convention: new = (old + 0.5) * s - 0.5."""
+def _open_image(path, image_id):
+    """The PIL image at `path` (lazy: header read), refused unless it exists, decodes and is 128x128. The caller
+    closes it."""
     if not path.exists():
-        raise FileNotFoundError(f"image file {path} (id {image_id}) is missing")
+        raise UsageError(f"image file {path} (id {image_id}) is missing")
     try:
-        with Image.open(path) as im:
-            im = im.convert("L")
-            w, h = im.size
-            if (w, h) != (IMG_SIZE, IMG_SIZE):
-                im = im.resize((IMG_SIZE, IMG_SIZE), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8), (IMG_SIZE / w, IMG_SIZE / h)
+        im = Image.open(path)
     except OSError as e:
-        raise ValueError(f"image file {path} (id {image_id}) cannot be decoded: {e}") from None
+        raise UsageError(f"image file {path} (id {image_id}) cannot be decoded: {e}") from None
+    if im.size != (IMG_SIZE, IMG_SIZE):
+        im.close()
+        raise UsageError(f"image file {path} (id {image_id}) is {im.size[0]}x{im.size[1]}, not {IMG_SIZE}x{IMG_SIZE}: "
+                         f"this dataset's keypoints are in {IMG_SIZE}-px image space; resize it and its keypoints, "
+                         f"or remove it")
+    return im
+
+
+def _load_image(path, image_id):
+    """Decode one PNG to a [128, 128] uint8 array (any mode converted to grayscale 'L')."""
+    with _open_image(path, image_id) as im:
+        try:
+            return np.asarray(im.convert("L"), dtype=np.uint8)
+        except OSError as e:
+            raise UsageError(f"image file {path} (id {image_id}) cannot be decoded: {e}") from None
+
+
+def check_dataset(keypoints_dir):
+    """The one validation pass over every split present (annotations, image files, image size), before any
+    training; prints once how many images are not grayscale (converted to 'L' when loaded). Returns the folder."""
+    keypoints_dir, converted = Path(keypoints_dir), {}
+    for split in ("train", "val", "test"):
+        ann = keypoints_dir / f"{split}_annotations.json"
+        if not ann.exists():
+            continue
+        image_dir = keypoints_dir / split
+        if not image_dir.is_dir():
+            raise UsageError(f"image folder {image_dir} not found (named by {ann.name})")
+        for e in _parse_annotations(ann):
+            with _open_image(image_dir / e["file_name"], e.get("id")) as im:
+                if im.mode != "L":
+                    converted.setdefault(im.mode, []).append(e.get("id"))
+    for mode, ids in converted.items():
+        print(f"[data] note: {len(ids)} image(s) in {keypoints_dir} are {mode!r}, not grayscale (ids "
+              f"{', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''}); converted to grayscale when loaded",
+              flush=True)
+    return keypoints_dir
 
 
 class KeypointDataset(Dataset):
@@ -250,19 +292,14 @@ class KeypointDataset(Dataset):
         self.canonical_hands = canonical_hands
         image_dir = Path(image_dir)
         if not image_dir.is_dir():
-            raise FileNotFoundError(f"image folder {image_dir} not found. Generate data with "
-                                    f"`python problem2/dataset.py --out <root>` or pass the course folder.")
+            raise UsageError(f"image folder {image_dir} not found; generate data with "
+                             f"`python problem2/dataset.py --out <root>` or point --data-dir at the course folder")
         entries = _parse_annotations(annotation_file)[:limit]  # limit: first N images (data-efficiency study)
         self.image_ids = [e.get("id") for e in entries]
         self.file_names = [e["file_name"] for e in entries]
-        pixels, kps = [], []
-        for e in entries:
-            arr, (sx, sy) = _load_image(image_dir / e["file_name"], e.get("id"))
-            pixels.append(arr)
-            kp = np.asarray(e["keypoints"], dtype=np.float32)
-            kps.append((kp + 0.5) * np.float32([sx, sy]) - 0.5)
+        pixels = [_load_image(image_dir / e["file_name"], e.get("id")) for e in entries]
         self.images = torch.from_numpy(np.stack(pixels)[:, None]).float().div_(255.0)
-        self.keypoints = torch.from_numpy(np.stack(kps))
+        self.keypoints = torch.from_numpy(np.asarray([e["keypoints"] for e in entries], dtype=np.float32))
         if canonical_hands:
             self.keypoints = canonicalize_hands(self.keypoints)
         self.targets = encode("heatmap" if output_type == "heatmap" else "coords", self.keypoints, heatmap_size, sigma)
@@ -313,6 +350,12 @@ def main(argv=None):
     p.add_argument("--num-test", type=int, default=DEFAULT_SPLIT_SIZES["test"],
                    help="held-out test split (ours; 0 for course-only train/val)")
     args = p.parse_args(argv)
+    for flag, value, least in (("--num-train", args.num_train, 1), ("--num-val", args.num_val, 1),
+                               ("--num-test", args.num_test, 0)):
+        if value < least:  # checked before anything is created
+            p.error(f"{flag} must be >= {least} (every script trains on train and selects on val), got {value}")
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} is a file, not a folder")
     sizes = {"train": args.num_train, "val": args.num_val}
     if args.num_test > 0:
         sizes["test"] = args.num_test

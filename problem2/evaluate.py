@@ -32,7 +32,6 @@ metrics.json schema (written by main):
   regression integral`; decoder direct for coordinate methods).
 """
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ import torch
 
 from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode,
                    decode_heatmaps, swap_hands)
-from common import (RESULTS_DIR, UsageError, atomic_write_bytes, pick_device, plt, read_json, record_timing, results_lock,
+from common import (RESULTS_DIR, UsageError, pick_device, plt, read_json, record_timing, results_lock,
                     save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from model import METHODS, load_checkpoint, model_config, run_model, target_of
@@ -162,12 +161,13 @@ def brief(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
 KP_COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd"]  # head, l/r hand, l/r foot
 
 
-def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox", extra_curves=None):
+def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox", extra_curves=None, split="test"):
     """PCK vs threshold for both methods. pck_*: {threshold: accuracy} (any grid; a dense one reads
-    best); extra_curves: optional {label: {threshold: accuracy}} drawn dashed (e.g. symmetric PCK).
-    The assignment's thresholds are marked with dotted vertical lines."""
+    best; None: that method was not trained); extra_curves: optional {label: {threshold: accuracy}} drawn dashed
+    (e.g. symmetric PCK). The assignment's thresholds are marked with dotted vertical lines."""
     fig, ax = plt().subplots(figsize=(6.4, 4.4))
-    curves = [("HeatmapNet", pck_heatmap, "-", "C0"), ("RegressionNet", pck_regression, "-", "C3")]
+    curves = [(label, c, "-", color) for label, c, color in (("HeatmapNet", pck_heatmap, "C0"),
+                                                             ("RegressionNet", pck_regression, "C3")) if c]
     curves += [(label, c, "--", f"C{i + 4}") for i, (label, c) in enumerate((extra_curves or {}).items())]
     for label, pck, style, color in curves:
         t = sorted(float(k) for k in pck)
@@ -175,8 +175,9 @@ def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox",
     for t in PCK_THRESHOLDS:
         ax.axvline(t, color="0.7", ls=":", lw=1)
     ax.set(xlabel=f"threshold (fraction of {'bbox diagonal' if normalize_by == 'bbox' else 'torso length'})",
-           ylabel="PCK (fraction of keypoints correct)", ylim=(0, 1.02), xlim=(0, max(float(k) for k in pck_heatmap)),
-           title=f"PCK curves on the test split ({normalize_by}-normalised)")
+           ylabel="PCK (fraction of keypoints correct)", ylim=(0, 1.02),
+           xlim=(0, max(float(k) for _, c, _, _ in curves for k in c)),
+           title=f"PCK curves on the {split} split ({normalize_by}-normalised)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     save_figure(fig, save_path)
@@ -209,7 +210,7 @@ def visualize_predictions(image, pred_keypoints, gt_keypoints, save_path):
     save_figure(fig, save_path)
 
 
-def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path):
+def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path, split="test"):
     """Grid: one row per method, one column per image; errors (strict, px) in each title."""
     n, m = len(images), len(preds_by_method)
     fig, axes = plt().subplots(m, n, figsize=(2.3 * n, 2.9 * m), squeeze=False)
@@ -219,17 +220,17 @@ def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path):
             draw_keypoints(axes[r, c], images[c], preds[c], gt_keypoints[c], f"{method}: {err:.1f} px")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(KEYPOINT_NAMES), fontsize=8)
-    fig.suptitle("Test predictions (o = ground truth, x = prediction, line = error)", fontsize=11)
+    fig.suptitle(f"Predictions on the {split} split (o = ground truth, x = prediction, line = error)", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96), h_pad=2.0)
     save_figure(fig, save_path)
 
 
-def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, nrow=8):
-    """Many test images at a glance, drawn with torchvision (draw_keypoints, make_grid): per image the ground
-    truth as large green dots and each method's keypoints as smaller dots on top (first method red, second
-    blue, third purple), upscaled `scale`x (nearest) and tiled on a grey frame, with a colour key above. Keypoints are mapped to the
-    upscaled image with the pixel-centre convention: (kp + 0.5) * scale - 0.5."""
-    from PIL import Image, ImageDraw, ImageFont
+def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, nrow=8, split="test"):
+    """Many images at a glance, drawn with torchvision (draw_keypoints, make_grid): per image the ground truth as
+    large green dots and each method's keypoints as smaller dots on top (first method red, second blue, third
+    purple), upscaled `scale`x (nearest), with a colour key above. Keypoints are mapped to the upscaled image with
+    the pixel-centre convention: (kp + 0.5) * scale - 0.5."""
+    from matplotlib.lines import Line2D
     from torchvision.utils import draw_keypoints, make_grid
     colours = [(220, 30, 30), (30, 80, 235), (150, 60, 200)]
     tiles = []
@@ -241,25 +242,16 @@ def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, n
         for colour, preds in zip(colours, preds_by_method.values()):
             img = draw_keypoints(img, up(preds[i]), colors=colour, radius=scale)
         tiles.append(img)
-    grid = Image.fromarray(make_grid(tiles, nrow=nrow, padding=2 * scale, pad_value=150).permute(1, 2, 0).numpy())
-    # a key above the grid, so the PNG reads on its own
+    grid = make_grid(tiles, nrow=nrow, padding=2 * scale, pad_value=150).permute(1, 2, 0).numpy()
+    fig, ax = plt().subplots(figsize=(grid.shape[1] / 110, grid.shape[0] / 110 + 0.5))
+    ax.imshow(grid)
+    ax.axis("off")
     key = [("ground truth", (40, 180, 60))] + [(METHODS[m]["name"] if m in METHODS else m, c)
                                                 for m, c in zip(preds_by_method, colours)]
-    try:
-        font = ImageFont.load_default(size=12 * scale)
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
-        font = ImageFont.load_default()
-    band = 20 * scale
-    out = Image.new("RGB", (grid.width, grid.height + band), "white")
-    out.paste(grid, (0, band))
-    draw, x = ImageDraw.Draw(out), 4 * scale
-    for label, colour in key:
-        draw.ellipse((x, band // 2 - 3 * scale, x + 6 * scale, band // 2 + 3 * scale), fill=colour)
-        draw.text((x + 9 * scale, band // 2), label, fill="black", font=font, anchor="lm")
-        x += 9 * scale + int(draw.textlength(label, font=font)) + 12 * scale
-    buf = io.BytesIO()
-    out.save(buf, format="PNG")
-    atomic_write_bytes(save_path, buf.getvalue())
+    ax.legend(handles=[Line2D([], [], marker="o", ls="", ms=9, color=np.array(c) / 255, label=label)
+                       for label, c in key], loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(key),
+              frameon=False, fontsize=11, title=f"the first {len(images)} images of the {split} split")
+    save_figure(fig, save_path)
 
 
 def plot_heatmap_stages(snapshots, save_path):
@@ -290,7 +282,7 @@ def plot_heatmap_stages(snapshots, save_path):
 
 def plot_training_curves(training_log, save_path):
     """Train/val loss per method (log scale) and val pixel error per epoch for both methods."""
-    methods = [m for m in ("heatmap", "regression", "integral") if m in training_log]
+    methods = [m for m in METHODS if m in training_log]
     fig, axes = plt().subplots(1, len(methods) + 1, figsize=(5 * (len(methods) + 1), 3.8))
     for ax, method in zip(axes, methods):
         hist = training_log[method]["epochs"]
@@ -405,64 +397,69 @@ def main(argv=None):
         p.error("--num-samples must be >= 1")
     t0 = time.time()
     out_dir, vis_dir = args.out_dir, args.out_dir / "visualizations"
+    sfx = "" if args.split == "test" else f"_{args.split}"  # val numbers and figures never replace the test ones
     log_path = out_dir / "training_log.json"
     device = pick_device(args.device)
     precision = "fp32"  # evaluation is cheap; report numbers free of reduced-precision noise
     kp_dir = resolve_keypoints_dir(args.data_dir)
-    # the assignment's two networks, plus every other method the same train.py run was asked to train (a
-    # stale file of an earlier run is never read; an unfinished method is refused by load_run_checkpoints)
-    training_log = read_json(log_path, "`python problem2/train.py`", default={})
-    asked = training_log.get("config", {}).get("methods", [])
-    methods = ["heatmap", "regression"] + [m for m in METHODS if m not in ("heatmap", "regression") and m in asked]
+    # exactly the methods the train.py run in out_dir trained (a stale file of an earlier run is never read; an
+    # unfinished or missing one is refused by load_run_checkpoints)
+    training_log = read_json(log_path, "`python problem2/train.py`")
+    methods = [m for m in METHODS if m in training_log.get("config", {}).get("methods", [])]
     loaded, mixed = load_run_checkpoints(out_dir, methods, kp_dir, args.allow_mixed_runs, log_path)
-    training_log = training_log or read_json(log_path, "`python problem2/train.py`")  # missing: says so
     with results_lock(out_dir, "evaluate.py"):
         metrics = {"split": args.split, "thresholds": PCK_THRESHOLDS, "refine_default": REFINE_DEFAULT,
                    "provenance": {"run_id": training_log.get("run_id"), "data": data_fingerprint(kp_dir),
                                   "mixed_runs": mixed}}
         preds = {}
         for method, (model, ckpt) in loaded.items():
-            ds = load_split(kp_dir, args.split, "heatmap" if target_of(model) == "heatmap" else "regression",
-                            getattr(model, "hm_size", 64), ckpt.get("data", {}).get("sigma", 2.0),
-                            ckpt.get("data", {}).get("canonical_hands", False))
+            ds = load_split(kp_dir, args.split, "regression", canonical_hands=ckpt.get("data", {}).get("canonical_hands", False))
             preds[method] = predict_all_decoders(model, ds, device, precision)
             metrics["num_images"] = len(ds)
             metrics[method] = {"checkpoint": {k: ckpt[k] for k in ("epoch", "val_loss", "val_px_error") if k in ckpt},
                                "decoders": {d: summarize(kp, ds.keypoints) for d, kp in preds[method].items()}}
-        # the default decoder is chosen on val: store the measurement it rests on
-        val_ds = load_split(kp_dir, "val", "regression")
-        val_preds = predict_all_decoders(loaded["heatmap"][0], val_ds, device, precision)
-        val_px = {d: float(keypoint_distances(kp, val_ds.keypoints).mean()) for d, kp in val_preds.items()}
-        metrics["decoder_selection"] = {"split": "val", "model": "heatmap", "mean_px_error": val_px,
-                                        "best": min(val_px, key=val_px.get), "default": REFINE_DEFAULT}
-        write_json(out_dir / "metrics.json", metrics)
+        if "heatmap" in loaded:  # the default decoder is chosen on val: store the measurement it rests on
+            val_ds = load_split(kp_dir, "val", "regression")
+            val_preds = predict_all_decoders(loaded["heatmap"][0], val_ds, device, precision)
+            val_px = {d: float(keypoint_distances(kp, val_ds.keypoints).mean()) for d, kp in val_preds.items()}
+            metrics["decoder_selection"] = {"split": "val", "model": "heatmap", "mean_px_error": val_px,
+                                            "best": min(val_px, key=val_px.get), "default": REFINE_DEFAULT}
+            print("decoder selection on val (mean px): " + ", ".join(f"{d} {v:.2f}" for d, v in val_px.items()))
+        write_json(out_dir / f"metrics{sfx}.json", metrics)
         print_metrics_table(metrics, methods)
-        print("decoder selection on val (mean px): " + ", ".join(f"{d} {v:.2f}" for d, v in val_px.items()))
-
-        gt = ds.keypoints
-        final = {m: preds[m][REFINE_DEFAULT if target_of(loaded[m][0]) == "heatmap" else "direct"] for m in methods}
-        for norm in ("bbox", "torso"):
-            dense = {m: {sym: compute_pck(final[m], gt, DENSE_THRESHOLDS, norm, sym) for sym in (False, True)}
-                     for m in methods}
-            extra = {"HeatmapNet (symmetric hands)": dense["heatmap"][True],
-                     "RegressionNet (symmetric hands)": dense["regression"][True]}
-            extra.update({METHODS[m]["name"]: dense[m][False] for m in methods[2:]})
-            plot_pck_curves(dense["heatmap"][False], dense["regression"][False], vis_dir / f"pck_curves_{norm}.png",
-                            norm, extra)
-        idx = list(range(min(args.num_samples, len(gt))))
-        plot_sample_predictions(ds.images[idx], {m: final[m][idx] for m in methods}, gt[idx],
-                                vis_dir / "sample_predictions.png")
-        visualize_predictions(ds.images[0], final["heatmap"][0], gt[0], vis_dir / "example_heatmap_prediction.png")
-        grid_idx = list(range(min(32, len(gt))))
-        prediction_grid(ds.images[grid_idx], {m: final[m][grid_idx] for m in ("heatmap", "regression")}, gt[grid_idx],
-                        vis_dir / "test_grid.png")
-        snap_path = out_dir / "heatmap_snapshots.pt"
-        if snap_path.exists():
-            plot_heatmap_stages(torch_load(snap_path), vis_dir / "heatmaps_training_stages.png")
-        plot_training_curves(training_log, vis_dir / "training_curves.png")
-        record_timing(out_dir, "evaluate.py", time.time() - t0, device, precision)
-    print(f"\nwrote {out_dir / 'metrics.json'} and figures in {vis_dir}")
+        write_figures(out_dir, vis_dir, sfx, args.split, ds, preds, loaded, training_log, args.num_samples)
+        if not sfx:
+            record_timing(out_dir, "evaluate.py", time.time() - t0, device, precision)
+    print(f"\nwrote {out_dir / f'metrics{sfx}.json'} and figures in {vis_dir}")
     return metrics
+
+
+def write_figures(out_dir, vis_dir, sfx, split, ds, preds, loaded, training_log, num_samples):
+    """evaluate.py's figures of `split` (file names end in sfx; the training figures only for test)."""
+    gt, methods = ds.keypoints, list(loaded)
+    final = {m: preds[m][REFINE_DEFAULT if target_of(loaded[m][0]) == "heatmap" else "direct"] for m in methods}
+    for norm in ("bbox", "torso"):
+        dense = {m: {sym: compute_pck(final[m], gt, DENSE_THRESHOLDS, norm, sym) for sym in (False, True)}
+                 for m in methods}
+        extra = {f"{METHODS[m]['name']} (symmetric hands)": dense[m][True] for m in ("heatmap", "regression")
+                 if m in dense}
+        extra.update({METHODS[m]["name"]: dense[m][False] for m in methods if m not in ("heatmap", "regression")})
+        plot_pck_curves(dense.get("heatmap", {}).get(False), dense.get("regression", {}).get(False),
+                        vis_dir / f"pck_curves_{norm}{sfx}.png", norm, extra, split)
+    idx = list(range(min(num_samples, len(gt))))
+    plot_sample_predictions(ds.images[idx], {m: final[m][idx] for m in methods}, gt[idx],
+                            vis_dir / f"sample_predictions{sfx}.png", split)
+    if "heatmap" in final:
+        visualize_predictions(ds.images[0], final["heatmap"][0], gt[0], vis_dir / f"example_heatmap_prediction{sfx}.png")
+    grid_idx = list(range(min(32, len(gt))))
+    prediction_grid(ds.images[grid_idx], {m: final[m][grid_idx] for m in methods[:3]}, gt[grid_idx],
+                    vis_dir / f"{split}_grid.png", split=split)
+    if sfx:
+        return
+    snap_path = out_dir / "heatmap_snapshots.pt"
+    if "heatmap" in final and snap_path.exists():
+        plot_heatmap_stages(torch_load(snap_path), vis_dir / "heatmaps_training_stages.png")
+    plot_training_curves(training_log, vis_dir / "training_curves.png")
 
 
 if __name__ == "__main__":

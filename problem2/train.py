@@ -8,7 +8,10 @@ Adam lr 1e-3, batch 32, 30 epochs; the checkpoint with the lowest validation los
 loop (`fit`) serves every method; they differ only in their targets (heatmaps vs unit coordinates,
 codec.encode) and in how outputs are decoded to pixels (codec.decode).
 
-Writes into --out-dir (default problem2/results/), every file atomically (temp + rename):
+Trains into a staging folder <out-dir>/.train.tmp<pid> and, only when every method has finished, moves the files
+into --out-dir (default problem2/results/; the log last), so an interrupted run never replaces the last complete
+one. Into the committed problem2/results/ only the committed recipe and data may be written (--replace-results
+overrides). Files:
   <method>_model.pth        {"config": model.model_config, "state_dict", "epoch", "val_loss", "val_px_error",
                              "data": {"sigma", "hm_size", "canonical_hands"}, "provenance": {"run_id",
                              "recipe" (every argument that changes the result, data fingerprint included),
@@ -30,6 +33,8 @@ import argparse
 import functools
 import inspect
 import math
+import os
+import shutil
 import sys
 import time
 import uuid
@@ -40,8 +45,8 @@ import torch
 
 from codec import HAND_LOSSES, LOSSES, REFINE_DEFAULT, decode, keypoint_loss
 from common import (RESULTS_DIR, UsageError, autocast, code_version, fmt_time, job_results, jobs_used, machine_info,
-                    pick_device, pick_precision, prepare_input, record_timing, results_lock, set_seed, set_threads,
-                    torch_load, torch_save, write_json)
+                    pick_device, pick_precision, prepare_input, read_json, record_timing, results_lock, set_seed,
+                    set_threads, torch_load, torch_save, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from model import METHODS, build_model, model_config, run_model, save_checkpoint, target_of
 
@@ -351,6 +356,8 @@ def parse_args(argv=None):
                    help="train up to N methods side by side, each in its own process with threads // jobs CPU threads "
                         "(jobs = min(N, methods); same numbers as a sequential run with that many threads)")
     p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
+    p.add_argument("--replace-results", action="store_true",
+                   help="let a run with another recipe or data replace the committed problem2/results/")
     args = p.parse_args(argv)
     for m in args.methods:
         if (args.loss in ("laplace", "rle")) != (m == "gap_fc_nll"):
@@ -370,12 +377,18 @@ def main(argv=None):
     data = data_fingerprint(kp_dir)
     run_id = uuid.uuid4().hex[:12]
     log_path = args.out_dir / "training_log.json"
-    settings = {k: v for k, v in vars(args).items() if k not in ("data_dir", "out_dir")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("data_dir", "out_dir", "replace_results")}
     methods = list(dict.fromkeys(args.methods))
     jobs = jobs_used(args.jobs, len(methods))
     settings.update(methods=methods, jobs=jobs)  # what runs: duplicates once, at most one job per method
     run_log = {"run_id": run_id, "config": {**settings, "data": data, "precision": precision,
                                             "machine": machine_info(device, precision, jobs)}}
+    recipes = [make_recipe(method, data, args.seed, args.epochs, args.lr, args.batch_size, args.heatmap_size,
+                           args.sigma, args.hand_loss, args.canonical_hands, args.num_train, precision,
+                           loss=args.loss, schedule=args.schedule)
+               for method in methods]
+    if not args.replace_results:
+        refuse_to_replace_the_deliverable(args.out_dir, recipes)
     print(f"run {run_id}: device {device}, precision {precision}, {torch.get_num_threads()} threads"
           f"{f' split over {jobs} jobs' if jobs > 1 else ''}, data {kp_dir}")
     for m in METHODS:
@@ -383,24 +396,50 @@ def main(argv=None):
             print(f"note: {args.out_dir / f'{m}_model.pth'} is from an earlier run (not trained now); evaluate.py "
                   f"scores only the methods of this run's training_log.json")
     t0 = time.time()
-    recipes = [make_recipe(method, data, args.seed, args.epochs, args.lr, args.batch_size, args.heatmap_size,
-                           args.sigma, args.hand_loss, args.canonical_hands, args.num_train, precision,
-                           loss=args.loss, schedule=args.schedule)
-               for method in methods]
-    with results_lock(args.out_dir, "train.py"), job_results(
-            train_one, [(r, kp_dir, args.out_dir, run_id, device) for r in recipes], jobs) as trained:
-        for recipe, h in trained:  # in the order they finish
-            method = recipe["method"]
-            run_log[method] = {"recipe": recipe, **h}
-            write_json(log_path, run_log)
-            print(f"[{method}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
-                  f"{h['best_val_px_error']:.2f} (best val px {h['best_px_val_px_error']:.2f} at epoch "
-                  f"{h['best_px_epoch']}); {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)", flush=True)
-        run_log["total_seconds"] = time.time() - t0
-        write_json(log_path, run_log)
+    with results_lock(args.out_dir, "train.py"):
+        for old in args.out_dir.glob(".train.tmp*"):  # left by a killed run (we hold the lock: nobody writes there)
+            shutil.rmtree(old, ignore_errors=True)
+        stage = args.out_dir / f".train.tmp{os.getpid()}"
+        try:
+            with job_results(train_one, [(r, kp_dir, stage, run_id, device) for r in recipes], jobs) as trained:
+                for recipe, h in trained:  # in the order they finish
+                    run_log[recipe["method"]] = {"recipe": recipe, **h}
+                    print(f"[{recipe['method']}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val "
+                          f"px error {h['best_val_px_error']:.2f} (best val px {h['best_px_val_px_error']:.2f} at epoch "
+                          f"{h['best_px_epoch']}); {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)",
+                          flush=True)
+            run_log["total_seconds"] = time.time() - t0
+            write_json(stage / "training_log.json", run_log)
+            promote(stage, args.out_dir)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
         record_timing(args.out_dir, "train.py", run_log["total_seconds"], device, precision, jobs)
     print(f"done in {fmt_time(run_log['total_seconds'])}; wrote {args.out_dir}")
     return run_log
+
+
+def promote(stage, out_dir):
+    """Move a finished run's files from its staging folder into out_dir, the log last: until then out_dir holds
+    the last complete run (a run killed mid-way never replaces it, and evaluate.py refuses a half-promoted mix)."""
+    files = sorted(Path(stage).iterdir(), key=lambda f: f.name == "training_log.json")
+    for f in files:
+        os.replace(f, Path(out_dir) / f.name)
+
+
+def refuse_to_replace_the_deliverable(out_dir, recipes):
+    """The committed results/ may be rewritten only by the recipe and data it was made with (the precision may
+    differ: it follows the machine); anything else goes to another --out-dir or asks for --replace-results."""
+    log_path = Path(out_dir) / "training_log.json"
+    if Path(out_dir).resolve() != RESULTS_DIR.resolve() or not log_path.exists():
+        return
+    committed = {m: v["recipe"] for m, v in read_json(log_path, "python problem2/train.py").items()
+                 if isinstance(v, dict) and "recipe" in v}
+    differs = sorted({k for r in recipes for k in set(r) | set(committed.get(r["method"], {}))
+                      if k != "precision" and r.get(k) != committed.get(r["method"], {}).get(k)})
+    if differs:
+        raise UsageError(f"{out_dir} holds the committed results of `python problem2/train.py`; this run differs from "
+                         f"them in {', '.join(differs)}: pass --out-dir <folder> to write elsewhere, or "
+                         f"--replace-results to replace its checkpoints and training_log.json")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import dataset
 from codec import KEYPOINT_NAMES, canonicalize_hands, encode_heatmaps, hm_to_img, img_to_hm, img_to_unit, unit_to_img
 from dataset import (COURSE_CENTER_RANGE, KeypointDataset, data_fingerprint, figure_centre, generate_dataset,
                      load_split, make_loader, resolve_keypoints_dir, sample_shifted_figure, split_paths)
@@ -160,57 +163,101 @@ def _copy(tiny_data, tmp_path):
 def test_bad_inputs_give_clear_errors(tiny_data, tmp_path):
     d = _copy(tiny_data, tmp_path)
     ann_path = d / "train_annotations.json"
-    with pytest.raises(FileNotFoundError, match="image folder .*nope.* not found.*dataset.py"):
+    with pytest.raises(SystemExit, match="image folder .*nope.* not found.*dataset.py"):
         KeypointDataset(d / "nope", ann_path)
-    with pytest.raises(FileNotFoundError, match="annotation file .*missing.json not found"):
+    with pytest.raises(SystemExit, match="annotation file .*missing.json not found"):
         KeypointDataset(d / "train", d / "missing.json")
-    with pytest.raises(FileNotFoundError, match="no train_annotations.json in"):
+    with pytest.raises(SystemExit, match="no train_annotations.json in"):
         resolve_keypoints_dir(tmp_path / "empty")
     good = json.loads(ann_path.read_text())
 
     ann_path.write_text("{not json")
-    with pytest.raises(ValueError, match="train_annotations.json: malformed JSON"):
+    with pytest.raises(SystemExit, match="train_annotations.json: malformed JSON"):
         KeypointDataset(d / "train", ann_path)
     bad = json.loads(json.dumps(good))
     bad["images"][2]["keypoints"] = bad["images"][2]["keypoints"][:4]
     ann_path.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match=r"images\[2\] \(id 2\): 'keypoints' must be 5 numeric"):
+    with pytest.raises(SystemExit, match=r"images\[2\] \(id 2\): 'keypoints' must be 5 numeric"):
         KeypointDataset(d / "train", ann_path)
     bad["images"][2]["keypoints"] = [[1, "x"]] * 5
     ann_path.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match=r"id 2"):
+    with pytest.raises(SystemExit, match=r"id 2"):
         KeypointDataset(d / "train", ann_path)
     del bad["images"][3]["file_name"]
     bad["images"][2] = good["images"][2]
     ann_path.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match=r"images\[3\] \(id 3\): each entry needs"):
+    with pytest.raises(SystemExit, match=r"images\[3\] \(id 3\): each entry needs"):
         KeypointDataset(d / "train", ann_path)
     ann_path.write_text(json.dumps({"keypoint_names": KEYPOINT_NAMES}))
-    with pytest.raises(ValueError, match="'images' list"):
+    with pytest.raises(SystemExit, match="'images' list"):
         KeypointDataset(d / "train", ann_path)
     ann_path.write_text(json.dumps(good))
     (d / "train" / "000005.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"000005.png \(id 5\) is missing"):
+    with pytest.raises(SystemExit, match=r"000005.png \(id 5\) is missing"):
         KeypointDataset(d / "train", ann_path)
     (d / "train" / "000005.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"000005.png \(id 5\) cannot be decoded"):
+    with pytest.raises(SystemExit, match=r"000005.png \(id 5\) cannot be decoded"):
         KeypointDataset(d / "train", ann_path)
     with pytest.raises(ValueError, match="output_type"):
         KeypointDataset(d / "train", ann_path, output_type="points")
 
 
-def test_rgb_and_resized_images_are_converted(tiny_data, tmp_path):
+def test_rgb_images_are_converted_and_said_so_once(tiny_data, tmp_path, capsys):
     d = _copy(tiny_data, tmp_path)
     ref = KeypointDataset(tiny_data / "val", tiny_data / "val_annotations.json", "regression")
-    img = Image.open(d / "val" / "000048.png")
-    img.convert("RGB").resize((256, 256), Image.NEAREST).save(d / "val" / "000048.png")
-    ann = json.loads((d / "val_annotations.json").read_text())
-    ann["images"][0]["keypoints"] = [[2 * x + 0.5, 2 * y + 0.5] for x, y in ann["images"][0]["keypoints"]]
-    (d / "val_annotations.json").write_text(json.dumps(ann))
+    Image.open(d / "val" / "000048.png").convert("RGB").save(d / "val" / "000048.png")
+    assert resolve_keypoints_dir(d) == d
+    out = capsys.readouterr().out
+    assert out.count("note:") == 1 and "1 image(s)" in out and "'RGB'" in out and "ids 48" in out
     ds = KeypointDataset(d / "val", d / "val_annotations.json", "regression")
-    assert ds.images.shape == ref.images.shape
-    assert torch.allclose(ds.keypoints[0], ref.keypoints[0])      # (2x + .5 + .5) / 2 - .5 = x
-    assert (ds.images[0] - ref.images[0]).abs().mean() < 0.05
+    assert torch.equal(ds.images, ref.images) and torch.equal(ds.keypoints, ref.keypoints)
+
+
+def test_data_that_would_change_what_is_learned_is_refused_before_training(tiny_data, tmp_path):
+    """An image of another size (its keypoints would be in another space) and keypoints outside the image are
+    refused by the one validation pass every script runs (resolve_keypoints_dir), naming the file and id."""
+    d = _copy(tiny_data, tmp_path)
+    Image.open(d / "val" / "000048.png").resize((64, 64)).save(d / "val" / "000048.png")
+    with pytest.raises(SystemExit, match=r"000048.png \(id 48\) is 64x64, not 128x128"):
+        resolve_keypoints_dir(d)
+    shutil.copyfile(tiny_data / "val" / "000048.png", d / "val" / "000048.png")
+    ann = json.loads((d / "train_annotations.json").read_text())
+    ann["images"][7]["keypoints"][3] = [40, 140]
+    (d / "train_annotations.json").write_text(json.dumps(ann))
+    with pytest.raises(SystemExit, match=r"images\[7\] \(id 7\): left_foot at \(40, 140\) lies outside the 128x128"):
+        resolve_keypoints_dir(d)
+    with pytest.raises(SystemExit, match="train_annotations.json.*left_foot at"):  # before anything is trained
+        import train
+        train.main(["--data-dir", str(d), "--out-dir", str(tmp_path / "out"), "--epochs", "1"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_dataset_cli_checks_its_arguments_and_leaves_no_temp_folder(tmp_path, capsys):
+    for flags in (["--num-train", "-5"], ["--num-val", "0"]):
+        with pytest.raises(SystemExit):
+            dataset.main(["--out", str(tmp_path), *flags])
+        assert "must be >=" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []                          # nothing created
+    dataset.main(["--out", str(tmp_path), "--num-train", "4", "--num-val", "2", "--num-test", "2"])
+    with pytest.raises(SystemExit, match="already exists; delete it first"):
+        dataset.main(["--out", str(tmp_path), "--num-train", "4", "--num-val", "2"])
+    assert [p.name for p in tmp_path.iterdir()] == ["keypoints"]   # no .keypoints.tmp folder left behind
+
+
+def test_a_concurrent_writer_gets_one_line_and_no_temp_folder(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def other_process_finishes_first(src, dst):
+        if Path(dst).name == "keypoints":                          # the other writer's result, now in place
+            (Path(dst) / "train").mkdir(parents=True)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(dataset.os, "replace", other_process_finishes_first)
+    with pytest.raises(SystemExit, match="written by another process"):
+        dataset.generate_dataset(tmp_path, {"train": 2, "val": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["keypoints"]
+
+
 
 
 def test_shifted_figures_lie_outside_the_training_range_inside_the_image(tmp_path):

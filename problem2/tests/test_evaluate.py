@@ -146,9 +146,33 @@ def test_main_end_to_end(tiny_data, trained, tmp_path):
         assert (out / "visualizations" / f"{name}.png").stat().st_size > 5000
 
 
-def test_missing_checkpoint_names_file_and_command(tmp_path):
-    with pytest.raises(SystemExit, match="heatmap_model.pth not found; run `python problem2/train.py`"):
-        evaluate.main(["--out-dir", str(tmp_path)])
+def test_missing_checkpoint_names_file_and_command(tiny_data, trained, tmp_path):
+    with pytest.raises(SystemExit, match="training_log.json not found; run `python problem2/train.py`"):
+        evaluate.main(["--out-dir", str(tmp_path / "empty")])
+    out = _copy_run(trained, tmp_path)
+    (out / "regression_model.pth").unlink()                          # a method the run trained: still an error
+    _refused(tiny_data, out, "regression_model.pth not found; run `python problem2/train.py`")
+
+
+def test_a_run_of_one_method_is_evaluated_alone(tiny_data, tmp_path):
+    out = tmp_path / "heatmap_only"
+    train.main(["--data-dir", str(tiny_data), "--out-dir", str(out), "--epochs", "1", "--precision", "fp32",
+                "--methods", "heatmap"])
+    metrics = evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out)])
+    assert "heatmap" in metrics and "regression" not in metrics
+    assert (out / "visualizations" / "pck_curves_bbox.png").exists()
+
+
+def test_val_split_writes_its_own_files_and_leaves_the_test_results_alone(tiny_data, trained, tmp_path):
+    out = _copy_run(trained, tmp_path)
+    evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out)])
+    test_files = {k: v for k, v in _snapshot(out).items() if k != "timings.json"}
+    metrics = evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out), "--split", "val"])
+    after = _snapshot(out)
+    assert all(after[k] == v for k, v in test_files.items())          # nothing of the test split rewritten
+    assert metrics["split"] == "val" and json.loads((out / "metrics_val.json").read_text())["split"] == "val"
+    for name in ("pck_curves_bbox_val", "sample_predictions_val", "val_grid"):
+        assert (out / "visualizations" / f"{name}.png").exists()
 
 
 def _refused(tiny_data, out, match, *extra):
@@ -185,8 +209,9 @@ def test_checkpoints_of_different_runs_or_data_are_refused(tiny_data, trained, t
     differs; --allow-mixed-runs evaluates anyway and records the mix."""
     out = _copy_run(trained, tmp_path)
     other = dataset.generate_dataset(tmp_path / "other", {"train": 40, "val": 8, "test": 8}, seed=5)
-    train.main(["--data-dir", str(other), "--out-dir", str(out), "--epochs", "1", "--precision", "fp32",
-                "--methods", "heatmap"])
+    train.main(["--data-dir", str(other), "--out-dir", str(tmp_path / "other_run"), "--epochs", "1", "--precision",
+                "fp32", "--methods", "heatmap"])
+    shutil.copyfile(tmp_path / "other_run" / "heatmap_model.pth", out / "heatmap_model.pth")
     _refused(tiny_data, out, "heatmap_model.pth was trained on other data.*different train.py runs")
     metrics = evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out), "--allow-mixed-runs"])
     assert any("different train.py runs" in p for p in metrics["provenance"]["mixed_runs"])

@@ -232,3 +232,43 @@ def test_val_every_validates_on_schedule_and_resumes_before_the_first_validation
     assert h["best_epoch"] in (2, 3) and (tmp_path / "m.pth").exists()
     with pytest.raises(ValueError, match="val_every"):
         train.fit(RegressionNet(), *loaders(), 1, val_every=0)
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_an_interrupted_run_never_replaces_the_last_complete_one(tiny_data, tmp_path, monkeypatch):
+    _run(tiny_data, tmp_path, "--epochs", "1")
+    before = _files(tmp_path)
+    real = train.train_recipe
+
+    def killed_after_heatmap(recipe, *a, **kw):
+        history = real(recipe, *a, **kw)   # the heatmap checkpoint and snapshots are written (to the staging folder)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "train_recipe", killed_after_heatmap)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_data, tmp_path, "--epochs", "2", "--seed", "1")
+    after = _files(tmp_path)
+    assert {k: v for k, v in after.items() if k != "timings.json"} == {k: v for k, v in before.items()
+                                                                       if k != "timings.json"}
+    assert not list(tmp_path.glob(".train.tmp*"))
+
+
+def test_the_committed_results_are_replaced_only_by_their_own_recipe(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "RESULTS_DIR", tmp_path)
+    _run(tiny_data, tmp_path, "--epochs", "1", "--precision", "fp32")                      # the "committed" run
+    before = _files(tmp_path)
+    with pytest.raises(SystemExit, match="differs from them in epochs: pass --out-dir .* or --replace-results"):
+        _run(tiny_data, tmp_path, "--epochs", "2")
+    assert _files(tmp_path) == before
+    _run(tiny_data, tmp_path, "--epochs", "1", "--precision", "bf16", "--methods", "regression")  # precision: allowed
+    _run(tiny_data, tmp_path, "--epochs", "2", "--methods", "regression", "--replace-results")
+    assert json.loads((tmp_path / "training_log.json").read_text())["regression"]["recipe"]["epochs"] == 2
+
+
+def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit, match="is a file, not a folder"):
+        train.main(["--out-dir", str(blocker), "--epochs", "1"])
