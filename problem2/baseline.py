@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 
 from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, encode_heatmaps
-from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, recipe_key, record_timing, results_lock,
-                    save_figure, set_threads, write_json)
+from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, read_json, recipe_key, record_timing,
+                    results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
-from evaluate import draw_keypoints, keypoint_distances, load_run_checkpoints, pck_matrix
+from evaluate import draw_keypoints, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
 from model import HeatmapNet, load_checkpoint, run_model
 from runs import RULES, STUDY_PRECISION, load_stored, run_dir_of, run_many, run_name
 from train import DEFAULTS, add_recipe_args, make_recipe, positive
@@ -75,7 +75,7 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
     force: retrain even when a run with the same recipe is stored. shifted_dir: the translation test set every
     run is also scored on (default: dataset.shifted_test_dir(), the store's). partial: train nothing, record
     the (variant, seed) runs already stored (a variant with none is left out of "variants"). Returns the
-    ablation_results dict (schema in the module docstring), also written to out_dir/ablation_results.json."""
+    ablation_results dict (schema in the module docstring), also written to out_dir/<results_name(seeds)>.json."""
     if model_class is not HeatmapNet:
         raise ValueError("the ablations are defined for HeatmapNet")
     out_dir, data = Path(out_dir), data_fingerprint(dataset)
@@ -114,8 +114,18 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
                                               "train_seconds")}, "test": ev["val_loss"]["test"]})
         if rows:
             results["variants"][name] = {"config": cfg, "runs": rows}
-    write_json(out_dir / "ablation_results.json", results)
+    write_json(out_dir / f"{results_name(seeds)}.json", results)
     return results
+
+
+def results_name(seeds):
+    """The main command's table (one seed) is ablation_results; the seeded study's (several) ablation_seeds, so
+    neither replaces the other; their figures carry the same suffix."""
+    return "ablation_results" if len(seeds) == 1 else "ablation_seeds"
+
+
+def figure_suffix(results):
+    return "" if len(results["seeds"]) == 1 else "_seeds"
 
 
 # ----------------------------------------------------------------------------- ablation figures
@@ -149,7 +159,7 @@ def plot_ablations(results, vis_dir):
         fig.suptitle(f"Ablation: {study} (HeatmapNet, test split; line = mean of "
                      f"{'/'.join(map(str, n_seeds))} seed(s) per variant, dots = seeds)")
         fig.tight_layout()
-        save_figure(fig, Path(vis_dir) / f"ablation_{study}.png")
+        save_figure(fig, Path(vis_dir) / f"ablation_{study}{figure_suffix(results)}.png")
 
 
 def plot_sigma_examples(results, dataset, vis_dir, out_dir=RESULTS_DIR, log=print):
@@ -162,7 +172,7 @@ def plot_sigma_examples(results, dataset, vis_dir, out_dir=RESULTS_DIR, log=prin
     ckpts = [Path(out_dir) / "runs" / results["variants"][n]["runs"][0]["run"] / RULES["val_loss"] for n in names]
     missing = [str(c) for c in ckpts if not c.exists()]
     if missing:
-        log(f"[ablation] skipping ablation_sigma_examples.png: checkpoint(s) not on disk: {', '.join(missing)} "
+        log(f"[ablation] skipping ablation_sigma_examples{figure_suffix(results)}.png: checkpoint(s) not on disk: {', '.join(missing)} "
             f"(rerun `python problem2/baseline.py --force --studies sigma` to recreate them)")
         return None
     test_ds = load_split(dataset, "test", "regression")
@@ -185,7 +195,7 @@ def plot_sigma_examples(results, dataset, vis_dir, out_dir=RESULTS_DIR, log=prin
             ax.set_yticks([])
     fig.suptitle(f"What sigma does: {KEYPOINT_NAMES[k]} heatmap of one test image (+ = ground truth)")
     fig.tight_layout()
-    path = Path(vis_dir) / "ablation_sigma_examples.png"
+    path = Path(vis_dir) / f"ablation_sigma_examples{figure_suffix(results)}.png"
     save_figure(fig, path)
     return path
 
@@ -333,6 +343,23 @@ def main(argv=None):
             step = "baseline.py" + ("" if args.seeds == [0] else " --seeds " + " ".join(map(str, args.seeds)))
             record_timing(args.out_dir, step, time.time() - t0, device, precision, args.jobs)
     print(f"baseline.py done in {fmt_time(time.time() - t0)}")
+    if args.studies and models is not None and args.seeds == [0]:
+        print_summary(args.out_dir)
+
+
+def print_summary(out_dir):
+    """The main command's last screen: the PCK table of metrics.json, where the figures are, and how long the three
+    steps took on this machine (timings.json, as each script recorded itself)."""
+    metrics, timings = read_json(out_dir / "metrics.json", default={}), read_json(out_dir / "timings.json", default={})
+    methods = [m for m in ("heatmap", "regression", "integral") if m in metrics]
+    if methods:
+        print_metrics_table(metrics, methods)
+    steps = [s for s in ("train.py", "evaluate.py", "baseline.py") if s in timings]
+    m = timings.get("train.py", {}).get("machine", {})
+    print(f"\nfigures: {out_dir / 'visualizations'}; tables: {out_dir}/*.json "
+          f"(run `python problem2/report.py` to refresh the report's and README's tables)")
+    print(f"time: {sum(timings[s]['seconds'] for s in steps) / 60:.1f} min for {', '.join(steps)} on {m.get('cpu')}"
+          f"{' + ' + m['gpu'] if m.get('gpu') else ''} ({m.get('cores')} cores, train.py in {m.get('precision')})")
 
 
 def print_ablation_table(results):

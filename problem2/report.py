@@ -37,7 +37,7 @@ INLINE = re.compile(r"(<!-- v:(\w+) -->)(.*?)(<!-- /v -->)")
 
 
 def load_results(results_dir=RESULTS_DIR):
-    files = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_results.json",
+    files = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_seeds.json",
              "failures": "failure_cases.json", "study": "study_results.json", "timings": "timings.json",
              "benchmark": "benchmark.json", "how_far": "how_far_results.json"}
     out = {k: read_json(Path(results_dir) / f) for k, f in files.items() if (Path(results_dir) / f).exists()}
@@ -511,7 +511,7 @@ def sources(r):
     ab = r["ablation"]
     rows = [row for v in ab["variants"].values() for row in v["runs"]]
     in_store = bool(rows) and all(row.get("run") in r.get("stored_runs", ()) for row in rows)
-    lines = [f"- Section 5, `ablation_results.json`: {ab['recipe']['precision']} runs, seeds "
+    lines = [f"- Section 5, `ablation_seeds.json`: {ab['recipe']['precision']} runs, seeds "
              f"{', '.join(map(str, ab['seeds']))}, " + ("the run store (`results/runs/`)" if in_store else
                                                         "the last full run (its run folders are not in the store)")]
     lines.append("- 4.0 readouts and the 4.4 hand-loss table: the run store (fp32); each row names its seeds, and "

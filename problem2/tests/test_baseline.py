@@ -162,3 +162,15 @@ def test_partial_records_the_stored_runs_and_trains_none(ablation_run, tiny_data
     none = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), epochs=2, out_dir=tmp_path, log=lambda *a: None,
                                    shifted_dir=tiny_shifted, partial=True)
     assert none["variants"] == {} and "(default)" not in report.table_ablation({"ablation": none})
+
+
+def test_the_seeded_table_and_figures_have_their_own_files(ablation_run, tiny_data, tiny_shifted):
+    out, res, _ = ablation_run
+    before = (out / "ablation_results.json").read_bytes()
+    seeded = baseline.ablation_study(tiny_data, HeatmapNet, epochs=1, out_dir=out, seeds=(0, 1), partial=True,
+                                     log=lambda *a: None, shifted_dir=tiny_shifted)
+    assert (out / "ablation_results.json").read_bytes() == before       # the main command's table is kept
+    assert json.loads((out / "ablation_seeds.json").read_text())["seeds"] == [0, 1] == seeded["seeds"]
+    baseline.plot_ablations(seeded, out / "vis_seeds")
+    assert {p.name for p in (out / "vis_seeds").iterdir()} == {f"ablation_{s}_seeds.png" for s in ("sigma", "resolution",
+                                                                                                 "skip")}
