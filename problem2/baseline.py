@@ -263,7 +263,7 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
     gt = ds.keypoints
     hm_out = run_model(hm_model.to(device), test_loader, device, "fp32")
     pred_h = decode("heatmap", hm_out, REFINE_DEFAULT)
-    pred_r = decode("coords", run_model(rg_model.to(device), test_loader, device, "fp32"))
+    pred_r = decode("regression", run_model(rg_model.to(device), test_loader, device, "fp32"))
     ok_h = pck_matrix(pred_h, gt, [0.1], "bbox")[0]
     ok_r = pck_matrix(pred_r, gt, [0.1], "bbox")[0]
     cats = failure_categories(ok_h, ok_r)

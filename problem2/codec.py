@@ -17,9 +17,9 @@ Representations (encode: keypoints in img px -> target; decode: model output -> 
   heatmap : Gaussian exp(-d^2 / (2 sigma^2)), d in hm px from the float keypoint, on the whole grid
             (keypoints at or beyond the border give a clipped Gaussian whose continuous peak still sits
             at the keypoint) | argmax cell + optional sub-pixel step ('quarter' HRNet, 'dark' Taylor).
-  coords  : [2K] = (x0, y0, x1, y1, ...) in unit space | reshape and map back.
+  regression: [2K] = (x0, y0, x1, y1, ...) in unit space | reshape and map back.
   soft-argmax (a layer, not a target): expected (x, y) of a spatial softmax, in unit space, so a model
-            ending in it trains on 'coords' targets.
+            ending in it trains on 'regression' targets.
 Loss (one code path for every representation): MSE (the spec); coordinates also L1, a Laplace NLL or RLE
 (per_keypoint_loss); with hand_loss='symmetric' the two hand channels are scored per image in the better of
 {as labelled, swapped} (the hand labels are ambiguous).
@@ -199,21 +199,21 @@ def soft_argmax(logits):
 
 # ----------------------------------------------------------------------------- one table of targets
 def encode(target, kp_img_px, hm_size=64, sigma=2.0):
-    """Training targets of representation `target` ('heatmap' | 'coords') for keypoints in image px."""
+    """Training targets of representation `target` ('heatmap' | 'regression') for keypoints in image px."""
     if target == "heatmap":
         return encode_heatmaps(kp_img_px, hm_size, sigma)
-    if target == "coords":
+    if target == "regression":
         return encode_coords(kp_img_px)
-    raise ValueError(f"target must be 'heatmap' or 'coords', got {target!r}")
+    raise ValueError(f"target must be 'heatmap' or 'regression', got {target!r}")
 
 
 def decode(target, outputs, refine=REFINE_DEFAULT):
     """Model outputs of representation `target` -> keypoints [B, K, 2] in image px."""
     if target == "heatmap":
         return decode_heatmaps(outputs, refine)
-    if target == "coords":
+    if target == "regression":
         return decode_coords(outputs)
-    raise ValueError(f"target must be 'heatmap' or 'coords', got {target!r}")
+    raise ValueError(f"target must be 'heatmap' or 'regression', got {target!r}")
 
 
 # ----------------------------------------------------------------------------- hands and the loss

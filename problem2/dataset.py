@@ -302,7 +302,7 @@ class KeypointDataset(Dataset):
         self.keypoints = torch.from_numpy(np.asarray([e["keypoints"] for e in entries], dtype=np.float32))
         if canonical_hands:
             self.keypoints = canonicalize_hands(self.keypoints)
-        self.targets = encode("heatmap" if output_type == "heatmap" else "coords", self.keypoints, heatmap_size, sigma)
+        self.targets = encode(output_type, self.keypoints, heatmap_size, sigma)
 
     def generate_heatmap(self, keypoints, height, width):
         """Gaussian heatmaps [K, height, width] for keypoints [K, 2] (x, y) given in 128-px image space,

@@ -320,7 +320,7 @@ def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_s
     outputs = run_model(model.to(device), make_loader(dataset, batch_size), device, precision)
     if target_of(model) == "heatmap":
         return {d: decode("heatmap", outputs, d) for d in DECODERS}
-    return {"direct": decode("coords", outputs)}
+    return {"direct": decode("regression", outputs)}
 
 
 def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False, log_path=None):

@@ -86,7 +86,7 @@ class Encoder(nn.Module):
 
 
 class HeatmapNet(nn.Module):
-    output_type, method = "heatmap", "heatmap"
+    method = "heatmap"  # build_model sets it on every model; this serves a HeatmapNet built directly
 
     def __init__(self, num_keypoints=5, skip=True, hm_size=64):
         """num_keypoints: K; skip: U-Net concatenations on/off; hm_size: output heatmap size 32/64/128."""
@@ -121,8 +121,6 @@ class HeatmapNet(nn.Module):
 
 
 class RegressionNet(nn.Module):
-    output_type = "regression"
-
     def __init__(self, num_keypoints=5, plain=False, coordconv=False):
         """Spec network by default; plain: FC head without dropout/sigmoid; coordconv: CoordConv encoder."""
         super().__init__()
@@ -140,7 +138,7 @@ class RegressionNet(nn.Module):
 
 class FlattenRegressionNet(nn.Module):
     """No pooling: 1x1 conv 256->32 on the 8x8 map, flatten (32*8*8), the spec FC head."""
-    output_type, method = "regression", "flatten_fc"
+    method = "flatten_fc"
 
     def __init__(self, num_keypoints=5):
         super().__init__()
@@ -155,7 +153,7 @@ class FlattenRegressionNet(nn.Module):
 
 class DecoderRegressionNet(nn.Module):
     """HeatmapNet's decoder (skips on) up to its 32-channel 64x64 map, then GAP and the spec FC head."""
-    output_type, method = "regression", "decoder64_gap_fc"
+    method = "decoder64_gap_fc"
 
     def __init__(self, num_keypoints=5):
         super().__init__()
@@ -176,7 +174,6 @@ class SpatialReadoutNet(nn.Module):
         super().__init__()
         self.kwargs = dict(num_keypoints=num_keypoints, softargmax=softargmax)
         self.softargmax, self.hm_size = softargmax, 8
-        self.output_type = "regression" if softargmax else "heatmap"
         self.method = "softargmax_8" if softargmax else "heatmap_8"
         self.encoder = Encoder()
         self.final = nn.Conv2d(256, num_keypoints, 1)
@@ -190,7 +187,7 @@ class IntegralNet(nn.Module):
     """Integral regression / soft-argmax (Sun et al. 2018; DSNT, Nibali et al. 2018): the HeatmapNet body,
     a spatial softmax per keypoint, and the expected (x, y) under it. Outputs [B, 2K] unit coordinates
     like RegressionNet, so it trains with the same coordinate MSE, but keeps the heatmap's geometry."""
-    output_type, method = "regression", "integral"
+    method = "integral"
 
     def __init__(self, num_keypoints=5, skip=True, hm_size=64):
         super().__init__()
@@ -232,7 +229,7 @@ class LikelihoodRegressionNet(nn.Module):
     """GAP + the FC head without dropout/sigmoid, emitting [B, 4K]: 2K unit coordinates, then 2K scale
     logits (sigma = sigmoid) for a likelihood loss (codec LOSSES laplace / rle). flow=True adds RLE's RealNVP,
     used by the loss in training only; test-time decoding reads the coordinates alone."""
-    output_type = "regression"
+    method = "gap_fc_nll"
 
     def __init__(self, num_keypoints=5, flow=True):
         super().__init__()
@@ -256,14 +253,14 @@ def _row(model, target, name, **target_kwargs):
 
 METHODS = {
     "heatmap": _row(HeatmapNet, "heatmap", "HeatmapNet"),
-    "regression": _row(RegressionNet, "coords", "RegressionNet"),
-    "integral": _row(IntegralNet, "coords", "IntegralNet (soft-argmax)"),
-    "gap_fc_plain": _row(lambda **kw: RegressionNet(**{**kw, "plain": True}), "coords", "GAP + FC, no dropout/sigmoid"),
-    "flatten_fc": _row(FlattenRegressionNet, "coords", "flatten 8x8 + FC"),
-    "coordconv_gap_fc": _row(lambda **kw: RegressionNet(**{**kw, "coordconv": True}), "coords", "CoordConv + GAP + FC"),
-    "gap_fc_nll": _row(LikelihoodRegressionNet, "coords", "GAP + FC with a learned scale (likelihood loss)"),
-    "decoder64_gap_fc": _row(DecoderRegressionNet, "coords", "decoder to 64x64 + GAP + FC"),
-    "softargmax_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": True}), "coords", "soft-argmax at 8x8"),
+    "regression": _row(RegressionNet, "regression", "RegressionNet"),
+    "integral": _row(IntegralNet, "regression", "IntegralNet (soft-argmax)"),
+    "gap_fc_plain": _row(lambda **kw: RegressionNet(**{**kw, "plain": True}), "regression", "GAP + FC, no dropout/sigmoid"),
+    "flatten_fc": _row(FlattenRegressionNet, "regression", "flatten 8x8 + FC"),
+    "coordconv_gap_fc": _row(lambda **kw: RegressionNet(**{**kw, "coordconv": True}), "regression", "CoordConv + GAP + FC"),
+    "gap_fc_nll": _row(LikelihoodRegressionNet, "regression", "GAP + FC with a learned scale (likelihood loss)"),
+    "decoder64_gap_fc": _row(DecoderRegressionNet, "regression", "decoder to 64x64 + GAP + FC"),
+    "softargmax_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": True}), "regression", "soft-argmax at 8x8"),
     "heatmap_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": False}), "heatmap", "heatmap at 8x8",
                       hm_size=8, sigma=1.0),
 }
@@ -316,7 +313,7 @@ def load_checkpoint(path, map_location="cpu", method=None, made_by="python probl
 
 # ----------------------------------------------------------------------------- inference
 def target_of(model):
-    """The target representation ('heatmap' | 'coords') a model's outputs are in (from METHODS)."""
+    """The target representation ('heatmap' | 'regression') a model's outputs are in (from METHODS)."""
     return METHODS[model.method]["target"]
 
 

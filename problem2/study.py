@@ -290,18 +290,21 @@ PRECISION_METRICS = {k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox")
 def recipe_label(recipe):
     """'heatmap hm_size=32 sigma=1.0, seed 0': the method, every recipe setting (one level into "model" and
     "target") that differs from the spec recipe of that method on the same data, and the seed."""
-    base = train.make_recipe(recipe["method"], recipe["data"], recipe["seed"], precision=recipe["precision"])
+    base = train.make_recipe(recipe["method"], recipe["data"], recipe["seed"], precision=recipe["precision"],
+                             loss=recipe.get("loss", "mse"))  # the loss a method can train with: named below
     diff = []
     for k, v in recipe.items():
         if isinstance(v, dict) and k != "data":
             diff += [f"{sub}={x}" for sub, x in v.items() if base.get(k, {}).get(sub) != x]
         elif k not in ("method", "seed", "data") and base.get(k) != v:
             diff.append(f"{k}={v}")
-    return " ".join([recipe["method"], *dict.fromkeys(diff)]) + f", seed {recipe['seed']}"
+    loss = [f"loss={recipe['loss']}"] if "loss" in recipe else []
+    return " ".join([recipe["method"], *loss, *dict.fromkeys(diff)]) + f", seed {recipe['seed']}"
 
 
 def study_precision(kp_dir, results_dir, seconds, log=print, shifted_dir=None):
-    """bf16 vs fp32 training on the run store as it is (trains nothing): every pair of stored, evaluated runs
+    """bf16 vs fp32 training on the CPU, on the run store as it is (trains nothing): every pair of stored, evaluated
+    CPU runs
     whose recipes differ only in "precision" (method, options, seed, data all the same), bf16 minus fp32 on the
     test split (px: mean error in 128-px image px; PCK@0.05 as a fraction), paired by recipe. Each row names
     the machine (and threads) that trained it: a machine or thread-count effect is not separated from precision."""
@@ -311,7 +314,7 @@ def study_precision(kp_dir, results_dir, seconds, log=print, shifted_dir=None):
     for path in sorted(runs_root.glob("*/run.json")):
         recipe = read_json(path)["recipe"]
         got = recipe["data"] == data and load_stored(recipe, kp_dir, runs_root, shifted_dir)
-        if got:
+        if got and "gpu" not in got[0]["machine"]:  # CPU runs only: a GPU's kernels would be a second factor
             row = {**run_row(recipe["seed"], *got), "machine": got[0]["machine"]}
             by_recipe.setdefault(recipe_key({**recipe, "precision": None}), {"label": recipe_label(recipe)})[
                 recipe["precision"]] = row

@@ -273,7 +273,7 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, 
     if snapshots and resume_path is not None:
         raise ValueError("heatmap snapshots are not resumable; pass snapshots=False with resume_path")
     method, target = recipe["method"], recipe["target"]
-    output_type = "heatmap" if target["type"] == "heatmap" else "regression"
+    output_type = target["type"]  # 'heatmap' | 'regression', the dataset's output_type
     hm_size, sigma = target.get("hm_size", DEFAULTS["heatmap_size"]), target.get("sigma", DEFAULTS["sigma"])
     train_ds = load_split(kp_dir, "train", output_type, hm_size, sigma, recipe["canonical_hands"], recipe["num_train"])
     val_ds = load_split(kp_dir, "val", output_type, hm_size, sigma, recipe["canonical_hands"])

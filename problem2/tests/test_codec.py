@@ -57,8 +57,8 @@ def test_dark_is_safe_on_flat_and_border_maps():
 
 def test_coords_round_trip_and_soft_argmax():
     kp = torch.tensor([[[40.3, 70.8], [64.0, 64.0], [90.6, 30.2], [-0.5, 127.5], [0.0, 0.0]]])
-    assert torch.allclose(decode("coords", encode("coords", kp)), kp, atol=1e-5)
-    assert encode("coords", kp)[0, 6:8].tolist() == [0.0, 1.0]           # image borders -> 0 and 1
+    assert torch.allclose(decode("regression", encode("regression", kp)), kp, atol=1e-5)
+    assert encode("regression", kp)[0, 6:8].tolist() == [0.0, 1.0]           # image borders -> 0 and 1
     for hm_size in (32, 64, 128):
         logits = encode_heatmaps(kp[:, :3], hm_size, sigma=2.0 * hm_size / 64).clamp_min(1e-30).log()
         unit = soft_argmax(logits).view(1, 3, 2)
@@ -66,7 +66,7 @@ def test_coords_round_trip_and_soft_argmax():
     assert torch.allclose(unit, img_to_unit(kp[:, :3]), atol=0.05 / 128)
 
 
-@pytest.mark.parametrize("target", ["heatmap", "coords"])
+@pytest.mark.parametrize("target", ["heatmap", "regression"])
 def test_symmetric_hand_loss(target):
     torch.manual_seed(1)
     kp = torch.rand(6, 5, 2) * 100 + 10

@@ -138,7 +138,7 @@ def test_main_end_to_end(tiny_data, trained, tmp_path):
     model, _ = load_checkpoint(out / "regression_model.pth")
     ds = load_split(tiny_data, "test", "regression")
     with torch.no_grad():
-        direct = decode("coords", model(ds.images))
+        direct = decode("regression", model(ds.images))
     assert metrics["regression"]["decoders"]["direct"]["strict"]["mean_px_error"] == pytest.approx(
         float((direct - ds.keypoints).norm(dim=-1).mean()), rel=1e-5)
     for name in ("pck_curves_bbox", "pck_curves_torso", "sample_predictions", "heatmaps_training_stages",
