@@ -387,8 +387,8 @@ def main(argv=None):
     p.add_argument("--allow-mixed-runs", action="store_true",
                    help="evaluate checkpoints of different runs/data together anyway (recorded in metrics.json)")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="score this one checkpoint (any method, e.g. results/heatmap_best_model.pth) with every decoder: "
-                        "prints its table and writes <checkpoint stem>_<split>_metrics.json beside it")
+                   help="score this one checkpoint (any method, e.g. results/heatmap_symmetric_model.pth) with "
+                        "every decoder: prints its table and writes <checkpoint stem>_<split>_metrics.json beside it")
     args = p.parse_args(argv)
     if args.checkpoint is not None:
         return score_checkpoint(args.checkpoint, resolve_keypoints_dir(args.data_dir), args.split,
@@ -413,7 +413,8 @@ def main(argv=None):
                                   "mixed_runs": mixed}}
         preds = {}
         for method, (model, ckpt) in loaded.items():
-            ds = load_split(kp_dir, args.split, "regression", canonical_hands=ckpt.get("data", {}).get("canonical_hands", False))
+            canonical = ckpt.get("data", {}).get("canonical_hands", False)
+            ds = load_split(kp_dir, args.split, "regression", canonical_hands=canonical)
             preds[method] = predict_all_decoders(model, ds, device, precision)
             metrics["num_images"] = len(ds)
             metrics[method] = {"checkpoint": {k: ckpt[k] for k in ("epoch", "val_loss", "val_px_error") if k in ckpt},
@@ -450,7 +451,8 @@ def write_figures(out_dir, vis_dir, sfx, split, ds, preds, loaded, training_log,
     plot_sample_predictions(ds.images[idx], {m: final[m][idx] for m in methods}, gt[idx],
                             vis_dir / f"sample_predictions{sfx}.png", split)
     if "heatmap" in final:
-        visualize_predictions(ds.images[0], final["heatmap"][0], gt[0], vis_dir / f"example_heatmap_prediction{sfx}.png")
+        visualize_predictions(ds.images[0], final["heatmap"][0], gt[0],
+                              vis_dir / f"example_heatmap_prediction{sfx}.png")
     grid_idx = list(range(min(32, len(gt))))
     prediction_grid(ds.images[grid_idx], {m: final[m][grid_idx] for m in methods[:3]}, gt[grid_idx],
                     vis_dir / f"{split}_grid.png", split=split)

@@ -17,7 +17,6 @@ row: {"seed", "run", "device", "epochs", "px", "px_sym", "px_hands_sym", "pck05"
       "train_seconds"}: test split, val-loss checkpoint, px = mean error in 128-px image px, PCK@0.05 bbox.
 """
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from codec import DECODERS
 from common import RESULTS_DIR, plt, results_lock, save_figure, set_threads, write_json
 from dataset import data_fingerprint, resolve_keypoints_dir, shifted_test_dir
 from readouts import paired_metrics
-from runs import RULES, collect, run_dir_of, run_name
+from runs import collect, run_name
 from train import make_recipe, positive
 
 GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck05_sym": 0.99}  # mean over seeds, test split; <=, <=, >=
@@ -139,9 +138,6 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
     pairs += [(f"long: {n} @ {a}", f"long: {n} @ {b}") for n in long_steps for a, b in zip(long_schedules, long_schedules[1:])]
     pairs += [(f"long: {best_loss} @ {best_schedule}", f"schedule: {best_schedule}")]
     means = {k: {m: float(np.mean([r[m] for r in v])) for m in METRICS} for k, v in rows.items()}
-    ckpt = run_dir_of(runs_root, heatmap_recipe(data, seeds[0], best_schedule, precision)) / RULES["val_loss"]
-    if ckpt.exists():
-        shutil.copyfile(ckpt, Path(out_dir) / "heatmap_best_model.pth")
     res = {"precision": precision, "seeds": list(seeds), "goal": GOAL, "decoder": decoder, "val_px_sym": val_sched,
            "best_schedule": best_schedule, "best_loss": best_loss, "long_schedules": list(long_schedules),
            "goal_met_on_test": meets(means[f"schedule: {best_schedule}"]), "means": means, "rows": rows,

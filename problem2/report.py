@@ -861,6 +861,19 @@ def ablation_runs(r):
 
 
 VALUES["abl_runs"] = ablation_runs
+
+
+def fp32_train_estimate(r):
+    """train.py's training time on the benchmark's CPU in fp32, derived (not timed): the images train.py's run
+    trained on (epochs x training images per method) over benchmark.json's fast-path images/s for that model."""
+    speed = {x["model"]: x["images_per_s"] for x in r["benchmark"]["rows"] if x["path"] == "fast"}
+    names = {"heatmap": "HeatmapNet", "regression": "RegressionNet"}
+    seconds = sum(r["log"][m]["recipe"]["epochs"] * r["log"][m]["recipe"]["num_train"] / speed[names[m]]
+                  for m in names if m in r["log"])
+    return f"{seconds / 60:.0f} minutes"
+
+
+VALUES["fp32_train_estimate"] = fp32_train_estimate
 TABLES.update(how_far=table_how_far, how_far_steps=table_how_far_steps)
 VALUES.update({
     "hf_best_schedule": lambda r: r["how_far"]["best_schedule"], "hf_decoder": lambda r: r["how_far"]["decoder"],

@@ -60,79 +60,47 @@ DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigm
 def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", precision="fp32",
         ckpt_path=None, ckpt_extra=None, on_epoch_end=None, name=None, log=print, hand_loss="strict",
         px_ckpt_path=None, resume_path=None, val_every=1, loss="mse", schedule="constant"):
-    """The one training loop. keypoint_loss(model output, loader targets, hand_loss, loss), Adam(lr); with
-    schedule='cosine' the epoch's learning rate is lr * (1 + cos(pi * (epoch - 1) / num_epochs)) / 2.
-
-    Validation every val_every epochs (and after the last): loss on val_loader and mean pixel error (image px)
-    of the decoded outputs against val_loader.dataset.keypoints; an epoch without validation records
-    val_loss/val_px_error None. The model with the lowest val loss is saved to ckpt_path (and, when given, the
-    one with the lowest val px error to px_ckpt_path). on_epoch_end(epoch, val_outputs) is called after each
-    validated epoch (heatmap snapshots). Returns the history (schema in the module docstring).
-
-    resume_path: after every epoch the whole training state (weights, Adam, history, the RNG and shuffling
-    states) is written there atomically; a later call with the same path and recipe continues after the last
-    finished epoch and ends with the same weights as an uninterrupted run. The file is deleted at the end.
-    """
+    """The one training loop: keypoint_loss(outputs, targets, hand_loss, loss), Adam(lr); schedule='cosine' sets
+    epoch e's rate to lr * (1 + cos(pi * (e - 1) / num_epochs)) / 2. Validation (`validation`) every val_every
+    epochs and after the last (None in the others); the lowest val loss is saved to ckpt_path, the lowest val px
+    error to px_ckpt_path; on_epoch_end(epoch, val_outputs) after each validated epoch (heatmap snapshots).
+    resume_path: the whole training state after every epoch (atomic); the same call again continues after the
+    last finished epoch to the same weights as an uninterrupted run; deleted at the end. Returns the history."""
     name = name or model_config(model)["method"]
     if val_every < 1:
         raise ValueError(f"val_every must be >= 1, got {val_every}")
-    target = target_of(model)
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    val_kp, val_targets = val_loader.dataset.keypoints, val_loader.dataset.targets
-    history = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf, "best_px_epoch": None,
-               "best_px_val_px_error": math.inf}
     identity = {"recipe": (ckpt_extra or {}).get("provenance", {}).get("recipe"), "model": model_config(model)}
-    state = load_training_state(resume_path, identity, model, opt, train_loader,
-                                [p for p in (ckpt_path, px_ckpt_path) if p is not None], log, name)
-    done_seconds = 0.0
-    if state:
-        history, done_seconds = state["history"], state["seconds"]
-        history["seconds_before_resume"] = done_seconds  # trained in earlier calls (runs.collect's cost split)
-        history.setdefault("resumed_after_epochs", []).append(len(history["epochs"]))
+    history, done_seconds = load_training_state(resume_path, identity, model, opt, train_loader,
+                                                [p for p in (ckpt_path, px_ckpt_path) if p is not None], log, name)
     t_start = time.time() - done_seconds
     flow = getattr(model, "flow", None)  # RLE's residual density (loss='rle'), trained with the model
     for epoch in range(len(history["epochs"]) + 1, num_epochs + 1):
         t0 = time.time()
         for group in opt.param_groups:  # a function of the epoch alone, so a resumed run needs no scheduler state
             group["lr"] = lr if schedule == "constant" else lr * (1 + math.cos(math.pi * (epoch - 1) / num_epochs)) / 2
-        model.train()
-        loss_sum, n_batches = torch.zeros((), device=device), 0
-        for images, targets in train_loader:
-            with autocast(device, precision):
-                out = model(prepare_input(images, device))
-            batch_loss = keypoint_loss(out, targets.to(device), hand_loss, loss, flow)
-            opt.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            opt.step()
-            loss_sum += batch_loss.detach()
-            n_batches += 1
-        train_loss = float(loss_sum) / n_batches  # one sync per epoch
+        train_loss = train_epoch(model, train_loader, opt, device, precision, hand_loss, loss, flow)
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"[{name}] non-finite training loss at epoch {epoch}; stopping. "
                                      f"The last good checkpoint (if any) is kept at {ckpt_path}. "
                                      f"Try a lower --lr or --precision fp32.")
         validate = epoch % val_every == 0 or epoch == num_epochs
-        val_out, val_loss, val_px = None, None, None
-        if validate:
-            val_out = run_model(model, val_loader, device, precision)
-            with torch.no_grad():
-                val_loss = float(keypoint_loss(val_out.to(device), val_targets.to(device), hand_loss, loss, flow))
-            val_px = float((decode(target, val_out, REFINE_DEFAULT) - val_kp).norm(dim=-1).mean())
+        val_out, val_loss, val_px = (validation(model, val_loader, device, precision, hand_loss, loss, flow)
+                                     if validate else (None, None, None))
         seconds = time.time() - t0
         history["epochs"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                   "val_px_error": val_px, "seconds": seconds})
         best = validate and val_loss < history["best_val_loss"]
-        if best:
-            history.update(best_epoch=epoch, best_val_loss=val_loss, best_val_px_error=val_px)
-            if ckpt_path is not None:
-                save_checkpoint(ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
-                                **_selected(ckpt_extra, "val_loss"))
-        if validate and val_px < history["best_px_val_px_error"]:
-            history.update(best_px_epoch=epoch, best_px_val_px_error=val_px)
-            if px_ckpt_path is not None:
-                save_checkpoint(px_ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
-                                **_selected(ckpt_extra, "val_px"))
+        for rule, improved, path, fields in (("val_loss", best, ckpt_path, dict(best_epoch=epoch, best_val_loss=val_loss,
+                                                                                 best_val_px_error=val_px)),
+                                             ("val_px", validate and val_px < history["best_px_val_px_error"],
+                                              px_ckpt_path, dict(best_px_epoch=epoch, best_px_val_px_error=val_px))):
+            if improved:
+                history.update(fields)
+                if path is not None:
+                    save_checkpoint(path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
+                                    **_selected(ckpt_extra, rule))
         if resume_path is not None:
             torch_save(resume_path, {"identity": identity, "threads": torch.get_num_threads(),
                                      "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
@@ -140,12 +108,10 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
                                      "shuffle_rng": train_loader.generator.get_state()})
         if on_epoch_end is not None and validate:
             on_epoch_end(epoch, val_out)
-        elapsed = time.time() - t_start
-        eta = elapsed / epoch * (num_epochs - epoch)
         if validate or epoch % 10 == 0:
             val = f"val {val_loss:.3e}  val px err {val_px:6.2f}" if validate else "(no validation this epoch)"
             log(f"[{name}] epoch {epoch:>2}/{num_epochs}  train {train_loss:.3e}  {val}{' *' if best else '  '}  "
-                f"{seconds:5.1f}s  ETA {fmt_time(eta)}")
+                f"{seconds:5.1f}s  ETA {fmt_time((time.time() - t_start) / epoch * (num_epochs - epoch))}")
     history["train_seconds"] = time.time() - t_start
     history["images_per_second"] = len(train_loader.dataset) * num_epochs / history["train_seconds"]
     if resume_path is not None:
@@ -153,23 +119,51 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
     return history
 
 
+def train_epoch(model, loader, opt, device, precision, hand_loss, loss, flow):
+    """One pass over `loader` with Adam steps; returns the mean batch loss (one device sync per epoch)."""
+    model.train()
+    loss_sum, n_batches = torch.zeros((), device=device), 0
+    for images, targets in loader:
+        with autocast(device, precision):
+            out = model(prepare_input(images, device))
+        batch_loss = keypoint_loss(out, targets.to(device), hand_loss, loss, flow)
+        opt.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        opt.step()
+        loss_sum += batch_loss.detach()
+        n_batches += 1
+    return float(loss_sum) / n_batches
+
+
+def validation(model, val_loader, device, precision, hand_loss, loss, flow):
+    """(outputs, loss, mean px error in image px with the default decoder) of `model` on the val split."""
+    ds = val_loader.dataset
+    val_out = run_model(model, val_loader, device, precision)
+    with torch.no_grad():
+        val_loss = float(keypoint_loss(val_out.to(device), ds.targets.to(device), hand_loss, loss, flow))
+    val_px = float((decode(target_of(model), val_out, REFINE_DEFAULT) - ds.keypoints).norm(dim=-1).mean())
+    return val_out, val_loss, val_px
+
+
 def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_paths=(), log=print, name=""):
-    """Restore fit's state from resume_path into model/opt/RNGs when the file exists, was written for the same
-    recipe and model, and the best checkpoints written before it are still there; returns it (None: start from
-    epoch 1). Bit-identical to an uninterrupted run with the same thread count on CPU."""
+    """(history, seconds trained so far) for fit: a fresh start, or the state in resume_path restored into
+    model/opt/RNGs when the file exists, was written for the same recipe and model, and the best checkpoints
+    written before it are still there. Bit-identical to an uninterrupted run with the same thread count on CPU."""
+    fresh = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf, "best_px_epoch": None,
+             "best_px_val_px_error": math.inf}, 0.0
     if resume_path is None or not Path(resume_path).exists():
-        return None
+        return fresh
     try:
         state = torch_load(resume_path)
     except UsageError as e:
         log(f"[{name}] {e}; starting from epoch 1")
-        return None
+        return fresh
     why = ("it belongs to another recipe or model" if state.get("identity") != identity else
            "the best checkpoints written before it are gone"
            if state["history"]["best_epoch"] is not None and not all(Path(p).exists() for p in ckpt_paths) else None)
     if why:
         log(f"[{name}] not resuming from {resume_path}: {why}; starting from epoch 1")
-        return None
+        return fresh
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     torch.set_rng_state(state["rng"])
@@ -178,7 +172,10 @@ def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_pa
         f"; it ran with {state['threads']} threads, now {torch.get_num_threads()}: the weights may differ in the last "
         f"digits from an uninterrupted run")
     log(f"[{name}] resuming after epoch {len(state['history']['epochs'])} ({resume_path}){threads}")
-    return state
+    history = state["history"]
+    history["seconds_before_resume"] = state["seconds"]  # trained in earlier calls (runs.collect's cost split)
+    history.setdefault("resumed_after_epochs", []).append(len(history["epochs"]))
+    return history, state["seconds"]
 
 
 def _selected(ckpt_extra, rule):

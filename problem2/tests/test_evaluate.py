@@ -90,6 +90,26 @@ def _png_has_content(path):
     return min(px.shape[:2]) > 200 and len(np.unique(px.reshape(-1, 3), axis=0)) > 20
 
 
+def test_figures_show_what_their_reader_needs(tiny_data, trained, tmp_path, monkeypatch):
+    """The evaluation figures as a reader sees them: titles naming the split, labelled axes, one legend entry per
+    curve, one panel per method and image."""
+    figs = {}
+    real = evaluate.save_figure
+    monkeypatch.setattr(evaluate, "save_figure", lambda fig, path: (figs.__setitem__(Path(path).name, fig),
+                                                                     real(fig, path)))
+    evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(_copy_run(trained, tmp_path)), "--split", "val",
+                   "--num-samples", "3"])
+    ax = figs["pck_curves_bbox_val.png"].axes[0]
+    assert ax.get_title() == "PCK curves on the val split (bbox-normalised)"
+    assert ax.get_xlabel().startswith("threshold") and ax.get_ylabel().startswith("PCK")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "HeatmapNet", "RegressionNet", "HeatmapNet (symmetric hands)", "RegressionNet (symmetric hands)"]
+    sample = figs["sample_predictions_val.png"]
+    assert len(sample.axes) == 2 * 3 and sample._suptitle.get_text().startswith("Predictions on the val split")
+    grid_legend = figs["val_grid.png"].axes[0].get_legend()
+    assert [t.get_text() for t in grid_legend.get_texts()] == ["ground truth", "HeatmapNet", "RegressionNet"]
+
+
 def test_figures_write_png(tmp_path):
     pck = {t / 100: min(1.0, t / 10) for t in range(0, 31)}
     plot_pck_curves(pck, {t: v / 2 for t, v in pck.items()}, tmp_path / "pck.png", extra_curves={"sym": pck})

@@ -74,7 +74,6 @@ def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     for sched in ("300 constant", "300 cosine"):
         long = read_json(tmp_path / "runs" / res["rows"][f"long: {res['best_loss']} @ {sched}"][0]["run"] / "run.json")
         assert long["recipe"]["epochs"] == 3 and long["recipe"].get("schedule", "constant") == sched.split()[1]
-    assert (tmp_path / "heatmap_best_model.pth").exists()
     best = read_json(tmp_path / "runs" / res["rows"][f"schedule: {res['best_schedule']}"][0]["run"] / "eval.json")
     assert list(res["val_px_sym"][res["best_schedule"]]) == [pytest.approx(sum(
         read_json(tmp_path / "runs" / r["run"] / "eval.json")["val_loss"]["val"][res["decoder"]]["px_sym"]
