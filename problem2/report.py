@@ -531,7 +531,7 @@ def sources(r):
         lines.append(f"- {where}, `study_results.json` → `{key}`: {src}")
     machines = {}
     for m in r.get("stored_runs", {}).values():
-        label = f"{m['cpu']} ({m['cores']} cores, {m['device']}, {m['threads']} thread(s) per run)"
+        label = f"{m.get('gpu', m['cpu'])} ({m['cores']} cores, {m['device']}, {m['threads']} thread(s) per run)"
         machines[label] = machines.get(label, 0) + 1
     lines.append("- The store's runs by machine (each run.json names its own): " +
                  "; ".join(f"{label}: {n}" for label, n in sorted(machines.items())))

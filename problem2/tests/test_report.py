@@ -172,3 +172,27 @@ def test_hand_loss_interaction_is_the_change_of_the_paired_gap():
     d = report.hand_loss_interaction({"study": {"hand_loss": {"rows": rows}}}, "integral", "heatmap", "px")
     assert d["n"] == 3 and abs(d["diff"] - (0.0 - (-1.9 / 3))) < 1e-9                 # shrinks by 0.633
     assert d["ci95"][0] < d["diff"] < d["ci95"][1]
+
+
+def test_the_main_command_on_tiny_data_then_the_tables_it_owns(tiny_data, tiny_shifted, tmp_path, monkeypatch):
+    """train.py, evaluate.py and baseline.py (tiny data) into a folder that holds the committed study results, then
+    report.py's rendering: every table and value renders, and those the main command owns show its new numbers."""
+    import shutil
+
+    import baseline
+    import evaluate
+    import train
+    from common import RESULTS_DIR
+    for name in ("study_results.json", "ablation_seeds.json", "how_far_results.json", "benchmark.json"):
+        shutil.copyfile(RESULTS_DIR / name, tmp_path / name)
+    monkeypatch.setattr(baseline, "shifted_test_dir", lambda: tiny_shifted)
+    common = ["--data-dir", str(tiny_data), "--out-dir", str(tmp_path)]
+    train.main([*common, "--epochs", "1", "--precision", "fp32"])
+    evaluate.main(common)
+    baseline.main([*common, "--epochs", "1", "--precision", "fp32", "--studies", "skip"])
+    results = report.load_results(tmp_path)
+    for doc in report.DOCS:
+        text = report.render(doc.read_text(), results)
+        assert report.render(text, results) == text                     # rendered once, it is up to date
+    pck = report.TABLES["pck_bbox"](results)
+    assert f"{results['metrics']['heatmap']['decoders']['argmax']['strict']['pck']['bbox']['0.05']:.3f}" in pck
