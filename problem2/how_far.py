@@ -108,9 +108,9 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
         return None
     val_sched = {n: best_decoder(runs_of("schedule", n)) for n in list(SCHEDULES)[:3]}
     val100 = [ev["val_loss"]["val"][val_sched["100 cosine"][1]] for _, ev in runs_of("schedule", "100 cosine")]
-    val_means = {"px_hands_sym": float(np.mean([v["px_hands_sym"] for v in val100])),
-                 "px_sym": float(np.mean([v["px_sym"] for v in val100])),
-                 "pck05_sym": float(np.mean([v["pck_bbox_sym"]["0.05"] for v in val100]))}
+    val_means = {k: float(np.mean([get(v) for v in val100])) for k, get in (
+        ("px_hands_sym", lambda v: v["px_hands_sym"]), ("px_sym", lambda v: v["px_sym"]),
+        ("pck05_sym", lambda v: v["pck_bbox_sym"]["0.05"]))}
     escalate = not meets(val_means)
     if escalate:
         log(f"[how_far] 100 cosine misses the goal on val ({val_means}); training {' and '.join(LONGER)}")
@@ -125,10 +125,10 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
     if not train({("long", f"{n} @ {sched}", s): ladder_recipe(data, s, n, precision, sched)
                   for sched in long_schedules for n in long_steps for s in seeds}):
         return None
-    keys = sorted({(kind, name) for kind, name, _ in got}, key=lambda k: ["schedule", "ladder", "long"].index(k[0]))
+    kinds = ["schedule", "ladder", "long"]  # rows by kind, each kind in the order trained
+    keys = sorted(dict.fromkeys((kind, name) for kind, name, _ in got), key=lambda k: kinds.index(k[0]))
     rows = {f"{kind}: {name}": [row(s, *got[kind, name, s], decoder if kind == "schedule" else "direct") for s in seeds]
-            for kind, name in sorted(keys, key=lambda k: (["schedule", "ladder", "long"].index(k[0]),
-                                                           list(got).index((*k, seeds[0]))))}
+            for kind, name in keys}
     pairs = [(f"schedule: {a}", f"schedule: {b}") for a, b in SCHEDULE_STEPS if a in val_sched and b in val_sched]
     pairs += [(f"ladder: {a}", f"ladder: {b}") for a, b in zip(LADDER, list(LADDER)[1:])]
     pairs += [(f"ladder: {PLAIN_MSE}", f"ladder: {n}") for n in LOSS_STEPS[2:]]  # every loss against MSE
