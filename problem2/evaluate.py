@@ -411,12 +411,12 @@ def main(argv=None):
         metrics = {"split": args.split, "thresholds": PCK_THRESHOLDS, "refine_default": REFINE_DEFAULT,
                    "provenance": {"run_id": training_log.get("run_id"), "data": data_fingerprint(kp_dir),
                                   "mixed_runs": mixed}}
-        preds = {}
+        # one split for every method: one train.py run applies one --canonical-hands to all of them
+        ds = load_split(kp_dir, args.split, "regression",
+                        canonical_hands=training_log.get("config", {}).get("canonical_hands", False))
+        metrics["num_images"], preds = len(ds), {}
         for method, (model, ckpt) in loaded.items():
-            canonical = ckpt.get("data", {}).get("canonical_hands", False)
-            ds = load_split(kp_dir, args.split, "regression", canonical_hands=canonical)
             preds[method] = predict_all_decoders(model, ds, device, precision)
-            metrics["num_images"] = len(ds)
             metrics[method] = {"checkpoint": {k: ckpt[k] for k in ("epoch", "val_loss", "val_px_error") if k in ckpt},
                                "decoders": {d: summarize(kp, ds.keypoints) for d, kp in preds[method].items()}}
         if "heatmap" in loaded:  # the default decoder is chosen on val: store the measurement it rests on

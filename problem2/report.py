@@ -39,7 +39,8 @@ INLINE = re.compile(r"(<!-- v:(\w+) -->)(.*?)(<!-- /v -->)")
 def load_results(results_dir=RESULTS_DIR):
     files = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_seeds.json",
              "failures": "failure_cases.json", "study": "study_results.json", "timings": "timings.json",
-             "benchmark": "benchmark.json", "how_far": "how_far_results.json"}
+             "benchmark": "benchmark.json", "how_far": "how_far_results.json", "best": "best/metrics.json",
+             "best_log": "best/training_log.json"}
     out = {k: read_json(Path(results_dir) / f) for k, f in files.items() if (Path(results_dir) / f).exists()}
     out["stored_runs"] = {p.parent.name: read_json(p)["machine"] for p in (Path(results_dir) / "runs").glob("*/run.json")}
     return out
@@ -625,6 +626,19 @@ def _hf_step(r, a, b, metric="px_sym"):
     return _ci(st[metric], "{:+.3f}" if metric.startswith("pck") else "{:+.2f}") + (" px" if metric != "pck05_sym" else "")
 
 
+def _best(r, key):
+    """The committed best-recipe checkpoint's own numbers (results/best: train.py + evaluate.py), decoder as chosen
+    on val by how_far.py."""
+    if "best" not in r:
+        return "(not trained yet)"
+    if key == "machine":
+        return machine_label(r["best_log"]["config"]["machine"])
+    s = r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]]["symmetric"]
+    value = {"px_sym": s["mean_px_error"], "pck05_sym": s["pck"]["bbox"]["0.05"],
+             "px_hands_sym": (s["per_keypoint_px_error"]["left_hand"] + s["per_keypoint_px_error"]["right_hand"]) / 2}
+    return f"{value[key]:.3f}" if key.startswith("pck") else f"{value[key]:.2f}"
+
+
 def _hf_best(r):
     h = r["how_far"]
     return f"long: {h['best_loss']} @ {h['best_schedule']}", f"schedule: {h['best_schedule']}"
@@ -887,6 +901,7 @@ VALUES.update({
     "hf_30_100": lambda r: _hf_step(r, "schedule: 30 constant", "schedule: 100 constant"),
     "hf_100_300": lambda r: _hf_step(r, "schedule: 100 constant", "schedule: 300 constant"),
     "hf_300_cos": lambda r: _hf_step(r, "schedule: 300 constant", "schedule: 300 cosine"),
+    **{f"best_{k}": (lambda r, k=k: _best(r, k)) for k in ("px_sym", "px_hands_sym", "pck05_sym", "machine")},
     "hf_100_300_cos": lambda r: _hf_step(r, "schedule: 100 cosine", "schedule: 300 cosine"),
     "hf_100_cos": lambda r: _hf_step(r, "schedule: 100 constant", "schedule: 100 cosine"),
     "hf_plain": lambda r: _hf_step(r, "ladder: spec head", "ladder: no dropout/sigmoid"),
