@@ -290,7 +290,10 @@ def plot_training_curves(training_log, save_path):
         ax.plot(ep, [h["train_loss"] for h in hist], label="train")
         ax.plot(ep, [h["val_loss"] for h in hist], label="val")
         ax.axvline(training_log[method]["best_epoch"], color="0.6", ls=":", label="best (saved)")
-        ax.set(yscale="log", xlabel="epoch", ylabel="MSE loss", title=f"{method}: loss")
+        loss = training_log[method]["recipe"].get("loss", "mse")
+        positive = all(h["train_loss"] > 0 and (h["val_loss"] or 1) > 0 for h in hist)  # likelihoods can be < 0
+        ax.set(yscale="log" if positive else "linear", xlabel="epoch", ylabel=f"{loss.upper() if loss == 'mse' else loss} loss",
+               title=f"{method}: loss")
         ax.legend()
         ax.grid(alpha=0.3)
     for method, color in zip(methods, ("C0", "C3", "C4")):
