@@ -292,8 +292,8 @@ def plot_training_curves(training_log, save_path):
         ax.axvline(training_log[method]["best_epoch"], color="0.6", ls=":", label="best (saved)")
         loss = training_log[method]["recipe"].get("loss", "mse")
         positive = all(h["train_loss"] > 0 and (h["val_loss"] or 1) > 0 for h in hist)  # likelihoods can be < 0
-        ax.set(yscale="log" if positive else "linear", xlabel="epoch", ylabel=f"{loss.upper() if loss == 'mse' else loss} loss",
-               title=f"{method}: loss")
+        ax.set(yscale="log" if positive else "linear", xlabel="epoch", title=f"{method}: loss",
+               ylabel=f"{'MSE' if loss == 'mse' else loss} loss")
         ax.legend()
         ax.grid(alpha=0.3)
     for method, color in zip(methods, ("C0", "C3", "C4")):

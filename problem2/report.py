@@ -39,8 +39,8 @@ INLINE = re.compile(r"(<!-- v:(\w+) -->)(.*?)(<!-- /v -->)")
 def load_results(results_dir=RESULTS_DIR):
     files = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_seeds.json",
              "failures": "failure_cases.json", "study": "study_results.json", "timings": "timings.json",
-             "benchmark": "benchmark.json", "how_far": "how_far_results.json", "best": "best/metrics.json",
-             "best_log": "best/training_log.json"}
+             "benchmark": "benchmark.json", "how_far": "how_far_results.json",
+             "best": "best/heatmap_model_test_metrics.json", "best_log": "best/training_log.json"}
     out = {k: read_json(Path(results_dir) / f) for k, f in files.items() if (Path(results_dir) / f).exists()}
     out["stored_runs"] = {p.parent.name: read_json(p)["machine"] for p in (Path(results_dir) / "runs").glob("*/run.json")}
     return out
