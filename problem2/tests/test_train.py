@@ -272,3 +272,16 @@ def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
     blocker.write_text("x")
     with pytest.raises(SystemExit, match="is a file, not a folder"):
         train.main(["--out-dir", str(blocker), "--epochs", "1"])
+
+
+def test_cosine_schedule_sets_each_epochs_rate(tiny_data, monkeypatch):
+    import math
+    opts, seen = [], []
+    real_adam = torch.optim.Adam
+    monkeypatch.setattr(torch.optim, "Adam", lambda *a, **k: opts.append(real_adam(*a, **k)) or opts[-1])
+    ds = load_split(tiny_data, "val", "regression")
+    train.fit(RegressionNet(), make_loader(ds, 16, shuffle=True), make_loader(ds, 16), num_epochs=4, lr=1e-3,
+              schedule="cosine", on_epoch_end=lambda e, out: seen.append(opts[0].param_groups[0]["lr"]),
+              log=lambda *a: None)
+    assert seen == pytest.approx([1e-3 * (1 + math.cos(math.pi * (e - 1) / 4)) / 2 for e in range(1, 5)])
+    assert seen[0] == 1e-3 and seen[-1] < 2e-4                          # from the full rate towards 0
