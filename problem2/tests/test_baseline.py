@@ -61,12 +61,20 @@ def test_resume_is_keyed_by_recipe_and_data(ablation_run, tiny_data, tiny_shifte
     assert moved["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"] != res["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"]
 
 
-def test_figures(ablation_run, tiny_data, tmp_path):
+def test_figures(ablation_run, tiny_data, tmp_path, monkeypatch):
     out, res, _ = ablation_run
+    figs, real = {}, baseline.save_figure
+    monkeypatch.setattr(baseline, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))
     baseline.plot_ablations(res, out / "vis")
     assert baseline.plot_sigma_examples(res, tiny_data, out / "vis", out) == out / "vis" / "ablation_sigma_examples.png"
     for name in ("ablation_sigma", "ablation_resolution", "ablation_skip", "ablation_sigma_examples"):
         assert (out / "vis" / f"{name}.png").stat().st_size > 5000
+    sigma = figs["ablation_sigma.png"]
+    assert sigma._suptitle.get_text().startswith("Ablation: sigma") and "1 seed(s)" in sigma._suptitle.get_text()
+    assert [ax.get_ylabel() for ax in sigma.axes] == ["PCK@0.05 (bbox)", "mean error (px, 128-px image)"]
+    assert [t.get_text() for t in sigma.axes[1].get_xticklabels()] == ["2.0", "4.0", "6.0", "8.0"]  # image px
+    assert len(sigma.axes[0].get_legend().get_texts()) == 6                                  # 3 decoders x 2 matchings
+    assert len(figs["ablation_sigma_examples.png"].axes) == 2 * 4                           # target/prediction x sigma
     # a missing ablation checkpoint (a fresh clone) skips the figure with a message naming the file
     ckpt = out / "runs" / res["variants"]["hm64_sigma3_skip"]["runs"][0]["run"] / "model.pth"
     ckpt.rename(ckpt.with_suffix(".bak"))
