@@ -5,7 +5,8 @@ Schedules (the spec HeatmapNet, symmetric hand loss): 30 epochs constant lr (the
 100 cosine; 300 constant and 300 cosine are trained only when 100 cosine misses GOAL on val. The best schedule has the lowest mean
 val px (symmetric); its decoder (argmax / quarter / dark) is chosen on val too and used for every heatmap row.
 Ladder (the spec encoder, 30 epochs): LADDER, each row changing one thing from the row above. Then the plain-MSE
-step (symmetric hand loss) and the best of its losses (lowest mean val px, symmetric) at the longer schedules.
+step (symmetric hand loss) and the best of its losses (lowest mean val px, symmetric) at the best schedule and,
+when 300 epochs were trained, at both 300-epoch schedules.
 Every run is a recipe-keyed run of runs.py under <out-dir>/runs/ (resumable, shared with the other studies where
 the recipe is identical), in --precision; each row names the machine (GPU or CPU) that trained it.
 
@@ -121,7 +122,7 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
     decoder = val_sched[best_schedule][1]
     best_loss = min(LOSS_STEPS, key=lambda n: best_decoder(runs_of("ladder", n))[0])
     long_steps = list(dict.fromkeys([PLAIN_MSE, best_loss]))
-    long_schedules = LONGER if escalate else (best_schedule,)
+    long_schedules = tuple(dict.fromkeys([best_schedule, *(LONGER if escalate else ())]))  # best first, always in
     if not train({("long", f"{n} @ {sched}", s): ladder_recipe(data, s, n, precision, sched)
                   for sched in long_schedules for n in long_steps for s in seeds}):
         return None
