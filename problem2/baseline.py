@@ -172,7 +172,8 @@ def plot_sigma_examples(results, dataset, vis_dir, out_dir=RESULTS_DIR, log=prin
     ckpts = [Path(out_dir) / "runs" / results["variants"][n]["runs"][0]["run"] / RULES["val_loss"] for n in names]
     missing = [str(c) for c in ckpts if not c.exists()]
     if missing:
-        log(f"[ablation] skipping ablation_sigma_examples{figure_suffix(results)}.png: checkpoint(s) not on disk: {', '.join(missing)} "
+        log(f"[ablation] skipping ablation_sigma_examples{figure_suffix(results)}.png: checkpoint(s) not on disk: "
+            f"{', '.join(missing)} "
             f"(rerun `python problem2/baseline.py --force --studies sigma` to recreate them)")
         return None
     test_ds = load_split(dataset, "test", "regression")

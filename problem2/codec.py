@@ -250,11 +250,10 @@ def per_keypoint_loss(outputs, targets, loss="mse", flow=None):
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     mu = outputs[:, :2 * NUM_KEYPOINTS].reshape(b, NUM_KEYPOINTS, 2)
     sigma = outputs[:, 2 * NUM_KEYPOINTS:].reshape(b, NUM_KEYPOINTS, 2).sigmoid() + 1e-9
-    err = (mu - targets.reshape(b, NUM_KEYPOINTS, 2)).abs() / sigma
-    nll = torch.log(2 * sigma) + err                                   # Laplace NLL per coordinate
+    e = (mu - targets.reshape(b, NUM_KEYPOINTS, 2)) / sigma             # normalised residual
+    nll = torch.log(2 * sigma) + e.abs()                               # Laplace NLL per coordinate
     if loss == "rle":
-        log_g = flow.log_prob(((mu - targets.reshape(b, NUM_KEYPOINTS, 2)) / sigma).reshape(-1, 2))
-        nll = nll + torch.log(sigma) - log_g.reshape(b, NUM_KEYPOINTS, 1)
+        nll = nll + torch.log(sigma) - flow.log_prob(e.reshape(-1, 2)).reshape(b, NUM_KEYPOINTS, 1)
     return nll.mean(-1)
 
 

@@ -73,13 +73,18 @@ def best_decoder(runs):
     return min((val_score(runs, d), d) for d in decoders if val_score(runs, d) is not None)
 
 
-def row(seed, info, ev, decoder):
-    t = ev["val_loss"]["test"][decoder]
-    sym = t["symmetric"]
-    return {"seed": seed, "run": run_name(info["recipe"]), "device": info["machine"].get("gpu", info["machine"]["cpu"]),
-            "epochs": info["recipe"]["epochs"], "px": t["strict"]["mean_px_error"], "px_sym": sym["mean_px_error"],
+def summary_numbers(summary):
+    """The study's numbers from one evaluate.summarize() entry: px and PCK@0.05 (bbox), strict and symmetric, and
+    the two hands' mean px, symmetric."""
+    sym = summary["symmetric"]
+    return {"px": summary["strict"]["mean_px_error"], "px_sym": sym["mean_px_error"],
             "px_hands_sym": (sym["per_keypoint_px_error"]["left_hand"] + sym["per_keypoint_px_error"]["right_hand"]) / 2,
-            "pck05": t["strict"]["pck"]["bbox"]["0.05"], "pck05_sym": sym["pck"]["bbox"]["0.05"],
+            "pck05": summary["strict"]["pck"]["bbox"]["0.05"], "pck05_sym": sym["pck"]["bbox"]["0.05"]}
+
+
+def row(seed, info, ev, decoder):
+    return {"seed": seed, "run": run_name(info["recipe"]), "device": info["machine"].get("gpu", info["machine"]["cpu"]),
+            "epochs": info["recipe"]["epochs"], **summary_numbers(ev["val_loss"]["test"][decoder]),
             "val_px_sym": ev["val_loss"].get("val", {}).get(decoder, {}).get("px_sym"),
             "train_seconds": info["history"]["train_seconds"]}
 

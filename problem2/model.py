@@ -220,7 +220,7 @@ class RealNVP(nn.Module):
         for i in reversed(range(len(self.t))):
             keep = self.mask[i] * z
             s = self.s[i](keep) * (1 - self.mask[i])
-            z = keep + (1 - self.mask[i]) * (z - self.t[i](keep) * (1 - self.mask[i])) * torch.exp(-s)
+            z = keep + (1 - self.mask[i]) * (z - self.t[i](keep)) * torch.exp(-s)
             log_det = log_det - s.sum(1)
         return -0.5 * (z ** 2).sum(1) - math.log(2 * math.pi) + log_det
 

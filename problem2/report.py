@@ -21,6 +21,7 @@ from baseline import DEFAULT_VARIANT, STUDIES as ABLATIONS, variant_config, vari
 from codec import KEYPOINT_NAMES
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
+from how_far import summary_numbers
 from model import METHODS
 from readouts import (READOUTS, STEP_METRICS, STEPS, paired_between, paired_by_seed, paired_difference, row_value,
                       verdict)
@@ -623,7 +624,8 @@ def table_how_far_steps(r):
 
 def _hf_step(r, a, b, metric="px_sym"):
     st = next(x for x in r["how_far"]["steps"] if x["from"] == a and x["to"] == b)
-    return _ci(st[metric], "{:+.3f}" if metric.startswith("pck") else "{:+.2f}") + (" px" if metric != "pck05_sym" else "")
+    pck = metric.startswith("pck")
+    return _ci(st[metric], "{:+.3f}" if pck else "{:+.2f}") + ("" if pck else " px")
 
 
 def _best(r, key):
@@ -633,9 +635,7 @@ def _best(r, key):
         return "(not trained yet)"
     if key == "machine":
         return machine_label(r["best_log"]["config"]["machine"])
-    s = r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]]["symmetric"]
-    value = {"px_sym": s["mean_px_error"], "pck05_sym": s["pck"]["bbox"]["0.05"],
-             "px_hands_sym": (s["per_keypoint_px_error"]["left_hand"] + s["per_keypoint_px_error"]["right_hand"]) / 2}
+    value = summary_numbers(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]])
     return f"{value[key]:.3f}" if key.startswith("pck") else f"{value[key]:.2f}"
 
 

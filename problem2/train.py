@@ -225,11 +225,21 @@ def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_d
     extra = {"data": {"canonical_hands": val_loader.dataset.canonical_hands},
              **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, log=log, hand_loss=hand_loss, loss=loss, schedule=schedule, px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None,
+               extra, log=log, hand_loss=hand_loss, loss=loss, schedule=schedule,
+               px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None,
                resume_path=resume_path, val_every=val_every)
 
 
 # ----------------------------------------------------------------------------- one method, one recipe
+def loss_misfit(method, loss):
+    """Why `loss` cannot train `method` (None when it can): the likelihood losses need gap_fc_nll's scales, and
+    gap_fc_nll trains with nothing else."""
+    if (loss in ("laplace", "rle")) != (method == "gap_fc_nll"):
+        return (f"--loss {loss} and method {method} do not fit: the likelihood losses (laplace, rle) train "
+                f"gap_fc_nll, which predicts a scale, and it trains with nothing else")
+    return None
+
+
 def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], lr=DEFAULTS["lr"],
                 batch_size=DEFAULTS["batch_size"], heatmap_size=DEFAULTS["heatmap_size"], sigma=DEFAULTS["sigma"],
                 hand_loss=DEFAULTS["hand_loss"], canonical_hands=False, num_train=None, precision="fp32",
@@ -243,9 +253,8 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
     validation, so the runs stored before the option existed keep their keys; so do loss ('mse') and schedule
     ('constant'). The likelihood losses need the method that predicts a scale (gap_fc_nll) and it needs them."""
     row = METHODS[method]
-    if (loss in ("laplace", "rle")) != (method == "gap_fc_nll"):
-        raise ValueError(f"--loss {loss} and method {method} do not fit: the likelihood losses (laplace, rle) "
-                         f"train gap_fc_nll, which predicts a scale, and it trains with nothing else")
+    if loss_misfit(method, loss):
+        raise ValueError(loss_misfit(method, loss))
     model_kwargs = dict(model_kwargs or {})
     if method == "gap_fc_nll":
         model_kwargs.setdefault("flow", loss == "rle")
@@ -357,9 +366,8 @@ def parse_args(argv=None):
                    help="let a run with another recipe or data replace the committed problem2/results/")
     args = p.parse_args(argv)
     for m in args.methods:
-        if (args.loss in ("laplace", "rle")) != (m == "gap_fc_nll"):
-            p.error(f"--loss {args.loss} does not fit method {m}: laplace and rle train gap_fc_nll (it predicts a "
-                    f"scale), and gap_fc_nll trains with nothing else")
+        if loss_misfit(m, args.loss):
+            p.error(loss_misfit(m, args.loss))
     if args.num_train is not None and args.num_train < args.batch_size:
         p.error(f"--num-train {args.num_train} is smaller than one batch (--batch-size {args.batch_size})")
     return args
