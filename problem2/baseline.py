@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 
-from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode, encode_heatmaps
+from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode
 from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, read_json, recipe_key, record_timing,
                     results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from evaluate import draw_keypoints, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
-from model import HeatmapNet, load_checkpoint, run_model
-from runs import RULES, STUDY_PRECISION, load_stored, run_dir_of, run_many, run_name
+from model import HeatmapNet, run_model
+from runs import STUDY_PRECISION, load_stored, run_dir_of, run_many, run_name
 from train import DEFAULTS, add_recipe_args, make_recipe, positive
 
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
@@ -46,6 +46,8 @@ STUDIES = {
     "skip": [{}, {"skip": False}],
 }
 DEFAULT_VARIANT = "hm64_sigma2_skip"
+CATEGORIES = {"heatmap_only": "heatmap succeeds, regression fails", "regression_only": "regression succeeds, heatmap fails",
+              "both_fail": "both fail"}  # failure_cases.json's keys, named by who succeeds
 SUCCESS_RULE = "a keypoint succeeds when its strict error <= 0.1 x bbox diagonal (PCK@0.1, bbox)"
 
 
@@ -133,13 +135,13 @@ def plot_ablations(results, vis_dir):
     """Mean px error and PCK@0.05 vs sigma, vs resolution, and skip vs no-skip, per decoder (strict and
     symmetric), mean over seeds with each seed's value as a dot."""
     variants = results["variants"]
-    for study, xlabel in (("sigma", "sigma (image px; heatmap px at 64x64 = half)"),
+    for study, xlabel in (("sigma", "σ (px of a 64x64 heatmap = 2 image px)"),
                           ("resolution", "heatmap resolution (cells per side)"), ("skip", "skip connections")):
         names = [n for n in results["studies"].get(study, []) if n in variants]
         if not names:
             continue
         cfgs = [variants[n]["config"] for n in names]
-        xs = {"sigma": [c["sigma_img"] for c in cfgs], "resolution": [c["hm_size"] for c in cfgs],
+        xs = {"sigma": [c["sigma_img"] / 2 for c in cfgs], "resolution": [c["hm_size"] for c in cfgs],
               "skip": ["with" if c["skip"] else "without" for c in cfgs]}[study]
         pos = list(range(len(xs))) if study == "skip" else xs
         fig, axes = plt().subplots(1, 2, figsize=(10, 3.8))
@@ -154,51 +156,12 @@ def plot_ablations(results, vis_dir):
             ax.set(xlabel=xlabel, ylabel=ylabel)
             ax.set_xticks(pos, [str(x) for x in xs])
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
         n_seeds = sorted({len(variants[n]["runs"]) for n in names})
         fig.suptitle(f"Ablation: {study} (HeatmapNet, test split; line = mean of "
                      f"{'/'.join(map(str, n_seeds))} seed(s) per variant, dots = seeds)")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
         save_figure(fig, Path(vis_dir) / f"ablation_{study}{figure_suffix(results)}.png")
-
-
-def plot_sigma_examples(results, dataset, vis_dir, out_dir=RESULTS_DIR, log=print):
-    """Per sigma: the target heatmap of one test image and each sigma-model's prediction (left hand), from the
-    first seed's run. A run whose checkpoint is not on disk (a fresh clone keeps only the JSON) skips the
-    figure with a message -- never a figure of another model."""
-    names = [n for n in results["studies"].get("sigma", []) if n in results["variants"]]
-    if not names:
-        return None
-    ckpts = [Path(out_dir) / "runs" / results["variants"][n]["runs"][0]["run"] / RULES["val_loss"] for n in names]
-    missing = [str(c) for c in ckpts if not c.exists()]
-    if missing:
-        log(f"[ablation] skipping ablation_sigma_examples{figure_suffix(results)}.png: checkpoint(s) not on disk: "
-            f"{', '.join(missing)} "
-            f"(rerun `python problem2/baseline.py --force --studies sigma` to recreate them)")
-        return None
-    test_ds = load_split(dataset, "test", "regression")
-    image, kp = test_ds.images[:1], test_ds.keypoints[0]
-    k = LEFT_HAND
-    fig, axes = plt().subplots(2, len(names), figsize=(2.6 * len(names), 5.4), squeeze=False)
-    for j, (name, ckpt) in enumerate(zip(names, ckpts)):
-        cfg = results["variants"][name]["config"]
-        target = encode_heatmaps(kp, cfg["hm_size"], cfg["sigma_hm"])[k]
-        model, _ = load_checkpoint(ckpt, method="heatmap", made_by="python problem2/baseline.py")
-        with torch.no_grad():
-            pred = model(image)[0, k]
-        for r, (hm, what) in enumerate(((target, "target"), (pred, "prediction"))):
-            ax = axes[r, j]
-            ax.imshow(hm.numpy(), cmap="magma", vmin=0, vmax=1, extent=(-0.5, 127.5, 127.5, -0.5))
-            ax.imshow(image[0, 0].numpy(), cmap="gray", alpha=0.15, extent=(-0.5, 127.5, 127.5, -0.5))
-            ax.plot(*kp[k].numpy(), "c+", ms=9, mew=1.5)
-            ax.set_title(f"sigma {cfg['sigma_img']:g} img px: {what}", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(f"What sigma does: {KEYPOINT_NAMES[k]} heatmap of one test image (+ = ground truth)")
-    fig.tight_layout()
-    path = Path(vis_dir) / f"ablation_sigma_examples{figure_suffix(results)}.png"
-    save_figure(fig, path)
-    return path
 
 
 # ----------------------------------------------------------------------------- failure cases
@@ -255,7 +218,7 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
     model: {'heatmap': HeatmapNet, 'regression': RegressionNet} (both trained; a 2-tuple in that order
     also works). test_loader: a non-shuffled loader over the test split (its images are fed to both
     models; ground truth is test_loader.dataset.keypoints). Success rule: SUCCESS_RULE. Categories:
-    heatmap_only (heatmap succeeds, regression fails), regression_only, both_fail; counts per category
+    CATEGORIES; counts per category
     and per keypoint, a characterisation of each, and a gallery PNG per category in out_dir/visualizations/.
     Returns the failure_cases dict (also written to out_dir/failure_cases.json).
     """
@@ -291,7 +254,7 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
         for r, i in enumerate(order):
             k = int(worst.indices[i])
             _draw_failure_row(axes[r], ds.images[i], gt[i], pred_h[i], pred_r[i], hm_out[i], k, f"test #{i}")
-        fig.suptitle(f"Failure cases: {cat.replace('_', ' ')} (o = GT, x = prediction; rule: PCK@0.1 bbox)",
+        fig.suptitle(f"Failure cases: {CATEGORIES[cat]} (o = GT, x = prediction; rule: PCK@0.1 bbox)",
                      fontsize=10)
         fig.tight_layout()
         save_figure(fig, Path(out_dir) / "visualizations" / f"failures_{cat}.png")
@@ -332,14 +295,13 @@ def main(argv=None):
             results = ablation_study(kp_dir, HeatmapNet, args.studies, args.epochs, args.out_dir, args.force,
                                      device, precision, seeds=args.seeds, jobs=args.jobs, partial=args.partial)
             plot_ablations(results, vis_dir)
-            plot_sigma_examples(results, kp_dir, vis_dir, args.out_dir)
             print_ablation_table(results)
         if models is not None:
             test_ds = load_split(kp_dir, "test", "regression")
             fc = analyze_failure_cases(models, make_loader(test_ds, 64), args.out_dir, device=device)
             print(f"\nfailure cases ({fc['rule']}), {fc['num_images']} test images x 5 keypoints:")
             for cat, n in fc["counts"].items():
-                print(f"  {cat:<16}{n:>5}   " + "  ".join(f"{k}={v}" for k, v in fc["per_keypoint"][cat].items()))
+                print(f"  {CATEGORIES[cat]:<36}{n:>5}   " + "  ".join(f"{k}={v}" for k, v in fc["per_keypoint"][cat].items()))
         if args.studies and models is not None and not args.partial:  # a full run; seed 0: the assignment's step
             step = "baseline.py" + ("" if args.seeds == [0] else " --seeds " + " ".join(map(str, args.seeds)))
             record_timing(args.out_dir, step, time.time() - t0, device, precision, args.jobs)

@@ -36,7 +36,7 @@ READOUTS = {
     "coordconv_gap_fc": ("coordconv_gap_fc", "GAP + FC with x/y channels appended before every encoder conv"),
     "decoder64_gap_fc": ("decoder64_gap_fc", "HeatmapNet's decoder (skips) to 64x64, then GAP + the spec FC head"),
     "softargmax_8": ("softargmax_8", "1x1 conv to 5 maps at 8x8, spatial soft-argmax, coordinate loss"),
-    "heatmap_8": ("heatmap_8", "the same 1x1 conv at 8x8 trained as Gaussian heatmaps (sigma 1 cell), MSE"),
+    "heatmap_8": ("heatmap_8", "the same 1x1 conv at 8x8 trained as Gaussian heatmaps (σ = 8: one 8x8 cell), MSE"),
     "integral_64": ("integral", "HeatmapNet body + soft-argmax at 64x64, coordinate loss"),
     "heatmap_64": ("heatmap", "the spec HeatmapNet"),
 }
@@ -72,18 +72,6 @@ def paired_difference(a, b):
         return {"diff": float(d.mean()) if len(d) else None, "ci95": None, "n": len(d)}
     half = T95.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d))
     return {"diff": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)], "n": len(d)}
-
-
-def verdict(d, noise="seed noise"):
-    """How a paired difference may be read: the one rule the report applies to every interpreted difference
-    (noise: what the pairs' spread is, for differences paired over something other than seeds)."""
-    if d["diff"] is None:
-        return "not measured yet"
-    if d["ci95"] is None:
-        return "one seed so far: not interpreted"
-    if d["ci95"][0] <= 0 <= d["ci95"][1]:
-        return f"within {noise} at n={d['n']} (the interval includes 0)"
-    return f"larger than {noise} at n={d['n']} (the interval excludes 0)"
 
 
 def row_value(row, metric):

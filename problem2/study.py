@@ -15,7 +15,7 @@ Studies:
   translation The seed-0 runs, without retraining, on a test set whose figure centres lie OUTSIDE the training
               range [40, 88]^2 but keep the whole figure inside the image; error vs distance from the range.
   seeds       The three methods (heatmap, regression, integral) over --seeds: mean +- std of the test metrics
-              and each pair's difference paired by seed with a 95% t-interval (seed noise, readouts.verdict).
+              and each pair's difference paired by seed with a 95% t-interval (readouts.paired_difference).
   data        Test error vs training-set size (--sizes, plus the full set) at 30 epochs, seed 0.
   precision   bf16 vs fp32 training, from the store as it is (trains nothing): every pair of stored runs whose
               recipes differ only in precision (e.g. baseline.py's seed-0 ablations, run once per precision),
@@ -363,8 +363,8 @@ def metrics_of(summary):
 
 def study_seeds(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print):
     """The three methods over seeds (the readout study's gap_fc, integral_64 and heatmap_64 runs): mean +- std of
-    every headline metric, and each pair's difference paired by seed with a 95% t-interval (readouts.verdict
-    reads it). Numbers from eval.json."""
+    every headline metric, and each pair's difference paired by seed with a 95% t-interval
+    (readouts.paired_difference). Numbers from eval.json."""
     recipes = {(m, s): spec_recipe(m, kp_dir, s) for m in METHODS for s in seeds}
     got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
     if len(seeds) < 2 or any(v is None for v in got.values()):
