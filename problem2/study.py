@@ -1,59 +1,24 @@
 """The "why" study: `python study.py` (see --help). Reuses train.py's loop and evaluate.py's decoding/metrics.
 
-Studies:
-  readouts    The controlled readout study (readouts.py): 9 readouts on one encoder x --seeds, recipe-keyed runs
-              of runs.py under results/runs/ (fp32), --jobs in parallel, --partial records what is stored.
-  hand_loss   The symmetric hand loss (train.py --hand-loss symmetric) vs the strict one, three methods x seeds,
-              same run store; writes results/heatmap_symmetric_model.pth (seed 0).
-  budget      Same store: the three methods at --long-epochs next to the spec's epochs (paired by seed), and data
-              efficiency at a fixed number of optimisation steps (--sizes x --seeds), written with whatever
-              runs are stored; in --budget-precision (default bf16: these are the longest runs, and the
-              precision study finds bf16 minus fp32 within seed noise; every run of one comparison has it).
-  hands       Hand-label ambiguity: the three methods retrained on canonical hand labels (left_hand := smaller-x
-              hand) next to the faithful-label runs, strict and symmetric; the faithful HeatmapNet also decoded
-              with an ambiguity-aware joint hand assignment (codec.joint_hand_decode).
-  translation The seed-0 runs, without retraining, on a test set whose figure centres lie OUTSIDE the training
-              range [40, 88]^2 but keep the whole figure inside the image; error vs distance from the range.
-  seeds       The three methods (heatmap, regression, integral) over --seeds: mean +- std of the test metrics
+Studies (each trains through the recipe-keyed run store of runs.py, results/runs/: a run is trained once and shared
+by every study whose recipe is identical; --jobs N trains N side by side; --partial trains nothing and keeps a
+study's previous section when some of its runs are missing):
+  readouts    The controlled readout study (readouts.py): 9 readouts on one encoder x --seeds (fp32).
+  hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); writes
+              results/heatmap_symmetric_model.pth (seed 0).
+  budget      The three methods at --long-epochs next to the spec's epochs, and training-set sizes (--sizes) at
+              the full set's number of Adam steps, in --budget-precision (default bf16: the longest runs).
+  hands       The three methods on canonical hand labels (left_hand := the smaller-x hand) next to the
+              course's labels, and HeatmapNet with a joint hand decoding (codec.joint_hand_decode); seed 0.
+  seeds       The three spec methods over --seeds (the readout study's runs): mean +- std of the test metrics
               and each pair's difference paired by seed with a 95% t-interval (readouts.paired_difference).
-  data        Test error vs training-set size (--sizes, plus the full set) at 30 epochs, seed 0.
-  precision   bf16 vs fp32 training, from the store as it is (trains nothing): every pair of stored runs whose
-              recipes differ only in precision (e.g. baseline.py's seed-0 ablations, run once per precision),
-              bf16 minus fp32, paired by recipe.
-Every study trains through the recipe-keyed run store (runs.py, results/runs/; fp32 except the budget study, see
---budget-precision): a run is trained once and
-shared by every study whose recipe is identical (the seeds study's runs are the readout study's gap_fc,
-integral_64 and heatmap_64). Numbers come from each run's committed eval.json; translation (and the hands
-figure) also need per-image predictions, the run's committed preds.npz (written from the checkpoint when an
-older run lacks it; retrained when neither is there). --jobs N trains N runs side by side; --partial trains
-nothing.
+  precision   bf16 minus fp32 over every pair of stored runs whose recipes differ only in precision (trains
+              nothing).
 
-study_results.json schema:
-  {"hands": {"<variant>": {"strict"|"symmetric": {"mean_px_error", "hand_px_error", "pck_bbox": {thr: acc}}}},
-   "translation": {"shifted_test": {...how generated}, "<method>": {"in_range": {...}, "shifted": {...},
-                   "by_distance": [{"distance_px": [lo, hi], "n_images", "mean_px_error"}]}},
-   "seeds": {"seeds": [..], "per_seed": {method: [{metric: value}]}, "mean": {method: {metric}},
-             "std": {method: {metric}}, "paired_over_seeds": {"A-B": {metric: {"diff", "ci95", "n"}}}},
-   "data_efficiency": {"sizes": [..], "<method>": {"mean_px_error": [..], "pck_bbox_0.05": [..]}},
-   "readouts": see readouts.py, "hand_loss": {"precision", "seeds", "rows": {"<method>_<loss>": [{"seed", "run",
-                "best_epoch", "px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px"}]},
-                "hand_gap_px_ground_truth", "paired": {method: {"seeds", "<metric>": {"diff", "ci95", "n"}}}},
-                (paired: symmetric minus strict loss over the seeds both have; metrics HAND_LOSS_METRICS)
-   "budget": {"precision", "seeds", "epochs": [spec, long], "long": {method: {"<epochs>": [row]}},
-              "long_paired": {method: {"seeds", "<metric>": {"diff", "ci95", "n"}}} (long minus spec; BUDGET_METRICS),
-              "long_val_px": {method: [{"seed", "best_to_spec", "best", "best_epoch", "last"}]} (the long run's
-              validation px: lowest within the spec's epochs, lowest overall and its epoch, last epoch),
-              "data_steps": {"sizes": [..], "epochs": {"<size>": epochs}, "batch_size", "rows": {method: {"<size>": [row]}},
-                             "paired_to_full": {method: {"<size>": {"seeds", "<metric>": {"diff", "ci95", "n"}}}}}}
-              (row: run_row, the same fields as a hand_loss row; paired_to_full: each smaller set minus the full
-              set, paired by seed, BUDGET_METRICS)
-   "precision": {"pairs": [{"label", "fp32": row, "bf16": row}] (row: run_row + "machine", run.json's record),
-                 "paired": {"n", "<metric>": {"diff", "ci95", "n"}}} (bf16 minus fp32, paired by recipe;
-                 PRECISION_METRICS)
-   "seconds": {study: its evaluation time + the training time of the runs it uses (a run shared by several
-               studies of one call is charged to the first one written)}}
-hands, translation, seeds and data_efficiency also name their run folders ("runs": {label: "<method>-<recipe key>"}).
-Metrics are on the test split; heatmaps decoded with evaluate.REFINE_DEFAULT.
+study_results.json holds one section per study (its keys are the study names) and "seconds" (per study: its
+evaluation time plus the training time of the runs it uses). Paired differences are {"diff", "ci95", "n"}
+(readouts.paired_difference); per-seed rows are run_row's fields. Numbers are on the test split from each run's
+eval.json (the hands figure also reads the run's preds.npz); heatmaps decoded with codec.REFINE_DEFAULT.
 """
 import argparse
 import math
@@ -63,29 +28,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND
 from common import (RESULTS_DIR, UsageError, fmt_time, plt, read_json, recipe_key, record_timing,
                     results_lock, save_figure, set_threads, write_json)
-from dataset import COURSE_CENTER_RANGE, SHIFTED_CENTER_RANGE, data_fingerprint, figure_centre, load_split, \
-    make_loader, resolve_keypoints_dir, shifted_test_dir
-from evaluate import PCK_THRESHOLDS, hand_gap, keypoint_distances, summarize
+from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
+from evaluate import PCK_THRESHOLDS, hand_gap, summarize
 from model import load_checkpoint, run_model
 import readouts
 import train
 from runs import RULES, STUDY_PRECISION, collect, load_predictions, load_stored, run_dir_of, run_name
 
 METHODS = ("heatmap", "regression", "integral")
-STUDIES = ("readouts", "hand_loss", "budget", "hands", "translation", "seeds", "data", "precision")
-
-
-# ----------------------------------------------------------------------------- shifted test set
-def distance_from_training_range(kp_img_px):
-    """Chebyshev distance (px) of each figure centre from the training range [40, 88]^2."""
-    lo, hi = COURSE_CENTER_RANGE
-    centre = figure_centre(kp_img_px)
-    return torch.clamp(torch.maximum(lo - centre, centre - hi), min=0).amax(-1)
+STUDIES = ("readouts", "hand_loss", "budget", "hands", "seeds", "precision")
 
 
 # ----------------------------------------------------------------------------- runs and predictions
@@ -118,7 +73,7 @@ def test_summary(recipe, ev):
 
 
 def by_matching(summary):
-    """The few numbers the hands and translation studies compare, from a summarize() output: mean error, hand
+    """The few numbers the hands study compares, from a summarize() output: mean error, hand
     error, PCK (bbox), strict and symmetric."""
     return {m: {"mean_px_error": s["mean_px_error"],
                 "hand_px_error": (s["per_keypoint_px_error"]["left_hand"] + s["per_keypoint_px_error"]["right_hand"]) / 2,
@@ -324,29 +279,6 @@ def study_precision(kp_dir, results_dir, seconds, log=print, shifted_dir=None):
               for k, get in PRECISION_METRICS.items()}
     return {"pairs": pairs, "paired": {"n": len(pairs), **paired}}
 
-def study_translation(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
-    shifted_dir = shifted_test_dir()
-    recipes = {m: spec_recipe(m, kp_dir) for m in METHODS}
-    preds = store_predictions(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
-    if any(v is None for v in preds.values()):
-        return None
-    gt_in, gt_out = test_keypoints(kp_dir), test_keypoints(shifted_dir)
-    dist = distance_from_training_range(gt_out)
-    bins = [(1, 3), (4, 6), (7, 9), (10, 12)]
-    res = {"shifted_test": {"num_images": len(gt_out), "seed": 1, "centre_x": SHIFTED_CENTER_RANGE[0], "centre_y": SHIFTED_CENTER_RANGE[1],
-                            "rule": "centre outside [40, 88]^2, whole figure inside the image"},
-           "runs": {m: run_name(r) for m, r in recipes.items()}}
-    for m in METHODS:
-        err = keypoint_distances(preds[m]["shifted"], gt_out).mean(1)
-        res[m] = {"in_range": brief_by_matching(preds[m]["test"], gt_in),
-                  "shifted": brief_by_matching(preds[m]["shifted"], gt_out),
-                  "by_distance": [{"distance_px": [lo, hi], "n_images": int(((dist >= lo) & (dist <= hi)).sum()),
-                                   "mean_px_error": float(err[(dist >= lo) & (dist <= hi)].mean())}
-                                  for lo, hi in bins if ((dist >= lo) & (dist <= hi)).any()]}
-    plot_translation(res, {m: preds[m]["shifted"] for m in METHODS}, gt_out, shifted_dir, results_dir / "visualizations")
-    return res
-
-
 SEED_PAIRS = (("heatmap", "regression"), ("integral", "regression"), ("heatmap", "integral"))
 
 
@@ -378,26 +310,6 @@ def study_seeds(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=
            "paired_over_seeds": {f"{a}-{b}": {k: readouts.paired_difference([r[k] for r in per_seed[b]],
                                                                             [r[k] for r in per_seed[a]])
                                               for k in names} for a, b in SEED_PAIRS}}
-    return res
-
-
-def study_data(kp_dir, results_dir, seconds, sizes, jobs=1, partial=False, log=print):
-    """Test error vs training-set size at a fixed number of EPOCHS (seed 0): smaller sets also get fewer steps
-    (the budget study's data_steps holds the step count fixed). Numbers from eval.json."""
-    n_all = data_fingerprint(kp_dir)["split_sizes"]["train"]
-    sizes = [n for n in sizes if n < n_all] + [n_all]
-    recipes = {(m, n): spec_recipe(m, kp_dir, num_train=n) for m in METHODS for n in sizes}
-    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
-    if any(v is None for v in got.values()):
-        return None
-    res = {"sizes": sizes, **{m: {"mean_px_error": [], "pck_bbox_0.05": []} for m in METHODS},
-           "runs": {f"{m}_{n}": run_name(r) for (m, n), r in recipes.items()}}
-    for n in sizes:
-        for m in METHODS:
-            b = test_summary(recipes[m, n], got[m, n][1])["strict"]
-            res[m]["mean_px_error"].append(b["mean_px_error"])
-            res[m]["pck_bbox_0.05"].append(b["pck"]["bbox"]["0.05"])
-    plot_data_efficiency(res, results_dir / "visualizations")
     return res
 
 
@@ -494,54 +406,6 @@ def plot_hands(kp_dir, faithful, canonical, gt, vis_dir, n=3, runs=None):
     save_figure(fig, vis_dir / "study_hands.png")
 
 
-def plot_translation(res, preds_out, gt_out, shifted_dir, vis_dir):
-    fig, axes = plt().subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
-    for m in METHODS:
-        pts = [(0, res[m]["in_range"]["strict"]["mean_px_error"])]
-        pts += [((d["distance_px"][0] + d["distance_px"][1]) / 2, d["mean_px_error"]) for d in res[m]["by_distance"]]
-        axes[0].plot(*zip(*pts), "o-", color=COLORS[m], label=m)
-    axes[0].set(xlabel="distance of the figure centre outside the training range [40, 88]^2 (px)",
-                ylabel="mean error (px, strict)", yscale="log",
-                title="Translation generalisation (0 = in-range test set)")
-    axes[0].grid(alpha=0.3, which="both")
-    axes[0].set_yticks([2, 3, 5, 10, 20, 30])
-    _plain_numbers(axes[0])
-    axes[0].legend()
-    ds = load_split(shifted_dir, "test", "regression")
-    dist = distance_from_training_range(gt_out)
-    i = int(dist.argmax())
-    axes[1].imshow(ds.images[i, 0].numpy(), cmap="gray")
-    for m, mk in (("heatmap", "x"), ("regression", "s"), ("integral", "^")):
-        kp = preds_out[m][i].numpy()
-        axes[1].plot(kp[:, 0], kp[:, 1], mk, color=COLORS[m], mfc="none", ms=8, mew=2, label=m)
-    axes[1].plot(gt_out[i, :, 0].numpy(), gt_out[i, :, 1].numpy(), "o", mfc="none", mec="k", ms=10, label="ground truth")
-    axes[1].set_title(f"a shifted test figure ({float(dist[i]):.0f} px outside the range)", fontsize=9)
-    axes[1].legend(fontsize=8, loc="lower right")
-    axes[1].set_xticks([])
-    axes[1].set_yticks([])
-    fig.tight_layout()
-    save_figure(fig, vis_dir / "study_translation.png")
-
-
-def plot_data_efficiency(res, vis_dir):
-    fig, axes = plt().subplots(1, 2, figsize=(10, 3.8))
-    for m in METHODS:
-        axes[0].plot(res["sizes"], res[m]["mean_px_error"], "o-", color=COLORS[m], label=m)
-        axes[1].plot(res["sizes"], res[m]["pck_bbox_0.05"], "o-", color=COLORS[m], label=m)
-    for ax, yl in zip(axes, ("mean error (px, strict)", "PCK@0.05 (bbox, strict)")):
-        ax.set(xscale="log", xlabel="training images", ylabel=yl)
-        ax.set_xticks(res["sizes"], [str(s) for s in res["sizes"]])
-        ax.xaxis.set_minor_formatter(plt().NullFormatter())
-        ax.grid(alpha=0.3)
-        ax.legend()
-    axes[0].set_yscale("log")
-    axes[0].set_yticks([2, 3, 5, 10, 20])
-    _plain_numbers(axes[0])
-    fig.suptitle("Data efficiency (30 epochs each, test split)")
-    fig.tight_layout()
-    save_figure(fig, vis_dir / "study_data_efficiency.png")
-
-
 def plot_data_steps(d, vis_dir):
     """Test error vs training-set size at a fixed number of optimisation steps: mean over the stored seeds
     (line), each seed a dot."""
@@ -575,7 +439,7 @@ def plot_data_steps(d, vis_dir):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study "
-                                "(9 readouts x seeds on one encoder), hand ambiguity, translation, seeds (mean +- std, "
+                                "(9 readouts x seeds on one encoder), hand ambiguity, hand loss, budget, seeds (mean +- std, "
                                 "differences paired by seed) and data efficiency.")
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -605,16 +469,14 @@ def main(argv=None):
         results.setdefault("seconds", {})
         run = dict(jobs=args.jobs, partial=args.partial)
         fns = {"hands": lambda s: study_hands(kp_dir, results_dir, s, **run),
-               "translation": lambda s: study_translation(kp_dir, results_dir, s, **run),
                "seeds": lambda s: study_seeds(kp_dir, results_dir, s, args.seeds, **run),
-               "data": lambda s: study_data(kp_dir, results_dir, s, args.sizes, **run),
                "hand_loss": lambda s: study_hand_loss(kp_dir, results_dir, s, args.seeds, args.jobs, args.partial),
                "budget": lambda s: study_budget(kp_dir, results_dir, s, args.seeds, args.sizes, args.long_epochs,
                                                 args.jobs, args.partial, precision=args.budget_precision),
                "precision": lambda s: study_precision(kp_dir, results_dir, s),
                "readouts": lambda s: readouts.study_readouts(kp_dir, results_dir, s, args.seeds, args.jobs,
                                                              args.precision, args.partial)}
-        keys, seen, written = {"data": "data_efficiency"}, set(), []
+        seen, written = set(), []
         for study in args.studies:
             t0, seconds = time.time(), {"used": 0.0, "now": 0.0, "seen": set(seen)}
             section = fns[study](seconds)
@@ -622,7 +484,7 @@ def main(argv=None):
                 print(f"[study] {study}: not all of its runs are stored yet; its section is left as it was")
                 continue
             seen |= seconds["seen"]  # a run's training time is charged to the first study written with it
-            results[keys.get(study, study)] = section
+            results[study] = section
             written.append(study)
             # cost = evaluation time now + training time of every run it uses (whether trained now or earlier)
             results["seconds"][study] = time.time() - t0 - seconds["now"] + seconds["used"]

@@ -10,13 +10,6 @@ from dataset import data_fingerprint
 from common import read_json, recipe_key
 
 
-def test_distance_from_training_range_known_values():
-    kp = torch.zeros(3, 5, 2)
-    kp[:, 0] = torch.tensor([[64.0, 44.0], [30.0, 44.0], [64.0, 70.0]])   # centres (64,64), (30,64), (64,90)
-    assert figure_centre(kp)[1].tolist() == [30.0, 64.0]
-    assert study.distance_from_training_range(kp).tolist() == [0.0, 10.0, 2.0]
-
-
 def test_paired_difference_interval():
     d = readouts.paired_difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])        # differences 1, 2, 3
     assert d["diff"] == 2.0 and d["n"] == 3
@@ -124,32 +117,28 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     per = res["per_seed"]
     assert pair["n"] == 2 and abs(pair["diff"] - sum(per["heatmap"][s]["mean_px_error"] -
                                                      per["regression"][s]["mean_px_error"] for s in (0, 1)) / 2) < 1e-12
-    tr = study.study_translation(tiny_data, tmp_path, seconds, **quiet)   # preds.npz of the seed-0 runs
-    assert seconds["now"] == 0 and tr["runs"]["heatmap"] == res["runs"]["heatmap_0"]
-    stored_shifted = read_json(runs_root / res["runs"]["heatmap_0"] / "eval.json")["val_loss"]["shifted"]["px"]
-    assert abs(tr["heatmap"]["shifted"]["strict"]["mean_px_error"] - stored_shifted) < 1e-5
-    # neither preds.npz nor checkpoint: retrained for a per-image study
+    # per-image predictions (the hands figure): a stored run's preds.npz, nothing retrained
+    recipe = {"regression": study.spec_recipe("regression", tiny_data)}
+    preds = study.store_predictions(recipe, tiny_data, tmp_path, seconds, **quiet)["regression"]
+    assert seconds["now"] == 0 and preds["test"].shape[1:] == (5, 2)
+    # neither preds.npz nor checkpoint: retrained
     rdir = runs_root / res["runs"]["regression_0"]
     (rdir / PREDS).unlink()
     logs = []
-    tr = study.study_translation(tiny_data, tmp_path, seconds, log=logs.append)
+    study.store_predictions(recipe, tiny_data, tmp_path, seconds, log=logs.append)
     assert seconds["now"] > 0 and any("no per-image predictions" in s and "retraining" in s for s in logs)
-    assert tr["regression"]["shifted"]["strict"]["mean_px_error"] > 0 and (rdir / RULES["val_loss"]).exists()
+    assert (rdir / RULES["val_loss"]).exists()
     # no preds.npz but the checkpoint: rewritten from it, identical, nothing retrained
     before, now = load_predictions(rdir), seconds["now"]
     (rdir / PREDS).unlink()
     logs = []
-    study.study_translation(tiny_data, tmp_path, seconds, log=logs.append)
+    study.store_predictions(recipe, tiny_data, tmp_path, seconds, log=logs.append)
     assert seconds["now"] == now and any("writing its per-image predictions" in s for s in logs)
     after = load_predictions(rdir)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     logs = []
     assert study.study_hands(tiny_data, tmp_path, seconds, log=logs.append) == hands   # eval.json only
     assert any("study_hands.png not redrawn" in s for s in logs)
-    data = study.study_data(tiny_data, tmp_path, seconds, sizes=[32], **quiet)
-    assert data["sizes"] == [32, 48] and len(data["heatmap"]["mean_px_error"]) == 2
-    for fig in ("study_translation.png", "study_data_efficiency.png"):
-        assert (tmp_path / "visualizations" / fig).stat().st_size > 10_000
 
 
 def test_fixed_step_epochs_and_budget_study(tiny_data, tiny_shifted, tmp_path):
