@@ -136,43 +136,6 @@ def decode_heatmaps(heatmaps, refine=None):
     return cells_to_img(heatmaps, *argmax_cells(heatmaps), refine)
 
 
-def joint_hand_decode(heatmaps, refine=REFINE_DEFAULT, radius_hm=3.0, min_peak=0.1):
-    """Decode [B, K, H, W] like decode_heatmaps, but assign the two hand channels
-    jointly. When both hand channels put their argmax on the same blob (within radius_hm heatmap px),
-    the strongest local maximum of the summed hand maps outside that blob (if >= min_peak) is taken as the
-    other hand, and the two peaks are given to the channels in the order with the larger summed
-    response (left at p, right at q vs the reverse). Returns [B, K, 2] in image px."""
-    heatmaps = heatmaps.float()
-    b, k, h, w = heatmaps.shape
-    x, y = argmax_cells(heatmaps)
-    hands = heatmaps[:, [LEFT_HAND, RIGHT_HAND]]                       # [B, 2, H, W]
-    p = torch.stack([x[:, LEFT_HAND], y[:, LEFT_HAND]], -1).float()     # the left channel's peak
-    q = torch.stack([x[:, RIGHT_HAND], y[:, RIGHT_HAND]], -1).float()
-    collide = (p - q).norm(dim=-1) <= radius_hm
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    combined = hands.sum(1)
-    strongest = torch.where((hands.amax((2, 3))[:, 0] >= hands.amax((2, 3))[:, 1])[:, None], p, q)  # [B, 2]
-    far = ((xs - strongest[:, 0, None, None]) ** 2 + (ys - strongest[:, 1, None, None]) ** 2) > radius_hm**2
-    local_max = combined == F.max_pool2d(combined[:, None], 3, stride=1, padding=1)[:, 0]  # a real peak, not a tail
-    masked = torch.where(far & local_max, combined, torch.full_like(combined, -float("inf")))
-    idx2 = masked.flatten(1).argmax(-1)
-    second = torch.stack([idx2 % w, idx2 // w], -1).float()
-    use = collide & (masked.flatten(1).amax(-1) >= min_peak)
-    bi = torch.arange(b)
-
-    def resp(ch, pt):
-        return hands[bi, ch, pt[:, 1].long(), pt[:, 0].long()]
-
-    keep_order = resp(0, strongest) + resp(1, second) >= resp(0, second) + resp(1, strongest)
-    new_left = torch.where(keep_order[:, None], strongest, second)
-    new_right = torch.where(keep_order[:, None], second, strongest)
-    x, y = x.clone(), y.clone()
-    for ch, new in ((LEFT_HAND, new_left), (RIGHT_HAND, new_right)):
-        x[:, ch] = torch.where(use, new[:, 0].long(), x[:, ch])
-        y[:, ch] = torch.where(use, new[:, 1].long(), y[:, ch])
-    return cells_to_img(heatmaps, x, y, refine)
-
-
 # ----------------------------------------------------------------------------- coordinates: encode / decode
 def encode_coords(kp_img_px):
     """Keypoints [..., K, 2] in image px -> [..., 2K] = (x0, y0, x1, y1, ...) in unit space."""

@@ -242,19 +242,11 @@ def table_training(r):
                 f"{log[m]['images_per_second']:.0f}"] for m in NAMES if m in log])
 
 
-def table_canonical(r):
-    h = r["study"]["hands"]
-    return md(["model, labels, decoding", "px", "hands px", "hands px sym", "PCK@0.05 sym"],
-              [[k.replace("_", " "), num(v["strict"]["mean_px_error"]), num(v["strict"]["hand_px_error"]),
-                num(v["symmetric"]["hand_px_error"]), num(v["symmetric"]["pck_bbox"]["0.05"], "pck")]
-               for k, v in h.items() if k != "hand_gap_px"])
-
-
 TABLES = {"assignment": table_assignment, "readouts": table_readouts,
           "readout_steps": table_readout_steps, "hand_loss": table_hand_loss, "hand_loss_pairs": table_hand_loss_pairs,
           "how_far": table_how_far, "ablation": table_ablation, "failures": table_failures,
           "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso"),
-          "training": table_training, "canonical": table_canonical}
+          "training": table_training}
 
 
 # ---- named values ----

@@ -6,10 +6,7 @@ A run lives in <runs_root>/<method>-<recipe key>/:
   run.json         {"recipe", "history" (per-epoch log, both selection rules; val numbers null in an epoch
                     without validation, recipe "val_every"), "machine", "code_version"}  committed
   eval.json        {"eval_key", "<rule: val_loss|val_px>": {"epoch", "val": {decoder: brief}, "test": {decoder: summary}, "brief",
-                    "brief_joint_hands" (heatmap targets), "shifted": brief}}                          committed
-  preds.npz        per-image predictions of the val-loss checkpoint, kp_img_px float32 [N, K, 2]: "test", "shifted"
-                   and (heatmap targets) "test_joint_hands"; committed, so the studies' per-image numbers and
-                   figures need no checkpoint (checkpoints do not survive a fresh clone)
+                    "shifted": brief}}  committed, so the studies need no checkpoint (they do not survive a clone)
   model.pth        best by val loss (the spec rule)          model_bestpx.pth  best by val px    (gitignored)
   resume.pth       while training: the state after the last finished epoch; an interrupted run continues
                    from it when asked again (same weights as an uninterrupted run), deleted when done (gitignored)
@@ -21,15 +18,13 @@ thread count (CPU kernels reduce in a thread-dependent order), so `jobs` runs wi
 sequential run with T threads (`--threads T`); run.json records the threads used.
 """
 import functools
-import io
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from codec import DECODERS, REFINE_DEFAULT, decode, joint_hand_decode
-from common import (UsageError, atomic_write_bytes, code_version, fmt_time, job_results, jobs_used, machine_info,
+from codec import DECODERS, REFINE_DEFAULT, decode
+from common import (UsageError, code_version, fmt_time, job_results, jobs_used, machine_info,
                     pick_device, read_json, recipe_key, results_lock, write_json)
 from dataset import data_fingerprint, load_split, make_loader
 from evaluate import brief, summarize
@@ -39,7 +34,6 @@ from train import train_recipe
 EVAL_VERSION = 1
 STUDY_PRECISION = "fp32"  # the studies' runs: every CPU has fp32, so stored runs are reusable across machines
 RULES = {"val_loss": "model.pth", "val_px": "model_bestpx.pth"}
-PREDS = "preds.npz"  # per-image predictions of the val-loss checkpoint (committed)
 RESUME = "resume.pth"  # the training state after the last finished epoch, while a run trains (train.fit)
 
 
@@ -61,12 +55,10 @@ def eval_key(kp_dir, shifted_dir):
             "shifted": data_fingerprint(shifted_dir)["annotations_sha256"] if shifted_dir else None}
 
 
-def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device="cpu", preds=None):
+def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device="cpu"):
     """Numbers of one model: val brief per decoder ("val"; runs evaluated before it existed lack it), test-split
-    full summary per decoder, brief (default decoder), joint-hand
-    decoding (heatmap targets), and brief on the shifted test set when given. `preds` (a dict), when given,
-    receives the per-image predictions (kp_img_px, numpy float32) under the keys of PREDS."""
-    out, preds = {}, {} if preds is None else preds
+    full summary per decoder, brief (default decoder), and brief on the shifted test set when given."""
+    out = {}
     heat = target_of(model) == "heatmap"
     val = load_split(kp_dir, "val", "regression", canonical_hands=canonical)  # to choose a decoder on val
     raw = run_model(model.to(device), make_loader(val, 64), device, "fp32")
@@ -77,7 +69,6 @@ def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device
         ds = load_split(folder, "test", "regression", canonical_hands=canonical)  # images + keypoints only
         raw = run_model(model.to(device), make_loader(ds, 64), device, "fp32")
         final = decode(target_of(model), raw, REFINE_DEFAULT)
-        preds[name] = final.float().numpy()
         if name == "shifted":
             out["shifted"] = brief(final, ds.keypoints)
             continue
@@ -86,30 +77,7 @@ def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device
                            summarize(decode(target_of(model), raw, d) if heat else final, ds.keypoints).items()}
                        for d in decoders}
         out["brief"] = brief(final, ds.keypoints)
-        if heat:
-            joint = joint_hand_decode(raw)
-            preds["test_joint_hands"] = joint.float().numpy()
-            out["brief_joint_hands"] = brief(joint, ds.keypoints)
     return out
-
-
-def write_predictions(rdir, preds):
-    buf = io.BytesIO()
-    np.savez(buf, **preds)
-    atomic_write_bytes(Path(rdir) / PREDS, buf.getvalue())
-
-
-def load_predictions(rdir):
-    """{key: kp_img_px tensor [N, K, 2]} from a run's preds.npz, or None when it has none."""
-    path = Path(rdir) / PREDS
-    if not path.exists():
-        return None
-    try:
-        with np.load(path) as z:
-            return {k: torch.from_numpy(z[k]) for k in z.files}
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path} is unreadable ({e}); delete it and rerun: it is rewritten from the run's "
-                         f"checkpoint, or the run is retrained") from None
 
 
 def why_new(recipe, runs_root):
@@ -125,34 +93,25 @@ def why_new(recipe, runs_root):
     return f"no stored run with this recipe; the closest, {best[0]}, differs in: {', '.join(best[1])}"
 
 
-def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=print, need_predictions=False):
-    """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key (and,
-    with need_predictions, its preds.npz there or recomputable from its checkpoint), else trained and/or
-    evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
+def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=print):
+    """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key, else
+    trained and/or evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
     rdir = run_dir_of(runs_root, recipe)
     tag = rdir.name
     key = eval_key(kp_dir, shifted_dir)
     with results_lock(rdir, "runs.ensure_run"):
         info = read_json(rdir / "run.json", default={})
         ev = read_json(rdir / "eval.json", default={})
-        have_ckpts, have_preds = has_checkpoints(rdir), (rdir / PREDS).exists()
+        have_ckpts = has_checkpoints(rdir)
         if info and info.get("recipe") != recipe:
             log(f"[runs] {tag}: stored recipe differs from the requested one; retraining")
             info = {}
-        if info and ev.get("eval_key") == key and (have_preds or have_ckpts or not need_predictions):
-            if have_ckpts and not have_preds:  # evaluated before preds.npz existed: seconds, so always
-                log(f"[runs] {tag}: writing its per-image predictions from its checkpoint")
-                model, _ = load_checkpoint(rdir / RULES["val_loss"], method=recipe["method"])
-                preds = {}
-                evaluate_checkpoint(model, kp_dir, shifted_dir, recipe["canonical_hands"], device, preds)
-                write_predictions(rdir, preds)
+        if info and ev.get("eval_key") == key:
             log(f"[runs] {tag}: reusing (same recipe, already evaluated)")
             return rdir, info, ev
         if info and not have_ckpts:
-            why = ("it has no per-image predictions (evaluated before preds.npz existed), which are needed, and "
-                   "its checkpoints (gitignored) are not on this machine" if ev.get("eval_key") == key else
-                   "its evaluation is missing or outdated and its checkpoints (gitignored) are not on this machine")
-            log(f"[runs] {tag}: {why}; retraining. Its stored numbers will change (CPU kernels and thread counts "
+            log(f"[runs] {tag}: its evaluation is missing or outdated and its checkpoints (gitignored) are not on this "
+                f"machine; retraining. Its stored numbers will change (CPU kernels and thread counts "
                 f"differ between machines): regenerate every study that uses it (`python study.py --partial`)")
             info = {}
         if not info:
@@ -164,37 +123,35 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
             info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
                     "code_version": version}
             write_json(rdir / "run.json", info)
-        ev, preds = {"eval_key": key}, {}
+        ev = {"eval_key": key}
         for rule, fname in RULES.items():
             model, ckpt = load_checkpoint(rdir / fname, method=recipe["method"])
-            ev[rule] = {"epoch": ckpt["epoch"], **evaluate_checkpoint(
-                model, kp_dir, shifted_dir, recipe["canonical_hands"], device, preds if rule == "val_loss" else None)}
-        write_predictions(rdir, preds)  # before eval.json: an evaluated run always has its predictions
+            ev[rule] = {"epoch": ckpt["epoch"], **evaluate_checkpoint(model, kp_dir, shifted_dir,
+                                                                      recipe["canonical_hands"], device)}
         write_json(rdir / "eval.json", ev)
         return rdir, info, ev
 
 
 def _worker(task, live_log=None):
     """One ensure_run; its log lines are printed live (sequential) or collected (worker process)."""
-    recipe, kp_dir, runs_root, shifted_dir, device, need_predictions = task
+    recipe, kp_dir, runs_root, shifted_dir, device = task
     lines = []
     log = lines.append if live_log is None else (lambda s: (lines.append(s), live_log(s)))
     try:
-        _, info, ev = ensure_run(recipe, kp_dir, runs_root, shifted_dir, device, log, need_predictions)
+        _, info, ev = ensure_run(recipe, kp_dir, runs_root, shifted_dir, device, log)
     except UsageError as e:
         return recipe, None, None, str(e), lines
     return recipe, info, ev, None, lines
 
 
-def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto", log=print, need_predictions=False):
+def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto", log=print):
     """ensure_run for every recipe (duplicates by key run once), in `jobs` processes with the CPU threads
     split between them; results are identical to a sequential run (each run is seeded by its recipe).
     Returns {recipe key: (run.json, eval.json)} and prints progress with an ETA for the whole batch."""
     device = pick_device(device)
     code_version()  # cached at start (see common.code_version)
     unique = {recipe_key(r): r for r in recipes}
-    tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device, need_predictions)
-             for r in unique.values()]
+    tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device) for r in unique.values()]
     out, t0, trained = {}, time.time(), []
     jobs = jobs_used(jobs, len(tasks))  # as job_results runs them; in this process log lines go through `log` live
     fn = functools.partial(_worker, live_log=log if jobs == 1 else functools.partial(print, flush=True))
@@ -213,23 +170,16 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     return out
 
 
-def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=False, log=print,
-            need_predictions=False):
+def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=False, log=print):
     """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
-    partial, only what is stored; need_predictions: see ensure_run). Each run's training time is added once per
+    partial, only what is stored). Each run's training time is added once per
     seconds["seen"] (shared by the studies of one call) to seconds["used"], and the part spent in this call (a
     run trained, retrained or resumed now: its run.json changed) to seconds["now"]."""
     history_before = {run_name(r): read_json(run_dir_of(runs_root, r) / "run.json", default={}).get("history")
                       for r in recipes.values()}
     if not partial:
-        run_many(list(recipes.values()), kp_dir, runs_root, shifted_dir, jobs=jobs, log=log,
-                 need_predictions=need_predictions)
-    else:  # partial trains nothing, but writes missing predictions from checkpoints (seconds)
-        for r in recipes.values():
-            rdir = run_dir_of(runs_root, r)
-            if load_stored(r, kp_dir, runs_root, shifted_dir) and has_checkpoints(rdir) and not (rdir / PREDS).exists():
-                ensure_run(r, kp_dir, runs_root, shifted_dir, log=log)
-    after = {k: load_stored(r, kp_dir, runs_root, shifted_dir, need_predictions) for k, r in recipes.items()}
+        run_many(list(recipes.values()), kp_dir, runs_root, shifted_dir, jobs=jobs, log=log)
+    after = {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
     seen, now = seconds.setdefault("seen", set()), set()
     for k, got in after.items():
         name, h = run_name(recipes[k]), got and got[0]["history"]
@@ -244,12 +194,10 @@ def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=Fa
     return after
 
 
-def load_stored(recipe, kp_dir, runs_root, shifted_dir=None, need_predictions=False):
-    """(run.json, eval.json) of `recipe` when it is stored and evaluated with the current eval key (and, with
-    need_predictions, its preds.npz), else None."""
+def load_stored(recipe, kp_dir, runs_root, shifted_dir=None):
+    """(run.json, eval.json) of `recipe` when it is stored and evaluated with the current eval key, else None."""
     rdir = run_dir_of(runs_root, recipe)
     info, ev = read_json(rdir / "run.json", default={}), read_json(rdir / "eval.json", default={})
-    if info.get("recipe") == recipe and ev.get("eval_key") == eval_key(kp_dir, shifted_dir) and (
-            (rdir / PREDS).exists() or not need_predictions):
+    if info.get("recipe") == recipe and ev.get("eval_key") == eval_key(kp_dir, shifted_dir):
         return info, ev
     return None

@@ -8,8 +8,6 @@ study's previous section when some of its runs are missing):
               results/heatmap_symmetric_model.pth (seed 0).
   budget      The three methods at --long-epochs next to the spec's epochs, and training-set sizes (--sizes) at
               the full set's number of Adam steps, in --budget-precision (default bf16: the longest runs).
-  hands       The three methods on canonical hand labels (left_hand := the smaller-x hand) next to the
-              course's labels, and HeatmapNet with a joint hand decoding (codec.joint_hand_decode); seed 0.
   seeds       The three spec methods over --seeds (the readout study's runs): mean +- std of the test metrics
               and each pair's difference paired by seed with a 95% t-interval (readouts.paired_difference).
   precision   bf16 minus fp32 over every pair of stored runs whose recipes differ only in precision (trains
@@ -18,7 +16,7 @@ study's previous section when some of its runs are missing):
 study_results.json holds one section per study (its keys are the study names) and "seconds" (per study: its
 evaluation time plus the training time of the runs it uses). Paired differences are {"diff", "ci95", "n"}
 (readouts.paired_difference); per-seed rows are run_row's fields. Numbers are on the test split from each run's
-eval.json (the hands figure also reads the run's preds.npz); heatmaps decoded with codec.REFINE_DEFAULT.
+eval.json; heatmaps decoded with codec.REFINE_DEFAULT.
 """
 import argparse
 import math
@@ -29,39 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import HAND_LOSSES, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND
+from codec import HAND_LOSSES, REFINE_DEFAULT
 from common import (RESULTS_DIR, UsageError, fmt_time, plt, read_json, recipe_key, record_timing,
                     results_lock, save_figure, set_threads, write_json)
-from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
-from evaluate import PCK_THRESHOLDS, hand_gap, summarize
-from model import load_checkpoint, run_model
+from dataset import data_fingerprint, load_split, resolve_keypoints_dir, shifted_test_dir
+from evaluate import PCK_THRESHOLDS, hand_gap
 import readouts
 import train
-from runs import RULES, STUDY_PRECISION, collect, load_predictions, load_stored, run_dir_of, run_name
+from runs import RULES, STUDY_PRECISION, collect, load_stored, run_dir_of, run_name
 
 METHODS = ("heatmap", "regression", "integral")
-STUDIES = ("readouts", "hand_loss", "budget", "hands", "seeds", "precision")
+STUDIES = ("readouts", "hand_loss", "budget", "seeds", "precision")
 
 
-# ----------------------------------------------------------------------------- runs and predictions
-def store_predictions(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
-    """Train/reuse {label: recipe} in the run store and return {label: per-image predictions or None}: the
-    run's preds.npz (runs.load_predictions: kp_img_px [N, K, 2] of the val-loss checkpoint on "test", "shifted"
-    and, heatmap targets, "test_joint_hands"); None for a label not stored with predictions yet (partial)."""
-    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, need_predictions=True)
-    out = {}
-    for label, recipe in recipes.items():
-        out[label] = got[label] and load_predictions(run_dir_of(results_dir / "runs", recipe))
-        if out[label] is None:
-            log(f"[study] {run_name(recipe)}: not stored with per-image predictions yet")
-    return out
-
-
-def test_keypoints(folder, canonical=False):
-    """Ground truth [N, K, 2] (image px) of a folder's test split."""
-    return load_split(folder, "test", "regression", canonical_hands=canonical).keypoints
-
-
+# ----------------------------------------------------------------------------- runs
 def spec_recipe(method, kp_dir, seed=0, **kw):
     """The spec recipe of one method on this data, in the studies' precision (shared with the readout study)."""
     return train.make_recipe(method, data_fingerprint(kp_dir), seed, precision=STUDY_PRECISION, **kw)
@@ -72,61 +51,11 @@ def test_summary(recipe, ev):
     return ev["val_loss"]["test"][REFINE_DEFAULT if recipe["target"]["type"] == "heatmap" else "direct"]
 
 
-def by_matching(summary):
-    """The few numbers the hands study compares, from a summarize() output: mean error, hand
-    error, PCK (bbox), strict and symmetric."""
-    return {m: {"mean_px_error": s["mean_px_error"],
-                "hand_px_error": (s["per_keypoint_px_error"]["left_hand"] + s["per_keypoint_px_error"]["right_hand"]) / 2,
-                "pck_bbox": s["pck"]["bbox"]} for m, s in summary.items()}
-
-
-def by_matching_of_brief(b):
-    """by_matching's numbers from an evaluate.brief() (the joint-hand decoding is stored as a brief)."""
-    return {m: {"mean_px_error": b["px" + sfx], "hand_px_error": b["px_hands" + sfx], "pck_bbox": b["pck_bbox" + sfx]}
-            for m, sfx in (("strict", ""), ("symmetric", "_sym"))}
-
-
-def brief_by_matching(kp, gt):
-    return by_matching(summarize(kp, gt))
-
-
 # ----------------------------------------------------------------------------- studies
-def study_hands(kp_dir, results_dir, seconds, jobs=1, partial=False, log=print):
-    """The three methods on faithful and canonical hand labels (spec recipe, seed 0); numbers from eval.json."""
-    recipes = {(m, canon): spec_recipe(m, kp_dir, canonical_hands=canon) for m in METHODS for canon in (False, True)}
-    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
-    if any(v is None for v in got.values()):
-        return None
-    label = {k: f"{k[0]}_{'canonical' if k[1] else 'faithful'}" for k in recipes}
-    res = {label[m, False]: by_matching(test_summary(recipes[m, False], got[m, False][1])) for m in METHODS}
-    res["heatmap_faithful_joint_hands"] = by_matching_of_brief(got["heatmap", False][1]["val_loss"]["brief_joint_hands"])
-    res.update({label[m, True]: by_matching(test_summary(recipes[m, True], got[m, True][1])) for m in METHODS})
-    # how far apart the two predicted hands are, vs the truth (regression's hedge shrinks the gap)
-    gt = test_keypoints(kp_dir)  # decoded once for the gap and the figure
-    res["hand_gap_px"] = {"ground_truth": float(hand_gap(gt).mean()),
-                          **{label[k]: got[k][1]["val_loss"]["brief"]["hand_gap_px"] for k in recipes}}
-    res["runs"] = {label[k]: run_name(r) for k, r in recipes.items()}
-    runs_root = results_dir / "runs"
-    preds = {k: load_predictions(run_dir_of(runs_root, r)) for k, r in recipes.items()}
-    ckpts = {c: run_dir_of(runs_root, recipes["heatmap", c]) / RULES["val_loss"] for c in (False, True)}
-    if all(v is not None for v in preds.values()) and all(p.exists() for p in ckpts.values()):
-        maps = {c: run_model(load_checkpoint(p, method="heatmap")[0],
-                             make_loader(load_split(kp_dir, "test", "regression", canonical_hands=c), 64))
-                for c, p in ckpts.items()}
-        side = {c: {m: (preds[m, c]["test"], maps[c] if m == "heatmap" else None) for m in METHODS} for c in (False, True)}
-        plot_hands(kp_dir, side[False], side[True], gt, results_dir / "visualizations",
-                   runs=(res["runs"]["heatmap_faithful"], res["runs"]["heatmap_canonical"]))
-    else:
-        log("[study] study_hands.png not redrawn: it needs the six runs' preds.npz and the two HeatmapNet runs' "
-            "checkpoints (gitignored) on this machine; the figure on disk names the runs it shows")
-    return res
-
-
-def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, shifted_dir=None,
-                 need_predictions=False):
-    """runs.collect in results_dir/runs, evaluated on the default translation test set unless told otherwise."""
+def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, shifted_dir=None):
+    """runs.collect in results_dir/runs, evaluated on the default shifted test set unless told otherwise."""
     return collect(recipes, kp_dir, results_dir / "runs", shifted_dir or shifted_test_dir(), seconds, jobs, partial,
-                   log, need_predictions)
+                   log)
 
 
 def run_row(seed, info, ev):
@@ -344,68 +273,6 @@ def _plain_numbers(ax, axis="y"):
     target.set_minor_formatter(NullFormatter())
 
 
-def plot_hands(kp_dir, faithful, canonical, gt, vis_dir, n=3, runs=None):
-    """Top: faithful HeatmapNet's two hand maps (bimodal: both channels light up both hands) and both
-    methods' hand predictions. Bottom: predicted vs true hand gap, and the signed left-right hand offset
-    (faithful labels are two-sided; regression puts both hands at the same x)."""
-    ds = load_split(kp_dir, "test", "regression")
-    hm = faithful["heatmap"][1]
-    gap = (gt[:, LEFT_HAND] - gt[:, RIGHT_HAND]).norm(dim=-1)
-    both = hm[:, [LEFT_HAND, RIGHT_HAND]]
-    # examples: wide hand gaps where the left-hand channel also responds at the right hand
-    score = gap * both[:, 0].flatten(1).amax(-1)
-    order = [int(i) for i in score.argsort(descending=True)[:n]]
-    fig = plt().figure(figsize=(12, 4.0 * n / 1.2 + 4))
-    gs = fig.add_gridspec(n + 1, 4)
-    ext = (-0.5, 127.5, 127.5, -0.5)
-    for r, i in enumerate(order):
-        ax = fig.add_subplot(gs[r, 0])
-        ax.imshow(ds.images[i, 0].numpy(), cmap="gray")
-        for m, mk in (("heatmap", "x"), ("regression", "s")):
-            kp = faithful[m][0][i]
-            for ch, c in ((LEFT_HAND, "#1f77b4"), (RIGHT_HAND, "#2ca02c")):
-                ax.plot(*kp[ch].numpy(), mk, color=c, mfc="none" if mk == "s" else c, ms=8, mew=2)
-        for ch, c in ((LEFT_HAND, "#1f77b4"), (RIGHT_HAND, "#2ca02c")):
-            ax.plot(*gt[i, ch].numpy(), "o", mfc="none", mec=c, ms=11, mew=1.5)
-        ax.set_title("blue = left_hand, green = right_hand\no GT, x heatmap, square regression", fontsize=8)
-        for j, ch in enumerate((LEFT_HAND, RIGHT_HAND)):
-            ax = fig.add_subplot(gs[r, 1 + j])
-            ax.imshow(hm[i, ch].numpy(), cmap="magma", vmin=0, extent=ext)
-            ax.plot(*gt[i, ch].numpy(), "c+", ms=10, mew=2)
-            ax.set_title(f"HeatmapNet {KEYPOINT_NAMES[ch]} channel\n(+ = its GT hand)", fontsize=8)
-        ax = fig.add_subplot(gs[r, 3])
-        ax.imshow(canonical["heatmap"][1][i, LEFT_HAND].numpy(), cmap="magma", vmin=0, extent=ext)
-        ax.set_title("canonical-label HeatmapNet\nleft_hand channel", fontsize=8)
-        for a in fig.axes[-4:]:
-            a.set_xticks([])
-            a.set_yticks([])
-    ax = fig.add_subplot(gs[n, :2])
-    for label, kp, c in (("regression (faithful labels)", faithful["regression"][0], "C3"),
-                         ("regression (canonical labels)", canonical["regression"][0], "C1"),
-                         ("heatmap (faithful labels)", faithful["heatmap"][0], "C0")):
-        ax.scatter(gap, (kp[:, LEFT_HAND] - kp[:, RIGHT_HAND]).norm(dim=-1), s=8, alpha=0.6, color=c, label=label)
-    lim = float(gap.max()) + 2
-    ax.plot([0, lim], [0, lim], "k:", lw=1)
-    ax.set(xlabel="true distance between the hands (px)", ylabel="predicted distance (px)",
-           title="Predicted vs true hand gap (test)")
-    ax.legend(fontsize=8)
-    ax = fig.add_subplot(gs[n, 2:])
-    bins = np.arange(-40, 41, 2)
-    for label, kp, c in (("ground truth (faithful labels)", gt, "0.6"),
-                         ("regression (faithful labels)", faithful["regression"][0], "C3"),
-                         ("regression (canonical labels)", canonical["regression"][0], "C1"),
-                         ("heatmap (faithful labels)", faithful["heatmap"][0], "C0")):
-        ax.hist((kp[:, LEFT_HAND, 0] - kp[:, RIGHT_HAND, 0]).numpy(), bins=bins, histtype="step", lw=2, color=c,
-                label=label)
-    ax.set(xlabel="left_hand x − right_hand x (px)", ylabel="test images",
-           title="Faithful labels are two-sided; regression collapses to 0")
-    ax.legend(fontsize=8)
-    fig.suptitle("Hand-label ambiguity: mirror poses are the same picture with swapped labels"
-                 + (f"\nHeatmapNet runs: {runs[0]} (faithful), {runs[1]} (canonical)" if runs else ""), fontsize=11)
-    fig.tight_layout()
-    save_figure(fig, vis_dir / "study_hands.png")
-
-
 def plot_data_steps(d, vis_dir):
     """Test error vs training-set size at a fixed number of optimisation steps: mean over the stored seeds
     (line), each seed a dot."""
@@ -468,8 +335,7 @@ def main(argv=None):
         results = read_json(json_path, "python problem2/study.py", default={})
         results.setdefault("seconds", {})
         run = dict(jobs=args.jobs, partial=args.partial)
-        fns = {"hands": lambda s: study_hands(kp_dir, results_dir, s, **run),
-               "seeds": lambda s: study_seeds(kp_dir, results_dir, s, args.seeds, **run),
+        fns = {"seeds": lambda s: study_seeds(kp_dir, results_dir, s, args.seeds, **run),
                "hand_loss": lambda s: study_hand_loss(kp_dir, results_dir, s, args.seeds, args.jobs, args.partial),
                "budget": lambda s: study_budget(kp_dir, results_dir, s, args.seeds, args.sizes, args.long_epochs,
                                                 args.jobs, args.partial, precision=args.budget_precision),

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from codec import (decode, decode_heatmaps, encode, encode_heatmaps, hm_to_img, img_to_hm, img_to_unit,
-                   joint_hand_decode, keypoint_loss, soft_argmax, swap_hands)
+                   keypoint_loss, soft_argmax, swap_hands)
 
 
 @pytest.mark.parametrize("hm_size", [8, 32, 64, 128])
@@ -82,17 +82,3 @@ def test_symmetric_hand_loss(target):
     assert keypoint_loss(out, head_moved, "symmetric") > 1.3 * strict                 # other keypoints still count
     with pytest.raises(ValueError):
         keypoint_loss(out, t, "loose")
-
-
-def test_joint_hand_decode_splits_colliding_channels():
-    left, right = [40.0, 80.0], [90.0, 80.0]
-    g = lambda p: encode_heatmaps(torch.tensor([p]), 64, 2.0)[0]  # noqa: E731
-    hms = encode_heatmaps(torch.tensor([[[64.0, 30.0], left, right, [50.0, 110.0], [80.0, 110.0]]]), 64, 2.0)
-    hms[0, 1] = g(left) + 0.6 * g(right)              # both channels peak on the left hand
-    hms[0, 2] = 0.9 * g(left) + 0.7 * g(right)
-    plain, kp = decode_heatmaps(hms, "dark"), joint_hand_decode(hms, refine="dark")
-    assert (kp[0, 1] - torch.tensor(left)).norm() < 0.1      # the stronger channel keeps its hand
-    assert (kp[0, 2] - torch.tensor(right)).norm() < 0.6     # the other takes the second hand
-    assert (plain[0, 2] - torch.tensor(left)).norm() < 1.0   # plain argmax puts both hands on one blob
-    hms[0, 2] = g(right)                                     # already distinct: unchanged
-    assert torch.allclose(joint_hand_decode(hms, "dark"), decode_heatmaps(hms, "dark"))

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 import study
-from dataset import figure_centre
 from runs import run_many
 from train import make_recipe
 import readouts
@@ -69,12 +68,11 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
 
 
 def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifted, tmp_path, monkeypatch):
-    """hands/translation/seeds/data train through the run store; the seeds study reuses the readout study's runs
-    (same recipe), --partial trains nothing and leaves a section out. Numbers come from the committed eval.json
-    and preds.npz: gone checkpoints retrain nothing; a missing preds.npz is rewritten from the checkpoint
-    (identical), and a run with neither is retrained for the studies that predict per image."""
+    """hand_loss and seeds train through the run store; the seeds study reuses the readout study's runs (same
+    recipe), --partial trains nothing and leaves a section out. Numbers come from the committed eval.json: gone
+    checkpoints retrain nothing."""
     import train
-    from runs import PREDS, RULES, load_predictions, run_dir_of
+    from runs import run_dir_of
     shifted = tiny_shifted
     real_spec_recipe = study.spec_recipe
     monkeypatch.setattr(study, "shifted_test_dir", lambda: shifted)
@@ -102,12 +100,7 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     assert pair["pck_bbox_sym"]["n"] == 2 and pair["pck_bbox_sym"]["ci95"] is not None
     from model import HeatmapNet, load_checkpoint
     assert isinstance(load_checkpoint(tmp_path / "heatmap_symmetric_model.pth", method="heatmap")[0], HeatmapNet)
-    hands = study.study_hands(tiny_data, tmp_path, {"used": 0.0, "now": 0.0}, **quiet)  # trains the canonical runs
-    assert hands["hand_gap_px"]["ground_truth"] > 0 and "integral_canonical" in hands
-    canon = train.make_recipe("heatmap", data_fingerprint(tiny_data), 0, 1, precision="fp32", canonical_hands=True)
-    assert hands["runs"]["heatmap_canonical"] == run_dir_of(runs_root, canon).name
-    assert (tmp_path / "visualizations" / "study_hands.png").stat().st_size > 10_000
-    for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json and preds.npz only
+    for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json only
         ckpt.unlink()
     res = study.study_seeds(tiny_data, tmp_path, seconds, seeds=(0, 1), **quiet)
     assert seconds["now"] == 0 and seconds["used"] > 0                  # stored by run_many above: nothing retrained
@@ -117,28 +110,6 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     per = res["per_seed"]
     assert pair["n"] == 2 and abs(pair["diff"] - sum(per["heatmap"][s]["mean_px_error"] -
                                                      per["regression"][s]["mean_px_error"] for s in (0, 1)) / 2) < 1e-12
-    # per-image predictions (the hands figure): a stored run's preds.npz, nothing retrained
-    recipe = {"regression": study.spec_recipe("regression", tiny_data)}
-    preds = study.store_predictions(recipe, tiny_data, tmp_path, seconds, **quiet)["regression"]
-    assert seconds["now"] == 0 and preds["test"].shape[1:] == (5, 2)
-    # neither preds.npz nor checkpoint: retrained
-    rdir = runs_root / res["runs"]["regression_0"]
-    (rdir / PREDS).unlink()
-    logs = []
-    study.store_predictions(recipe, tiny_data, tmp_path, seconds, log=logs.append)
-    assert seconds["now"] > 0 and any("no per-image predictions" in s and "retraining" in s for s in logs)
-    assert (rdir / RULES["val_loss"]).exists()
-    # no preds.npz but the checkpoint: rewritten from it, identical, nothing retrained
-    before, now = load_predictions(rdir), seconds["now"]
-    (rdir / PREDS).unlink()
-    logs = []
-    study.store_predictions(recipe, tiny_data, tmp_path, seconds, log=logs.append)
-    assert seconds["now"] == now and any("writing its per-image predictions" in s for s in logs)
-    after = load_predictions(rdir)
-    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    logs = []
-    assert study.study_hands(tiny_data, tmp_path, seconds, log=logs.append) == hands   # eval.json only
-    assert any("study_hands.png not redrawn" in s for s in logs)
 
 
 def test_fixed_step_epochs_and_budget_study(tiny_data, tiny_shifted, tmp_path):
@@ -178,10 +149,8 @@ def test_main_partial_keeps_sections_whose_runs_are_missing(tiny_data, tmp_path,
     """study.py --partial on an empty store trains nothing and leaves the previous sections untouched."""
     import json
     (tmp_path / "study_results.json").write_text(json.dumps({"seeds": {"kept": True}}))
-    study.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path), "--studies", "seeds", "hands",
-                "--partial"])
-    out = capsys.readouterr().out
-    assert "seeds: not all of its runs are stored yet" in out and "hands: not all of its runs" in out
+    study.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path), "--studies", "seeds", "--partial"])
+    assert "seeds: not all of its runs are stored yet" in capsys.readouterr().out
     assert json.loads((tmp_path / "study_results.json").read_text())["seeds"] == {"kept": True}
     assert not list((tmp_path).glob("runs/*/run.json"))
 
