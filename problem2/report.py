@@ -299,6 +299,10 @@ VALUES = {
     "ablation_precision": lambda r: r["ablation"]["recipe"]["precision"],
     **{f"fail_{k}": (lambda r, k=k: str(r["failures"]["counts"][k])) for k in CATEGORIES},
     "fail_fixed_sym": lambda r: str(r["failures"]["fixed_by_symmetric_matching"]["heatmap"]),
+    "n_readouts": lambda r: str(len(r["study"]["readouts"]["readouts"])),
+    "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}" for k, label in (
+        ("px_hands_sym", "hands px sym"), ("px_sym", "all keypoints px sym"), ("pck05_sym", "PCK@0.05 sym"))),
+    "best_epochs": lambda r: str(r["best_log"]["config"]["epochs"]),
     "prec_n": lambda r: str(r["study"]["precision"]["paired"]["n"]),
     "runs_stored": lambda r: str(r["stored_runs"]),
 }
