@@ -31,13 +31,14 @@ from pathlib import Path
 import torch
 
 from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode
-from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, read_json, recipe_key, record_timing,
+from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, positive, read_json, recipe_key, record_timing,
                     results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
-from evaluate import draw_keypoints, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
+from evaluate import keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
+from figures import draw_keypoints
 from model import HeatmapNet, run_model
 from runs import STUDY_PRECISION, load_stored, run_dir_of, run_many, run_name
-from train import DEFAULTS, add_recipe_args, make_recipe, positive
+from train import DEFAULTS, add_recipe_args, make_recipe
 
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
 STUDIES = {

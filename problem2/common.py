@@ -5,6 +5,7 @@ device/precision, timing, machine description, a results-folder lock, independen
 Nothing here knows about keypoints or models. Every script imports from here; this file imports no
 other file of the project.
 """
+import argparse
 import contextlib
 import functools
 import hashlib
@@ -299,3 +300,41 @@ def save_figure(fig, save_path):
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     atomic_write_bytes(save_path, buf.getvalue())
     plt().close(fig)
+
+
+# ----------------------------------------------------------------------------- CLI and results-folder guards
+def positive(kind, minimum, strict=False):
+    """argparse type: a number of `kind` >= minimum (> minimum when strict), else a usage error."""
+    def check(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
+        return value
+    return check
+
+
+def promote(stage, out_dir):
+    """Move a finished run's files from its staging folder into out_dir, the log last: until then out_dir holds
+    the last complete run (a run killed mid-way never replaces it, and evaluate.py refuses a half-promoted mix)."""
+    files = sorted(Path(stage).iterdir(), key=lambda f: f.name == "training_log.json")
+    for f in files:
+        os.replace(f, Path(out_dir) / f.name)
+
+
+def refuse_to_replace_the_deliverable(out_dir, recipes):
+    """The committed results/ may be rewritten only by the recipe and data it was made with (the precision may
+    differ: it follows the machine); anything else goes to another --out-dir or asks for --replace-results."""
+    log_path = Path(out_dir) / "training_log.json"
+    if Path(out_dir).resolve() != RESULTS_DIR.resolve() or not log_path.exists():
+        return
+    committed = {m: v["recipe"] for m, v in read_json(log_path, "python problem2/train.py").items()
+                 if isinstance(v, dict) and "recipe" in v}
+    differs = sorted({k for r in recipes for k in set(r) | set(committed.get(r["method"], {}))
+                      if k != "precision" and r.get(k) != committed.get(r["method"], {}).get(k)})
+    if differs:
+        raise UsageError(f"{out_dir} holds the committed results of `python problem2/train.py`; this run differs from "
+                         f"them in {', '.join(differs)}: pass --out-dir <folder> to write elsewhere, or "
+                         f"--replace-results to replace its checkpoints and training_log.json")

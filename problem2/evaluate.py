@@ -1,35 +1,17 @@
-"""Decoding, metrics and figures; `python evaluate.py` evaluates the trained models of train.py's last run (the
-assignment's two networks, plus any other method that run trained) on the test split.
+"""Decoding, metrics and figures; `python evaluate.py` scores the methods train.py's last run trained (its
+training_log.json) on the test split. Every coordinate here is in 128-px image space (codec.py's convention).
 
-Every coordinate this file returns or reports is in 128-px image space (codec.py's convention).
+PCK (compute_pck): keypoint k of image i is correct when ||pred - gt|| <= threshold * norm_i (image px; a 1e-6
+px tolerance absorbs float rounding), with norm_i
+  'bbox' : the diagonal of the bounding box of image i's ground-truth keypoints;
+  'torso': head to the midpoint of the feet; constant (57 px) in the course distribution, so a fixed radius.
+Strict matching uses the labels as given; symmetric matching scores (left_hand, right_hand) in whichever order is
+closer (the hand labels of this data are ambiguous by construction). AUC: mean PCK over thresholds in [0, 0.2].
 
-PCK (compute_pck): keypoint k of image i is correct when ||pred - gt|| <= threshold * norm_i
-(distance in image px; a 1e-6 px tolerance absorbs float rounding), where norm_i is
-  'bbox' : the diagonal of the axis-aligned bounding box of image i's ground-truth keypoints;
-  'torso': the distance from the head to the midpoint of the two feet. The figures have no hip or
-           shoulder keypoints; in the course distribution this length is the constant
-           sqrt(0^2 + 57^2) = 57 px (head at cy-20, feet at cy+37), so torso-PCK is a fixed-radius PCK.
-Strict matching uses the labels as given (what the assignment asks). Symmetric matching scores the
-(left_hand, right_hand) pair in whichever order is closer to the ground truth (minimum summed
-distance), because the hand labels of this data are ambiguous by construction (see dataset.py). spread_ratio,
-brief: see their docstrings (the readout study's numbers).
-AUC = area under PCK(threshold) for threshold in [0, 0.2], divided by 0.2 (1.0 = perfect).
-
-Before any work, main checks the checkpoints (load_run_checkpoints): each holds its slot's method, all come
+Before any work, main checks the checkpoints (load_run_checkpoints): each holds its slot's method and all come
 from one finished train.py run on the data of --data-dir; otherwise one error line, nothing rewritten.
-
-metrics.json schema (written by main):
-  {"split", "num_images", "thresholds", "refine_default",
-   "provenance": {"run_id", "data": data fingerprint, "mixed_runs": null | [what differs] (--allow-mixed-runs)},
-   "decoder_selection": {"split": "val", "mean_px_error": {decoder: px}, "best", "default"},
-   "<method>": {"checkpoint": {...}, "decoders": {"<decoder>": {
-        "<matching: strict|symmetric>": {
-            "mean_px_error", "median_px_error", "per_keypoint_px_error": {name: px},
-            "pck": {"bbox"|"torso": {thr: acc}}, "auc": {"bbox"|"torso": auc},
-            "pck_per_keypoint": {"bbox"|"torso": {name: {thr: acc}}}}}}}}
-  method: heatmap (decoders argmax / quarter / dark), regression and every other method of model.METHODS that
-  the same train.py run was asked to train (training_log.json's config.methods, e.g. `train.py --methods heatmap
-  regression integral`; decoder direct for coordinate methods).
+metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "decoder_selection" (mean px
+per decoder on val), "<method>": {"checkpoint", "decoders": {"<decoder>": {"strict"|"symmetric": summarize()}}}}.
 """
 import argparse
 import sys
@@ -44,6 +26,7 @@ from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, LEFT_HAND, REFINE
 from common import (RESULTS_DIR, UsageError, pick_device, plt, read_json, record_timing, results_lock,
                     save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
+from figures import draw_keypoints, plot_heatmap_stages, plot_sample_predictions, plot_training_curves, prediction_grid
 from model import METHODS, load_checkpoint, model_config, run_model, target_of
 
 PCK_THRESHOLDS = [0.05, 0.1, 0.15, 0.2]
@@ -158,7 +141,6 @@ def brief(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
 
 
 # ----------------------------------------------------------------------------- figures
-KP_COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd"]  # head, l/r hand, l/r foot
 
 
 def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox", extra_curves=None, split="test"):
@@ -183,126 +165,12 @@ def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox",
     save_figure(fig, save_path)
 
 
-def draw_keypoints(ax, image, pred_keypoints, gt_keypoints, title=None):
-    """Image with GT (circles) and predictions (crosses) per keypoint, joined by error lines."""
-    ax.imshow(np.asarray(image).squeeze(), cmap="gray", vmin=0, vmax=1)
-    pred_keypoints, gt_keypoints = np.asarray(pred_keypoints), np.asarray(gt_keypoints)
-    for k, name in enumerate(KEYPOINT_NAMES):
-        gx, gy = gt_keypoints[k]
-        px, py = pred_keypoints[k]
-        ax.plot([gx, px], [gy, py], "-", color=KP_COLORS[k], lw=1)
-        ax.plot(gx, gy, "o", mfc="none", mec=KP_COLORS[k], ms=8, mew=1.5)
-        ax.plot(px, py, "x", color=KP_COLORS[k], ms=7, mew=2, label=name)
-    ax.set_xlim(-0.5, 127.5)
-    ax.set_ylim(127.5, -0.5)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=9)
-
-
 def visualize_predictions(image, pred_keypoints, gt_keypoints, save_path):
     """One image [1, 128, 128] with predictions (x) and ground truth (o) per keypoint, in image px."""
     fig, ax = plt().subplots(figsize=(4, 4))
     err = np.linalg.norm(np.asarray(pred_keypoints) - np.asarray(gt_keypoints), axis=-1).mean()
     draw_keypoints(ax, image, pred_keypoints, gt_keypoints, f"mean error {err:.2f} px  (o = GT, x = prediction)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    save_figure(fig, save_path)
-
-
-def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path, split="test"):
-    """Grid: one row per method, one column per image; errors (strict, px) in each title."""
-    n, m = len(images), len(preds_by_method)
-    fig, axes = plt().subplots(m, n, figsize=(2.3 * n, 2.9 * m), squeeze=False)
-    for r, (method, preds) in enumerate(preds_by_method.items()):
-        for c in range(n):
-            err = (preds[c] - gt_keypoints[c]).norm(dim=-1).mean()
-            draw_keypoints(axes[r, c], images[c], preds[c], gt_keypoints[c], f"{method}: {err:.1f} px")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(KEYPOINT_NAMES), fontsize=8)
-    fig.suptitle(f"Predictions on the {split} split (o = ground truth, x = prediction, line = error)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96), h_pad=2.0)
-    save_figure(fig, save_path)
-
-
-def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, nrow=8, split="test"):
-    """Many images at a glance, drawn with torchvision (draw_keypoints, make_grid): per image the ground truth as
-    large green dots and each method's keypoints as smaller dots on top (first method red, second blue, third
-    purple), upscaled `scale`x (nearest), with a colour key above. Keypoints are mapped to the upscaled image with
-    the pixel-centre convention: (kp + 0.5) * scale - 0.5."""
-    from matplotlib.lines import Line2D
-    from torchvision.utils import draw_keypoints, make_grid
-    colours = [(220, 30, 30), (30, 80, 235), (150, 60, 200)]
-    tiles = []
-    for i in range(len(images)):
-        img = (images[i].expand(3, -1, -1) * 255).round().to(torch.uint8)
-        img = img.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-        up = lambda kp: ((kp + 0.5) * scale - 0.5)[None].float()  # noqa: E731  image px -> upscaled px
-        img = draw_keypoints(img, up(gt_keypoints[i]), colors=(40, 180, 60), radius=2 * scale)
-        for colour, preds in zip(colours, preds_by_method.values()):
-            img = draw_keypoints(img, up(preds[i]), colors=colour, radius=scale)
-        tiles.append(img)
-    grid = make_grid(tiles, nrow=nrow, padding=2 * scale, pad_value=150).permute(1, 2, 0).numpy()
-    fig, ax = plt().subplots(figsize=(grid.shape[1] / 110, grid.shape[0] / 110 + 0.5))
-    ax.imshow(grid)
-    ax.axis("off")
-    key = [("ground truth", (40, 180, 60))] + [(METHODS[m]["name"] if m in METHODS else m, c)
-                                                for m, c in zip(preds_by_method, colours)]
-    ax.legend(handles=[Line2D([], [], marker="o", ls="", ms=9, color=np.array(c) / 255, label=label)
-                       for label, c in key], loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(key),
-              frameon=False, fontsize=11, title=f"the first {len(images)} images of the {split} split")
-    save_figure(fig, save_path)
-
-
-def plot_heatmap_stages(snapshots, save_path):
-    """Predicted heatmaps of one val image at the epochs train.py snapshotted: a row per epoch,
-    the image plus one column per keypoint (GT marked)."""
-    epochs, heatmaps = snapshots["epochs"], snapshots["heatmaps"][:, 0].float().numpy()  # [E, K, H, W]
-    image, gt = snapshots["images"][0].numpy(), snapshots["keypoints"][0].numpy()
-    k, hm_size = heatmaps.shape[1], heatmaps.shape[-1]
-    fig, axes = plt().subplots(len(epochs), k + 1, figsize=(1.9 * (k + 1), 1.9 * len(epochs)), squeeze=False)
-    for r, epoch in enumerate(epochs):
-        axes[r, 0].imshow(image.squeeze(), cmap="gray", vmin=0, vmax=1)
-        axes[r, 0].set_ylabel(f"epoch {epoch}", fontsize=10)
-        for j in range(k):
-            ax = axes[r, j + 1]
-            ax.imshow(heatmaps[r, j], cmap="magma", vmin=0, vmax=1, extent=(-0.5, 127.5, 127.5, -0.5))
-            ax.plot(*gt[j], "c+", ms=8, mew=1.5)
-            ax.set_title(f"{KEYPOINT_NAMES[j]}  max {heatmaps[r, j].max():.2f}", fontsize=8) if r == 0 else \
-                ax.set_title(f"max {heatmaps[r, j].max():.2f}", fontsize=8)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_title("input", fontsize=8)
-    fig.suptitle(f"HeatmapNet predictions on a val image during training ({hm_size}x{hm_size}, "
-                 f"colour 0..1, + = ground truth)", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, save_path)
-
-
-def plot_training_curves(training_log, save_path):
-    """Train/val loss per method (log scale) and val pixel error per epoch for both methods."""
-    methods = [m for m in METHODS if m in training_log]
-    fig, axes = plt().subplots(1, len(methods) + 1, figsize=(5 * (len(methods) + 1), 3.8))
-    for ax, method in zip(axes, methods):
-        hist = training_log[method]["epochs"]
-        ep = [h["epoch"] for h in hist]
-        ax.plot(ep, [h["train_loss"] for h in hist], label="train")
-        ax.plot(ep, [h["val_loss"] for h in hist], label="val")
-        ax.axvline(training_log[method]["best_epoch"], color="0.6", ls=":", label="best (saved)")
-        loss = training_log[method]["recipe"].get("loss", "mse")
-        positive = all(h["train_loss"] > 0 and (h["val_loss"] or 1) > 0 for h in hist)  # likelihoods can be < 0
-        ax.set(yscale="log" if positive else "linear", xlabel="epoch", title=f"{method}: loss",
-               ylabel=f"{'MSE' if loss == 'mse' else loss} loss")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    for method, color in zip(methods, ("C0", "C3", "C4")):
-        hist = training_log[method]["epochs"]
-        axes[-1].plot([h["epoch"] for h in hist], [h["val_px_error"] for h in hist], color=color, label=method)
-    axes[-1].set(xlabel="epoch", ylabel="mean error (px, 128-px image)", title="val pixel error", yscale="log")
-    axes[-1].legend()
-    axes[-1].grid(alpha=0.3, which="both")
-    fig.tight_layout()
     save_figure(fig, save_path)
 
 
@@ -339,7 +207,7 @@ def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False, log_path=N
     for m, (_, ckpt) in loaded.items():
         name, prov = f"{m}_model.pth", ckpt.get("provenance")
         if prov is None:
-            problems.append(f"{name} has no provenance (made by an older version)")
+            problems.append(f"{name} has no provenance: it was not made by train.py")
             continue
         run_ids[name] = prov.get("run_id")
         if prov["recipe"]["data"] != fp:

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from codec import DECODERS
-from common import RESULTS_DIR, plt, results_lock, save_figure, set_threads, write_json
+from common import RESULTS_DIR, plt, positive, results_lock, save_figure, set_threads, write_json
 from dataset import data_fingerprint, resolve_keypoints_dir, shifted_test_dir
 from readouts import paired_metrics
 from runs import collect, run_name
-from train import make_recipe, positive
+from train import make_recipe
 
 GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck05_sym": 0.99}  # mean over seeds, test split; <=, <=, >=
 SCHEDULES = {"30 constant": (30, "constant"), "100 constant": (100, "constant"), "100 cosine": (100, "cosine"),

@@ -142,7 +142,14 @@ def abl(r, variant, metric):
                              lambda x: ABLATION_METRICS[metric](x["test"]))[1], metric)
 
 
-KINDS = {"ro": ro, "step": step, "share": share, "shift": shift, "hl": hl, "cross": cross, "hf": hf, "hfstep": hfstep,
+def j(r, path):
+    """Any value of the results by its path, e.g. failures.counts.both_fail (floats formatted by num)."""
+    for key in path.split("."):
+        r = r[key]
+    return num(r) if isinstance(r, float) else str(r)
+
+
+KINDS = {"j": j, "ro": ro, "step": step, "share": share, "shift": shift, "hl": hl, "cross": cross, "hf": hf, "hfstep": hfstep,
          "abl": abl,
          "hlpair": lambda r, m, k: ci(r["study"]["hand_loss"]["paired"][m][k], k),       # symmetric - strict loss
          "seedpair": lambda r, pair, k: ci(r["study"]["seeds"]["paired_over_seeds"][pair][k], k),
@@ -234,19 +241,10 @@ def table_pck(r, norm):
                for k in NAMES if k in m for dec, e in m[k]["decoders"].items()])
 
 
-def table_training(r):
-    log = r["log"]
-    return md(["method", "saved epoch (lowest val loss)", "its val px", "lowest val px (epoch)", "train s", "img/s"],
-              [[NAMES[m], log[m]["best_epoch"], f"{log[m]['best_val_px_error']:.2f}",
-                f"{log[m]['best_px_val_px_error']:.2f} ({log[m]['best_px_epoch']})", f"{log[m]['train_seconds']:.0f}",
-                f"{log[m]['images_per_second']:.0f}"] for m in NAMES if m in log])
-
-
 TABLES = {"assignment": table_assignment, "readouts": table_readouts,
           "readout_steps": table_readout_steps, "hand_loss": table_hand_loss, "hand_loss_pairs": table_hand_loss_pairs,
           "how_far": table_how_far, "ablation": table_ablation, "failures": table_failures,
-          "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso"),
-          "training": table_training}
+          "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso")}
 
 
 # ---- named values ----
@@ -256,7 +254,7 @@ def main_time(r):
     labels = {machine_label(v["machine"]) for v in t.values()}
     total = f"{sum(v['seconds'] for v in t.values()) / 60:.1f} minutes"
     if len(labels) == 1:
-        return f"{total} on a {labels.pop()} (`train.py` in {t['train.py']['machine']['precision']})"
+        return f"{total} ({labels.pop()}; `train.py` in {t['train.py']['machine']['precision']})"
     return total + " (" + "; ".join(f"`{k}` on {machine_label(v['machine'])}" for k, v in t.items()) + ")"
 
 
@@ -266,7 +264,7 @@ def fp32_train_estimate(r):
     speed = {x["model"]: x["images_per_s"] for x in r["benchmark"]["rows"] if x["path"] == "fast"}
     seconds = sum(r["log"][m]["recipe"]["epochs"] * r["log"][m]["recipe"]["num_train"] / speed[NAMES[m]]
                   for m in ("heatmap", "regression") if m in r["log"])
-    return f"about {seconds / 60:.0f} minutes (derived from `benchmark.py` on a {machine_label(r['benchmark']['config']['machine'])})"
+    return f"about {seconds / 60:.0f} minutes (derived from `benchmark.py` on {machine_label(r['benchmark']['config']['machine'])})"
 
 
 def goal(r):
@@ -287,24 +285,16 @@ VALUES = {
     "n_seeds": lambda r: str(len(r["study"]["seeds"]["seeds"])),
     "splits": lambda r: " / ".join(f"{n} {k}" for k, n in r["metrics"]["provenance"]["data"]["split_sizes"].items()),
     "ratio": lambda r: f"{seed_mean(r, 'regression') / seed_mean(r, 'heatmap'):.1f}",
-    **{f"{k}_px": (lambda r, m=m: num(seed_mean(r, m))) for k, m in (("hm", "heatmap"), ("rg", "regression"))},
     "main_time": main_time, "fp32_train_estimate": fp32_train_estimate, "goal": goal,
-    **{f"hf_{k}": (lambda r, k=k: r["how_far"][k]) for k in ("best_schedule", "decoder", "best_loss")},
     "hf_ratio": lambda r: "{:.0f}".format(np.divide(*[r["how_far"]["means"][hf_row(r["how_far"], n)]["px_sym"]
                                                       for n in ("best_regression", "best")])),
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),
     **{f"best_{k}": (lambda r, k=k: num(summary_numbers(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]])[k], k))
        for k in ("px_sym", "px_hands_sym", "pck05_sym")},
     "ablation_seeds": lambda r: ", ".join(map(str, r["ablation"]["seeds"])),
-    "ablation_precision": lambda r: r["ablation"]["recipe"]["precision"],
-    **{f"fail_{k}": (lambda r, k=k: str(r["failures"]["counts"][k])) for k in CATEGORIES},
-    "fail_fixed_sym": lambda r: str(r["failures"]["fixed_by_symmetric_matching"]["heatmap"]),
     "n_readouts": lambda r: str(len(r["study"]["readouts"]["readouts"])),
     "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}" for k, label in (
         ("px_hands_sym", "hands px sym"), ("px_sym", "all keypoints px sym"), ("pck05_sym", "PCK@0.05 sym"))),
-    "best_epochs": lambda r: str(r["best_log"]["config"]["epochs"]),
-    "prec_n": lambda r: str(r["study"]["precision"]["paired"]["n"]),
-    "runs_stored": lambda r: str(r["stored_runs"]),
 }
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from codec import HAND_LOSSES, REFINE_DEFAULT
-from common import (RESULTS_DIR, UsageError, fmt_time, plt, read_json, recipe_key, record_timing,
+from common import (RESULTS_DIR, UsageError, fmt_time, plt, positive, read_json, recipe_key, record_timing,
                     results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, load_split, resolve_keypoints_dir, shifted_test_dir
 from evaluate import PCK_THRESHOLDS, hand_gap
@@ -310,13 +310,13 @@ def main(argv=None):
                                 "differences paired by seed) and data efficiency.")
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--sizes", nargs="+", type=train.positive(int, 1), default=[125, 250, 500],
+    p.add_argument("--sizes", nargs="+", type=positive(int, 1), default=[125, 250, 500],
                    help="training-set sizes below the full training split (which is always added)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder (runs under <out-dir>/runs)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--jobs", type=train.positive(int, 1), default=1,
+    p.add_argument("--jobs", type=positive(int, 1), default=1,
                    help="runs trained side by side (CPU threads split between them)")
-    p.add_argument("--threads", type=train.positive(int, 0), default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--threads", type=positive(int, 0), default=0, help="torch CPU threads (0: default)")
     p.add_argument("--precision", default=readouts.STUDY_PRECISION, choices=["fp32", "bf16"],
                    help="precision of the readout runs (the other studies use fp32, the budget study "
                    "--budget-precision; a run is shared only between recipes of the same precision)")
@@ -325,7 +325,7 @@ def main(argv=None):
     p.add_argument("--partial", action="store_true",
                    help="record the runs already stored without training the missing ones (a study that needs a "
                    "missing run keeps its previous section)")
-    p.add_argument("--long-epochs", type=train.positive(int, 1), default=100, help="budget study: the long runs")
+    p.add_argument("--long-epochs", type=positive(int, 1), default=100, help="budget study: the long runs")
     args = p.parse_args(argv)
     set_threads(args.threads)
     results_dir = args.out_dir

@@ -1,33 +1,21 @@
 """Train the assignment's two networks with the spec recipe: `python train.py` (see --help).
 
-HeatmapNet and RegressionNet by default; any rows of model.METHODS with --methods (e.g. `--methods heatmap
-regression integral` adds IntegralNet, soft-argmax on the HeatmapNet body, which study.py compares with them);
---jobs 2 trains two of them side by side (CPU threads split). Same data, split and seed; MSE
-loss (codec.keypoint_loss; --hand-loss symmetric scores the ambiguous hand pair in its better order),
-Adam lr 1e-3, batch 32, 30 epochs; the checkpoint with the lowest validation loss is kept. One training
-loop (`fit`) serves every method; they differ only in their targets (heatmaps vs unit coordinates,
-codec.encode) and in how outputs are decoded to pixels (codec.decode).
+HeatmapNet and RegressionNet by default (--methods adds any row of model.METHODS, e.g. integral); --jobs 2 trains
+two side by side. Same data, split and seed; MSE (codec.keypoint_loss; --hand-loss symmetric scores the ambiguous
+hand pair in its better order), Adam 1e-3, batch 32, 30 epochs, the checkpoint with the lowest val loss kept (the
+lowest-val-px epoch is recorded too). One training loop (`fit`) serves every method; methods differ only in their
+targets (codec.encode) and decoding (codec.decode). val_px_error is the mean val keypoint error in image px.
 
-Trains into a staging folder <out-dir>/.train.tmp<pid> and, only when every method has finished, moves the files
-into --out-dir (default problem2/results/; the log last), so an interrupted run never replaces the last complete
-one. Into the committed problem2/results/ only the committed recipe and data may be written (--replace-results
-overrides). Files:
-  <method>_model.pth        {"config": model.model_config, "state_dict", "epoch", "val_loss", "val_px_error",
-                             "data": {"sigma", "hm_size", "canonical_hands"}, "provenance": {"run_id",
-                             "recipe" (every argument that changes the result, data fingerprint included),
-                             "selected_by", "code_version", "device", "created"}}   (model.load_checkpoint)
-  heatmap_snapshots.pt      {"epochs": [E], "heatmaps": [E, n, K, H, W] float16, "images", "keypoints", "run_id"}
-  training_log.json         {"run_id", "config": {settings, machine (+ jobs)}, "<method>": {"recipe", "epochs":
-                             [{"epoch", "train_loss", "val_loss", "val_px_error", "seconds"}], "best_epoch",
-                             "best_val_loss", "best_val_px_error", "best_px_epoch", "best_px_val_px_error",
-                             "train_seconds", "images_per_second", "threads"}, "total_seconds"}
-  (val_loss/val_px_error are null in an epoch without validation: fit's val_every, used by study.py's fixed-step
-  runs; train.py validates every epoch)
-  A run resumed from a resume file (fit's resume_path; the run store uses it) also records "resumed_after_epochs"
-  and "seconds_before_resume" (its train_seconds count every call).
-  val_px_error = mean Euclidean error over val keypoints in 128-px image space (heatmaps decoded with
-  codec.REFINE_DEFAULT); train_loss is the mean over the epoch's batches. best_px_* is the second
-  selection rule (lowest val px error), reported next to the spec's (lowest val loss).
+The run trains into <out-dir>/.train.tmp<pid> and moves its files into --out-dir only when every method has
+finished (the log last), so an interrupted run never replaces the last complete one; into the committed
+problem2/results/ only the committed recipe and data may be written (--replace-results overrides). Files:
+  <method>_model.pth     model.save_checkpoint: config, state_dict, epoch, val numbers, data options, provenance
+                         (run_id, the whole recipe with the data fingerprint, selection rule, code version, device)
+  heatmap_snapshots.pt   predicted heatmaps of a few val images at DEFAULTS["snapshot_epochs"]
+  training_log.json      {"run_id", "config", "<method>": {"recipe", "epochs": [{"epoch", "train_loss", "val_loss",
+                         "val_px_error", "seconds"}], "best_epoch", "best_val_loss", "best_val_px_error",
+                         "best_px_epoch", "best_px_val_px_error", "train_seconds", "images_per_second", "threads"},
+                         "total_seconds"}
 """
 import argparse
 import functools
@@ -45,8 +33,9 @@ import torch
 
 from codec import HAND_LOSSES, LOSSES, REFINE_DEFAULT, decode, keypoint_loss
 from common import (RESULTS_DIR, UsageError, autocast, code_version, fmt_time, job_results, jobs_used, machine_info,
-                    pick_device, pick_precision, prepare_input, read_json, record_timing, results_lock, set_seed,
-                    set_threads, torch_load, torch_save, write_json)
+                    pick_device, pick_precision, positive, prepare_input, promote, record_timing,
+                    refuse_to_replace_the_deliverable, results_lock, set_seed, set_threads, torch_load, torch_save,
+                    write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from model import METHODS, build_model, model_config, run_model, save_checkpoint, target_of
 
@@ -99,8 +88,10 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
             if improved:
                 history.update(fields)
                 if path is not None:
-                    save_checkpoint(path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
-                                    **_selected(ckpt_extra, rule))
+                    extra = dict(ckpt_extra or {})  # the selection rule goes into the provenance
+                    if "provenance" in extra:
+                        extra["provenance"] = {**extra["provenance"], "selected_by": rule}
+                    save_checkpoint(path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px, **extra)
         if resume_path is not None:
             torch_save(resume_path, {"identity": identity, "threads": torch.get_num_threads(),
                                      "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
@@ -176,14 +167,6 @@ def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_pa
     history["seconds_before_resume"] = state["seconds"]  # trained in earlier calls (runs.collect's cost split)
     history.setdefault("resumed_after_epochs", []).append(len(history["epochs"]))
     return history, state["seconds"]
-
-
-def _selected(ckpt_extra, rule):
-    """Checkpoint extras with the selection rule written into its provenance."""
-    extra = dict(ckpt_extra or {})
-    if "provenance" in extra:
-        extra["provenance"] = {**extra["provenance"], "selected_by": rule}
-    return extra
 
 
 def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
@@ -312,19 +295,6 @@ def train_one(task):
 
 
 # ----------------------------------------------------------------------------- CLI
-def positive(kind, minimum, strict=False):
-    """argparse type: a number of `kind` >= minimum (> minimum when strict), else a usage error."""
-    def check(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
-        return value
-    return check
-
-
 def add_recipe_args(p):
     """The recipe flags shared by train.py, baseline.py and study.py (validated before anything is created)."""
     p.add_argument("--epochs", type=positive(int, 1), default=DEFAULTS["epochs"])
@@ -340,8 +310,7 @@ def add_recipe_args(p):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train HeatmapNet and RegressionNet with the spec recipe (--methods adds "
-                                "others, e.g. integral).")
+    p = argparse.ArgumentParser(description="Train HeatmapNet and RegressionNet with the spec recipe.")
     add_recipe_args(p)
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
                    help="seeds init, shuffling and dropout (the default dataset is always generated with seed 0)")
@@ -358,9 +327,7 @@ def parse_args(argv=None):
                    help="learning rate over the epochs: constant (the spec) or cosine decay to 0")
     p.add_argument("--methods", nargs="+", default=list(TRAIN_METHODS), choices=list(METHODS),
                    help="rows of model.METHODS (default: the assignment's two networks; add integral for IntegralNet)")
-    p.add_argument("--jobs", type=positive(int, 1), default=1,
-                   help="train up to N methods side by side, each in its own process with threads // jobs CPU threads "
-                        "(jobs = min(N, methods); same numbers as a sequential run with that many threads)")
+    p.add_argument("--jobs", type=positive(int, 1), default=1, help="methods trained side by side (CPU threads split)")
     p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
     p.add_argument("--replace-results", action="store_true",
                    help="let a run with another recipe or data replace the committed problem2/results/")
@@ -396,10 +363,6 @@ def main(argv=None):
         refuse_to_replace_the_deliverable(args.out_dir, recipes)
     print(f"run {run_id}: device {device}, precision {precision}, {torch.get_num_threads()} threads"
           f"{f' split over {jobs} jobs' if jobs > 1 else ''}, data {kp_dir}")
-    for m in METHODS:
-        if m not in methods and (args.out_dir / f"{m}_model.pth").exists():
-            print(f"note: {args.out_dir / f'{m}_model.pth'} is from an earlier run (not trained now); evaluate.py "
-                  f"scores only the methods of this run's training_log.json")
     t0 = time.time()
     with results_lock(args.out_dir, "train.py"):
         for old in args.out_dir.glob(".train.tmp*"):  # left by a killed run (we hold the lock: nobody writes there)
@@ -423,28 +386,6 @@ def main(argv=None):
     return run_log
 
 
-def promote(stage, out_dir):
-    """Move a finished run's files from its staging folder into out_dir, the log last: until then out_dir holds
-    the last complete run (a run killed mid-way never replaces it, and evaluate.py refuses a half-promoted mix)."""
-    files = sorted(Path(stage).iterdir(), key=lambda f: f.name == "training_log.json")
-    for f in files:
-        os.replace(f, Path(out_dir) / f.name)
-
-
-def refuse_to_replace_the_deliverable(out_dir, recipes):
-    """The committed results/ may be rewritten only by the recipe and data it was made with (the precision may
-    differ: it follows the machine); anything else goes to another --out-dir or asks for --replace-results."""
-    log_path = Path(out_dir) / "training_log.json"
-    if Path(out_dir).resolve() != RESULTS_DIR.resolve() or not log_path.exists():
-        return
-    committed = {m: v["recipe"] for m, v in read_json(log_path, "python problem2/train.py").items()
-                 if isinstance(v, dict) and "recipe" in v}
-    differs = sorted({k for r in recipes for k in set(r) | set(committed.get(r["method"], {}))
-                      if k != "precision" and r.get(k) != committed.get(r["method"], {}).get(k)})
-    if differs:
-        raise UsageError(f"{out_dir} holds the committed results of `python problem2/train.py`; this run differs from "
-                         f"them in {', '.join(differs)}: pass --out-dir <folder> to write elsewhere, or "
-                         f"--replace-results to replace its checkpoints and training_log.json")
 
 
 if __name__ == "__main__":

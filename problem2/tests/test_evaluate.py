@@ -94,9 +94,11 @@ def test_figures_show_what_their_reader_needs(tiny_data, trained, tmp_path, monk
     """The evaluation figures as a reader sees them: titles naming the split, labelled axes, one legend entry per
     curve, one panel per method and image."""
     figs = {}
+    import figures
     real = evaluate.save_figure
-    monkeypatch.setattr(evaluate, "save_figure", lambda fig, path: (figs.__setitem__(Path(path).name, fig),
-                                                                     real(fig, path)))
+    for module in (evaluate, figures):
+        monkeypatch.setattr(module, "save_figure", lambda fig, path: (figs.__setitem__(Path(path).name, fig),
+                                                                      real(fig, path)))
     evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(_copy_run(trained, tmp_path)), "--split", "val",
                    "--num-samples", "3"])
     ax = figs["pck_curves_bbox_val.png"].axes[0]

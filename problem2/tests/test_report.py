@@ -49,7 +49,7 @@ def test_share_of_the_gap_and_the_shift_are_paired_within_the_runs():
 def test_main_time_is_one_number_on_one_machine_and_names_each_machine_otherwise():
     t = {k: {"seconds": s, "machine": MACHINE} for k, s in (("train.py", 480.0), ("evaluate.py", 30.0),
                                                             ("baseline.py", 30.0))}
-    assert report.main_time({"timings": t}) == "9.0 minutes on a Some CPU, 2 cores, cpu (`train.py` in bf16)"
+    assert report.main_time({"timings": t}) == "9.0 minutes (Some CPU, 2 cores, cpu; `train.py` in bf16)"
     t["evaluate.py"] = {"seconds": 30.0, "machine": {**MACHINE, "cpu": "Other CPU"}}
     assert "`evaluate.py` on Other CPU" in report.main_time({"timings": t})
 

@@ -256,7 +256,8 @@ def test_an_interrupted_run_never_replaces_the_last_complete_one(tiny_data, tmp_
 
 
 def test_the_committed_results_are_replaced_only_by_their_own_recipe(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "RESULTS_DIR", tmp_path)
+    import common
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     _run(tiny_data, tmp_path, "--epochs", "1", "--precision", "fp32")                      # the "committed" run
     before = _files(tmp_path)
     with pytest.raises(SystemExit, match="differs from them in epochs: pass --out-dir .* or --replace-results"):
