@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode
-from common import (RESULTS_DIR, fmt_time, pick_device, pick_precision, plt, positive, read_json, recipe_key, record_timing,
-                    results_lock, save_figure, set_threads, write_json)
+from common import (RESULTS_DIR, fmt_time, paired_by_seed, pick_device, pick_precision, plt, positive, read_json,
+                    recipe_key, record_timing, results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from evaluate import keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
 from figures import draw_keypoints
@@ -47,6 +47,10 @@ STUDIES = {
     "skip": [{}, {"skip": False}],
 }
 DEFAULT_VARIANT = "hm64_sigma2_skip"
+# the numbers of a variant compared with the default: name -> value of one run's "test" (evaluate.summarize per decoder)
+ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["strict"]["mean_px_error"]) for d in ("argmax", "quarter", "dark")},
+                    "px_sym": lambda t: t[REFINE_DEFAULT]["symmetric"]["mean_px_error"],
+                    "pck05": lambda t: t[REFINE_DEFAULT]["strict"]["pck"]["bbox"]["0.05"]}
 CATEGORIES = {"heatmap_only": "heatmap succeeds, regression fails", "regression_only": "regression succeeds, heatmap fails",
               "both_fail": "both fail"}  # failure_cases.json's keys, named by who succeeds
 SUCCESS_RULE = "a keypoint succeeds when its strict error <= 0.1 x bbox diagonal (PCK@0.1, bbox)"
@@ -106,7 +110,7 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
                         log=log)
     results = {"recipe": {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
                           "precision": precision, "refined_decoder": REFINE_DEFAULT, "data": data},
-               "seeds": list(seeds), "partial": bool(partial), "studies": studies_out, "variants": {}}
+               "seeds": list(seeds), "partial": len(done) < len(recipes), "studies": studies_out, "variants": {}}
     for name, cfg in todo.items():
         rows = []
         for s in (s for s in seeds if recipe_key(recipes[name, s]) in done):
@@ -117,6 +121,11 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
                                               "train_seconds")}, "test": ev["val_loss"]["test"]})
         if rows:
             results["variants"][name] = {"config": cfg, "runs": rows}
+    base = results["variants"].get(DEFAULT_VARIANT, {}).get("runs", [])
+    for name, v in results["variants"].items():  # each variant minus the default, paired by seed
+        if name != DEFAULT_VARIANT:
+            v["paired_to_default"] = {k: paired_by_seed(base, v["runs"], lambda x, get=get: get(x["test"]))[1]
+                                      for k, get in ABLATION_METRICS.items()}
     write_json(out_dir / f"{results_name(seeds)}.json", results)
     return results
 

@@ -338,3 +338,30 @@ def refuse_to_replace_the_deliverable(out_dir, recipes):
         raise UsageError(f"{out_dir} holds the committed results of `python problem2/train.py`; this run differs from "
                          f"them in {', '.join(differs)}: pass --out-dir <folder> to write elsewhere, or "
                          f"--replace-results to replace its checkpoints and training_log.json")
+
+
+# ----------------------------------------------------------------------------- statistics
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided t
+
+
+def paired_difference(a, b):
+    """Mean of b - a over paired seeds with a 95% t-interval (None with fewer than 2 pairs)."""
+    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if len(d) < 2:
+        return {"diff": float(d.mean()) if len(d) else None, "ci95": None, "n": len(d)}
+    half = T95.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d))
+    return {"diff": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)], "n": len(d)}
+
+
+def paired_by_seed(rows_a, rows_b, value_a, value_b=None):
+    """value_b(row of b) minus value_a(row of a) over the seeds both lists of per-seed rows have: (seeds,
+    paired_difference). The one pairing rule of the studies (readout steps, selection rule, hand loss)."""
+    a, b = ({row["seed"]: row for row in rows} for rows in (rows_a, rows_b))
+    seeds = sorted(set(a) & set(b))
+    return seeds, paired_difference([value_a(a[s]) for s in seeds], [(value_b or value_a)(b[s]) for s in seeds])
+
+
+def paired_metrics(rows_a, rows_b, metrics):
+    """{"seeds", name: b minus a} for every name -> value(row) of `metrics`, paired by seed (paired_by_seed)."""
+    pairs = {k: paired_by_seed(rows_a, rows_b, get) for k, get in metrics.items()}
+    return {"seeds": next(iter(pairs.values()))[0], **{k: d for k, (_, d) in pairs.items()}}

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from codec import DECODERS
-from common import RESULTS_DIR, plt, positive, results_lock, save_figure, set_threads, write_json
+from common import RESULTS_DIR, paired_metrics, plt, positive, results_lock, save_figure, set_threads, write_json
 from dataset import data_fingerprint, resolve_keypoints_dir, shifted_test_dir
-from readouts import paired_metrics
 from runs import collect, run_name
 from train import make_recipe
 

@@ -17,11 +17,10 @@ order; px_shifted: strict px on the translation test set (figure centres outside
 spread_ratio: std of predicted / std of true coordinates (evaluate.spread_ratio); px_valpx (a step metric): px of
 the checkpoint selected by the lowest val px error instead of the lowest val loss.
 """
-import math
 
 import numpy as np
 
-from common import plt, save_figure
+from common import paired_by_seed, plt, save_figure
 from dataset import data_fingerprint, figure_centre, load_split, shifted_test_dir
 from evaluate import brief
 from model import build_model
@@ -62,35 +61,11 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
                                    "argmax + quarter step instead of the soft-argmax expectation)"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
 STEP_METRICS = ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "px_valpx")
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided t
-
-
-def paired_difference(a, b):
-    """Mean of b - a over paired seeds with a 95% t-interval (None with fewer than 2 pairs)."""
-    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    if len(d) < 2:
-        return {"diff": float(d.mean()) if len(d) else None, "ci95": None, "n": len(d)}
-    half = T95.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d))
-    return {"diff": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)], "n": len(d)}
 
 
 def row_value(row, metric):
     """A per-seed number of the readout table by name; 'px_valpx' is the px of the val-px-rule checkpoint."""
     return row["by_val_px"]["px"] if metric == "px_valpx" else row[metric]
-
-
-def paired_by_seed(rows_a, rows_b, value_a, value_b=None):
-    """value_b(row of b) minus value_a(row of a) over the seeds both lists of per-seed rows have: (seeds,
-    paired_difference). The one pairing rule of the studies (readout steps, selection rule, hand loss)."""
-    a, b = ({row["seed"]: row for row in rows} for rows in (rows_a, rows_b))
-    seeds = sorted(set(a) & set(b))
-    return seeds, paired_difference([value_a(a[s]) for s in seeds], [(value_b or value_a)(b[s]) for s in seeds])
-
-
-def paired_metrics(rows_a, rows_b, metrics):
-    """{"seeds", name: b minus a} for every name -> value(row) of `metrics`, paired by seed (paired_by_seed)."""
-    pairs = {k: paired_by_seed(rows_a, rows_b, get) for k, get in metrics.items()}
-    return {"seeds": next(iter(pairs.values()))[0], **{k: d for k, (_, d) in pairs.items()}}
 
 
 def paired_between(section, a, b, metric, metric_b=None):
@@ -154,6 +129,7 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
     section["steps"] = [{"from": a, "to": b, "question": question, "seeds": paired_between(section, a, b, "px")[0],
                          **{m: paired_between(section, a, b, m)[1] for m in STEP_METRICS}} for a, b, question in STEPS]
     section["selection"] = {r: paired_between(section, r, r, "px", "px_valpx")[1] for r in READOUTS}
+    section["shift"] = {r: paired_between(section, r, r, "px", "px_shifted")[1] for r in READOUTS}
     plot_readouts(section, results_dir / "visualizations")
     return section
 

@@ -3,8 +3,8 @@
 The prose lives in report_template.md and readme_template.md. Each {{name}} there is one table (table:NAME), one
 named value (v:NAME) or one number of one study (KIND:arg:..., see KINDS), made here from the JSON the scripts
 wrote. `python report.py` writes both documents; `--check` exits 1 when either differs from what the JSON gives
-(the tests run it); a placeholder with no value stops the script, naming it. The studies store their paired
-differences; the few pairs none stores (abl, cross, shift) are paired here with their readouts.paired_by_seed.
+(the tests run it); a placeholder with no value stops the script, naming it. The statistics (paired differences)
+come from the scripts that ran the studies; this file only formats them.
 Intervals, everywhere: "-0.61 [-0.80, -0.41]" is a mean difference paired by seed with its 95 % t-interval, and a
 trailing ° marks an interval that includes 0 (within seed noise).
 """
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from baseline import CATEGORIES, DEFAULT_VARIANT
+from baseline import ABLATION_METRICS, CATEGORIES, DEFAULT_VARIANT
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from how_far import summary_numbers
 from model import METHODS
-from readouts import READOUTS, paired_by_seed, row_value
+from readouts import READOUTS, row_value
 
 HERE = Path(__file__).resolve().parent
 DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
@@ -99,20 +99,9 @@ def share(r, a, b):
     return f"{(mean[b] - mean[a]) / (mean['heatmap_64'] - mean['gap_fc']):.0%}"
 
 
-def shift(r, name):
-    """A readout's error on the shifted test set minus on the in-range one, paired by seed."""
-    return ci(paired_by_seed(ro_rows(r, name), ro_rows(r, name), lambda x: x["px"], lambda x: x["px_shifted"])[1])
-
-
 def hl(r, row, metric):
     """Mean over seeds of a hand-loss row (e.g. heatmap_symmetric; study.py)."""
     return num(np.mean([pck05(x)[metric] for x in r["study"]["hand_loss"]["rows"][row]]), metric)
-
-
-def cross(r, a, b, metric="px"):
-    """Hand-loss row b minus row a (e.g. integral_symmetric -> heatmap_symmetric), paired by seed."""
-    rows = r["study"]["hand_loss"]["rows"]
-    return ci(paired_by_seed(rows[a], rows[b], lambda x: pck05(x)[metric])[1], metric)
 
 
 def hf_row(h, name):
@@ -130,18 +119,6 @@ def hfstep(r, a, b, metric="px_sym"):
     return ci(next(s for s in h["steps"] if (s["from"], s["to"]) == (hf_row(h, a), hf_row(h, b)))[metric], metric)
 
 
-ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["strict"]["mean_px_error"]) for d in ("argmax", "quarter", "dark")},
-                    "px_sym": lambda t: t["quarter"]["symmetric"]["mean_px_error"],
-                    "pck05": lambda t: t["quarter"]["strict"]["pck"]["bbox"]["0.05"]}
-
-
-def abl(r, variant, metric):
-    """An ablation variant minus the default variant, paired by seed."""
-    v = r["ablation"]["variants"]
-    return ci(paired_by_seed(v[DEFAULT_VARIANT]["runs"], v[variant]["runs"],
-                             lambda x: ABLATION_METRICS[metric](x["test"]))[1], metric)
-
-
 def j(r, path):
     """Any value of the results by its path, e.g. failures.counts.both_fail (floats formatted by num)."""
     for key in path.split("."):
@@ -149,8 +126,10 @@ def j(r, path):
     return num(r) if isinstance(r, float) else str(r)
 
 
-KINDS = {"j": j, "ro": ro, "step": step, "share": share, "shift": shift, "hl": hl, "cross": cross, "hf": hf, "hfstep": hfstep,
-         "abl": abl,
+KINDS = {"j": j, "ro": ro, "step": step, "share": share, "hl": hl, "hf": hf, "hfstep": hfstep,
+         "abl": lambda r, v, k: ci(r["ablation"]["variants"][v]["paired_to_default"][k], k),  # variant - default
+         "shift": lambda r, name: ci(r["study"]["readouts"]["shift"][name]),           # shifted - in-range test px
+         "hlx": lambda r, loss, k: ci(r["study"]["hand_loss"]["heatmap_minus_integral"][loss][k], k),
          "hlpair": lambda r, m, k: ci(r["study"]["hand_loss"]["paired"][m][k], k),       # symmetric - strict loss
          "seedpair": lambda r, pair, k: ci(r["study"]["seeds"]["paired_over_seeds"][pair][k], k),
          "budget": lambda r, m, k: ci(r["study"]["budget"]["long_paired"][m][k], k),     # long - spec epochs
@@ -217,7 +196,8 @@ def table_ablation(r):
     rows = []
     for n in dict.fromkeys(n for names in a["studies"].values() for n in names):
         v, cfg = a["variants"][n]["runs"], a["variants"][n]["config"]
-        pairs = ["(default)"] * 2 if n == DEFAULT_VARIANT else [abl(r, n, "px_quarter"), abl(r, n, "pck05")]
+        pairs = ["(default)"] * 2 if n == DEFAULT_VARIANT else [ci(a["variants"][n]["paired_to_default"][k], k)
+                                                                for k in ("px_quarter", "pck05")]
         rows.append([f"`{n}`", cfg["hm_size"], f"{cfg['sigma_img'] / 2:g}", "on" if cfg["skip"] else "off"] +
                     [mean_sd((get(x["test"]) for x in v), k) for k, get in ABLATION_METRICS.items()] + pairs)
     return md(["variant", "heatmap size", "σ", "skips", "px argmax", "px quarter", "px DARK", "px sym", "PCK@0.05",

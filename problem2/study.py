@@ -9,13 +9,13 @@ study's previous section when some of its runs are missing):
   budget      The three methods at --long-epochs next to the spec's epochs, and training-set sizes (--sizes) at
               the full set's number of Adam steps, in --budget-precision (default bf16: the longest runs).
   seeds       The three spec methods over --seeds (the readout study's runs): mean +- std of the test metrics
-              and each pair's difference paired by seed with a 95% t-interval (readouts.paired_difference).
+              and each pair's difference paired by seed with a 95% t-interval (common.paired_difference).
   precision   bf16 minus fp32 over every pair of stored runs whose recipes differ only in precision (trains
               nothing).
 
 study_results.json holds one section per study (its keys are the study names) and "seconds" (per study: its
 evaluation time plus the training time of the runs it uses). Paired differences are {"diff", "ci95", "n"}
-(readouts.paired_difference); per-seed rows are run_row's fields. Numbers are on the test split from each run's
+(common.paired_difference); per-seed rows are run_row's fields. Numbers are on the test split from each run's
 eval.json; heatmaps decoded with codec.REFINE_DEFAULT.
 """
 import argparse
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from codec import HAND_LOSSES, REFINE_DEFAULT
-from common import (RESULTS_DIR, UsageError, fmt_time, plt, positive, read_json, recipe_key, record_timing,
-                    results_lock, save_figure, set_threads, write_json)
+from common import (RESULTS_DIR, UsageError, fmt_time, paired_difference, paired_metrics, plt, positive, read_json,
+                    recipe_key, record_timing, results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, load_split, resolve_keypoints_dir, shifted_test_dir
 from evaluate import PCK_THRESHOLDS, hand_gap
 import readouts
@@ -94,7 +94,11 @@ def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, 
     res["paired"] = {}
     for m in METHODS:
         strict, sym = (res["rows"].get(f"{m}_{loss}", []) for loss in ("strict", "symmetric"))
-        res["paired"][m] = readouts.paired_metrics(strict, sym, HAND_LOSS_METRICS)
+        res["paired"][m] = paired_metrics(strict, sym, HAND_LOSS_METRICS)
+    rows = res["rows"]  # HeatmapNet minus IntegralNet under each hand loss, paired by seed
+    res["heatmap_minus_integral"] = {loss: paired_metrics(rows.get(f"integral_{loss}", []),
+                                                                   rows.get(f"heatmap_{loss}", []), HAND_LOSS_METRICS)
+                                     for loss in HAND_LOSSES}
     return res
 
 
@@ -148,10 +152,10 @@ def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jo
         else:
             res["data_steps"]["rows"].setdefault(m, {}).setdefault(str(x), []).append(run_row(s, *run))
     by_size = res["data_steps"]["rows"]
-    res["data_steps"]["paired_to_full"] = {m: {str(n): readouts.paired_metrics(by_n.get(str(n_all), []),
+    res["data_steps"]["paired_to_full"] = {m: {str(n): paired_metrics(by_n.get(str(n_all), []),
                                                                                by_n.get(str(n), []), BUDGET_METRICS)
                                                for n in sizes[:-1]} for m, by_n in by_size.items()}
-    res["long_paired"] = {m: readouts.paired_metrics(by_e.get(str(epochs), []), by_e.get(str(long_epochs), []),
+    res["long_paired"] = {m: paired_metrics(by_e.get(str(epochs), []), by_e.get(str(long_epochs), []),
                                                      BUDGET_METRICS) for m, by_e in res["long"].items()}
     if len({n for by_n in by_size.values() for n in by_n}) > 1:  # a curve needs two sizes
         plot_data_steps(res["data_steps"], results_dir / "visualizations")
@@ -204,7 +208,7 @@ def study_precision(kp_dir, results_dir, seconds, log=print, shifted_dir=None):
                 recipe["precision"]] = row
     pairs = [p for p in by_recipe.values() if "fp32" in p and "bf16" in p]
     log(f"[study] precision: {len(pairs)} recipe(s) stored in both fp32 and bf16")
-    paired = {k: readouts.paired_difference([get(p["fp32"]) for p in pairs], [get(p["bf16"]) for p in pairs])
+    paired = {k: paired_difference([get(p["fp32"]) for p in pairs], [get(p["bf16"]) for p in pairs])
               for k, get in PRECISION_METRICS.items()}
     return {"pairs": pairs, "paired": {"n": len(pairs), **paired}}
 
@@ -225,7 +229,7 @@ def metrics_of(summary):
 def study_seeds(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print):
     """The three methods over seeds (the readout study's gap_fc, integral_64 and heatmap_64 runs): mean +- std of
     every headline metric, and each pair's difference paired by seed with a 95% t-interval
-    (readouts.paired_difference). Numbers from eval.json."""
+    (common.paired_difference). Numbers from eval.json."""
     recipes = {(m, s): spec_recipe(m, kp_dir, s) for m in METHODS for s in seeds}
     got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
     if len(seeds) < 2 or any(v is None for v in got.values()):
@@ -236,7 +240,7 @@ def study_seeds(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=
            "per_seed": per_seed,
            "mean": {m: {k: float(np.mean([r[k] for r in per_seed[m]])) for k in names} for m in METHODS},
            "std": {m: {k: float(np.std([r[k] for r in per_seed[m]], ddof=1)) for k in names} for m in METHODS},
-           "paired_over_seeds": {f"{a}-{b}": {k: readouts.paired_difference([r[k] for r in per_seed[b]],
+           "paired_over_seeds": {f"{a}-{b}": {k: paired_difference([r[k] for r in per_seed[b]],
                                                                             [r[k] for r in per_seed[a]])
                                               for k in names} for a, b in SEED_PAIRS}}
     return res

@@ -39,6 +39,12 @@ def test_every_study_writes_documented_json(ablation_run):
         recipe = json.loads((out / "runs" / row["run"] / "run.json").read_text())["recipe"]
         assert recipe["model"]["hm_size"] == v["config"]["hm_size"] and recipe["target"]["sigma"] == v["config"]["sigma_hm"]
         assert recipe["model"]["skip"] == v["config"]["skip"] and recipe["seed"] == 0
+    (default,) = on_disk["variants"][baseline.DEFAULT_VARIANT]["runs"]
+    (row,) = on_disk["variants"]["hm32_sigma2_skip"]["runs"]
+    pair = on_disk["variants"]["hm32_sigma2_skip"]["paired_to_default"]["px_dark"]   # variant minus default, by seed
+    assert pair == {"diff": row["test"]["dark"]["strict"]["mean_px_error"] -
+                    default["test"]["dark"]["strict"]["mean_px_error"], "ci95": None, "n": 1}
+    assert "paired_to_default" not in on_disk["variants"][baseline.DEFAULT_VARIANT] and not on_disk["partial"]
     cfg = on_disk["variants"]["hm128_sigma2_skip"]["config"]
     assert cfg["sigma_hm"] == 4.0 and cfg["sigma_img"] == 4.0        # sigma fixed in image px
     assert on_disk["variants"]["hm32_sigma2_skip"]["config"]["sigma_hm"] == 1.0

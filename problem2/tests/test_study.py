@@ -4,17 +4,18 @@ import torch
 import study
 from runs import run_many
 from train import make_recipe
+import common
 import readouts
 from dataset import data_fingerprint
 from common import read_json, recipe_key
 
 
 def test_paired_difference_interval():
-    d = readouts.paired_difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])        # differences 1, 2, 3
+    d = common.paired_difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])        # differences 1, 2, 3
     assert d["diff"] == 2.0 and d["n"] == 3
     half = 4.303 * 1.0 / 3 ** 0.5
     assert abs(d["ci95"][0] - (2 - half)) < 1e-9 and abs(d["ci95"][1] - (2 + half)) < 1e-9
-    assert readouts.paired_difference([1.0], [3.0]) == {"diff": 2.0, "ci95": None, "n": 1}
+    assert common.paired_difference([1.0], [3.0]) == {"diff": 2.0, "ci95": None, "n": 1}
 
 
 def test_reference_rows(tiny_data, tiny_shifted):
@@ -39,6 +40,7 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path):
         assert row["px_sym"] <= row["px"] + 1e-9
         sel = sec["selection"][name]                            # val-px rule minus val-loss rule, one seed
         assert sel["n"] == 1 and sel["diff"] == row["by_val_px"]["px"] - row["px"]
+        assert sec["shift"][name]["diff"] == row["px_shifted"] - row["px"]    # shifted minus in-range test px
     assert all(s["px_valpx"]["n"] == 1 for s in sec["steps"])
     assert seconds["now"] == seconds["used"] > 0
     assert (tmp_path / "visualizations" / "study_readouts.png").exists()
