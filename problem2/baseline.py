@@ -12,13 +12,14 @@ quantisation of the grid differs. Every (variant, seed) is one recipe-keyed run 
 default variant is the readout study's heatmap_64; the default precision is train.py's, auto), decoded at its own resolution with every decoder and scored on test.
 
 ablation_results.json schema:
-  {"recipe": {shared settings}, "seeds": [..] (asked for), "partial": bool (--partial: only the runs stored then),
+  {"recipe": {shared settings}, "seeds": [..] (asked for), "partial": bool (some asked-for runs are missing),
    "studies": {"resolution"|"sigma"|"skip": [variant names]},
    "variants": {"<name>": {"config": {"hm_size", "sigma_hm", "sigma_img", "skip"}, "runs": [{"seed", "run",
         "best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch", "train_seconds",
         "test": {"<decoder: argmax|quarter|dark>": {"strict"|"symmetric": {"mean_px_error", "median_px_error",
-            "per_keypoint_px_error", "pck": {"bbox"|"torso": {thr: acc}}, "auc": {...}}}}}]}}}
-  report.py turns the runs into mean +- std over seeds and paired differences to the default variant.
+            "per_keypoint_px_error", "pck": {"bbox"|"torso": {thr: acc}}, "auc": {...}}}}}],
+        "paired_to_default": {metric of ABLATION_METRICS: {"diff", "ci95", "n"}} (variant minus default, by seed;
+        not on the default)}}}
 
 failure_cases.json schema (analyze_failure_cases): {"rule", "num_images", "counts": {category: n},
   "per_keypoint": {category: {name: n}}, "characterisation": {...}, "gallery": {category: [image idx]}}

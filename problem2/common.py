@@ -1,6 +1,7 @@
 """Shared helpers at the bottom of the import graph: results folder, atomic/strict file I/O, seeding,
 device/precision, timing, machine description, a results-folder lock, independent runs side by side
-(job_results, the pool behind every --jobs) and figure saving.
+(job_results, the pool behind every --jobs), figure saving, the CLI number type, the guards that keep an
+interrupted or foreign train.py run from replacing the committed results, and the paired statistics.
 
 Nothing here knows about keypoints or models. Every script imports from here; this file imports no
 other file of the project.

@@ -11,7 +11,8 @@ results/study_results.json -> "readouts":
      "mean", "std", "complete"}},
    "references": {"mean_pose" | "centre_plus_mean_offsets": {brief numbers on test, "px_shifted"}},
    "steps": [{"from", "to", "question", "seeds", "<metric>": {"diff", "ci95", "n"}}],  (paired over seeds, to - from)
-   "selection": {name: {"diff", "ci95", "n"}}}  (px under the val-px rule minus px under the val-loss rule, per seed)
+   "selection": {name: {"diff", "ci95", "n"}},  (px under the val-px rule minus px under the val-loss rule, per seed)
+   "shift": {name: {"diff", "ci95", "n"}}}  (px on the shifted test set minus px on the test set, per seed)
 px: mean Euclidean error in image px on the test split (strict labels); *_sym: hands matched in the better
 order; px_shifted: strict px on the translation test set (figure centres outside the training range);
 spread_ratio: std of predicted / std of true coordinates (evaluate.spread_ratio); px_valpx (a step metric): px of

@@ -40,7 +40,14 @@ def load_results(results_dir=RESULTS_DIR):
     return out
 
 
-# ---- formatting ----
+# ---- formatting; a missing value raises KeyError, which render() reports with the placeholder's name ----
+def mean(vals):
+    vals = list(vals)
+    if not vals:
+        raise KeyError("no stored runs")
+    return float(np.mean(vals))
+
+
 def num(x, metric=""):
     return f"{x:.3f}" if "pck" in metric else f"{x:.2f}"
 
@@ -48,6 +55,8 @@ def num(x, metric=""):
 def ci(d, metric=""):
     """'-0.61 [-0.80, -0.41]'; a trailing ° when the interval includes 0; '(1 seed)' when there is none."""
     f = (lambda x: f"{x:+.3f}") if "pck" in metric else (lambda x: f"{x:+.2f}")
+    if d["diff"] is None:
+        raise KeyError("no seeds paired")
     if d["ci95"] is None:
         return f"{f(d['diff'])} (1 seed)"
     lo, hi = d["ci95"]
@@ -58,7 +67,7 @@ def mean_sd(vals, metric=""):
     vals = list(vals)
     if len(vals) == 1:
         return num(vals[0], metric) + " (1 seed)"
-    return f"{num(np.mean(vals), metric)} ± {num(np.std(vals, ddof=1), metric)}"
+    return f"{num(mean(vals), metric)} ± {num(np.std(vals, ddof=1), metric)}"
 
 
 def md(header, rows):
@@ -85,7 +94,7 @@ def ro_rows(r, name):
 
 def ro(r, name, metric="px"):
     """A readout's mean over seeds (readouts.py); pck_bbox_sym is PCK@0.05 with symmetric hands."""
-    return num(np.mean([pck05(x)[metric] if "pck" in metric else row_value(x, metric) for x in ro_rows(r, name)]), metric)
+    return num(mean(pck05(x)[metric] if "pck" in metric else row_value(x, metric) for x in ro_rows(r, name)), metric)
 
 
 def step(r, a, b, metric="px"):
@@ -95,13 +104,13 @@ def step(r, a, b, metric="px"):
 
 def share(r, a, b):
     """Readout step a -> b as a share of the whole spec gap gap_fc -> heatmap_64 (a ratio of means)."""
-    mean = {n: np.mean([x["px"] for x in ro_rows(r, n)]) for n in (a, b, "gap_fc", "heatmap_64")}
-    return f"{(mean[b] - mean[a]) / (mean['heatmap_64'] - mean['gap_fc']):.0%}"
+    m = {n: mean(x["px"] for x in ro_rows(r, n)) for n in (a, b, "gap_fc", "heatmap_64")}
+    return f"{(m[b] - m[a]) / (m['heatmap_64'] - m['gap_fc']):.0%}"
 
 
 def hl(r, row, metric):
     """Mean over seeds of a hand-loss row (e.g. heatmap_symmetric; study.py)."""
-    return num(np.mean([pck05(x)[metric] for x in r["study"]["hand_loss"]["rows"][row]]), metric)
+    return num(mean(pck05(x)[metric] for x in r["study"]["hand_loss"]["rows"][row]), metric)
 
 
 def hf_row(h, name):
@@ -123,6 +132,8 @@ def j(r, path):
     """Any value of the results by its path, e.g. failures.counts.both_fail (floats formatted by num)."""
     for key in path.split("."):
         r = r[key]
+    if isinstance(r, (dict, list)):
+        raise KeyError(f"{path} is not one value")
     return num(r) if isinstance(r, float) else str(r)
 
 
@@ -288,7 +299,7 @@ def render(text, results, where="template"):
     def fill(m):
         try:
             return value(m.group(1), results)
-        except (KeyError, StopIteration, TypeError) as e:
+        except (KeyError, StopIteration) as e:  # a value the JSON lacks; any other error is a bug: traceback
             raise SystemExit(f"{where}: no value for {{{{{m.group(1)}}}}} ({type(e).__name__}: {e}); run the "
                              "script that writes it, or fix the name") from None
     return SLOT.sub(fill, text)

@@ -1,8 +1,8 @@
 """The "why" study: `python study.py` (see --help). Reuses train.py's loop and evaluate.py's decoding/metrics.
 
 Studies (each trains through the recipe-keyed run store of runs.py, results/runs/: a run is trained once and shared
-by every study whose recipe is identical; --jobs N trains N side by side; --partial trains nothing and keeps a
-study's previous section when some of its runs are missing):
+by every study whose recipe is identical; --jobs N trains N side by side; --partial trains nothing and writes
+each study from the runs stored, except seeds, which keeps its previous section until all its runs are there):
   readouts    The controlled readout study (readouts.py): 9 readouts on one encoder x --seeds (fp32).
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); writes
               results/heatmap_symmetric_model.pth (seed 0).
@@ -309,9 +309,8 @@ def plot_data_steps(d, vis_dir):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study "
-                                "(9 readouts x seeds on one encoder), hand ambiguity, hand loss, budget, seeds (mean +- std, "
-                                "differences paired by seed) and data efficiency.")
+    p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study, "
+                                "the symmetric hand loss, longer training and data at fixed steps, seeds, precision.")
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sizes", nargs="+", type=positive(int, 1), default=[125, 250, 500],
@@ -327,8 +326,8 @@ def main(argv=None):
     p.add_argument("--budget-precision", default=BUDGET_PRECISION, choices=["fp32", "bf16"],
                    help="precision of the budget study's runs (its 30-epoch, long and fixed-step runs alike)")
     p.add_argument("--partial", action="store_true",
-                   help="record the runs already stored without training the missing ones (a study that needs a "
-                   "missing run keeps its previous section)")
+                   help="record the runs already stored, train none (the seeds study keeps its previous section "
+                   "until all of its runs are stored)")
     p.add_argument("--long-epochs", type=positive(int, 1), default=100, help="budget study: the long runs")
     args = p.parse_args(argv)
     set_threads(args.threads)

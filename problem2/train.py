@@ -56,8 +56,9 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
     error to px_ckpt_path; on_epoch_end(epoch, val_outputs) after each validated epoch (heatmap snapshots).
     resume_path: the whole training state after every epoch (atomic); the same call again continues after the
     last finished epoch to the same weights as an uninterrupted run; deleted at the end. Returns the history."""
-    name = name or model_config(model)["method"]
-    model = model.to(device).to(memory_format=torch.channels_last)
+    if val_every < 1:
+        raise ValueError(f"val_every must be >= 1, got {val_every}")
+    name, model = name or model_config(model)["method"], model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     identity = {"recipe": (ckpt_extra or {}).get("provenance", {}).get("recipe"), "model": model_config(model)}
     history, done_seconds = load_training_state(resume_path, identity, model, opt, train_loader,

@@ -1,4 +1,4 @@
-"""Known-answer tests of the convention, every encode/decode pair, joint hand decoding and the hand loss."""
+"""Known-answer tests of the convention, every encode/decode pair and the hand loss."""
 import pytest
 import torch
 

@@ -24,6 +24,11 @@ def test_a_placeholder_without_a_value_stops_with_its_name():
         report.render("x {{v:no_such_value}}", {}, "report_template.md")
     with pytest.raises(SystemExit, match=r"\{\{ro:gap_fc:px\}\}"):        # the study has not been run
         report.render("{{ro:gap_fc:px}}", {"study": {}})
+    empty = {"study": {"readouts": {"readouts": {"gap_fc": {"per_seed": []}}}}}
+    with pytest.raises(SystemExit, match="no stored runs"):                  # never 'nan' in the document
+        report.render("{{ro:gap_fc:px}}", empty)
+    with pytest.raises(SystemExit, match="not one value"):
+        report.render("{{j:study.readouts}}", empty)
 
 
 def test_share_of_the_gap_is_a_ratio_of_mean_differences():
