@@ -5,16 +5,14 @@ batch 32, best checkpoint on val loss; the val-px rule is recorded too) on the d
 is a row of model.METHODS and a recipe-keyed run of runs.py (reused wherever the recipe is identical).
 
 results/study_results.json -> "readouts":
-  {"precision", "seeds", "readouts": {name: {"method", "isolates", "params", "per_seed": [{"seed", "run", "px",
-     "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "pck_bbox", "pck_bbox_sym", "spread_ratio",
-     "hand_gap_px", "best_epoch": {"val_loss", "val_px"}, "by_val_px": {"px", "px_sym"}, "train_seconds"}],
+  {"precision", "seeds", "readouts": {name: {"method", "isolates", "params", "per_seed": [runs.run_row per seed],
      "mean", "std", "complete"}},
    "references": {"mean_pose" | "centre_plus_mean_offsets": {brief numbers on test, "px_shifted"}},
    "steps": [{"from", "to", "question", "seeds", "<metric>": {"diff", "ci95", "n"}}],  (paired over seeds, to - from)
    "selection": {name: {"diff", "ci95", "n"}},  (px under the val-px rule minus px under the val-loss rule, per seed)
    "shift": {name: {"diff", "ci95", "n"}}}  (px on the shifted test set minus px on the test set, per seed)
 px: mean Euclidean error in image px on the test split (strict labels); *_sym: hands matched in the better
-order; px_shifted: strict px on the translation test set (figure centres outside the training range);
+order; px_shifted: strict px on the shifted test set (figure centres outside the training range);
 spread_ratio: std of predicted / std of true coordinates (evaluate.spread_ratio); px_valpx (a step metric): px of
 the checkpoint selected by the lowest val px error instead of the lowest val loss.
 """
@@ -25,7 +23,7 @@ from common import paired_by_seed, plt, save_figure
 from dataset import data_fingerprint, figure_centre, load_split, shifted_test_dir
 from evaluate import brief
 from model import build_model
-from runs import STUDY_PRECISION, collect, run_name
+from runs import STUDY_PRECISION, collect, run_row
 from train import DEFAULTS, make_recipe
 
 # readout -> (method row, what changes from the row above it / what it isolates)
@@ -77,17 +75,6 @@ def paired_between(section, a, b, metric, metric_b=None):
                           lambda row: row_value(row, metric_b or metric))
 
 
-def seed_entry(seed, run_name, info, ev):
-    b, h = ev["val_loss"]["brief"], info["history"]
-    return {"seed": seed, "run": run_name, **{k: b[k] for k in ("px", "px_sym", "px_head_feet", "px_hands_sym",
-                                                                "pck_bbox", "pck_bbox_sym", "spread_ratio",
-                                                                "hand_gap_px")},
-            "px_shifted": ev["val_loss"]["shifted"]["px"],
-            "best_epoch": {"val_loss": h["best_epoch"], "val_px": h["best_px_epoch"]},
-            "by_val_px": {k: ev["val_px"]["brief"][k] for k in ("px", "px_sym")},
-            "train_seconds": h["train_seconds"]}
-
-
 def reference_rows(kp_dir, shifted_dir):
     """What no training buys: the training-mean pose for every image, and the true figure centre plus the
     training-mean offsets of each keypoint from it (what knowing only *where the figure is* gives)."""
@@ -118,7 +105,7 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
     section = {"precision": precision, "seeds": list(seeds), "readouts": {},
                "references": reference_rows(kp_dir, shifted)}
     for r, (method, isolates) in READOUTS.items():
-        rows = [seed_entry(s, run_name(recipes[r, s]), *stored[r, s]) for s in seeds
+        rows = [run_row(s, *stored[r, s]) for s in seeds
                 if stored[r, s] is not None]
         scalar = [k for k in rows[0] if isinstance(rows[0][k], float)] if rows else []
         section["readouts"][r] = {

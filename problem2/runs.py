@@ -201,3 +201,14 @@ def load_stored(recipe, kp_dir, runs_root, shifted_dir=None):
     if info.get("recipe") == recipe and ev.get("eval_key") == eval_key(kp_dir, shifted_dir):
         return info, ev
     return None
+
+
+def run_row(seed, info, ev):
+    """One stored run's numbers, the one row shape every store study records (test split, val-loss checkpoint,
+    default decoder; from run.json and eval.json): evaluate.brief's numbers, the shifted test set's px, both
+    selection rules' epochs, the val-px rule's px and the training time."""
+    h = info["history"]
+    return {"seed": seed, "run": run_name(info["recipe"]), **ev["val_loss"]["brief"],
+            "px_shifted": ev["val_loss"]["shifted"]["px"], "best_epoch": h["best_epoch"],
+            "best_px_epoch": h["best_px_epoch"], "by_val_px": {k: ev["val_px"]["brief"][k] for k in ("px", "px_sym")},
+            "train_seconds": h["train_seconds"]}

@@ -15,7 +15,7 @@ each study from the runs stored, except seeds, which keeps its previous section 
 
 study_results.json holds one section per study (its keys are the study names) and "seconds" (per study: its
 evaluation time plus the training time of the runs it uses). Paired differences are {"diff", "ci95", "n"}
-(common.paired_difference); per-seed rows are run_row's fields. Numbers are on the test split from each run's
+(common.paired_difference); per-seed rows are runs.run_row's. Numbers are on the test split from each run's
 eval.json; heatmaps decoded with codec.REFINE_DEFAULT.
 """
 import argparse
@@ -34,7 +34,7 @@ from dataset import data_fingerprint, load_split, resolve_keypoints_dir, shifted
 from evaluate import PCK_THRESHOLDS, hand_gap
 import readouts
 import train
-from runs import RULES, STUDY_PRECISION, collect, load_stored, run_dir_of, run_name
+from runs import RULES, STUDY_PRECISION, collect, load_stored, run_dir_of, run_name, run_row
 
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss", "budget", "seeds", "precision")
@@ -56,14 +56,6 @@ def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, l
     """runs.collect in results_dir/runs, evaluated on the default shifted test set unless told otherwise."""
     return collect(recipes, kp_dir, results_dir / "runs", shifted_dir or shifted_test_dir(), seconds, jobs, partial,
                    log)
-
-
-def run_row(seed, info, ev):
-    """The numbers the store-based studies record per run (test split, val-loss checkpoint)."""
-    b, h = ev["val_loss"]["brief"], info["history"]
-    return {"seed": seed, "run": run_name(info["recipe"]), "best_epoch": h["best_epoch"], "best_px_epoch": h["best_px_epoch"],
-            "train_seconds": h["train_seconds"], "by_val_px": {"px": ev["val_px"]["brief"]["px"]},
-            **{k: b[k] for k in ("px", "px_sym", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym", "hand_gap_px")}}
 
 
 # the numbers of a run_row the store studies pair by seed, by name; PCK at the 0.05 threshold; best_epoch: the
