@@ -35,7 +35,7 @@ from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, 
 from common import (RESULTS_DIR, fmt_time, paired_by_seed, pick_device, pick_precision, plt, positive, read_json,
                     recipe_key, record_timing, results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
-from evaluate import keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
+from evaluate import hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
 from figures import draw_keypoints
 from model import HeatmapNet, run_model
 from runs import STUDY_PRECISION, load_stored, run_dir_of, run_many, run_name
@@ -187,7 +187,7 @@ def characterise(mask, gt, pred_h, pred_r):
     the figure from the training-range centre; each compared with the whole test split (base rate)."""
     gt = torch.as_tensor(gt, dtype=torch.float64)
     off_centre = (figure_centre(gt) - 64).norm(dim=-1)                    # px from the middle of [40, 88]^2
-    hand_gap = (gt[:, LEFT_HAND] - gt[:, RIGHT_HAND]).norm(dim=-1)
+    gaps = hand_gap(gt)
     swapped = gt[:, LEFT_HAND, 0] > gt[:, RIGHT_HAND, 0]                    # left_hand drawn right of right_hand
     img_mask = mask.any(1)
     hand_rows = mask[:, HANDS].any(1)
@@ -201,7 +201,7 @@ def characterise(mask, gt, pred_h, pred_r):
 
     out = {"keypoints": int(mask.sum()), "images": int(img_mask.sum()),
            "share_of_failures_that_are_hands": float(mask[:, HANDS].sum() / max(1, mask.sum())),
-           "hand_gap_px": {"these": mean(hand_gap, hand_rows), "all": float(hand_gap.mean())},
+           "hand_gap_px": {"these": mean(gaps, hand_rows), "all": float(gaps.mean())},
            "hands_swapped_fraction": {"these": frac(swapped, hand_rows), "all": float(swapped.double().mean())},
            "off_centre_px": {"these": mean(off_centre, img_mask), "all": float(off_centre.mean())}}
     # does a failing hand prediction sit near the two hands' midpoint (regression's hedge)?

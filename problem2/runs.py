@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import DECODERS, REFINE_DEFAULT, decode
+from codec import REFINE_DEFAULT
 from common import (UsageError, code_version, fmt_time, job_results, jobs_used, machine_info,
                     pick_device, read_json, recipe_key, results_lock, write_json)
-from dataset import data_fingerprint, load_split, make_loader
-from evaluate import brief, summarize
-from model import load_checkpoint, run_model, target_of
+from dataset import data_fingerprint, load_split
+from evaluate import brief, predict_all_decoders, summarize
+from model import load_checkpoint, target_of
 from train import train_recipe
 
 EVAL_VERSION = 1
@@ -56,27 +56,20 @@ def eval_key(kp_dir, shifted_dir):
 
 
 def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device="cpu"):
-    """Numbers of one model: val brief per decoder ("val"; runs evaluated before it existed lack it), test-split
-    full summary per decoder, brief (default decoder), and brief on the shifted test set when given."""
-    out = {}
-    heat = target_of(model) == "heatmap"
-    val = load_split(kp_dir, "val", "regression", canonical_hands=canonical)  # to choose a decoder on val
-    raw = run_model(model.to(device), make_loader(val, 64), device, "fp32")
-    out["val"] = {d: brief(decode(target_of(model), raw, d), val.keypoints) for d in (DECODERS if heat else ("direct",))}
-    for name, folder in (("test", kp_dir), ("shifted", shifted_dir)):
-        if folder is None:
-            continue
-        ds = load_split(folder, "test", "regression", canonical_hands=canonical)  # images + keypoints only
-        raw = run_model(model.to(device), make_loader(ds, 64), device, "fp32")
-        final = decode(target_of(model), raw, REFINE_DEFAULT)
-        if name == "shifted":
-            out["shifted"] = brief(final, ds.keypoints)
-            continue
-        decoders = DECODERS if heat else ("direct",)
-        out["test"] = {d: {m: {k: v for k, v in s.items() if k != "pck_per_keypoint"} for m, s in
-                           summarize(decode(target_of(model), raw, d) if heat else final, ds.keypoints).items()}
-                       for d in decoders}
-        out["brief"] = brief(final, ds.keypoints)
+    """Numbers of one model: val brief per decoder ("val"), test-split summary per decoder ("test"), brief of the
+    default decoder ("brief"), and its brief on the shifted test set when given ("shifted")."""
+    def split(folder, name):
+        return load_split(folder, name, "regression", canonical_hands=canonical)  # images + keypoints only
+    default = REFINE_DEFAULT if target_of(model) == "heatmap" else "direct"
+    val, test = split(kp_dir, "val"), split(kp_dir, "test")
+    out = {"val": {d: brief(kp, val.keypoints) for d, kp in predict_all_decoders(model, val, device).items()}}
+    preds = predict_all_decoders(model, test, device)
+    out["test"] = {d: {m: {k: v for k, v in s.items() if k != "pck_per_keypoint"}
+                       for m, s in summarize(kp, test.keypoints).items()} for d, kp in preds.items()}
+    out["brief"] = brief(preds[default], test.keypoints)
+    if shifted_dir is not None:
+        shifted = split(shifted_dir, "test")
+        out["shifted"] = brief(predict_all_decoders(model, shifted, device)[default], shifted.keypoints)
     return out
 
 
