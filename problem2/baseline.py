@@ -39,7 +39,7 @@ from evaluate import hand_gap, keypoint_distances, load_run_checkpoints, pck_mat
 from figures import draw_keypoints
 from model import HeatmapNet, run_model
 from runs import STUDY_PRECISION, load_stored, run_dir_of, run_many, run_name
-from train import DEFAULTS, add_recipe_args, make_recipe
+from train import DEFAULTS, add_recipe_args, make_recipe, train_recipe
 
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
 STUDIES = {
@@ -107,7 +107,7 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
         done = {k: got for k, got in stored.items() if got}
         log(f"[ablation] --partial: {len(done)} of {len(stored)} runs stored; recording those, training none")
     else:
-        done = run_many(list(recipes.values()), dataset, out_dir / "runs", shifted_dir, jobs=jobs, device=device,
+        done = run_many(list(recipes.values()), dataset, out_dir / "runs", train_recipe, shifted_dir, jobs=jobs, device=device,
                         log=log)
     results = {"recipe": {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
                           "precision": precision, "refined_decoder": REFINE_DEFAULT, "data": data},

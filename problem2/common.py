@@ -8,6 +8,7 @@ other file of the project.
 """
 import argparse
 import contextlib
+import fcntl
 import functools
 import hashlib
 import io
@@ -115,36 +116,27 @@ def recipe_key(recipe):
 # ----------------------------------------------------------------------------- a lock per results folder
 @contextlib.contextmanager
 def results_lock(out_dir, what):
-    """Refuse a second writer into `out_dir` while one runs. The lock file holds the owner's pid; a lock
-    whose process no longer exists (a crashed or killed run) is taken over, so it never stays stuck."""
+    """Refuse a second writer into `out_dir` while one runs: an OS lock (flock) on out_dir/.lock, which the OS
+    releases when its process ends however it ends, so a crashed run never leaves it stuck."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} is a file, not a folder; pass a folder as --out-dir")
-    lock = out_dir / ".lock"
-    for _ in range(2):
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                owner = json.loads(lock.read_text())
-                os.kill(int(owner["pid"]), 0)
-            except (ProcessLookupError, ValueError, KeyError, OSError, TypeError):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            raise UsageError(f"{out_dir} is in use by {owner.get('what')} (pid {owner['pid']}); wait for it to "
-                             f"finish or pass another --out-dir") from None
-        except OSError as e:
-            raise UsageError(f"cannot write results to {out_dir}: {e.strerror}") from None
-    else:
-        raise UsageError(f"cannot take the lock {lock}; delete it if no run is writing into {out_dir}")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps({"pid": os.getpid(), "what": what}))
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        f = open(out_dir / ".lock", "a+")
+    except OSError as e:
+        raise UsageError(f"cannot write results to {out_dir}: {e.strerror}") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise UsageError(f"{out_dir} is in use by {f.read() or 'another run'}; wait for it to finish or pass "
+                             f"another --out-dir") from None
+        f.truncate(0)
+        f.write(f"{what} (pid {os.getpid()})")
+        f.flush()
         yield
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- seeding, device, precision

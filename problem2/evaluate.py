@@ -194,37 +194,32 @@ def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_s
     return {"direct": decode("regression", outputs)}
 
 
-def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False, log_path=None):
-    """{method: (model, checkpoint)} from out_dir/<method>_model.pth, checked before any work is done:
-    each file must hold its slot's method (else a UsageError), and all of them (and the training log at
-    `log_path`, when given) must come from ONE train.py run on the data in `kp_dir`. A violation is a
-    UsageError naming the files and what differs, unless allow_mixed; then the problems are returned
-    (second value, else None) so the caller records the mix in its output."""
+def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False):
+    """{method: (model, checkpoint)} from out_dir/<method>_model.pth, checked before any work is done: each file
+    must hold its slot's method (else a UsageError), be trained on the data in `kp_dir`, and be the checkpoint that
+    the finished train.py run in out_dir/training_log.json selected (its epoch and val loss). A violation is a
+    UsageError naming the files and what differs, unless allow_mixed; then the problems are returned (second
+    value, else None) so the caller records the mix in its output."""
     out_dir = Path(out_dir)
     loaded = {m: load_checkpoint(out_dir / f"{m}_model.pth", method=m) for m in methods}
-    fp = data_fingerprint(kp_dir)
-    problems, run_ids = [], {}
+    log_path, fp, problems = out_dir / "training_log.json", data_fingerprint(kp_dir), []
+    log = read_json(log_path, "python problem2/train.py") if log_path.exists() else {}
     for m, (_, ckpt) in loaded.items():
-        name, prov = f"{m}_model.pth", ckpt.get("provenance")
+        name, prov, h = f"{m}_model.pth", ckpt.get("provenance"), log.get(m)
         if prov is None:
             problems.append(f"{name} has no provenance: it was not made by train.py")
             continue
-        run_ids[name] = prov.get("run_id")
         if prov["recipe"]["data"] != fp:
             problems.append(f"{name} was trained on other data (annotations {prov['recipe']['data']['annotations_sha256']}"
                             f", --data-dir has {fp['annotations_sha256']})")
-    if log_path is not None and Path(log_path).exists():
-        log = read_json(log_path, "python problem2/train.py")
-        run_ids[Path(log_path).name] = log.get("run_id")
-        for m in methods:  # an interrupted run leaves valid checkpoints of an unfinished training
-            if m not in log:
-                problems.append(f"the training run did not finish ({m} is missing from {Path(log_path).name})")
-            elif len(log[m]["epochs"]) != log[m].get("recipe", {}).get("epochs"):
-                problems.append(f"the training run did not finish ({m}: {len(log[m]['epochs'])} of "
-                                f"{log[m].get('recipe', {}).get('epochs')} epochs in {Path(log_path).name})")
-    if len(set(run_ids.values())) > 1:
-        problems.append("files come from different train.py runs (" +
-                        ", ".join(f"{n}: run {r}" for n, r in run_ids.items()) + ")")
+        if log and h is None:  # an interrupted run leaves valid checkpoints of an unfinished training
+            problems.append(f"the training run did not finish ({m} is missing from {log_path.name})")
+        elif log and len(h["epochs"]) != h["recipe"]["epochs"]:
+            problems.append(f"the training run did not finish ({m}: {len(h['epochs'])} of {h['recipe']['epochs']} "
+                            f"epochs in {log_path.name})")
+        elif log and (ckpt["epoch"], ckpt["val_loss"]) != (h["best_epoch"], h["best_val_loss"]):
+            problems.append(f"{name} is not the checkpoint of the train.py run in {log_path.name} (epoch "
+                            f"{ckpt['epoch']} vs {h['best_epoch']}): files come from different train.py runs")
     if problems and not allow_mixed:
         raise UsageError(f"refusing to evaluate {out_dir}: " + "; ".join(problems) +
                          ". Retrain together with `python problem2/train.py`, or pass --allow-mixed-runs (recorded)")
@@ -277,7 +272,7 @@ def main(argv=None):
     # unfinished or missing one is refused by load_run_checkpoints)
     training_log = read_json(log_path, "`python problem2/train.py`")
     methods = [m for m in METHODS if m in training_log.get("config", {}).get("methods", [])]
-    loaded, mixed = load_run_checkpoints(out_dir, methods, kp_dir, args.allow_mixed_runs, log_path)
+    loaded, mixed = load_run_checkpoints(out_dir, methods, kp_dir, args.allow_mixed_runs)
     with results_lock(out_dir, "evaluate.py"):
         metrics = {"split": args.split, "thresholds": PCK_THRESHOLDS, "refine_default": REFINE_DEFAULT,
                    "provenance": {"run_id": training_log.get("run_id"), "data": data_fingerprint(kp_dir),

@@ -27,7 +27,7 @@ from codec import DECODERS
 from common import RESULTS_DIR, paired_metrics, plt, positive, results_lock, save_figure, set_threads, write_json
 from dataset import data_fingerprint, resolve_keypoints_dir, shifted_test_dir
 from runs import collect, run_name
-from train import make_recipe
+from train import make_recipe, train_recipe
 
 GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck05_sym": 0.99}  # mean over seeds, test split; <=, <=, >=
 SCHEDULES = {"30 constant": (30, "constant"), "100 constant": (100, "constant"), "100 cosine": (100, "cosine"),
@@ -100,7 +100,7 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
     got = {}
 
     def train(recipes):
-        stored = collect(recipes, kp_dir, runs_root, shifted, {"used": 0.0, "now": 0.0}, jobs, partial, log)
+        stored = collect(recipes, kp_dir, runs_root, train_recipe, shifted, {"used": 0.0, "now": 0.0}, jobs, partial, log)
         got.update(stored)
         return all(v is not None for v in stored.values())
 

@@ -24,7 +24,7 @@ from dataset import data_fingerprint, figure_centre, load_split, shifted_test_di
 from evaluate import brief
 from model import build_model
 from runs import STUDY_PRECISION, collect, run_row
-from train import DEFAULTS, make_recipe
+from train import DEFAULTS, make_recipe, train_recipe
 
 # readout -> (method row, what changes from the row above it / what it isolates)
 READOUTS = {
@@ -101,7 +101,7 @@ def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precis
     data, runs_root = data_fingerprint(kp_dir), results_dir / "runs"
     shifted = shifted_test_dir() if shifted_dir is None else shifted_dir
     recipes = {(r, s): readout_recipe(r, data, s, epochs, precision) for r in READOUTS for s in seeds}
-    stored = collect(recipes, kp_dir, runs_root, shifted, seconds, jobs, partial, log)
+    stored = collect(recipes, kp_dir, runs_root, train_recipe, shifted, seconds, jobs, partial, log)
     section = {"precision": precision, "seeds": list(seeds), "readouts": {},
                "references": reference_rows(kp_dir, shifted)}
     for r, (method, isolates) in READOUTS.items():

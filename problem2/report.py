@@ -1,12 +1,11 @@
 """report.md and README.md, filled from results/*.json: no number in them is typed by hand.
 
-The prose lives in report_template.md and readme_template.md. Each {{name}} there is one table (table:NAME), one
-named value (v:NAME) or one number of one study (KIND:arg:..., see KINDS), made here from the JSON the scripts
-wrote. `python report.py` writes both documents; `--check` exits 1 when either differs from what the JSON gives
-(the tests run it); a placeholder with no value stops the script, naming it. The statistics (paired differences)
-come from the scripts that ran the studies; this file only formats them.
-Intervals, everywhere: "-0.61 [-0.80, -0.41]" is a mean difference paired by seed with its 95 % t-interval, and a
-trailing ° marks an interval that includes 0 (within seed noise).
+The prose lives in report_template.md and readme_template.md; each {{KIND:arg:...}} there is filled by KINDS from
+the JSON the scripts wrote, e.g. {{table:ablation}}, {{v:n_seeds}}, {{ci:study.precision.paired:px}} (the paired
+difference stored at that dotted path, key px). `python report.py` writes both documents; `--check` exits 1 when
+either differs from what the JSON gives; a placeholder with no value stops the script, naming it. This file only
+formats: px to 2 decimals, PCK (a metric named 'pck...') to 3; "-0.61 [-0.80, -0.41]" is a mean difference paired
+by seed with its 95 % t-interval, a trailing ° marks one that includes 0 (within seed noise).
 """
 import argparse
 import re
@@ -20,7 +19,7 @@ from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
 from how_far import summary_numbers
 from model import METHODS
-from readouts import READOUTS, row_value
+from readouts import READOUTS
 
 HERE = Path(__file__).resolve().parent
 DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
@@ -34,10 +33,10 @@ FILES = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "abl
 
 
 def load_results(results_dir=RESULTS_DIR):
+    """Each results JSON that exists, by its FILES key, and stored_runs: how many runs results/runs holds."""
     d = Path(results_dir)
-    out = {k: read_json(d / f) for k, f in FILES.items() if (d / f).exists()}
-    out["stored_runs"] = len(list((d / "runs").glob("*/run.json")))
-    return out
+    return {**{k: read_json(d / f) for k, f in FILES.items() if (d / f).exists()},
+            "stored_runs": len(list((d / "runs").glob("*/run.json")))}
 
 
 # ---- formatting; a missing value raises KeyError, which render() reports with the placeholder's name ----
@@ -48,19 +47,20 @@ def mean(vals):
     return float(np.mean(vals))
 
 
-def num(x, metric=""):
-    return f"{x:.3f}" if "pck" in metric else f"{x:.2f}"
+def num(x, metric="", sign=""):
+    """A PCK (metric name contains 'pck') to 3 decimals, anything else (px, ratios) to 2; sign='+' always signs."""
+    return f"{x:{sign}.{3 if 'pck' in metric else 2}f}"
 
 
 def ci(d, metric=""):
-    """'-0.61 [-0.80, -0.41]'; a trailing ° when the interval includes 0; '(1 seed)' when there is none."""
-    f = (lambda x: f"{x:+.3f}") if "pck" in metric else (lambda x: f"{x:+.2f}")
+    """'-0.61 [-0.80, -0.41]' from a stored {diff, ci95, n}; a trailing ° when the interval includes 0."""
     if d["diff"] is None:
         raise KeyError("no seeds paired")
+    diff = num(d["diff"], metric, "+")
     if d["ci95"] is None:
-        return f"{f(d['diff'])} (1 seed)"
+        return f"{diff} (1 seed)"
     lo, hi = d["ci95"]
-    return f"{f(d['diff'])} [{f(lo)}, {f(hi)}]" + ("°" if lo <= 0 <= hi else "")
+    return f"{diff} [{num(lo, metric, '+')}, {num(hi, metric, '+')}]" + ("°" if lo <= 0 <= hi else "")
 
 
 def mean_sd(vals, metric=""):
@@ -68,6 +68,17 @@ def mean_sd(vals, metric=""):
     if len(vals) == 1:
         return num(vals[0], metric) + " (1 seed)"
     return f"{num(mean(vals), metric)} ± {num(np.std(vals, ddof=1), metric)}"
+
+
+def val(row, k):
+    """A per-seed row's number k; a PCK stored per threshold ({'0.05': ...}) gives PCK@0.05, the one quoted."""
+    v = row[k]
+    return v["0.05"] if isinstance(v, dict) else v
+
+
+def sd_cells(rows, keys):
+    """'mean ± std' over the per-seed rows, one cell per key."""
+    return [mean_sd((val(x, k) for x in rows), k) for k in keys]
 
 
 def md(header, rows):
@@ -82,35 +93,32 @@ def machine_label(m):
                                       m.get("device")) if x)
 
 
-def pck05(row):
-    """A per-seed row's value of a 'pck...' metric is a dict over thresholds; the report quotes PCK@0.05."""
-    return {k: (v["0.05"] if k.startswith("pck") else v) for k, v in row.items()}
+# ---- one number: {{KIND:arg:...}}, see KINDS ----
+def get(r, path):
+    """The value at a dotted path of the results, e.g. failures.counts.both_fail."""
+    for key in path.split("."):
+        r = r[key]
+    return r
 
 
-# ---- one number of one study: {{KIND:arg:...}} ----
-def ro_rows(r, name):
-    return r["study"]["readouts"]["readouts"][name]["per_seed"]
+def j(r, path):
+    """One value by its path (a float to 2 decimals); a dict or list is an error."""
+    x = get(r, path)
+    if isinstance(x, (dict, list)):
+        raise KeyError(f"{path} is not one value")
+    return num(x) if isinstance(x, float) else str(x)
 
 
-def ro(r, name, metric="px"):
-    """A readout's mean over seeds (readouts.py); pck_bbox_sym is PCK@0.05 with symmetric hands."""
-    return num(mean(pck05(x)[metric] if "pck" in metric else row_value(x, metric) for x in ro_rows(r, name)), metric)
-
-
-def step(r, a, b, metric="px"):
-    """Readout b minus readout a, paired by seed (readouts.py stored it)."""
-    return ci(next(s for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) == (a, b))[metric], metric)
+def step(steps, a, b, metric):
+    """b minus a, paired by seed, from a stored list of {from, to, metric: {diff, ci95, n}}."""
+    return ci(next(s for s in steps if (s["from"], s["to"]) == (a, b))[metric], metric)
 
 
 def share(r, a, b):
-    """Readout step a -> b as a share of the whole spec gap gap_fc -> heatmap_64 (a ratio of means)."""
-    m = {n: mean(x["px"] for x in ro_rows(r, n)) for n in (a, b, "gap_fc", "heatmap_64")}
+    """Readout step a -> b as a share of the whole spec gap gap_fc -> heatmap_64 (a ratio of mean px)."""
+    m = {n: mean(x["px"] for x in r["study"]["readouts"]["readouts"][n]["per_seed"])
+         for n in (a, b, "gap_fc", "heatmap_64")}
     return f"{(m[b] - m[a]) / (m['heatmap_64'] - m['gap_fc']):.0%}"
-
-
-def hl(r, row, metric):
-    """Mean over seeds of a hand-loss row (e.g. heatmap_symmetric; study.py)."""
-    return num(mean(pck05(x)[metric] for x in r["study"]["hand_loss"]["rows"][row]), metric)
 
 
 def hf_row(h, name):
@@ -119,36 +127,7 @@ def hf_row(h, name):
             "best_regression": f"long: {h['best_loss']} @ {h['best_schedule']}"}.get(name, name.replace("%", ": "))
 
 
-def hf(r, row, metric):
-    return num(r["how_far"]["means"][hf_row(r["how_far"], row)][metric], metric)
-
-
-def hfstep(r, a, b, metric="px_sym"):
-    h = r["how_far"]
-    return ci(next(s for s in h["steps"] if (s["from"], s["to"]) == (hf_row(h, a), hf_row(h, b)))[metric], metric)
-
-
-def j(r, path):
-    """Any value of the results by its path, e.g. failures.counts.both_fail (floats formatted by num)."""
-    for key in path.split("."):
-        r = r[key]
-    if isinstance(r, (dict, list)):
-        raise KeyError(f"{path} is not one value")
-    return num(r) if isinstance(r, float) else str(r)
-
-
-KINDS = {"j": j, "ro": ro, "step": step, "share": share, "hl": hl, "hf": hf, "hfstep": hfstep,
-         "abl": lambda r, v, k: ci(r["ablation"]["variants"][v]["paired_to_default"][k], k),  # variant - default
-         "shift": lambda r, name: ci(r["study"]["readouts"]["shift"][name]),           # shifted - in-range test px
-         "hlx": lambda r, loss, k: ci(r["study"]["hand_loss"]["heatmap_minus_integral"][loss][k], k),
-         "hlpair": lambda r, m, k: ci(r["study"]["hand_loss"]["paired"][m][k], k),       # symmetric - strict loss
-         "seedpair": lambda r, pair, k: ci(r["study"]["seeds"]["paired_over_seeds"][pair][k], k),
-         "budget": lambda r, m, k: ci(r["study"]["budget"]["long_paired"][m][k], k),     # long - spec epochs
-         "datasteps": lambda r, m, n: ci(r["study"]["budget"]["data_steps"]["paired_to_full"][m][n]["px"]),
-         "prec": lambda r, k: ci(r["study"]["precision"]["paired"][k], k)}               # bf16 - fp32
-
-
-# ---- tables ----
+# ---- tables: {{table:NAME}} ----
 def table_assignment(r):
     """PCK at the four thresholds, bbox and torso, and mean px: mean ± std over seeds, strict / symmetric hands."""
     s = r["study"]["seeds"]
@@ -160,49 +139,29 @@ def table_assignment(r):
 
 
 def table_readouts(r):
-    rs = r["study"]["readouts"]
-    cols = ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio", "pck_bbox_sym")
-    rows = [[f"`{n}`", READOUTS[n][1], f"{x['params'] / 1e6:.2f}M"] + [mean_sd((pck05(y)[k] for y in x["per_seed"]), k)
-                                                                        for k in cols] for n, x in rs["readouts"].items()]
-    rows += [[f"*{n.replace('_', ' ')}*", "reference, no training", "0"] + [num(pck05(x)[k], k) for k in cols]
-             for n, x in rs["references"].items()]
+    """Each readout's mean ± std over seeds (readouts.py), then the references, which need no training."""
+    rs, cols = r["study"]["readouts"], ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio",
+                                        "pck_bbox_sym")
     return md(["readout", "what it is", "params", "px", "px sym", "head+feet px", "hands px sym", "shifted px",
-               "spread ratio", "PCK@0.05 sym"], rows)
-
-
-def table_readout_steps(r):
-    return md(["step (to − from)", "what changes", "share of the whole gap", "px", "head+feet px", "hands px sym",
-               "shifted px"], [[f"`{s['from']}` → `{s['to']}`", s["question"], share(r, s["from"], s["to"])] +
-                               [ci(s[k]) for k in ("px", "px_head_feet", "px_hands_sym", "px_shifted")]
-                               for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) != ("gap_fc", "heatmap_64")])
-
-
-def table_hand_loss(r):
-    h = r["study"]["hand_loss"]
-    keys = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
-    return md(["method", "hand loss", "px", "px sym", "hands px sym", f"hand gap px (true {h['hand_gap_px_ground_truth']:.1f})",
-               "PCK@0.05", "PCK@0.05 sym"], [[NAMES[m], loss] + [mean_sd((pck05(x)[k] for x in h["rows"][f"{m}_{loss}"]), k)
-                                                                  for k in keys] for m in NAMES for loss in ("strict", "symmetric")])
-
-
-def table_hand_loss_pairs(r):
-    keys = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym", "best_epoch")
-    return md(["symmetric − strict loss", "px", "px sym", "hands px sym", "hand gap px", "PCK@0.05", "PCK@0.05 sym",
-               "best val-loss epoch"], [[NAMES[m]] + [ci(p[k], k) for k in keys]
-                                        for m, p in r["study"]["hand_loss"]["paired"].items()])
+               "spread ratio", "PCK@0.05 sym"],
+              [[f"`{n}`", READOUTS[n][1], f"{x['params'] / 1e6:.2f}M"] + sd_cells(x["per_seed"], cols)
+               for n, x in rs["readouts"].items()] +
+              [[f"*{n.replace('_', ' ')}*", "reference, no training", "0"] + [num(val(x, k), k) for k in cols]
+               for n, x in rs["references"].items()])
 
 
 def table_how_far(r):
+    """how_far.py's recipes: mean ± std over seeds of the test numbers of the val-loss checkpoint."""
     h = r["how_far"]
     label = lambda k: k.replace("schedule: ", "HeatmapNet, ").replace("ladder: ", "RegressionNet, 30 epochs: ").replace(  # noqa: E731
         "long: ", "RegressionNet: ")
     return md([f"recipe (epochs, lr schedule; {h['precision']})", "trained on", "px", "px sym", "hands px sym",
-               "PCK@0.05 sym"], [[label(k), ", ".join(sorted({x["device"] for x in v}))] +
-                                 [mean_sd((x[m] for x in v), m) for m in ("px", "px_sym", "px_hands_sym", "pck05_sym")]
-                                 for k, v in h["rows"].items()])
+               "PCK@0.05 sym"], [[label(k), ", ".join(sorted({x["device"] for x in v}))]
+                                 + sd_cells(v, ("px", "px_sym", "px_hands_sym", "pck05_sym")) for k, v in h["rows"].items()])
 
 
 def table_ablation(r):
+    """Every ablation variant (baseline.py): mean ± std over seeds, and its paired difference to the default."""
     a = r["ablation"]
     rows = []
     for n in dict.fromkeys(n for names in a["studies"].values() for n in names):
@@ -210,17 +169,9 @@ def table_ablation(r):
         pairs = ["(default)"] * 2 if n == DEFAULT_VARIANT else [ci(a["variants"][n]["paired_to_default"][k], k)
                                                                 for k in ("px_quarter", "pck05")]
         rows.append([f"`{n}`", cfg["hm_size"], f"{cfg['sigma_img'] / 2:g}", "on" if cfg["skip"] else "off"] +
-                    [mean_sd((get(x["test"]) for x in v), k) for k, get in ABLATION_METRICS.items()] + pairs)
+                    [mean_sd((of(x["test"]) for x in v), k) for k, of in ABLATION_METRICS.items()] + pairs)
     return md(["variant", "heatmap size", "σ", "skips", "px argmax", "px quarter", "px DARK", "px sym", "PCK@0.05",
                "px quarter − default", "PCK@0.05 − default"], rows)
-
-
-def table_failures(r):
-    f = r["failures"]
-    return md(["keypoints where", "count", "which keypoints", "true hand gap px of their images"],
-              [[CATEGORIES[c], n, ", ".join(f"{k} {v}" for k, v in f["per_keypoint"][c].items() if v),
-                "{these:.1f} (all {all:.1f})".format(**f["characterisation"][c]["hand_gap_px"])]
-               for c, n in f["counts"].items()])
 
 
 def table_pck(r, norm):
@@ -232,10 +183,30 @@ def table_pck(r, norm):
                for k in NAMES if k in m for dec, e in m[k]["decoders"].items()])
 
 
-TABLES = {"assignment": table_assignment, "readouts": table_readouts,
-          "readout_steps": table_readout_steps, "hand_loss": table_hand_loss, "hand_loss_pairs": table_hand_loss_pairs,
-          "how_far": table_how_far, "ablation": table_ablation, "failures": table_failures,
-          "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso")}
+HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym", "best_epoch")
+TABLES = {
+    "assignment": table_assignment, "readouts": table_readouts, "how_far": table_how_far, "ablation": table_ablation,
+    "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso"),
+    "readout_steps": lambda r: md(  # each readout step but the whole gap (gap_fc -> heatmap_64), paired by seed
+        ["step (to − from)", "what changes", "share of the whole gap", "px", "head+feet px", "hands px sym",
+         "shifted px"], [[f"`{s['from']}` → `{s['to']}`", s["question"], share(r, s["from"], s["to"])]
+                         + [ci(s[k]) for k in ("px", "px_head_feet", "px_hands_sym", "px_shifted")]
+                         for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) != ("gap_fc", "heatmap_64")]),
+    "hand_loss": lambda r: md(  # each method under the strict and the symmetric hand loss, mean ± std over seeds
+        ["method", "hand loss", "px", "px sym", "hands px sym",
+         f"hand gap px (true {r['study']['hand_loss']['hand_gap_px_ground_truth']:.1f})", "PCK@0.05", "PCK@0.05 sym"],
+        [[NAMES[m], loss] + sd_cells(r["study"]["hand_loss"]["rows"][f"{m}_{loss}"], HAND_KEYS[:-1])
+         for m in NAMES for loss in ("strict", "symmetric")]),
+    "hand_loss_pairs": lambda r: md(  # symmetric minus strict hand loss, paired by seed
+        ["symmetric − strict loss", "px", "px sym", "hands px sym", "hand gap px", "PCK@0.05", "PCK@0.05 sym",
+         "best val-loss epoch"], [[NAMES[m]] + [ci(p[k], k) for k in HAND_KEYS]
+                                  for m, p in r["study"]["hand_loss"]["paired"].items()]),
+    "failures": lambda r: md(  # failure_cases.json: keypoints one method gets right and the other not, or neither
+        ["keypoints where", "count", "which keypoints", "true hand gap px of their images"],
+        [[CATEGORIES[c], n, ", ".join(f"{k} {v}" for k, v in r["failures"]["per_keypoint"][c].items() if v),
+          "{these:.1f} (all {all:.1f})".format(**r["failures"]["characterisation"][c]["hand_gap_px"])]
+         for c, n in r["failures"]["counts"].items()]),
+}
 
 
 # ---- named values ----
@@ -250,55 +221,62 @@ def main_time(r):
 
 
 def fp32_train_estimate(r):
-    """train.py's training time in fp32, derived (not timed): the images it trains on over benchmark.py's fp32
-    fast-path images/s."""
+    """train.py's training time in fp32, derived (not timed): images trained on over benchmark.py's fp32 images/s."""
     speed = {x["model"]: x["images_per_s"] for x in r["benchmark"]["rows"] if x["path"] == "fast"}
     seconds = sum(r["log"][m]["recipe"]["epochs"] * r["log"][m]["recipe"]["num_train"] / speed[NAMES[m]]
                   for m in ("heatmap", "regression") if m in r["log"])
     return f"about {seconds / 60:.0f} minutes (derived from `benchmark.py` on {machine_label(r['benchmark']['config']['machine'])})"
 
 
+GOAL = (("px_hands_sym", "hands", "hands px sym"), ("px_sym", "all keypoints", "all keypoints px sym"),
+        ("pck05_sym", "PCK@0.05", "PCK@0.05 sym"))  # how_far.py's goal: key, short and long label
+
+
 def goal(r):
     """'met', or 'not met (...)' naming each missed criterion of how_far.py's goal with its test mean."""
     h = r["how_far"]
     means = h["means"][f"schedule: {h['best_schedule']}"]
-    missed = [f"{label} {num(means[k], k)} {'<' if 'pck' in k else '>'} {h['goal'][k]}"
-              for k, label in (("px_hands_sym", "hands"), ("px_sym", "all keypoints"), ("pck05_sym", "PCK@0.05"))
+    missed = [f"{label} {num(means[k], k)} {'<' if 'pck' in k else '>'} {h['goal'][k]}" for k, label, _ in GOAL
               if (means[k] < h["goal"][k] if "pck" in k else means[k] > h["goal"][k])]
     return "met" if not missed else "not met (" + ", ".join(missed) + ")"
 
 
-def seed_mean(r, method):
-    return r["study"]["seeds"]["mean"][method]["mean_px_error"]
-
-
 VALUES = {
     "n_seeds": lambda r: str(len(r["study"]["seeds"]["seeds"])),
+    "n_readouts": lambda r: str(len(r["study"]["readouts"]["readouts"])),
+    "ablation_seeds": lambda r: ", ".join(map(str, r["ablation"]["seeds"])),
     "splits": lambda r: " / ".join(f"{n} {k}" for k, n in r["metrics"]["provenance"]["data"]["split_sizes"].items()),
-    "ratio": lambda r: f"{seed_mean(r, 'regression') / seed_mean(r, 'heatmap'):.1f}",
-    "main_time": main_time, "fp32_train_estimate": fp32_train_estimate, "goal": goal,
+    "ratio": lambda r: "{:.1f}".format(np.divide(*[r["study"]["seeds"]["mean"][m]["mean_px_error"]
+                                                   for m in ("regression", "heatmap")])),
     "hf_ratio": lambda r: "{:.0f}".format(np.divide(*[r["how_far"]["means"][hf_row(r["how_far"], n)]["px_sym"]
                                                       for n in ("best_regression", "best")])),
+    "main_time": main_time, "fp32_train_estimate": fp32_train_estimate, "goal": goal,
+    "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}"
+                                     for k, _, label in GOAL),
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),
     **{f"best_{k}": (lambda r, k=k: num(summary_numbers(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]])[k], k))
        for k in ("px_sym", "px_hands_sym", "pck05_sym")},
-    "ablation_seeds": lambda r: ", ".join(map(str, r["ablation"]["seeds"])),
-    "n_readouts": lambda r: str(len(r["study"]["readouts"]["readouts"])),
-    "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}" for k, label in (
-        ("px_hands_sym", "hands px sym"), ("px_sym", "all keypoints px sym"), ("pck05_sym", "PCK@0.05 sym"))),
 }
 
 
-def value(name, r):
-    kind, *args = name.split(":")
-    return TABLES[args[0]](r) if kind == "table" else VALUES[args[0]](r) if kind == "v" else KINDS[kind](r, *args)
+KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.seeds.mean), k a metric key (px, pck_bbox, ...)
+    "table": lambda r, name: TABLES[name](r), "v": lambda r, name: VALUES[name](r), "j": j,
+    "ci": lambda r, path, k: ci(get(r, path)[k], k),  # a paired difference a study script stored
+    "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
+    "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
+    "step": lambda r, a, b: step(r["study"]["readouts"]["steps"], a, b, "px"),  # readout b - a, px
+    "share": share,
+    "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
+    "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
+}
 
 
 def render(text, results, where="template"):
     """The template with every {{placeholder}} filled; a placeholder without a value stops, naming it."""
     def fill(m):
+        kind, *args = m.group(1).split(":")
         try:
-            return value(m.group(1), results)
+            return KINDS[kind](results, *args)
         except (KeyError, StopIteration) as e:  # a value the JSON lacks; any other error is a bug: traceback
             raise SystemExit(f"{where}: no value for {{{{{m.group(1)}}}}} ({type(e).__name__}: {e}); run the "
                              "script that writes it, or fix the name") from None
@@ -310,16 +288,13 @@ def main(argv=None):
     p.add_argument("--check", action="store_true", help="exit 1 if a document differs from what the JSON gives")
     args = p.parse_args(argv)
     results = load_results()
-    stale = []
-    for template, doc in DOCS.items():
-        new = render(template.read_text(), results, template.name)
-        if not doc.exists() or doc.read_text() != new:
-            stale.append(doc.name)
-            if not args.check:
-                doc.write_text(new)
+    new = {doc: render(template.read_text(), results, template.name) for template, doc in DOCS.items()}
+    stale = [doc for doc, text in new.items() if not doc.exists() or doc.read_text() != text]
     if args.check and stale:
-        print(f"out of date: {', '.join(stale)}; run `python problem2/report.py`")
+        print(f"out of date: {', '.join(d.name for d in stale)}; run `python problem2/report.py`")
         return 1
+    for doc in stale:
+        doc.write_text(new[doc])
     print(("checked" if args.check else "written") + ": " + ", ".join(d.name for d in DOCS.values()))
     return 0
 

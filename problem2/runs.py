@@ -29,7 +29,6 @@ from common import (UsageError, code_version, fmt_time, job_results, jobs_used, 
 from dataset import data_fingerprint, load_split
 from evaluate import brief, predict_all_decoders, summarize
 from model import load_checkpoint, target_of
-from train import train_recipe
 
 EVAL_VERSION = 1
 STUDY_PRECISION = "fp32"  # the studies' runs: every CPU has fp32, so stored runs are reusable across machines
@@ -86,9 +85,10 @@ def why_new(recipe, runs_root):
     return f"no stored run with this recipe; the closest, {best[0]}, differs in: {', '.join(best[1])}"
 
 
-def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=print):
-    """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key, else
-    trained and/or evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
+def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cpu", log=print, need_checkpoints=False):
+    """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key (and, with
+    need_checkpoints, its checkpoints on disk), else trained with train_fn (train.train_recipe) and/or evaluated now.
+    Holds the run folder's lock, so one run is never trained twice at once."""
     rdir = run_dir_of(runs_root, recipe)
     tag = rdir.name
     key = eval_key(kp_dir, shifted_dir)
@@ -99,18 +99,19 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
         if info and info.get("recipe") != recipe:
             log(f"[runs] {tag}: stored recipe differs from the requested one; retraining")
             info = {}
-        if info and ev.get("eval_key") == key:
+        if info and ev.get("eval_key") == key and (have_ckpts or not need_checkpoints):
             log(f"[runs] {tag}: reusing (same recipe, already evaluated)")
             return rdir, info, ev
         if info and not have_ckpts:
-            log(f"[runs] {tag}: its evaluation is missing or outdated and its checkpoints (gitignored) are not on this "
-                f"machine; retraining. Its stored numbers will change (CPU kernels and thread counts "
-                f"differ between machines): regenerate every study that uses it (`python study.py --partial`)")
+            log(f"[runs] {tag}: its checkpoints (gitignored) are not on this machine and "
+                f"{'they are needed' if need_checkpoints else 'its evaluation is missing or outdated'}; retraining. Its "
+                f"stored numbers may change (CPU kernels and thread counts differ between machines): regenerate every "
+                f"study that uses it (`python study.py --partial`)")
             info = {}
         if not info:
             log(f"[runs] {tag}: training ({why_new(recipe, runs_root)})")
             version = code_version()  # of the code this process runs, read before training starts
-            history = train_recipe(recipe, kp_dir, rdir, recipe_key(recipe), device, ckpt_name=RULES["val_loss"],
+            history = train_fn(recipe, kp_dir, rdir, recipe_key(recipe), device, ckpt_name=RULES["val_loss"],
                                    px_ckpt_name=RULES["val_px"], log=lambda s: log(f"  {tag} {s}"),
                                    resume_path=rdir / RESUME)
             info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
@@ -127,24 +128,26 @@ def ensure_run(recipe, kp_dir, runs_root, shifted_dir=None, device="cpu", log=pr
 
 def _worker(task, live_log=None):
     """One ensure_run; its log lines are printed live (sequential) or collected (worker process)."""
-    recipe, kp_dir, runs_root, shifted_dir, device = task
+    recipe, kp_dir, runs_root, train_fn, shifted_dir, device, need_checkpoints = task
     lines = []
     log = lines.append if live_log is None else (lambda s: (lines.append(s), live_log(s)))
     try:
-        _, info, ev = ensure_run(recipe, kp_dir, runs_root, shifted_dir, device, log)
+        _, info, ev = ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir, device, log, need_checkpoints)
     except UsageError as e:
         return recipe, None, None, str(e), lines
     return recipe, info, ev, None, lines
 
 
-def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto", log=print):
+def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, device="auto", log=print,
+             need_checkpoints=False):
     """ensure_run for every recipe (duplicates by key run once), in `jobs` processes with the CPU threads
     split between them; results are identical to a sequential run (each run is seeded by its recipe).
     Returns {recipe key: (run.json, eval.json)} and prints progress with an ETA for the whole batch."""
     device = pick_device(device)
     code_version()  # cached at start (see common.code_version)
     unique = {recipe_key(r): r for r in recipes}
-    tasks = [(r, Path(kp_dir), Path(runs_root), shifted_dir and Path(shifted_dir), device) for r in unique.values()]
+    tasks = [(r, Path(kp_dir), Path(runs_root), train_fn, shifted_dir and Path(shifted_dir), device, need_checkpoints)
+             for r in unique.values()]
     out, t0, trained = {}, time.time(), []
     jobs = jobs_used(jobs, len(tasks))  # as job_results runs them; in this process log lines go through `log` live
     fn = functools.partial(_worker, live_log=log if jobs == 1 else functools.partial(print, flush=True))
@@ -163,7 +166,7 @@ def run_many(recipes, kp_dir, runs_root, shifted_dir=None, jobs=1, device="auto"
     return out
 
 
-def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=False, log=print):
+def collect(recipes, kp_dir, runs_root, train_fn, shifted_dir, seconds, jobs=1, partial=False, log=print):
     """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
     partial, only what is stored). Each run's training time is added once per
     seconds["seen"] (shared by the studies of one call) to seconds["used"], and the part spent in this call (a
@@ -171,7 +174,7 @@ def collect(recipes, kp_dir, runs_root, shifted_dir, seconds, jobs=1, partial=Fa
     history_before = {run_name(r): read_json(run_dir_of(runs_root, r) / "run.json", default={}).get("history")
                       for r in recipes.values()}
     if not partial:
-        run_many(list(recipes.values()), kp_dir, runs_root, shifted_dir, jobs=jobs, log=log)
+        run_many(list(recipes.values()), kp_dir, runs_root, train_fn, shifted_dir, jobs=jobs, log=log)
     after = {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
     seen, now = seconds.setdefault("seen", set()), set()
     for k, got in after.items():

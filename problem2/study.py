@@ -54,8 +54,8 @@ def test_summary(recipe, ev):
 # ----------------------------------------------------------------------------- studies
 def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, shifted_dir=None):
     """runs.collect in results_dir/runs, evaluated on the default shifted test set unless told otherwise."""
-    return collect(recipes, kp_dir, results_dir / "runs", shifted_dir or shifted_test_dir(), seconds, jobs, partial,
-                   log)
+    return collect(recipes, kp_dir, results_dir / "runs", train.train_recipe, shifted_dir or shifted_test_dir(), seconds,
+                   jobs, partial, log)
 
 
 # the numbers of a run_row the store studies pair by seed, by name; PCK at the 0.05 threshold; best_epoch: the

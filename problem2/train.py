@@ -18,11 +18,8 @@ problem2/results/ only the committed recipe and data may be written (--replace-r
                          "total_seconds"}
 """
 import argparse
-import functools
 import inspect
 import math
-import os
-import shutil
 import sys
 import time
 import uuid
@@ -32,12 +29,13 @@ from pathlib import Path
 import torch
 
 from codec import HAND_LOSSES, LOSSES, REFINE_DEFAULT, decode, keypoint_loss
-from common import (RESULTS_DIR, UsageError, autocast, code_version, fmt_time, job_results, jobs_used, machine_info,
-                    pick_device, pick_precision, positive, prepare_input, promote, record_timing,
-                    refuse_to_replace_the_deliverable, results_lock, set_seed, set_threads, torch_load, torch_save,
-                    write_json)
-from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
+from common import (RESULTS_DIR, UsageError, atomic_write_bytes, autocast, code_version, fmt_time, jobs_used,
+                    machine_info, pick_device, pick_precision, positive, prepare_input, read_json, recipe_key,
+                    record_timing, refuse_to_replace_the_deliverable, results_lock, set_seed, set_threads, torch_load,
+                    torch_save, write_json)
+from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from model import METHODS, build_model, model_config, run_model, save_checkpoint, target_of
+from runs import RULES, run_dir_of, run_many
 
 # ---- defaults (the spec recipe); every one is a CLI flag
 TRAIN_METHODS = ("heatmap", "regression")  # the assignment's two networks
@@ -174,21 +172,21 @@ def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=
                         log=print, hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None,
                         val_every=1, loss="mse", schedule="constant"):
     """Train HeatmapNet on Gaussian heatmap targets (MSE); best-by-val-loss checkpoint to out_dir/ckpt_name;
-    predicted heatmaps of the first few val images at snapshot_epochs (and the last) to heatmap_snapshots.pt
-    (snapshots are taken from the validation pass, so they need val_every=1)."""
-    if snapshot_epochs and val_every != 1:
-        raise ValueError("heatmap snapshots need validation every epoch (val_every=1)")
-    ds = val_loader.dataset
+    predicted heatmaps of the first few val images at the validated snapshot_epochs (and the last) to
+    out_dir/heatmap_snapshots.pt. A resumed run keeps the snapshots of the epochs it had finished."""
+    ds, snap_path = val_loader.dataset, Path(out_dir) / "heatmap_snapshots.pt"
     n = min(num_snapshot_images, len(ds))
-    snap_epochs = sorted({e for e in snapshot_epochs if e <= num_epochs} | {num_epochs})
-    snaps = {"epochs": [], "heatmaps": [], "images": ds.images[:n].clone(), "keypoints": ds.keypoints[:n].clone(),
-             "run_id": (provenance or {}).get("run_id")}
+    snap_epochs = set(snapshot_epochs) | {num_epochs} if snapshot_epochs else set()
+    snaps = torch_load(snap_path) if snap_path.exists() and snap_epochs else {"epochs": [], "heatmaps": []}
+    snaps = {"epochs": list(snaps["epochs"]), "heatmaps": list(snaps["heatmaps"]), "images": ds.images[:n].clone(),
+             "keypoints": ds.keypoints[:n].clone(), "run_id": (provenance or {}).get("run_id")}
 
     def on_epoch_end(epoch, val_out):
-        if snapshot_epochs and epoch in snap_epochs:
-            snaps["epochs"].append(epoch)
-            snaps["heatmaps"].append(val_out[:n].half())
-            torch_save(Path(out_dir) / "heatmap_snapshots.pt", {**snaps, "heatmaps": torch.stack(snaps["heatmaps"])})
+        if epoch in snap_epochs:  # entries from this epoch on belong to an earlier attempt: dropped
+            kept = [i for i, e in enumerate(snaps["epochs"]) if e < epoch]
+            snaps["epochs"] = [snaps["epochs"][i] for i in kept] + [epoch]
+            snaps["heatmaps"] = [snaps["heatmaps"][i] for i in kept] + [val_out[:n].half()]
+            torch_save(snap_path, {**snaps, "heatmaps": torch.stack(snaps["heatmaps"])})
 
     extra = {"data": {"sigma": ds.sigma, "hm_size": ds.heatmap_size, "canonical_hands": ds.canonical_hands},
              **({"provenance": provenance} if provenance else {})}
@@ -254,12 +252,10 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
             **({"loss": loss} if loss != "mse" else {}), **({"schedule": schedule} if schedule != "constant" else {})}
 
 
-def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, px_ckpt_name=None,
-                 snapshots=False, log=print, resume_path=None):
-    """Train one method with one recipe (make_recipe) into out_dir; returns the history (resume_path: see fit;
-    not with snapshots, which would lose the epochs before the interruption)."""
-    if snapshots and resume_path is not None:
-        raise ValueError("heatmap snapshots are not resumable; pass snapshots=False with resume_path")
+def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, px_ckpt_name=None, log=print,
+                 resume_path=None):
+    """Train one method with one recipe (make_recipe) into out_dir (heatmap targets also write their snapshots);
+    returns the history (resume_path: see fit)."""
     method, target = recipe["method"], recipe["target"]
     output_type = target["type"]  # 'heatmap' | 'regression', the dataset's output_type
     hm_size, sigma = target.get("hm_size", DEFAULTS["heatmap_size"]), target.get("sigma", DEFAULTS["sigma"])
@@ -268,6 +264,8 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, 
     train_loader = make_loader(train_ds, recipe["batch_size"], shuffle=True, seed=recipe["seed"])
     val_loader = make_loader(val_ds, 64)
     set_seed(recipe["seed"])  # each method starts from the same RNG state, whatever ran before it
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # here, so a worker process sets it too
     model = build_model(method, **recipe["model"])
     provenance = {"run_id": run_id, "recipe": recipe, "code_version": code_version(), "device": device,
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -276,21 +274,8 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, 
                   ckpt_name=ckpt_name or f"{method}_model.pth", px_ckpt_name=px_ckpt_name, resume_path=resume_path,
                   val_every=recipe.get("val_every", 1), loss=recipe.get("loss", "mse"),
                   schedule=recipe.get("schedule", "constant"))
-    if output_type == "heatmap":
-        return train_heatmap_model(model, train_loader, val_loader, recipe["epochs"],
-                                   snapshot_epochs=DEFAULTS["snapshot_epochs"] if snapshots else (), **common)
-    return train_regression_model(model, train_loader, val_loader, recipe["epochs"], **common)
-
-
-def train_one(task):
-    """(recipe, history) of train.py's run of one method; task = (recipe, kp_dir, out_dir, run_id, device). A
-    module-level function, so --jobs can run it in a worker process (log lines flushed live)."""
-    recipe, kp_dir, out_dir, run_id, device = task
-    if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True  # here, so a worker process sets it too
-    h = train_recipe(recipe, kp_dir, out_dir, run_id, device, snapshots=recipe["method"] == "heatmap",
-                     log=functools.partial(print, flush=True))
-    return recipe, {**h, "threads": torch.get_num_threads()}  # the numbers depend on it
+    train = train_heatmap_model if output_type == "heatmap" else train_regression_model
+    return train(model, train_loader, val_loader, recipe["epochs"], **common)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -328,6 +313,7 @@ def parse_args(argv=None):
                    help="rows of model.METHODS (default: the assignment's two networks; add integral for IntegralNet)")
     p.add_argument("--jobs", type=positive(int, 1), default=1, help="methods trained side by side (CPU threads split)")
     p.add_argument("--canonical-hands", action="store_true", help="relabel left_hand := smaller-x hand")
+    p.add_argument("--force", action="store_true", help="retrain a recipe whose run is stored in <out-dir>/runs")
     p.add_argument("--replace-results", action="store_true",
                    help="let a run with another recipe or data replace the committed problem2/results/")
     args = p.parse_args(argv)
@@ -362,29 +348,37 @@ def main(argv=None):
         refuse_to_replace_the_deliverable(args.out_dir, recipes)
     print(f"run {run_id}: device {device}, precision {precision}, {torch.get_num_threads()} threads"
           f"{f' split over {jobs} jobs' if jobs > 1 else ''}, data {kp_dir}")
-    t0 = time.time()
+    t0, runs_root = time.time(), args.out_dir / "runs"
     with results_lock(args.out_dir, "train.py"):
-        for old in args.out_dir.glob(".train.tmp*"):  # left by a killed run (we hold the lock: nobody writes there)
-            shutil.rmtree(old, ignore_errors=True)
-        stage = args.out_dir / f".train.tmp{os.getpid()}"
-        try:
-            with job_results(train_one, [(r, kp_dir, stage, run_id, device) for r in recipes], jobs) as trained:
-                for recipe, h in trained:  # in the order they finish
-                    run_log[recipe["method"]] = {"recipe": recipe, **h}
-                    print(f"[{recipe['method']}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val "
-                          f"px error {h['best_val_px_error']:.2f} (best val px {h['best_px_val_px_error']:.2f} at epoch "
-                          f"{h['best_px_epoch']}); {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)",
-                          flush=True)
-            run_log["total_seconds"] = time.time() - t0
-            write_json(stage / "training_log.json", run_log)
-            promote(stage, args.out_dir)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        record_timing(args.out_dir, "train.py", run_log["total_seconds"], device, precision, jobs)
+        if args.force:
+            for r in recipes:
+                (run_dir_of(runs_root, r) / "run.json").unlink(missing_ok=True)
+        stored = {recipe_key(r): read_json(run_dir_of(runs_root, r) / "run.json", default={}) for r in recipes}
+        got = run_many(recipes, kp_dir, runs_root, train_recipe, shifted_test_dir(), jobs, device, need_checkpoints=True)
+        for r in recipes:
+            info, rdir = got[recipe_key(r)][0], run_dir_of(runs_root, r)
+            h = run_log[r["method"]] = {"recipe": r, "run": rdir.name, **info["history"],
+                                        "threads": info["machine"]["threads"]}
+            print(f"[{r['method']}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
+                  f"{h['best_val_px_error']:.2f} (best val px {h['best_px_val_px_error']:.2f} at epoch "
+                  f"{h['best_px_epoch']}); trained in {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
+        run_log["total_seconds"] = time.time() - t0
+        # into out_dir only now that every method has finished, the log last (evaluate.py refuses a half-copied mix)
+        for r in recipes:
+            rdir = run_dir_of(runs_root, r)
+            atomic_write_bytes(args.out_dir / f"{r['method']}_model.pth", (rdir / RULES["val_loss"]).read_bytes())
+            if r["method"] == "heatmap":  # a run stored before snapshots were kept has none: no stale file stays
+                snaps = rdir / "heatmap_snapshots.pt"
+                if snaps.exists():
+                    atomic_write_bytes(args.out_dir / snaps.name, snaps.read_bytes())
+                else:
+                    (args.out_dir / snaps.name).unlink(missing_ok=True)
+        write_json(log_path, run_log)
+        if all(got[k][0]["history"] != v.get("history") and "resumed_after_epochs" not in got[k][0]["history"]
+               for k, v in stored.items()):  # the time of a whole training, not of a reuse or a resumed run
+            record_timing(args.out_dir, "train.py", run_log["total_seconds"], device, precision, jobs)
     print(f"done in {fmt_time(run_log['total_seconds'])}; wrote {args.out_dir}")
     return run_log
-
-
 
 
 if __name__ == "__main__":

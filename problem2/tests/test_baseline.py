@@ -149,11 +149,11 @@ def test_partial_records_the_stored_runs_and_trains_none(ablation_run, tiny_data
     """--partial: only the (variant, seed) runs already stored, nothing trained."""
     import shutil
 
-    import runs
+    import train
 
     out, res, _ = ablation_run
     shutil.copytree(out / "runs", tmp_path / "runs")
-    monkeypatch.setattr(runs, "train_recipe", lambda *a, **k: pytest.fail("--partial trained a run"))
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("--partial trained a run"))
     part = baseline.ablation_study(tiny_data, HeatmapNet, epochs=1, out_dir=tmp_path, log=lambda *a: None,
                                    seeds=(0, 1), shifted_dir=tiny_shifted, partial=True)
     assert part["partial"] and part["seeds"] == [0, 1] and part["variants"].keys() == res["variants"].keys()

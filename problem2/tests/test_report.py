@@ -31,6 +31,16 @@ def test_a_placeholder_without_a_value_stops_with_its_name():
         report.render("{{j:study.readouts}}", empty)
 
 
+def test_a_stored_difference_by_its_path():
+    """{{ci:PATH:KEY}} formats the {diff, ci95, n} at PATH (dotted) under KEY; a 'pck' key gets 3 decimals."""
+    r = {"study": {"precision": {"paired": {"px": {"diff": -0.614, "ci95": [-0.8, -0.41], "n": 3},
+                                            "pck_bbox": {"diff": 0.0012, "ci95": [-0.003, 0.005], "n": 3}}}}}
+    text = "{{ci:study.precision.paired:px}} and {{ci:study.precision.paired:pck_bbox}}"
+    assert report.render(text, r) == "-0.61 [-0.80, -0.41] and +0.001 [-0.003, +0.005]°"
+    with pytest.raises(SystemExit, match=r"\{\{ci:study.precision.paired:px_sym\}\}"):
+        report.render("{{ci:study.precision.paired:px_sym}}", r)
+
+
 def test_share_of_the_gap_is_a_ratio_of_mean_differences():
     def rows(px, shifted):
         return [{"seed": s, "px": p, "px_shifted": q} for s, (p, q) in enumerate(zip(px, shifted))]

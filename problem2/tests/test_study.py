@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import study
+import train
 from runs import run_many
 from train import make_recipe
 import common
@@ -58,10 +59,10 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        seq = run_many(recipes, tiny_data, tmp_path / "seq", jobs=1, log=lambda *a: None)
+        seq = run_many(recipes, tiny_data, tmp_path / "seq", train.train_recipe, jobs=1, log=lambda *a: None)
     finally:
         torch.set_num_threads(threads)
-    par = run_many(recipes, tiny_data, tmp_path / "par", jobs=2, log=lambda *a: None)
+    par = run_many(recipes, tiny_data, tmp_path / "par", train.train_recipe, jobs=2, log=lambda *a: None)
     assert seq.keys() == par.keys()
     for key in seq:
         assert seq[key][1]["val_loss"] == par[key][1]["val_loss"]
@@ -73,7 +74,6 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     """hand_loss and seeds train through the run store; the seeds study reuses the readout study's runs (same
     recipe), --partial trains nothing and leaves a section out. Numbers come from the committed eval.json: gone
     checkpoints retrain nothing."""
-    import train
     from runs import run_dir_of
     shifted = tiny_shifted
     real_spec_recipe = study.spec_recipe
@@ -89,7 +89,7 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     for m in study.METHODS:  # the real recipes: the seeds study's runs are the readout study's
         assert real_spec_recipe(m, tiny_data, 1) == readouts.readout_recipe(readout_of[m], data, 1)
     stored = run_many([make_recipe(m, data, s, 1, precision="fp32") for m in study.METHODS for s in (0, 1)],
-                      tiny_data, tmp_path / "runs", shifted, log=lambda *a: None)
+                      tiny_data, tmp_path / "runs", train.train_recipe, shifted, log=lambda *a: None)
     runs_root = tmp_path / "runs"
     hl = study.study_hand_loss(tiny_data, tmp_path, {"used": 0.0, "now": 0.0}, (0, 1), epochs=1, **quiet)
     assert hl["rows"]["regression_strict"][1]["run"] == run_dir_of(runs_root, make_recipe(      # the stored run
@@ -192,11 +192,11 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
         pytest.skip("the check reads /proc (Linux); the behaviour itself is platform-independent")
     here = Path(__file__).resolve().parents[1]
     code = (f"import sys; sys.path.insert(0, {str(here)!r})\n"
-            "from dataset import data_fingerprint\nfrom train import make_recipe\nfrom runs import run_many\n"
+            "from dataset import data_fingerprint\nfrom train import make_recipe, train_recipe\nfrom runs import run_many\n"
             "if __name__ == '__main__':\n"
             f"    kp = {str(tiny_data)!r}\n"
             "    rs = [make_recipe('heatmap', data_fingerprint(kp), s, 50, precision='fp32') for s in (0, 1)]\n"
-            f"    run_many(rs, kp, {str(tmp_path / 'runs')!r}, jobs=2, log=lambda *a: None)\n")
+            f"    run_many(rs, kp, {str(tmp_path / 'runs')!r}, train_recipe, jobs=2, log=lambda *a: None)\n")
     script = tmp_path / "driver.py"
     script.write_text(code)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -226,16 +226,15 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
 
 def test_precision_pairs_stored_runs_that_differ_only_in_precision(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     """study_precision trains nothing and pairs exactly the stored runs whose recipes differ only in precision."""
-    import runs
 
     data = data_fingerprint(tiny_data)
     quiet = lambda *a: None  # noqa: E731
     recipes = [make_recipe("regression", data, seed=0, epochs=1, precision=p) for p in ("fp32", "bf16")]
     recipes.append(make_recipe("regression", data, seed=1, epochs=1, precision="fp32"))    # no bf16 partner
     recipes.append(make_recipe("regression", data, seed=1, epochs=2, precision="bf16"))    # differs in epochs too
-    done = run_many(recipes, tiny_data, tmp_path / "runs", tiny_shifted, log=quiet)
+    done = run_many(recipes, tiny_data, tmp_path / "runs", train.train_recipe, tiny_shifted, log=quiet)
     stored = {p: p.read_bytes() for p in (tmp_path / "runs").glob("*/*")}
-    monkeypatch.setattr(runs, "train_recipe", lambda *a, **k: pytest.fail("study_precision trained a run"))
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("study_precision trained a run"))
     sec = study.study_precision(tiny_data, tmp_path, {}, log=quiet, shifted_dir=tiny_shifted)
     assert {p: p.read_bytes() for p in (tmp_path / "runs").glob("*/*")} == stored           # nothing written
     (pair,) = sec["pairs"]

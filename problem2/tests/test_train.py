@@ -1,5 +1,4 @@
 import json
-import os
 import subprocess
 import sys
 
@@ -7,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import common
 import train
 from codec import decode
 from common import autocast, pick_precision, prepare_input
@@ -64,7 +64,7 @@ def test_main_end_to_end_writes_checkpoints_and_log(tiny_data, tmp_path):
         assert ckpt["config"]["method"] == method and ckpt["epoch"] == h["best_epoch"]
         assert ckpt["val_loss"] == pytest.approx(h["best_val_loss"])
         prov = ckpt["provenance"]
-        assert prov["run_id"] == log["run_id"] and prov["selected_by"] == "val_loss"
+        assert prov["run_id"] == h["run"].split("-")[-1] and prov["selected_by"] == "val_loss"  # its store run
         assert set(prov["recipe"]) == RECIPE_KEYS and prov["recipe"] == h["recipe"]
         assert prov["recipe"]["data"]["split_sizes"] == {"train": 48, "val": 16, "test": 16}
         assert str(tmp_path) not in json.dumps(prov)
@@ -125,16 +125,16 @@ def test_bad_numbers_are_usage_errors_before_anything_is_created(tmp_path, capsy
     assert not out.exists()
 
 
-def test_a_second_run_into_the_same_folder_is_refused_and_a_stale_lock_is_taken_over(tiny_data, tmp_path):
-    tmp_path.mkdir(exist_ok=True)
-    (tmp_path / ".lock").write_text(json.dumps({"pid": os.getpid(), "what": "train.py"}))   # a live owner
-    with pytest.raises(SystemExit, match="is in use by train.py"):
-        _run(tiny_data, tmp_path, "--methods", "regression")
+def test_a_second_run_into_the_same_folder_is_refused_and_a_killed_runs_lock_is_free(tiny_data, tmp_path):
+    with common.results_lock(tmp_path, "train.py"):                                   # a live owner
+        with pytest.raises(SystemExit, match=r"is in use by train.py \(pid"):
+            _run(tiny_data, tmp_path, "--methods", "regression")
     assert not (tmp_path / "regression_model.pth").exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "what": "train.py"}))  # crashed owner
+    code = (f"import sys, os; sys.path.insert(0, {str(common.HERE)!r}); import common\n"
+            f"with common.results_lock({str(tmp_path)!r}, 'train.py'): os.kill(os.getpid(), 9)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9              # killed while holding it
     _run(tiny_data, tmp_path, "--methods", "regression", "--epochs", "1")
-    assert (tmp_path / "regression_model.pth").exists() and not (tmp_path / ".lock").exists()
+    assert (tmp_path / "regression_model.pth").exists()
 
 
 def test_symmetric_hand_loss_is_recorded_and_changes_training(tiny_data, tmp_path):
@@ -240,19 +240,37 @@ def _files(folder):
 
 def test_an_interrupted_run_never_replaces_the_last_complete_one(tiny_data, tmp_path, monkeypatch):
     _run(tiny_data, tmp_path, "--epochs", "1")
-    before = _files(tmp_path)
+    deliverable = lambda: {k: v for k, v in _files(tmp_path).items() if not k.startswith("runs/")}  # noqa: E731
+    before = deliverable()
     real = train.train_recipe
 
     def killed_after_heatmap(recipe, *a, **kw):
-        history = real(recipe, *a, **kw)   # the heatmap checkpoint and snapshots are written (to the staging folder)
+        history = real(recipe, *a, **kw)   # the heatmap run is trained and stored
         raise KeyboardInterrupt
     monkeypatch.setattr(train, "train_recipe", killed_after_heatmap)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny_data, tmp_path, "--epochs", "2", "--seed", "1")
-    after = _files(tmp_path)
-    assert {k: v for k, v in after.items() if k != "timings.json"} == {k: v for k, v in before.items()
-                                                                       if k != "timings.json"}
-    assert not list(tmp_path.glob(".train.tmp*"))
+    assert deliverable() == before
+    monkeypatch.setattr(train, "train_recipe", real)
+    stored = {p: p.read_bytes() for p in tmp_path.glob("runs/*/run.json")}
+    _run(tiny_data, tmp_path, "--epochs", "2", "--seed", "1")                # the heatmap run is reused, not retrained
+    assert all(p.read_bytes() == b for p, b in stored.items()) and len(list(tmp_path.glob("runs/*/run.json"))) == 4
+    assert deliverable() != before
+
+
+def test_a_second_run_of_the_same_recipe_reuses_the_stored_run_and_force_retrains(tiny_data, tmp_path, monkeypatch):
+    calls, real_fit = [], train.fit
+    monkeypatch.setattr(train, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    run = lambda *extra: _run(tiny_data, tmp_path, "--methods", "regression", "--epochs", "1", *extra)  # noqa: E731
+    first = run()
+    ckpt = (tmp_path / "regression_model.pth").read_bytes()
+    second = run()                                                                      # reused
+    assert len(calls) == 1 and second["regression"]["epochs"] == first["regression"]["epochs"]
+    assert (tmp_path / "regression_model.pth").read_bytes() == ckpt
+    (tmp_path / "runs" / first["regression"]["run"] / "model.pth").unlink()            # its checkpoint gone: retrained
+    run()
+    third = run("--force")
+    assert len(calls) == 3 and third["regression"]["epochs"][0]["train_loss"] == first["regression"]["epochs"][0]["train_loss"]
 
 
 def test_the_committed_results_are_replaced_only_by_their_own_recipe(tiny_data, tmp_path, monkeypatch):
