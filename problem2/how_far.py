@@ -100,7 +100,7 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
     got = {}
 
     def train(recipes):
-        stored = collect(recipes, kp_dir, runs_root, train_recipe, shifted, {"used": 0.0, "now": 0.0}, jobs, partial, log)
+        stored = collect(recipes, kp_dir, runs_root, train_recipe, shifted, jobs, partial, log)
         got.update(stored)
         return all(v is not None for v in stored.values())
 

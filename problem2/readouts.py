@@ -95,13 +95,13 @@ def readout_recipe(readout, data, seed, epochs=DEFAULTS["epochs"], precision=STU
     return make_recipe(READOUTS[readout][0], data, seed, epochs, precision=precision)
 
 
-def study_readouts(kp_dir, results_dir, seconds, seeds=(0, 1, 2), jobs=1, precision=STUDY_PRECISION, partial=False,
+def study_readouts(kp_dir, results_dir, seeds=(0, 1, 2), jobs=1, precision=STUDY_PRECISION, partial=False,
                    log=print, epochs=DEFAULTS["epochs"], shifted_dir=None):
     """Train (or reuse) every readout x seed and return the "readouts" section (schema in the module docstring)."""
     data, runs_root = data_fingerprint(kp_dir), results_dir / "runs"
     shifted = shifted_test_dir() if shifted_dir is None else shifted_dir
     recipes = {(r, s): readout_recipe(r, data, s, epochs, precision) for r in READOUTS for s in seeds}
-    stored = collect(recipes, kp_dir, runs_root, train_recipe, shifted, seconds, jobs, partial, log)
+    stored = collect(recipes, kp_dir, runs_root, train_recipe, shifted, jobs, partial, log)
     section = {"precision": precision, "seeds": list(seeds), "readouts": {},
                "references": reference_rows(kp_dir, shifted)}
     for r, (method, isolates) in READOUTS.items():

@@ -166,28 +166,12 @@ def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, dev
     return out
 
 
-def collect(recipes, kp_dir, runs_root, train_fn, shifted_dir, seconds, jobs=1, partial=False, log=print):
+def collect(recipes, kp_dir, runs_root, train_fn, shifted_dir, jobs=1, partial=False, log=print):
     """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
-    partial, only what is stored). Each run's training time is added once per
-    seconds["seen"] (shared by the studies of one call) to seconds["used"], and the part spent in this call (a
-    run trained, retrained or resumed now: its run.json changed) to seconds["now"]."""
-    history_before = {run_name(r): read_json(run_dir_of(runs_root, r) / "run.json", default={}).get("history")
-                      for r in recipes.values()}
+    partial, only what is stored)."""
     if not partial:
         run_many(list(recipes.values()), kp_dir, runs_root, train_fn, shifted_dir, jobs=jobs, log=log)
-    after = {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
-    seen, now = seconds.setdefault("seen", set()), set()
-    for k, got in after.items():
-        name, h = run_name(recipes[k]), got and got[0]["history"]
-        if got is None:
-            continue
-        if h != history_before[name] and name not in now:  # trained (or retrained, or resumed) in this call
-            now.add(name)
-            seconds["now"] += h["train_seconds"] - h.get("seconds_before_resume", 0.0)
-        if name not in seen:
-            seen.add(name)
-            seconds["used"] += h["train_seconds"]
-    return after
+    return {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
 
 
 def load_stored(recipe, kp_dir, runs_root, shifted_dir=None):

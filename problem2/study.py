@@ -1,22 +1,19 @@
 """The "why" study: `python study.py` (see --help). Reuses train.py's loop and evaluate.py's decoding/metrics.
 
-Studies (each trains through the recipe-keyed run store of runs.py, results/runs/: a run is trained once and shared
-by every study whose recipe is identical; --jobs N trains N side by side; --partial trains nothing and writes
-each study from the runs stored, except seeds, which keeps its previous section until all its runs are there):
+Studies (each through the recipe-keyed run store of runs.py, results/runs/: a run is trained once and shared by every
+study whose recipe is identical; --jobs N trains N side by side; --partial trains nothing and writes each study from
+the runs stored, except seeds, which keeps its previous section until all its runs are there):
   readouts    The controlled readout study (readouts.py): 9 readouts on one encoder x --seeds (fp32).
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); writes
               results/heatmap_symmetric_model.pth (seed 0).
-  budget      The three methods at --long-epochs next to the spec's epochs, and training-set sizes (--sizes) at
-              the full set's number of Adam steps, in --budget-precision (default bf16: the longest runs).
+  data        Training-set sizes (--sizes) at the full set's number of Adam steps, three methods x --seeds
+              (--data-precision, default bf16).
   seeds       The three spec methods over --seeds (the readout study's runs): mean +- std of the test metrics
-              and each pair's difference paired by seed with a 95% t-interval (common.paired_difference).
-  precision   bf16 minus fp32 over every pair of stored runs whose recipes differ only in precision (trains
-              nothing).
+              and each pair's difference paired by seed.
+  precision   bf16 minus fp32 over every pair of stored runs whose recipes differ only in precision (trains nothing).
 
-study_results.json holds one section per study (its keys are the study names) and "seconds" (per study: its
-evaluation time plus the training time of the runs it uses). Paired differences are {"diff", "ci95", "n"}
-(common.paired_difference); per-seed rows are runs.run_row's. Numbers are on the test split from each run's
-eval.json; heatmaps decoded with codec.REFINE_DEFAULT.
+study_results.json holds one section per study, keyed by its name. Paired differences are {"diff", "ci95", "n"}
+(common.paired_difference); per-seed rows are runs.run_row's; test split, from each run's eval.json.
 """
 import argparse
 import math
@@ -28,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from codec import HAND_LOSSES, REFINE_DEFAULT
-from common import (RESULTS_DIR, UsageError, fmt_time, paired_difference, paired_metrics, plt, positive, read_json,
-                    recipe_key, record_timing, results_lock, save_figure, set_threads, write_json)
+from common import (RESULTS_DIR, fmt_time, paired_difference, paired_metrics, plt, positive, read_json, recipe_key,
+                    results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, load_split, resolve_keypoints_dir, shifted_test_dir
 from evaluate import PCK_THRESHOLDS, hand_gap
 import readouts
@@ -37,7 +34,7 @@ import train
 from runs import RULES, STUDY_PRECISION, collect, load_stored, run_dir_of, run_name, run_row
 
 METHODS = ("heatmap", "regression", "integral")
-STUDIES = ("readouts", "hand_loss", "budget", "seeds", "precision")
+STUDIES = ("readouts", "hand_loss", "data", "seeds", "precision")
 
 
 # ----------------------------------------------------------------------------- runs
@@ -52,10 +49,10 @@ def test_summary(recipe, ev):
 
 
 # ----------------------------------------------------------------------------- studies
-def collect_runs(recipes, kp_dir, results_dir, seconds, jobs=1, partial=False, log=print, shifted_dir=None):
+def collect_runs(recipes, kp_dir, results_dir, jobs=1, partial=False, log=print, shifted_dir=None):
     """runs.collect in results_dir/runs, evaluated on the default shifted test set unless told otherwise."""
-    return collect(recipes, kp_dir, results_dir / "runs", train.train_recipe, shifted_dir or shifted_test_dir(), seconds,
-                   jobs, partial, log)
+    return collect(recipes, kp_dir, results_dir / "runs", train.train_recipe, shifted_dir or shifted_test_dir(), jobs,
+                   partial, log)
 
 
 # the numbers of a run_row the store studies pair by seed, by name; PCK at the 0.05 threshold; best_epoch: the
@@ -66,7 +63,7 @@ RUN_ROW_METRICS = {**{k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px
 HAND_LOSS_METRICS = RUN_ROW_METRICS  # symmetric minus strict loss
 
 
-def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print,
+def study_hand_loss(kp_dir, results_dir, seeds, jobs=1, partial=False, log=print,
                     epochs=train.DEFAULTS["epochs"]):
     """The symmetric hand loss (train.py --hand-loss symmetric) on the faithful labels, for the three methods
     over seeds, next to the strict loss of the same recipe (run store, fp32). The seed-0 HeatmapNet is also
@@ -74,7 +71,7 @@ def study_hand_loss(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, 
     data = data_fingerprint(kp_dir)
     recipes = {(m, loss, s): train.make_recipe(m, data, s, epochs, hand_loss=loss, precision=STUDY_PRECISION)
                for m in METHODS for loss in HAND_LOSSES for s in seeds}
-    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
+    got = collect_runs(recipes, kp_dir, results_dir, jobs, partial, log)
     res = {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": {}}
     for (m, loss, s), run in got.items():
         if run is not None:
@@ -99,68 +96,36 @@ def fixed_step_epochs(n_train, batch_size=32, ref_train=1000, ref_epochs=30):
     return round(ref_epochs * math.ceil(ref_train / batch_size) / math.ceil(n_train / batch_size))
 
 
-# long minus spec-length training, and each smaller set minus the full set at fixed steps; px_valpx: test px of the
-# checkpoint the val-px rule selects (IntegralNet's val-loss rule picks an early epoch under the strict loss, whatever
-# the length)
-BUDGET_METRICS = {**{k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox")},
-                  "px_valpx": lambda row: row["by_val_px"]["px"]}
+# each smaller set minus the full set at fixed steps; px_valpx: test px of the checkpoint the val-px rule selects
+# (IntegralNet's val-loss rule picks an early epoch under the strict loss)
+DATA_METRICS = {**{k: RUN_ROW_METRICS[k] for k in ("px", "px_sym", "pck_bbox")},
+                "px_valpx": lambda row: row["by_val_px"]["px"]}
+DATA_PRECISION = "bf16"  # the data study's runs (the fixed-step runs of the small sets are long); --data-precision
 
 
-BUDGET_PRECISION = "bf16"  # the budget study's runs (100-epoch and fixed-step runs are the longest); --budget-precision
-
-
-def study_budget(kp_dir, results_dir, seconds, seeds, sizes, long_epochs=100, jobs=1, partial=False, log=print,
-                 epochs=train.DEFAULTS["epochs"], shifted_dir=None, precision=BUDGET_PRECISION):
-    """Two budget questions on the run store (in `precision`, every run of both), recording whatever runs are
-    stored (each row names its seed).
-
-    "long": the three methods trained for long_epochs next to the spec's epochs (same seeds), paired by seed
-    (long minus spec): does regression close the gap with more training? "data_steps": test error vs
-    training-set size at a FIXED number of optimisation steps (fixed_step_epochs), validated at the same steps as
-    the full-set run (val_every), so the curve measures data, not step count."""
-    if long_epochs == epochs:
-        raise UsageError(f"--long-epochs {long_epochs} equals the spec's {epochs}: nothing to compare")
+def study_data(kp_dir, results_dir, seeds, sizes, jobs=1, partial=False, log=print, epochs=train.DEFAULTS["epochs"],
+               shifted_dir=None, precision=DATA_PRECISION):
+    """Test error vs training-set size at a FIXED number of optimisation steps (fixed_step_epochs), validated at the
+    same steps as the full-set run (val_every), so the curve measures data, not step count; the three methods in
+    `precision`, recording whatever runs are stored (each row names its seed)."""
     data = data_fingerprint(kp_dir)
     n_all, batch = data["split_sizes"]["train"], train.DEFAULTS["batch_size"]
-    recipes = {("long", m, e, s): train.make_recipe(m, data, s, e, precision=precision)
-               for m in METHODS for e in (epochs, long_epochs) for s in seeds}
     sizes = sorted({n for n in sizes if n < n_all}) + [n_all]
     steps_epochs = {n: fixed_step_epochs(n, batch, n_all, epochs) for n in sizes}
     # validate every full-set epoch's worth of steps (exact when the batch counts divide, as for 125/250/500 of 1000)
     val_every = {n: max(1, round(math.ceil(n_all / batch) / math.ceil(n / batch))) for n in sizes}
-    recipes.update({("data", m, n, s): train.make_recipe(m, data, s, steps_epochs[n], num_train=n,
-                                                         precision=precision, val_every=val_every[n])
-                    for m in METHODS for n in sizes for s in seeds})
-    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log, shifted_dir)
-    res = {"precision": precision, "seeds": list(seeds), "epochs": [epochs, long_epochs], "long": {},
-           "data_steps": {"sizes": list(steps_epochs), "epochs": {str(n): e for n, e in steps_epochs.items()},
-                          "batch_size": batch,
-                          "rows": {}}}
-    for (kind, m, x, s), run in got.items():
-        if run is None:
-            continue
-        if kind == "long":
-            res["long"].setdefault(m, {}).setdefault(str(x), []).append(run_row(s, *run))
-        else:
-            res["data_steps"]["rows"].setdefault(m, {}).setdefault(str(x), []).append(run_row(s, *run))
-    by_size = res["data_steps"]["rows"]
-    res["data_steps"]["paired_to_full"] = {m: {str(n): paired_metrics(by_n.get(str(n_all), []),
-                                                                               by_n.get(str(n), []), BUDGET_METRICS)
-                                               for n in sizes[:-1]} for m, by_n in by_size.items()}
-    res["long_paired"] = {m: paired_metrics(by_e.get(str(epochs), []), by_e.get(str(long_epochs), []),
-                                                     BUDGET_METRICS) for m, by_e in res["long"].items()}
-    if len({n for by_n in by_size.values() for n in by_n}) > 1:  # a curve needs two sizes
-        plot_data_steps(res["data_steps"], results_dir / "visualizations")
-    curves = {(m, s): run[0]["history"]["epochs"] for (kind, m, e, s), run in got.items()
-              if kind == "long" and e == long_epochs and run is not None}
-    # the long runs' own validation curve: lowest val px within the spec's epochs, over all epochs, and at the end
-    for (m, s), hist in sorted(curves.items()):
-        px = [ep["val_px_error"] for ep in hist]
-        res.setdefault("long_val_px", {}).setdefault(m, []).append(
-            {"seed": s, "best_to_spec": min(px[:epochs]), "best": min(px), "best_epoch": int(np.argmin(px)) + 1,
-             "last": px[-1]})
-    if curves:
-        plot_budget_curves(curves, epochs, precision, results_dir / "visualizations")
+    recipes = {(m, n, s): train.make_recipe(m, data, s, steps_epochs[n], num_train=n, precision=precision,
+                                            val_every=val_every[n]) for m in METHODS for n in sizes for s in seeds}
+    got = collect_runs(recipes, kp_dir, results_dir, jobs, partial, log, shifted_dir)
+    res = {"precision": precision, "seeds": list(seeds), "sizes": sizes,
+           "epochs": {str(n): e for n, e in steps_epochs.items()}, "batch_size": batch, "rows": {}}
+    for (m, n, s), run in got.items():
+        if run is not None:
+            res["rows"].setdefault(m, {}).setdefault(str(n), []).append(run_row(s, *run))
+    res["paired_to_full"] = {m: {str(n): paired_metrics(by_n.get(str(n_all), []), by_n.get(str(n), []), DATA_METRICS)
+                                 for n in sizes[:-1]} for m, by_n in res["rows"].items()}
+    if len({n for by_n in res["rows"].values() for n in by_n}) > 1:  # a curve needs two sizes
+        plot_data_steps(res, results_dir / "visualizations")
     return res
 
 
@@ -182,7 +147,7 @@ def recipe_label(recipe):
     return " ".join([recipe["method"], *loss, *dict.fromkeys(diff)]) + f", seed {recipe['seed']}"
 
 
-def study_precision(kp_dir, results_dir, seconds, log=print, shifted_dir=None):
+def study_precision(kp_dir, results_dir, log=print, shifted_dir=None):
     """bf16 vs fp32 training on the CPU, on the run store as it is (trains nothing): every pair of stored, evaluated
     CPU runs
     whose recipes differ only in "precision" (method, options, seed, data all the same), bf16 minus fp32 on the
@@ -218,12 +183,12 @@ def metrics_of(summary):
     return out
 
 
-def study_seeds(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=print):
+def study_seeds(kp_dir, results_dir, seeds, jobs=1, partial=False, log=print):
     """The three methods over seeds (the readout study's gap_fc, integral_64 and heatmap_64 runs): mean +- std of
     every headline metric, and each pair's difference paired by seed with a 95% t-interval
     (common.paired_difference). Numbers from eval.json."""
     recipes = {(m, s): spec_recipe(m, kp_dir, s) for m in METHODS for s in seeds}
-    got = collect_runs(recipes, kp_dir, results_dir, seconds, jobs, partial, log)
+    got = collect_runs(recipes, kp_dir, results_dir, jobs, partial, log)
     if len(seeds) < 2 or any(v is None for v in got.values()):
         return None  # a section over fewer seeds than asked would not say what the report says it does
     per_seed = {m: [metrics_of(test_summary(recipes[m, s], got[m, s][1])) for s in seeds] for m in METHODS}
@@ -240,25 +205,6 @@ def study_seeds(kp_dir, results_dir, seconds, seeds, jobs=1, partial=False, log=
 
 # ----------------------------------------------------------------------------- figures
 COLORS = {"heatmap": "C0", "regression": "C3", "integral": "C4"}
-
-
-def plot_budget_curves(curves, spec_epochs, precision, vis_dir):
-    """Validation px error (the training loop's own decoding) per epoch of each long run, {(method, seed):
-    history epochs}; a dashed line marks the spec's epoch count."""
-    fig, ax = plt().subplots(figsize=(7.5, 4.2))
-    for (m, seed), hist in sorted(curves.items()):
-        ax.plot([e["epoch"] for e in hist], [e["val_px_error"] for e in hist], color=COLORS[m], lw=1.2,
-                alpha=1.0 if seed == min(s for mm, s in curves if mm == m) else 0.5, label=f"{m}, seed {seed}")
-    ax.axvline(spec_epochs, color="k", ls="--", lw=0.8, label=f"spec: {spec_epochs} epochs")
-    ax.set(yscale="log", xlabel="epoch", ylabel="validation mean error (px, strict)")
-    lo, hi = ax.get_ylim()
-    ax.set_yticks([t for t in (1, 2, 3, 5, 10, 20, 30, 50) if lo <= t <= hi])
-    _plain_numbers(ax)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"Longer training: validation error per epoch ({precision}, Adam 1e-3, batch 32)")
-    fig.tight_layout()
-    save_figure(fig, vis_dir / "study_budget_curves.png")
 
 
 def _plain_numbers(ax, axis="y"):
@@ -302,7 +248,7 @@ def plot_data_steps(d, vis_dir):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study, "
-                                "the symmetric hand loss, longer training and data at fixed steps, seeds, precision.")
+                                "the symmetric hand loss, data at fixed steps, seeds, precision.")
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sizes", nargs="+", type=positive(int, 1), default=[125, 250, 500],
@@ -313,47 +259,33 @@ def main(argv=None):
                    help="runs trained side by side (CPU threads split between them)")
     p.add_argument("--threads", type=positive(int, 0), default=0, help="torch CPU threads (0: default)")
     p.add_argument("--precision", default=readouts.STUDY_PRECISION, choices=["fp32", "bf16"],
-                   help="precision of the readout runs (the other studies use fp32, the budget study "
-                   "--budget-precision; a run is shared only between recipes of the same precision)")
-    p.add_argument("--budget-precision", default=BUDGET_PRECISION, choices=["fp32", "bf16"],
-                   help="precision of the budget study's runs (its 30-epoch, long and fixed-step runs alike)")
+                   help="precision of the readout runs (the other studies use fp32, the data study "
+                   "--data-precision; a run is shared only between recipes of the same precision)")
+    p.add_argument("--data-precision", default=DATA_PRECISION, choices=["fp32", "bf16"],
+                   help="precision of the data study's runs")
     p.add_argument("--partial", action="store_true",
                    help="record the runs already stored, train none (the seeds study keeps its previous section "
                    "until all of its runs are stored)")
-    p.add_argument("--long-epochs", type=positive(int, 1), default=100, help="budget study: the long runs")
     args = p.parse_args(argv)
     set_threads(args.threads)
-    results_dir = args.out_dir
-    kp_dir = resolve_keypoints_dir(args.data_dir)
+    results_dir, kp_dir = args.out_dir, resolve_keypoints_dir(args.data_dir)
     json_path = results_dir / "study_results.json"
+    run = dict(jobs=args.jobs, partial=args.partial)
+    fns = {"seeds": lambda: study_seeds(kp_dir, results_dir, args.seeds, **run),
+           "hand_loss": lambda: study_hand_loss(kp_dir, results_dir, args.seeds, **run),
+           "data": lambda: study_data(kp_dir, results_dir, args.seeds, args.sizes, precision=args.data_precision, **run),
+           "precision": lambda: study_precision(kp_dir, results_dir),
+           "readouts": lambda: readouts.study_readouts(kp_dir, results_dir, args.seeds, precision=args.precision, **run)}
     with results_lock(results_dir, "study.py"):
-        results = read_json(json_path, "python problem2/study.py", default={})
-        results.setdefault("seconds", {})
-        run = dict(jobs=args.jobs, partial=args.partial)
-        fns = {"seeds": lambda s: study_seeds(kp_dir, results_dir, s, args.seeds, **run),
-               "hand_loss": lambda s: study_hand_loss(kp_dir, results_dir, s, args.seeds, args.jobs, args.partial),
-               "budget": lambda s: study_budget(kp_dir, results_dir, s, args.seeds, args.sizes, args.long_epochs,
-                                                args.jobs, args.partial, precision=args.budget_precision),
-               "precision": lambda s: study_precision(kp_dir, results_dir, s),
-               "readouts": lambda s: readouts.study_readouts(kp_dir, results_dir, s, args.seeds, args.jobs,
-                                                             args.precision, args.partial)}
-        seen, written = set(), []
+        results = {k: v for k, v in read_json(json_path, "python problem2/study.py", default={}).items() if k in STUDIES}
         for study in args.studies:
-            t0, seconds = time.time(), {"used": 0.0, "now": 0.0, "seen": set(seen)}
-            section = fns[study](seconds)
+            t0, section = time.time(), fns[study]()
             if section is None:  # some of its runs are not stored yet (--partial): keep what was there
                 print(f"[study] {study}: not all of its runs are stored yet; its section is left as it was")
                 continue
-            seen |= seconds["seen"]  # a run's training time is charged to the first study written with it
             results[study] = section
-            written.append(study)
-            # cost = evaluation time now + training time of every run it uses (whether trained now or earlier)
-            results["seconds"][study] = time.time() - t0 - seconds["now"] + seconds["used"]
             write_json(json_path, results)
-            print(f"[study] {study} written; its cost {fmt_time(results['seconds'][study])} = evaluation now + the "
-                  f"training time of its runs (trained in this call: {fmt_time(seconds['now'])})")
-        if set(args.studies) == set(STUDIES) and set(written) == set(STUDIES):  # a full run: the study's row
-            record_timing(results_dir, "study.py", sum(results["seconds"][s] for s in STUDIES))
+            print(f"[study] {study} written in {fmt_time(time.time() - t0)}")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,9 @@ def test_reference_rows(tiny_data, tiny_shifted):
     assert centre["px_shifted"] < 0.5 * mean["px_shifted"]
 
 
-def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path):
-    seconds = {"used": 0.0, "now": 0.0}
+def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     shifted = tiny_shifted
-    sec = readouts.study_readouts(tiny_data, tmp_path, seconds, seeds=(0,), epochs=1, log=lambda *a: None,
+    sec = readouts.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
                                   shifted_dir=shifted)
     assert set(sec["readouts"]) == set(readouts.READOUTS)
     for name, r in sec["readouts"].items():
@@ -43,12 +42,11 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path):
         assert sel["n"] == 1 and sel["diff"] == row["by_val_px"]["px"] - row["px"]
         assert sec["shift"][name]["diff"] == row["px_shifted"] - row["px"]    # shifted minus in-range test px
     assert all(s["px_valpx"]["n"] == 1 for s in sec["steps"])
-    assert seconds["now"] == seconds["used"] > 0
     assert (tmp_path / "visualizations" / "study_readouts.png").exists()
-    again = {"used": 0.0, "now": 0.0}
-    sec2 = readouts.study_readouts(tiny_data, tmp_path, again, seeds=(0,), epochs=1, log=lambda *a: None,
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
+    sec2 = readouts.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
                                    shifted_dir=shifted)
-    assert again["now"] == 0 and sec2["readouts"] == sec["readouts"]           # every run reused
+    assert sec2["readouts"] == sec["readouts"]                                 # every run reused
 
 
 def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
@@ -81,9 +79,8 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     monkeypatch.setattr(study, "spec_recipe", lambda m, kp, seed=0, **kw: train.make_recipe(
         m, data_fingerprint(kp), seed, 1, precision="fp32", **kw))
     quiet = dict(log=lambda *a: None)
-    seconds = {"used": 0.0, "now": 0.0}
-    assert study.study_seeds(tiny_data, tmp_path, seconds, seeds=(0, 1), partial=True, **quiet) is None
-    assert seconds["now"] == 0 and not (tmp_path / "runs").exists()
+    assert study.study_seeds(tiny_data, tmp_path, seeds=(0, 1), partial=True, **quiet) is None
+    assert not (tmp_path / "runs").exists()
     data = data_fingerprint(tiny_data)
     readout_of = {m: r for r, (m, _) in readouts.READOUTS.items()}
     for m in study.METHODS:  # the real recipes: the seeds study's runs are the readout study's
@@ -91,7 +88,7 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     stored = run_many([make_recipe(m, data, s, 1, precision="fp32") for m in study.METHODS for s in (0, 1)],
                       tiny_data, tmp_path / "runs", train.train_recipe, shifted, log=lambda *a: None)
     runs_root = tmp_path / "runs"
-    hl = study.study_hand_loss(tiny_data, tmp_path, {"used": 0.0, "now": 0.0}, (0, 1), epochs=1, **quiet)
+    hl = study.study_hand_loss(tiny_data, tmp_path, (0, 1), epochs=1, **quiet)
     assert hl["rows"]["regression_strict"][1]["run"] == run_dir_of(runs_root, make_recipe(      # the stored run
         "regression", data, 1, 1, precision="fp32")).name
     assert {len(v) for v in hl["rows"].values()} == {2} and len(hl["rows"]) == 2 * len(study.METHODS)
@@ -104,8 +101,8 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     assert isinstance(load_checkpoint(tmp_path / "heatmap_symmetric_model.pth", method="heatmap")[0], HeatmapNet)
     for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json only
         ckpt.unlink()
-    res = study.study_seeds(tiny_data, tmp_path, seconds, seeds=(0, 1), **quiet)
-    assert seconds["now"] == 0 and seconds["used"] > 0                  # stored by run_many above: nothing retrained
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
+    res = study.study_seeds(tiny_data, tmp_path, seeds=(0, 1), **quiet)               # stored by run_many above
     ev = {m: stored[recipe_key(make_recipe(m, data, 1, 1, precision="fp32"))][1] for m in study.METHODS}
     assert abs(res["per_seed"]["heatmap"][1]["mean_px_error"] - ev["heatmap"]["val_loss"]["brief"]["px"]) < 1e-9
     pair = res["paired_over_seeds"]["heatmap-regression"]["mean_px_error"]
@@ -114,37 +111,26 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
                                                      per["regression"][s]["mean_px_error"] for s in (0, 1)) / 2) < 1e-12
 
 
-def test_fixed_step_epochs_and_budget_study(tiny_data, tiny_shifted, tmp_path):
+def test_fixed_step_epochs_and_data_study(tiny_data, tiny_shifted, tmp_path):
     assert study.fixed_step_epochs(1000) == 30 and study.fixed_step_epochs(500) == 60
     assert study.fixed_step_epochs(125) == 240 and study.fixed_step_epochs(250) == 120   # 960 steps each
-    seconds = {"used": 0.0, "now": 0.0}
-    res = study.study_budget(tiny_data, tmp_path, seconds, seeds=(0,), sizes=[32], long_epochs=2, epochs=1,
-                             log=lambda *a: None, shifted_dir=tiny_shifted)
-    assert res["data_steps"]["epochs"] == {"32": 2, "48": 1}                             # 2 x 1 batch = 1 x 2 batches
-    assert set(res["long"]) == set(study.METHODS) and set(res["data_steps"]["rows"]["heatmap"]) == {"32", "48"}
-    assert set(res["long"]["heatmap"]) == {"1", "2"}                                    # spec length next to long
-    pair = res["long_paired"]["regression"]
-    assert pair["seeds"] == [0] and pair["px"]["n"] == 1 and pair["px"]["ci95"] is None
-    small, full = (res["data_steps"]["rows"]["heatmap"][n][0] for n in ("32", "48"))
-    to_full = res["data_steps"]["paired_to_full"]["heatmap"]
+    res = study.study_data(tiny_data, tmp_path, seeds=(0,), sizes=[32], epochs=1, log=lambda *a: None,
+                           shifted_dir=tiny_shifted)
+    assert res["epochs"] == {"32": 2, "48": 1}                                          # 2 x 1 batch = 1 x 2 batches
+    assert set(res["rows"]) == set(study.METHODS) and set(res["rows"]["heatmap"]) == {"32", "48"}
+    small, full = (res["rows"]["heatmap"][n][0] for n in ("32", "48"))
+    to_full = res["paired_to_full"]["heatmap"]
     assert list(to_full) == ["32"] and to_full["32"]["seeds"] == [0]                    # smaller set minus full set
     assert to_full["32"]["px"]["diff"] == pytest.approx(small["px"] - full["px"])
-    curve = res["long_val_px"]["heatmap"][0]                                            # the 2-epoch run's val px
-    long_px = [e["val_px_error"] for e in read_json(tmp_path / "runs" / res["long"]["heatmap"]["2"][0]["run"] /
-                                                    "run.json")["history"]["epochs"]]
-    assert curve == {"seed": 0, "best_to_spec": long_px[0], "best": min(long_px), "last": long_px[1],
-                     "best_epoch": 1 + long_px.index(min(long_px))}
-    assert seconds["now"] == seconds["used"] > 0
     # the 32-image run validates at the same optimisation steps as the full set: every 2nd of its 2 epochs
-    run = read_json(tmp_path / "runs" / res["data_steps"]["rows"]["heatmap"]["32"][0]["run"] / "run.json")
+    run = read_json(tmp_path / "runs" / small["run"] / "run.json")
     assert run["recipe"]["val_every"] == 2 and run["recipe"]["num_train"] == 32
-    assert res["precision"] == run["recipe"]["precision"] == study.BUDGET_PRECISION == "bf16"  # every run of it
+    assert res["precision"] == run["recipe"]["precision"] == study.DATA_PRECISION == "bf16"  # every run of it
     assert {read_json(p)["recipe"]["precision"] for p in tmp_path.glob("runs/*/run.json")} == {"bf16"}
     assert [e["val_loss"] is None for e in run["history"]["epochs"]] == [True, False]
     assert run["history"]["best_epoch"] == 2
     assert "val_every" not in make_recipe("heatmap", data_fingerprint(tiny_data))          # stored keys unchanged
-    for fig in ("study_data_steps.png", "study_budget_curves.png"):
-        assert (tmp_path / "visualizations" / fig).stat().st_size > 10_000
+    assert (tmp_path / "visualizations" / "study_data_steps.png").stat().st_size > 10_000
 
 
 def test_main_partial_keeps_sections_whose_runs_are_missing(tiny_data, tmp_path, capsys):
@@ -235,7 +221,7 @@ def test_precision_pairs_stored_runs_that_differ_only_in_precision(tiny_data, ti
     done = run_many(recipes, tiny_data, tmp_path / "runs", train.train_recipe, tiny_shifted, log=quiet)
     stored = {p: p.read_bytes() for p in (tmp_path / "runs").glob("*/*")}
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("study_precision trained a run"))
-    sec = study.study_precision(tiny_data, tmp_path, {}, log=quiet, shifted_dir=tiny_shifted)
+    sec = study.study_precision(tiny_data, tmp_path, log=quiet, shifted_dir=tiny_shifted)
     assert {p: p.read_bytes() for p in (tmp_path / "runs").glob("*/*")} == stored           # nothing written
     (pair,) = sec["pairs"]
     assert pair["label"] == "regression epochs=1, seed 0"
@@ -243,7 +229,7 @@ def test_precision_pairs_stored_runs_that_differ_only_in_precision(tiny_data, ti
     assert (pair["fp32"]["px"], pair["bf16"]["px"]) == (fp32, bf16)
     assert (pair["fp32"]["machine"]["precision"], pair["bf16"]["machine"]["precision"]) == ("fp32", "bf16")
     assert sec["paired"]["n"] == 1 and sec["paired"]["px"] == {"diff": bf16 - fp32, "ci95": None, "n": 1}
-    empty = study.study_precision(tiny_data, tmp_path / "none", {}, log=quiet, shifted_dir=tiny_shifted)
+    empty = study.study_precision(tiny_data, tmp_path / "none", log=quiet, shifted_dir=tiny_shifted)
     assert empty["pairs"] == [] and empty["paired"]["px"]["diff"] is None
 
 
