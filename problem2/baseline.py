@@ -1,28 +1,16 @@
-"""Ablations of HeatmapNet and failure-case analysis of both methods: `python baseline.py` (see --help).
+"""Ablations of HeatmapNet and failure cases of both methods: `python baseline.py` (see --help).
 
-Studies (spec recipe: Adam 1e-3, batch 32, 30 epochs, same split; train.py's loop; --seeds, default 0; the
-report's table uses 0 1 2 and gives mean +- std and paired differences to the default variant):
-  resolution : heatmap 32x32 vs 64x64 vs 128x128
-  sigma      : Gaussian sigma 1, 2, 3, 4 (heatmap px at 64x64)
-  skip       : skip connections on vs off
-Sigma across resolutions is held fixed in IMAGE pixels: sigma_hm = sigma_64 * hm_size / 64 (4 image px
-for the default 2.0), so every resolution learns the same target shape in the image and only the
-quantisation of the grid differs. Every (variant, seed) is one recipe-keyed run of runs.py under
-<out-dir>/runs/ (trained once, reused by every study with the same recipe: with --precision fp32, the
-default variant is the readout study's heatmap_64; the default precision is train.py's, auto), decoded at its own resolution with every decoder and scored on test.
+Ablations (the spec recipe, train.py's loop, --seeds; each (variant, seed) a recipe-keyed run of runs.py under
+<out-dir>/runs/, shared with every study of the same recipe): heatmap 32/64/128, sigma 1-4 (px of a 64x64 heatmap),
+skips on/off. Sigma is held fixed in IMAGE px across resolutions (sigma_hm = sigma_64 * hm_size / 64), so only the
+grid's quantisation differs.
 
-ablation_results.json schema:
-  {"recipe": {shared settings}, "seeds": [..] (asked for), "partial": bool (some asked-for runs are missing),
-   "studies": {"resolution"|"sigma"|"skip": [variant names]},
-   "variants": {"<name>": {"config": {"hm_size", "sigma_hm", "sigma_img", "skip"}, "runs": [{"seed", "run",
-        "best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch", "train_seconds",
-        "test": {"<decoder: argmax|quarter|dark>": {"strict"|"symmetric": {"mean_px_error", "median_px_error",
-            "per_keypoint_px_error", "pck": {"bbox"|"torso": {thr: acc}}, "auc": {...}}}}}],
-        "paired_to_default": {metric of ABLATION_METRICS: {"diff", "ci95", "n"}} (variant minus default, by seed;
-        not on the default)}}}
-
-failure_cases.json schema (analyze_failure_cases): {"rule", "num_images", "counts": {category: n},
-  "per_keypoint": {category: {name: n}}, "characterisation": {...}, "gallery": {category: [image idx]}}
+ablation_results.json (one seed) / ablation_seeds.json (several): {"recipe", "seeds", "partial" (runs missing),
+  "studies": {study: [variant]}, "variants": {name: {"config": {"hm_size", "sigma_hm", "sigma_img", "skip"},
+  "runs": [{"seed", "run", "best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch", "train_seconds",
+  "test": {decoder: evaluate.summarize()}}], "paired_to_default": {ABLATION_METRICS name: {"diff", "ci95", "n"}}}}}
+failure_cases.json: {"rule", "num_images", "counts": {category: n}, "per_keypoint": {category: {name: n}},
+  "characterisation": {category: characterise()}, "fixed_by_symmetric_matching", "gallery": {category: [image idx]}}
 """
 import argparse
 import sys
@@ -31,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from codec import HANDS, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode
+from codec import HANDS, KEYPOINT_NAMES, REFINE_DEFAULT, decode
 from common import (RESULTS_DIR, fmt_time, paired_by_seed, pick_device, pick_precision, plt, positive, read_json,
                     recipe_key, record_timing, results_lock, save_figure, set_threads, write_json)
-from dataset import data_fingerprint, figure_centre, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
+from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from evaluate import hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
 from figures import draw_keypoints
 from model import HeatmapNet, run_model
@@ -182,35 +170,13 @@ def failure_categories(ok_heatmap, ok_regression):
     return {"heatmap_only": ok_h & ~ok_r, "regression_only": ok_r & ~ok_h, "both_fail": ~ok_h & ~ok_r}
 
 
-def characterise(mask, gt, pred_h, pred_r):
-    """Why the keypoints in `mask` [N, K] fail: which keypoints, hand geometry, swapped labels, distance of
-    the figure from the training-range centre; each compared with the whole test split (base rate)."""
-    gt = torch.as_tensor(gt, dtype=torch.float64)
-    off_centre = (figure_centre(gt) - 64).norm(dim=-1)                    # px from the middle of [40, 88]^2
-    gaps = hand_gap(gt)
-    swapped = gt[:, LEFT_HAND, 0] > gt[:, RIGHT_HAND, 0]                    # left_hand drawn right of right_hand
-    img_mask = mask.any(1)
-    hand_rows = mask[:, HANDS].any(1)
-    mid = gt[:, HANDS].mean(1, keepdim=True)
-
-    def frac(x, m):
-        return float(x[m].double().mean()) if m.any() else None
-
-    def mean(x, m):
-        return float(x[m].mean()) if m.any() else None
-
-    out = {"keypoints": int(mask.sum()), "images": int(img_mask.sum()),
-           "share_of_failures_that_are_hands": float(mask[:, HANDS].sum() / max(1, mask.sum())),
-           "hand_gap_px": {"these": mean(gaps, hand_rows), "all": float(gaps.mean())},
-           "hands_swapped_fraction": {"these": frac(swapped, hand_rows), "all": float(swapped.double().mean())},
-           "off_centre_px": {"these": mean(off_centre, img_mask), "all": float(off_centre.mean())}}
-    # does a failing hand prediction sit near the two hands' midpoint (regression's hedge)?
-    for method, pred in (("heatmap", pred_h), ("regression", pred_r)):
-        pred = torch.as_tensor(pred, dtype=torch.float64)
-        hands_m = mask[:, HANDS]
-        to_mid = (pred[:, HANDS] - mid).norm(dim=-1)
-        out[f"{method}_failing_hand_dist_to_hands_midpoint_px"] = mean(to_mid, hands_m)
-    return out
+def characterise(mask, gt):
+    """How many keypoints and images of `mask` [N, K] fail, and the true hand gap of the images whose hands fail,
+    next to the whole test split's."""
+    gaps, hand_rows = hand_gap(gt), mask[:, HANDS].any(1)
+    return {"keypoints": int(mask.sum()), "images": int(mask.any(1).sum()),
+            "hand_gap_px": {"these": float(gaps[hand_rows].mean()) if hand_rows.any() else None,
+                            "all": float(gaps.mean())}}
 
 
 def _draw_failure_row(axes, image, gt, pred_h, pred_r, heatmaps, k, title):
@@ -244,7 +210,7 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
     cats = failure_categories(ok_h, ok_r)
     result = {"rule": SUCCESS_RULE, "num_images": len(gt), "counts": {c: int(m.sum()) for c, m in cats.items()},
               "per_keypoint": {c: {n: int(v) for n, v in zip(KEYPOINT_NAMES, m.sum(0))} for c, m in cats.items()},
-              "characterisation": {c: characterise(m, gt, pred_h, pred_r) for c, m in cats.items()},
+              "characterisation": {c: characterise(m, gt) for c, m in cats.items()},
               "gallery": {}}
     # symmetric view: how many strict failures are only a hand-label swap?
     ok_h_sym = pck_matrix(pred_h, gt, [0.1], "bbox", symmetric=True)[0]
@@ -337,21 +303,11 @@ def print_summary(out_dir):
 
 
 def print_ablation_table(results):
-    """Mean over seeds: px error per decoder, PCK (quarter), symmetric px, train seconds."""
-    def mean(name, get):
-        vals = [get(r) for r in results["variants"][name]["runs"]]
-        return sum(vals) / len(vals)
-    print(f"\n{'variant':<22}" + "".join(f"{'px ' + d:>11}" for d in ("argmax", "quarter", "dark")) +
-          f"{'PCK@.05':>9}{'PCK@.1':>8}{'sym px':>8}{'train s':>9}   (mean of seeds {results['seeds']}; strict unless "
-          f"marked; PCK with {REFINE_DEFAULT})")
-    for name in results["variants"]:
-        t = lambda d, m="strict": (lambda r: r["test"][d][m])  # noqa: E731
-        print(f"{name:<22}" + "".join(f"{mean(name, lambda r, d=d: t(d)(r)['mean_px_error']):>11.2f}"
-                                      for d in ("argmax", "quarter", "dark")) +
-              f"{mean(name, lambda r: t(REFINE_DEFAULT)(r)['pck']['bbox']['0.05']):>9.3f}"
-              f"{mean(name, lambda r: t(REFINE_DEFAULT)(r)['pck']['bbox']['0.1']):>8.3f}"
-              f"{mean(name, lambda r: t(REFINE_DEFAULT, 'symmetric')(r)['mean_px_error']):>8.2f}"
-              f"{mean(name, lambda r: r['train_seconds']):>9.0f}")
+    """Mean over seeds of every ABLATION_METRICS number, per variant."""
+    print(f"\n{'variant':<22}" + "".join(f"{k:>11}" for k in ABLATION_METRICS) + f"   (mean of seeds {results['seeds']})")
+    for name, v in results["variants"].items():
+        print(f"{name:<22}" + "".join(f"{sum(get(r['test']) for r in v['runs']) / len(v['runs']):>11.3f}"
+                                      for get in ABLATION_METRICS.values()))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,7 @@
-"""Shared helpers at the bottom of the import graph: results folder, atomic/strict file I/O, seeding,
-device/precision, timing, machine description, a results-folder lock, independent runs side by side
-(job_results, the pool behind every --jobs), figure saving, the CLI number type, the guards that keep an
-interrupted or foreign train.py run from replacing the committed results, and the paired statistics.
-
-Nothing here knows about keypoints or models. Every script imports from here; this file imports no
-other file of the project.
+"""Shared helpers at the bottom of the import graph (imports no other file of the project, knows nothing of
+keypoints): atomic/strict file I/O, the results-folder lock, seeding, device/precision, machine and code version,
+timing, independent runs side by side (job_results, behind every --jobs), figure saving, the CLI number type, the
+guard of the committed results, and the paired statistics.
 """
 import argparse
 import contextlib
@@ -211,9 +208,8 @@ def machine_info(device="cpu", precision=None, jobs=1):
 
 @functools.lru_cache(maxsize=1)
 def code_version():
-    """git commit of the code (+ '-dirty' with uncommitted changes to tracked files outside results/, which the
-    scripts themselves rewrite), or None. Read once per
-    process (cached): the first call, at process start (run_many, its workers), names the code it imported."""
+    """git commit of the code (+ '-dirty' with uncommitted changes to tracked files outside results/), or None.
+    Cached: the first call, at process start (run_many, its workers), names the code the process imported."""
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True, timeout=10)  # noqa: E731
         head = run("rev-parse", "--short=12", "HEAD")
@@ -307,14 +303,6 @@ def positive(kind, minimum, strict=False):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
         return value
     return check
-
-
-def promote(stage, out_dir):
-    """Move a finished run's files from its staging folder into out_dir, the log last: until then out_dir holds
-    the last complete run (a run killed mid-way never replaces it, and evaluate.py refuses a half-promoted mix)."""
-    files = sorted(Path(stage).iterdir(), key=lambda f: f.name == "training_log.json")
-    for f in files:
-        os.replace(f, Path(out_dir) / f.name)
 
 
 def refuse_to_replace_the_deliverable(out_dir, recipes):

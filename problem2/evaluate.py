@@ -8,8 +8,9 @@ px tolerance absorbs float rounding), with norm_i
 Strict matching uses the labels as given; symmetric matching scores (left_hand, right_hand) in whichever order is
 closer (the hand labels of this data are ambiguous by construction). AUC: mean PCK over thresholds in [0, 0.2].
 
-Before any work, main checks the checkpoints (load_run_checkpoints): each holds its slot's method and all come
-from one finished train.py run on the data of --data-dir; otherwise one error line, nothing rewritten.
+Before any work, main checks the checkpoints (load_run_checkpoints): each holds its slot's method, was trained on the
+data of --data-dir and is the one the finished run in training_log.json selected; otherwise one error line, nothing
+rewritten.
 metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "decoder_selection" (mean px
 per decoder on val), "<method>": {"checkpoint", "decoders": {"<decoder>": {"strict"|"symmetric": summarize()}}}}.
 """

@@ -1,21 +1,15 @@
-"""Recipe-keyed training runs for the studies: each run is trained once, evaluated once, and reused only
-for the identical recipe (train.make_recipe: method, model options, targets, epochs, lr, batch, seed,
-hand loss, labels, training-set size, precision and the data fingerprint).
+"""The run store: each run is trained once, evaluated once, and reused only for the identical recipe
+(train.make_recipe: everything that changes a trained model's numbers, the data fingerprint included).
 
-A run lives in <runs_root>/<method>-<recipe key>/:
-  run.json         {"recipe", "history" (per-epoch log, both selection rules; val numbers null in an epoch
-                    without validation, recipe "val_every"), "machine", "code_version"}  committed
-  eval.json        {"eval_key", "<rule: val_loss|val_px>": {"epoch", "val": {decoder: brief}, "test": {decoder: summary}, "brief",
-                    "shifted": brief}}  committed, so the studies need no checkpoint (they do not survive a clone)
-  model.pth        best by val loss (the spec rule)          model_bestpx.pth  best by val px    (gitignored)
-  resume.pth       while training: the state after the last finished epoch; an interrupted run continues
-                   from it when asked again (same weights as an uninterrupted run), deleted when done (gitignored)
-A stored run whose recipe differs is never reused (the message says why it retrains); an evaluation is
-redone when its key (eval version, test/shifted data) changed and the checkpoints are still there, else the
-run is retrained. run_many() runs independent recipes in `jobs` worker processes, CPU threads split
-(common.job_results; a batch of one runs in this process with all threads). A run's numbers depend on its
-thread count (CPU kernels reduce in a thread-dependent order), so `jobs` runs with T threads each equal a
-sequential run with T threads (`--threads T`); run.json records the threads used.
+<runs_root>/<method>-<recipe key>/ holds
+  run.json    {"recipe", "history" (train.fit's), "machine", "code_version"}                           committed
+  eval.json   {"eval_key", "val_loss"|"val_px": {"epoch", "val": {decoder: brief}, "test": {decoder: summary},
+              "brief", "shifted": brief}} (evaluate.py's shapes)  committed, so studies need no checkpoint
+  model.pth / model_bestpx.pth (best by val loss / by val px), heatmap_snapshots.pt, and resume.pth while
+  training (the state after the last finished epoch: asked again, a killed run continues)              gitignored
+A run is retrained when its checkpoints are needed (train.py) or its evaluation is outdated and they are gone.
+run_many() trains independent recipes in `jobs` worker processes with the CPU threads split between them; a run's
+numbers depend on its thread count, so `jobs` runs with T threads each equal sequential runs with `--threads T`.
 """
 import functools
 import time

@@ -6,15 +6,18 @@ hand pair in its better order), Adam 1e-3, batch 32, 30 epochs, the checkpoint w
 lowest-val-px epoch is recorded too). One training loop (`fit`) serves every method; methods differ only in their
 targets (codec.encode) and decoding (codec.decode). val_px_error is the mean val keypoint error in image px.
 
-The run trains into <out-dir>/.train.tmp<pid> and moves its files into --out-dir only when every method has
-finished (the log last), so an interrupted run never replaces the last complete one; into the committed
-problem2/results/ only the committed recipe and data may be written (--replace-results overrides). Files:
+Each method is one recipe-keyed run of the run store (runs.py, <out-dir>/runs/): resumable after its last finished
+epoch, reused by a second train.py of the same recipe while its checkpoints are on disk (--force retrains), shared
+with the studies (the heatmap run is the default ablation variant). Only when every method has finished are its
+files copied into --out-dir, the log last, so an interrupted run never replaces the last complete one; into the
+committed problem2/results/ only the committed recipe and data may be written (--replace-results overrides). Files:
   <method>_model.pth     model.save_checkpoint: config, state_dict, epoch, val numbers, data options, provenance
                          (run_id, the whole recipe with the data fingerprint, selection rule, code version, device)
   heatmap_snapshots.pt   predicted heatmaps of a few val images at DEFAULTS["snapshot_epochs"]
   training_log.json      {"run_id", "config", "<method>": {"recipe", "epochs": [{"epoch", "train_loss", "val_loss",
                          "val_px_error", "seconds"}], "best_epoch", "best_val_loss", "best_val_px_error",
-                         "best_px_epoch", "best_px_val_px_error", "train_seconds", "images_per_second", "threads"},
+                         "best_px_epoch", "best_px_val_px_error", "train_seconds", "images_per_second", "threads",
+                         "run" (its folder in runs/)},
                          "total_seconds"}
 """
 import argparse
