@@ -45,7 +45,7 @@ def images_per_s(model, loader, precision, steps, warmup=2):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Time training steps of train.py's input path (images/s).")
-    p.add_argument("--steps", type=positive(int, 1), default=12, help="timed steps per model and precision")
+    p.add_argument("--steps", type=positive(int, 1), default=40, help="timed steps per model and precision")
     p.add_argument("--batch-size", type=positive(int, 1), default=32)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "benchmark.json")
