@@ -128,8 +128,8 @@ def results_lock(out_dir, what):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise UsageError(f"{out_dir} is in use by {f.read() or 'another run'}; wait for it to finish or pass "
-                             f"another --out-dir") from None
+            raise UsageError(f"{out_dir} is in use by {f.read() or 'another run'}; wait for it to finish (or pass "
+                             f"another --out-dir)") from None
         f.truncate(0)
         f.write(f"{what} (pid {os.getpid()})")
         f.flush()

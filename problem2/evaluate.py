@@ -215,12 +215,12 @@ def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False):
                             f", --data-dir has {fp['annotations_sha256']})")
         if log and h is None:  # an interrupted run leaves valid checkpoints of an unfinished training
             problems.append(f"the training run did not finish ({m} is missing from {log_path.name})")
-        elif log and len(h["epochs"]) != h["recipe"]["epochs"]:
-            problems.append(f"the training run did not finish ({m}: {len(h['epochs'])} of {h['recipe']['epochs']} "
-                            f"epochs in {log_path.name})")
-        elif log and (ckpt["epoch"], ckpt["val_loss"]) != (h["best_epoch"], h["best_val_loss"]):
+        elif log and len(h.get("epochs", [])) != h.get("recipe", {}).get("epochs"):
+            problems.append(f"the training run did not finish ({m}: {len(h.get('epochs', []))} of "
+                            f"{h.get('recipe', {}).get('epochs')} epochs in {log_path.name})")
+        elif log and (ckpt.get("epoch"), ckpt.get("val_loss")) != (h.get("best_epoch"), h.get("best_val_loss")):
             problems.append(f"{name} is not the checkpoint of the train.py run in {log_path.name} (epoch "
-                            f"{ckpt['epoch']} vs {h['best_epoch']}): files come from different train.py runs")
+                            f"{ckpt.get('epoch')} vs {h.get('best_epoch')}): files come from different train.py runs")
     if problems and not allow_mixed:
         raise UsageError(f"refusing to evaluate {out_dir}: " + "; ".join(problems) +
                          ". Retrain together with `python problem2/train.py`, or pass --allow-mixed-runs (recorded)")

@@ -7,7 +7,8 @@
               "brief", "shifted": brief}} (evaluate.py's shapes)  committed, so studies need no checkpoint
   model.pth / model_bestpx.pth (best by val loss / by val px), heatmap_snapshots.pt, and resume.pth while
   training (the state after the last finished epoch: asked again, a killed run continues)              gitignored
-A run is retrained when its checkpoints are needed (train.py) or its evaluation is outdated and they are gone.
+A run is retrained when its checkpoints are needed (train.py) and missing, or its evaluation is outdated and they are
+gone; its run.json and eval.json are removed when it starts and written again when it is trained and evaluated.
 run_many() trains independent recipes in `jobs` worker processes with the CPU threads split between them; a run's
 numbers depend on its thread count, so `jobs` runs with T threads each equal sequential runs with `--threads T`.
 """
@@ -39,8 +40,10 @@ def run_dir_of(runs_root, recipe):
     return Path(runs_root) / run_name(recipe)
 
 
-def has_checkpoints(rdir):
-    return all((Path(rdir) / f).exists() for f in RULES.values())
+def has_checkpoints(rdir, recipe):
+    """Both rules' checkpoints on disk (and a heatmap run's snapshots, which train.py copies too)."""
+    heatmap = recipe["target"]["type"] == "heatmap"
+    return all((Path(rdir) / f).exists() for f in [*RULES.values()] + ["heatmap_snapshots.pt"] * heatmap)
 
 
 def eval_key(kp_dir, shifted_dir):
@@ -89,7 +92,7 @@ def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cp
     with results_lock(rdir, "runs.ensure_run"):
         info = read_json(rdir / "run.json", default={})
         ev = read_json(rdir / "eval.json", default={})
-        have_ckpts = has_checkpoints(rdir)
+        have_ckpts = has_checkpoints(rdir, recipe)
         if info and info.get("recipe") != recipe:
             log(f"[runs] {tag}: stored recipe differs from the requested one; retraining")
             info = {}
@@ -104,10 +107,11 @@ def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cp
             info = {}
         if not info:
             log(f"[runs] {tag}: training ({why_new(recipe, runs_root)})")
+            for f in ("run.json", "eval.json"):  # until trained and evaluated, a stored file would describe another
+                (rdir / f).unlink(missing_ok=True)  # training (resume.pth lets a killed run continue)
             version = code_version()  # of the code this process runs, read before training starts
-            history = train_fn(recipe, kp_dir, rdir, recipe_key(recipe), device, ckpt_name=RULES["val_loss"],
-                                   px_ckpt_name=RULES["val_px"], log=lambda s: log(f"  {tag} {s}"),
-                                   resume_path=rdir / RESUME)
+            history = train_fn(recipe, kp_dir, rdir, recipe_key(recipe), device, RULES["val_loss"], RULES["val_px"],
+                               log=lambda s: log(f"  {tag} {s}"), resume_path=rdir / RESUME)
             info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
                     "code_version": version}
             write_json(rdir / "run.json", info)
@@ -135,7 +139,7 @@ def _worker(task, live_log=None):
 def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, device="auto", log=print,
              need_checkpoints=False):
     """ensure_run for every recipe (duplicates by key run once), in `jobs` processes with the CPU threads
-    split between them; results are identical to a sequential run (each run is seeded by its recipe).
+    split between them; results equal a sequential run with the same threads per run (each is seeded by its recipe).
     Returns {recipe key: (run.json, eval.json)} and prints progress with an ETA for the whole batch."""
     device = pick_device(device)
     code_version()  # cached at start (see common.code_version)

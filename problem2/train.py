@@ -12,12 +12,13 @@ with the studies (the heatmap run is the default ablation variant). Only when ev
 files copied into --out-dir, the log last, so an interrupted run never replaces the last complete one; into the
 committed problem2/results/ only the committed recipe and data may be written (--replace-results overrides). Files:
   <method>_model.pth     model.save_checkpoint: config, state_dict, epoch, val numbers, data options, provenance
-                         (run_id, the whole recipe with the data fingerprint, selection rule, code version, device)
+                         (run_id = its recipe key, the whole recipe with the data fingerprint, selection rule, code
+                         version, device)
   heatmap_snapshots.pt   predicted heatmaps of a few val images at DEFAULTS["snapshot_epochs"]
   training_log.json      {"run_id", "config", "<method>": {"recipe", "epochs": [{"epoch", "train_loss", "val_loss",
                          "val_px_error", "seconds"}], "best_epoch", "best_val_loss", "best_val_px_error",
-                         "best_px_epoch", "best_px_val_px_error", "train_seconds", "images_per_second", "threads",
-                         "run" (its folder in runs/)},
+                         "best_px_epoch", "best_px_val_px_error", "train_seconds", "images_per_second", "run"
+                         (its folder in runs/), "machine" (that trained it)},
                          "total_seconds"}
 """
 import argparse
@@ -92,13 +93,13 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
                 history.update(fields)
                 if path is not None:
                     save_checkpoint(path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px, **extras[rule])
+        if on_epoch_end is not None and validate:  # before the resume state: a resumed run has this epoch's snapshot
+            on_epoch_end(epoch, val_out)
         if resume_path is not None:
             torch_save(resume_path, {"identity": identity, "threads": torch.get_num_threads(),
                                      "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
                                      "seconds": time.time() - t_start, "rng": torch.get_rng_state(),
                                      "shuffle_rng": train_loader.generator.get_state()})
-        if on_epoch_end is not None and validate:
-            on_epoch_end(epoch, val_out)
         if validate or epoch % 10 == 0:
             val = f"val {val_loss:.3e}  val px err {val_px:6.2f}" if validate else "(no validation this epoch)"
             log(f"[{name}] epoch {epoch:>2}/{num_epochs}  train {train_loss:.3e}  {val}{' *' if best else '  '}  "
@@ -164,7 +165,6 @@ def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_pa
         f"digits from an uninterrupted run")
     log(f"[{name}] resuming after epoch {len(state['history']['epochs'])} ({resume_path}){threads}")
     history = state["history"]
-    history["seconds_before_resume"] = state["seconds"]  # trained in earlier calls (runs.collect's cost split)
     history.setdefault("resumed_after_epochs", []).append(len(history["epochs"]))
     return history, state["seconds"]
 
@@ -255,8 +255,7 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
             **({"loss": loss} if loss != "mse" else {}), **({"schedule": schedule} if schedule != "constant" else {})}
 
 
-def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, px_ckpt_name=None, log=print,
-                 resume_path=None):
+def train_recipe(recipe, kp_dir, out_dir, run_id, device, ckpt_name, px_ckpt_name, log=print, resume_path=None):
     """Train one method with one recipe (make_recipe) into out_dir (heatmap targets also write their snapshots);
     returns the history (resume_path: see fit)."""
     method, target = recipe["method"], recipe["target"]
@@ -267,14 +266,12 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device="cpu", ckpt_name=None, 
     train_loader = make_loader(train_ds, recipe["batch_size"], shuffle=True, seed=recipe["seed"])
     val_loader = make_loader(val_ds, 64)
     set_seed(recipe["seed"])  # each method starts from the same RNG state, whatever ran before it
-    if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True  # here, so a worker process sets it too
     model = build_model(method, **recipe["model"])
     provenance = {"run_id": run_id, "recipe": recipe, "code_version": code_version(), "device": device,
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     common = dict(out_dir=out_dir, device=device, precision=recipe["precision"], lr=recipe["lr"], log=log,
                   hand_loss=recipe["hand_loss"], provenance=provenance,
-                  ckpt_name=ckpt_name or f"{method}_model.pth", px_ckpt_name=px_ckpt_name, resume_path=resume_path,
+                  ckpt_name=ckpt_name, px_ckpt_name=px_ckpt_name, resume_path=resume_path,
                   val_every=recipe.get("val_every", 1), loss=recipe.get("loss", "mse"),
                   schedule=recipe.get("schedule", "constant"))
     train = train_heatmap_model if output_type == "heatmap" else train_regression_model
@@ -360,8 +357,7 @@ def main(argv=None):
         got = run_many(recipes, kp_dir, runs_root, train_recipe, shifted_test_dir(), jobs, device, need_checkpoints=True)
         for r in recipes:
             info, rdir = got[recipe_key(r)][0], run_dir_of(runs_root, r)
-            h = run_log[r["method"]] = {"recipe": r, "run": rdir.name, **info["history"],
-                                        "threads": info["machine"]["threads"]}
+            h = run_log[r["method"]] = {"recipe": r, "run": rdir.name, **info["history"], "machine": info["machine"]}
             print(f"[{r['method']}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
                   f"{h['best_val_px_error']:.2f} (best val px {h['best_px_val_px_error']:.2f} at epoch "
                   f"{h['best_px_epoch']}); trained in {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
@@ -370,12 +366,8 @@ def main(argv=None):
         for r in recipes:
             rdir = run_dir_of(runs_root, r)
             atomic_write_bytes(args.out_dir / f"{r['method']}_model.pth", (rdir / RULES["val_loss"]).read_bytes())
-            if r["method"] == "heatmap":  # a run stored before snapshots were kept has none: no stale file stays
-                snaps = rdir / "heatmap_snapshots.pt"
-                if snaps.exists():
-                    atomic_write_bytes(args.out_dir / snaps.name, snaps.read_bytes())
-                else:
-                    (args.out_dir / snaps.name).unlink(missing_ok=True)
+            if r["method"] == "heatmap":
+                atomic_write_bytes(args.out_dir / "heatmap_snapshots.pt", (rdir / "heatmap_snapshots.pt").read_bytes())
         write_json(log_path, run_log)
         if all(got[k][0]["history"] != v.get("history") and "resumed_after_epochs" not in got[k][0]["history"]
                for k, v in stored.items()):  # the time of a whole training, not of a reuse or a resumed run

@@ -84,7 +84,7 @@ def test_same_seed_same_log_in_any_order_and_with_jobs(tiny_data, tmp_path):
         torch.set_num_threads(threads)
     assert b["config"]["jobs"] == 2 and json.loads((tmp_path / "b" / "timings.json").read_text())[
         "train.py"]["machine"]["jobs"] == 2
-    assert a["heatmap"]["threads"] == b["heatmap"]["threads"] == 1
+    assert a["heatmap"]["machine"]["threads"] == b["heatmap"]["machine"]["threads"] == 1
     assert (tmp_path / "b" / "heatmap_snapshots.pt").exists()       # written by a worker process
     for method in ("integral", "heatmap"):
         assert (tmp_path / "b" / f"{method}_model.pth").exists()
@@ -171,8 +171,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path, met
         run(tmp_path / "b", stop_after=2)
     assert (tmp_path / "b" / "resume.pth").exists()
     model, h = run(tmp_path / "b")
-    assert any("resuming after epoch 2" in s for s in logs) and h["resumed_after_epochs"] == [2]
-    assert 0 < h["seconds_before_resume"] < h["train_seconds"]
+    assert any("resuming after epoch 1" in s for s in logs) and h["resumed_after_epochs"] == [1]  # killed in epoch 2
     assert not (tmp_path / "b" / "resume.pth").exists()
     for k, v in full_model.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
@@ -180,6 +179,25 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path, met
     assert strip(h) == strip(full_h) and h["best_epoch"] == full_h["best_epoch"]
     best_a, best_b = (torch.load(tmp_path / d / "m.pth")["state_dict"] for d in "ab")
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)  # the best-by-val-loss checkpoint too
+
+
+def test_heatmap_snapshots_survive_a_resume(tiny_data, tmp_path, monkeypatch):
+    loaders = [make_loader(load_split(tiny_data, split, "heatmap"), 16, shuffle=split == "train") for split in ("train", "val")]
+    calls, real = [], train.train_epoch
+
+    def killed_in_epoch_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(train, "train_epoch", killed_in_epoch_3)
+    kw = dict(out_dir=tmp_path, snapshot_epochs=(1, 2, 3), resume_path=tmp_path / "r.pth", log=lambda *a: None)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_heatmap_model(HeatmapNet(), *loaders, 3, **kw)
+    assert torch.load(tmp_path / "heatmap_snapshots.pt")["epochs"] == [1, 2]
+    h = train.train_heatmap_model(HeatmapNet(), *loaders, 3, **kw)
+    snaps = torch.load(tmp_path / "heatmap_snapshots.pt")
+    assert h["resumed_after_epochs"] == [2] and snaps["epochs"] == [1, 2, 3] and len(snaps["heatmaps"]) == 3
 
 
 def test_a_resume_file_is_ignored_for_another_recipe_or_when_its_checkpoints_are_gone(tiny_data, tmp_path):
@@ -195,13 +213,13 @@ def test_a_resume_file_is_ignored_for_another_recipe_or_when_its_checkpoints_are
                          on_epoch_end=on_epoch_end, resume_path=tmp_path / "resume.pth", log=logs.append)
     logs = []
     with pytest.raises(KeyboardInterrupt):
-        run(0, 3, stop=1)
+        run(0, 3, stop=2)
     h = run(1, 1)                                      # another recipe: starts over
     assert len(h["epochs"]) == 1 and "resumed_after_epochs" not in h
     assert any("another recipe or model" in s for s in logs)
     with pytest.raises(KeyboardInterrupt):
-        run(0, 3, stop=1)
-    (tmp_path / "m.pth").unlink()                      # the best checkpoint of epoch 1 is gone: starts over
+        run(0, 3, stop=2)
+    (tmp_path / "m.pth").unlink()                      # the best checkpoint written before it is gone: starts over
     h = run(0, 2)
     assert "resumed_after_epochs" not in h and (tmp_path / "m.pth").exists()
     assert any("best checkpoints written before it are gone" in s for s in logs)
@@ -271,6 +289,30 @@ def test_a_second_run_of_the_same_recipe_reuses_the_stored_run_and_force_retrain
     run()
     third = run("--force")
     assert len(calls) == 3 and third["regression"]["epochs"][0]["train_loss"] == first["regression"]["epochs"][0]["train_loss"]
+
+
+def test_a_stored_run_retrained_and_killed_is_resumed_not_reused(tiny_data, tmp_path, monkeypatch):
+    """A clone has a stored run's run.json but not its checkpoints: train.py retrains it; killed, the half-trained
+    checkpoints are never taken for the stored run, and the next train.py continues to the same numbers."""
+    first = _run(tiny_data, tmp_path, "--methods", "regression")
+    rdir = tmp_path / "runs" / first["regression"]["run"]
+    for ckpt in rdir.glob("*.pth"):
+        ckpt.unlink()
+    calls, real = [], train.train_epoch
+
+    def killed_in_epoch_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(train, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_data, tmp_path, "--methods", "regression")
+    assert not (rdir / "run.json").exists() and (rdir / "resume.pth").exists()
+    monkeypatch.undo()
+    again = _run(tiny_data, tmp_path, "--methods", "regression")
+    assert again["regression"]["resumed_after_epochs"] == [1]
+    assert [e["val_loss"] for e in again["regression"]["epochs"]] == [e["val_loss"] for e in first["regression"]["epochs"]]
 
 
 def test_the_committed_results_are_replaced_only_by_their_own_recipe(tiny_data, tmp_path, monkeypatch):
