@@ -354,7 +354,9 @@ def main(argv=None):
             for r in recipes:
                 (run_dir_of(runs_root, r) / "run.json").unlink(missing_ok=True)
         stored = {recipe_key(r): read_json(run_dir_of(runs_root, r) / "run.json", default={}) for r in recipes}
-        got = run_many(recipes, kp_dir, runs_root, train_recipe, shifted_test_dir(), jobs, device, need_checkpoints=True)
+        # on the default data, evaluated like the studies' runs (the shifted test set too), so they share them
+        shifted = shifted_test_dir() if args.data_dir is None else None
+        got = run_many(recipes, kp_dir, runs_root, train_recipe, shifted, jobs, device, need_checkpoints=True)
         for r in recipes:
             info, rdir = got[recipe_key(r)][0], run_dir_of(runs_root, r)
             h = run_log[r["method"]] = {"recipe": r, "run": rdir.name, **info["history"], "machine": info["machine"]}

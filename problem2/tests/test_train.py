@@ -181,16 +181,21 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path, met
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)  # the best-by-val-loss checkpoint too
 
 
-def test_heatmap_snapshots_survive_a_resume(tiny_data, tmp_path, monkeypatch):
-    loaders = [make_loader(load_split(tiny_data, split, "heatmap"), 16, shuffle=split == "train") for split in ("train", "val")]
+def _kill_in_epoch(monkeypatch, epoch):
+    """train.fit raises KeyboardInterrupt in training epoch `epoch` of this process (counted over every fit call)."""
     calls, real = [], train.train_epoch
 
-    def killed_in_epoch_3(*a, **k):
+    def train_epoch(*a, **k):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == epoch:
             raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(train, "train_epoch", killed_in_epoch_3)
+    monkeypatch.setattr(train, "train_epoch", train_epoch)
+
+
+def test_heatmap_snapshots_survive_a_resume(tiny_data, tmp_path, monkeypatch):
+    loaders = [make_loader(load_split(tiny_data, split, "heatmap"), 16, shuffle=split == "train") for split in ("train", "val")]
+    _kill_in_epoch(monkeypatch, 3)
     kw = dict(out_dir=tmp_path, snapshot_epochs=(1, 2, 3), resume_path=tmp_path / "r.pth", log=lambda *a: None)
     with pytest.raises(KeyboardInterrupt):
         train.train_heatmap_model(HeatmapNet(), *loaders, 3, **kw)
@@ -298,14 +303,7 @@ def test_a_stored_run_retrained_and_killed_is_resumed_not_reused(tiny_data, tmp_
     rdir = tmp_path / "runs" / first["regression"]["run"]
     for ckpt in rdir.glob("*.pth"):
         ckpt.unlink()
-    calls, real = [], train.train_epoch
-
-    def killed_in_epoch_2(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(train, "train_epoch", killed_in_epoch_2)
+    _kill_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny_data, tmp_path, "--methods", "regression")
     assert not (rdir / "run.json").exists() and (rdir / "resume.pth").exists()
