@@ -99,14 +99,15 @@ def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cp
         if info and ev.get("eval_key") == key and (have_ckpts or not need_checkpoints):
             log(f"[runs] {tag}: reusing (same recipe, already evaluated)")
             return rdir, info, ev
+        why = None
         if info and not have_ckpts:
-            log(f"[runs] {tag}: its checkpoints (gitignored) are not on this machine and "
-                f"{'they are needed' if need_checkpoints else 'its evaluation is missing or outdated'}; retraining. Its "
-                f"stored numbers may change (CPU kernels and thread counts differ between machines): regenerate every "
-                f"study that uses it (`python study.py --partial`)")
+            why = (f"its checkpoints (gitignored) are not on this machine and "
+                   f"{'they are needed' if need_checkpoints else 'its evaluation is missing or outdated'}. Its stored "
+                   f"numbers may change (CPU kernels and thread counts differ between machines): regenerate every "
+                   f"study that uses it (`python study.py --partial`)")
             info = {}
         if not info:
-            log(f"[runs] {tag}: training ({why_new(recipe, runs_root)})")
+            log(f"[runs] {tag}: training ({why or why_new(recipe, runs_root)})")
             for f in ("run.json", "eval.json"):  # until trained and evaluated, a stored file would describe another
                 (rdir / f).unlink(missing_ok=True)  # training (resume.pth lets a killed run continue)
             version = code_version()  # of the code this process runs, read before training starts
