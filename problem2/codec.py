@@ -36,7 +36,7 @@ HEAD_FEET = [0, 3, 4]
 DECODERS = ("argmax", "quarter", "dark")  # heatmap decoders, all reported; the default is chosen on val
 REFINE_DEFAULT = "quarter"  # see results/metrics.json "decoder_selection" for the val measurement behind it
 HAND_LOSSES = ("strict", "symmetric")
-LOSSES = ("mse", "l1", "laplace", "rle")  # laplace / rle: coordinates with a predicted scale (model.METHODS gap_fc_nll)
+LOSSES = ("mse", "l1", "laplace", "rle")  # laplace / rle: coordinates with a predicted scale (model.LIKELIHOOD_METHODS)
 
 
 # ----------------------------------------------------------------------------- the convention

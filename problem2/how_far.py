@@ -4,14 +4,15 @@ own labels, and regression's ladder from the spec head to RLE, one factor per st
 Schedules (the spec HeatmapNet, symmetric hand loss): 30 epochs constant lr (the spec's length) -> 100 constant ->
 100 cosine; 300 constant and 300 cosine are trained only when 100 cosine misses GOAL on val. The best schedule has the lowest mean
 val px (symmetric); its decoder (argmax / quarter / dark) is chosen on val too and used for every heatmap row.
-Ladder (the spec encoder, 30 epochs): LADDER, each row changing one thing from the row above. Then the plain-MSE
+Ladder (the spec encoder, 30 epochs): LADDER, each row changing one thing from the row above; SPATIAL: the readout
+study's soft-argmax at 8x8 under the ladder's MSE and RLE (a 2x2 of readout and loss). Then the plain-MSE
 step (symmetric hand loss) and the best of its losses (lowest mean val px, symmetric) at the best schedule and,
 when 300 epochs were trained, at both 300-epoch schedules.
 Every run is a recipe-keyed run of runs.py under <out-dir>/runs/ (resumable, shared with the other studies where
 the recipe is identical), in --precision; each row names the machine (GPU or CPU) that trained it.
 
 results/how_far_results.json: {"precision", "seeds", "goal", "decoder", "best_schedule", "best_loss",
-  "goal_met_on_test", "rows": {"schedule: <name>" | "ladder: <name>" | "long: <name>": [row]},
+  "goal_met_on_test", "rows": {"schedule: <name>" | "ladder: <name>" | "spatial: <name>" | "long: <name>": [row]},
   "steps": [{"from", "to", "seeds", "<metric>": {"diff", "ci95", "n"}}]}   (to minus from, paired by seed)
 (long: "<ladder step> @ <schedule>"; val_px_sym: {schedule: [mean val px sym, its best decoder]})
 row: {"seed", "run", "device", "epochs", "px", "px_sym", "px_hands_sym", "pck05", "pck05_sym", "val_px_sym",
@@ -44,6 +45,10 @@ LADDER = {  # name: (method, loss, hand loss)
     "RLE": ("gap_fc_nll", "rle", "symmetric"),
 }
 PLAIN_MSE, LOSS_STEPS = "symmetric hand loss", ("symmetric hand loss", "L1", "Laplace NLL", "RLE")
+SPATIAL = {  # the readout study's spatial readout under the ladder's plain loss and RLE (30 epochs): loss or readout?
+    "soft-argmax 8x8, MSE": ("softargmax_8", "mse", "symmetric"),
+    "soft-argmax 8x8, RLE": ("softargmax_8_nll", "rle", "symmetric"),
+}
 METRICS = {k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_hands_sym", "pck05_sym")}
 
 
@@ -54,7 +59,7 @@ def heatmap_recipe(data, seed, schedule, precision):
 
 
 def ladder_recipe(data, seed, step, precision, schedule="30 constant"):
-    method, loss, hand_loss = LADDER[step]
+    method, loss, hand_loss = {**LADDER, **SPATIAL}[step]
     epochs, lr_schedule = SCHEDULES[schedule]
     return make_recipe(method, data, seed, epochs, hand_loss=hand_loss, precision=precision, loss=loss,
                        schedule=lr_schedule)
@@ -109,6 +114,7 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
 
     first = {("schedule", n, s): heatmap_recipe(data, s, n, precision) for n in list(SCHEDULES)[:3] for s in seeds}
     first.update({("ladder", n, s): ladder_recipe(data, s, n, precision) for n in LADDER for s in seeds})
+    first.update({("spatial", n, s): ladder_recipe(data, s, n, precision) for n in SPATIAL for s in seeds})
     if not train(first):
         return None
     val_sched = {n: best_decoder(runs_of("schedule", n)) for n in list(SCHEDULES)[:3]}
@@ -130,13 +136,15 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
     if not train({("long", f"{n} @ {sched}", s): ladder_recipe(data, s, n, precision, sched)
                   for sched in long_schedules for n in long_steps for s in seeds}):
         return None
-    kinds = ["schedule", "ladder", "long"]  # rows by kind, each kind in the order trained
+    kinds = ["schedule", "ladder", "spatial", "long"]  # rows by kind, each kind in the order trained
     keys = sorted(dict.fromkeys((kind, name) for kind, name, _ in got), key=lambda k: kinds.index(k[0]))
     rows = {f"{kind}: {name}": [row(s, *got[kind, name, s], decoder if kind == "schedule" else "direct") for s in seeds]
             for kind, name in keys}
     pairs = [(f"schedule: {a}", f"schedule: {b}") for a, b in SCHEDULE_STEPS if a in val_sched and b in val_sched]
     pairs += [(f"ladder: {a}", f"ladder: {b}") for a, b in zip(LADDER, list(LADDER)[1:])]
     pairs += [(f"ladder: {PLAIN_MSE}", f"ladder: {n}") for n in LOSS_STEPS[2:]]  # every loss against MSE
+    mse, rle = (f"spatial: {n}" for n in SPATIAL)  # the 2x2 of readout (GAP + FC / spatial) and loss (MSE / RLE)
+    pairs += [(mse, rle), (f"ladder: {PLAIN_MSE}", mse), ("ladder: RLE", rle)]
     for sched in long_schedules:
         pairs += [(f"ladder: {n}", f"long: {n} @ {sched}") for n in long_steps]
         pairs += [(f"long: {a} @ {sched}", f"long: {b} @ {sched}") for a, b in zip(long_steps, long_steps[1:])]
@@ -178,16 +186,17 @@ def plot_how_far(res, path):
     ax.axhline(res["goal"]["px_sym"], color="0.5", ls=":", lw=1, label=f"goal, all keypoints: {res['goal']['px_sym']} px")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    names = list(LADDER)
+    keys = [f"ladder: {n}" for n in LADDER] + [f"spatial: {n}" for n in SPATIAL]
     for off, (key, color, label) in zip((-0.2, 0.2), (("px_sym", "C3", "all keypoints"),
                                                       ("px_hands_sym", "C1", "hands"))):
-        means = [res["means"][f"ladder: {n}"][key] for n in names]
-        bx.bar(np.arange(len(names)) + off, means, 0.4, color=color, alpha=0.6, label=label)
-        for i, n in enumerate(names):
-            vals = [r[key] for r in rows[f"ladder: {n}"]]
-            bx.plot([i + off] * len(vals), vals, "k.", ms=4)
-    bx.set_xticks(range(len(names)), names, rotation=20, ha="right")
-    bx.set(ylabel="test mean error, symmetric matching (px)", title="Regression ladder at 30 epochs (one change per bar)")
+        bx.bar(np.arange(len(keys)) + off, [res["means"][k][key] for k in keys], 0.4, color=color, alpha=0.6,
+               label=label)
+        for i, k in enumerate(keys):
+            bx.plot([i + off] * len(rows[k]), [r[key] for r in rows[k]], "k.", ms=4)
+    bx.axvline(len(LADDER) - 0.5, color="0.5", lw=1)
+    bx.set_xticks(range(len(keys)), [k.split(": ", 1)[1] for k in keys], rotation=25, ha="right")
+    bx.set(ylabel="test mean error, symmetric matching (px)",
+           title="Regression at 30 epochs: the ladder (one change per bar) | the spatial readout")
     bx.grid(alpha=0.3, axis="y")
     bx.legend(fontsize=8)
     fig.suptitle(f"How far each method goes ({res['precision']}, seeds {', '.join(map(str, res['seeds']))}; "

@@ -26,6 +26,7 @@ Readouts of the "why" study, each on the same encoder and changing one thing (ME
     FlattenRegressionNet 1x1 conv 256->32 on the 8x8 map, flatten (2048), spec FC head (flatten_fc)
     DecoderRegressionNet HeatmapNet's decoder to 64x64 (32 ch), GAP, spec FC head  (decoder64_gap_fc)
     SpatialReadoutNet    1x1 conv 256->K on the 8x8 map: soft-argmax (softargmax_8) or heatmaps (heatmap_8)
+    LikelihoodSpatialNet softargmax_8 + 2K scales from the pooled map; RLE's flow            (softargmax_8_nll)
 """
 import math
 
@@ -242,6 +243,25 @@ class LikelihoodRegressionNet(nn.Module):
         return self.head(self.encoder(x)[-1].mean((2, 3)))
 
 
+class LikelihoodSpatialNet(nn.Module):
+    """softargmax_8 with a learned scale, for the likelihood losses: [B, 4K] = the 8x8 soft-argmax's 2K unit
+    coordinates, then 2K scale logits from the pooled encoder map (one linear layer, as LikelihoodRegressionNet's
+    head predicts them). flow=True adds RLE's RealNVP, used by the loss in training only."""
+    method = "softargmax_8_nll"
+
+    def __init__(self, num_keypoints=5, flow=True):
+        super().__init__()
+        self.kwargs = dict(num_keypoints=num_keypoints, flow=flow)
+        self.encoder = Encoder()
+        self.final = nn.Conv2d(256, num_keypoints, 1)
+        self.scale = nn.Linear(256, 2 * num_keypoints)
+        self.flow = RealNVP() if flow else None
+
+    def forward(self, x):
+        f4 = self.encoder(x)[-1]
+        return torch.cat([soft_argmax(self.final(f4)), self.scale(f4.mean((2, 3)))], 1)
+
+
 # ----------------------------------------------------------------------------- the method table
 # One row per method: constructor (with its fixed options), target representation (codec.encode/decode),
 # display name, and target overrides (heatmap size / sigma in heatmap px, when not the CLI's). Every
@@ -261,9 +281,13 @@ METHODS = {
     "gap_fc_nll": _row(LikelihoodRegressionNet, "regression", "GAP + FC with a learned scale (likelihood loss)"),
     "decoder64_gap_fc": _row(DecoderRegressionNet, "regression", "decoder to 64x64 + GAP + FC"),
     "softargmax_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": True}), "regression", "soft-argmax at 8x8"),
+    "softargmax_8_nll": _row(LikelihoodSpatialNet, "regression", "soft-argmax at 8x8 with a learned scale (likelihood loss)"),
     "heatmap_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": False}), "heatmap", "heatmap at 8x8",
                       hm_size=8, sigma=1.0),
 }
+
+
+LIKELIHOOD_METHODS = ("gap_fc_nll", "softargmax_8_nll")  # predict a scale: they train with codec's laplace / rle
 
 
 def build_model(method, **kwargs):

@@ -38,7 +38,7 @@ from common import (RESULTS_DIR, UsageError, atomic_write_bytes, autocast, code_
                     record_timing, refuse_to_replace_the_deliverable, results_lock, set_seed, set_threads, torch_load,
                     torch_save, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
-from model import METHODS, build_model, model_config, run_model, save_checkpoint, target_of
+from model import LIKELIHOOD_METHODS, METHODS, build_model, model_config, run_model, save_checkpoint, target_of
 from runs import RULES, run_dir_of, run_many
 
 # ---- defaults (the spec recipe); every one is a CLI flag
@@ -215,11 +215,11 @@ def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_d
 
 # ----------------------------------------------------------------------------- one method, one recipe
 def loss_misfit(method, loss):
-    """Why `loss` cannot train `method` (None when it can): the likelihood losses need gap_fc_nll's scales, and
-    gap_fc_nll trains with nothing else."""
-    if (loss in ("laplace", "rle")) != (method == "gap_fc_nll"):
+    """Why `loss` cannot train `method` (None when it can): the likelihood losses need a model that predicts a
+    scale (model.LIKELIHOOD_METHODS), and those train with nothing else."""
+    if (loss in ("laplace", "rle")) != (method in LIKELIHOOD_METHODS):
         return (f"--loss {loss} and method {method} do not fit: the likelihood losses (laplace, rle) train "
-                f"gap_fc_nll, which predicts a scale, and it trains with nothing else")
+                f"{' or '.join(LIKELIHOOD_METHODS)}, which predict a scale, and they train with nothing else")
     return None
 
 
@@ -234,12 +234,12 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
     built by a lambda (fixed options) record those options through the method name, not in "model".
     val_every (validate every N epochs; fit) enters the recipe only when it is not 1, the spec's every-epoch
     validation, so the runs stored before the option existed keep their keys; so do loss ('mse') and schedule
-    ('constant'). The likelihood losses need the method that predicts a scale (gap_fc_nll) and it needs them."""
+    ('constant'). The likelihood losses need a method that predicts a scale (model.LIKELIHOOD_METHODS) and vice versa."""
     row = METHODS[method]
     if loss_misfit(method, loss):
         raise ValueError(loss_misfit(method, loss))
     model_kwargs = dict(model_kwargs or {})
-    if method == "gap_fc_nll":
+    if method in LIKELIHOOD_METHODS:
         model_kwargs.setdefault("flow", loss == "rle")
     for name, param in inspect.signature(row["model"]).parameters.items():  # every constructor option, explicit
         if param.default is not inspect.Parameter.empty:
@@ -306,7 +306,8 @@ def parse_args(argv=None):
     p.add_argument("--hand-loss", default=DEFAULTS["hand_loss"], choices=HAND_LOSSES,
                    help="symmetric: score the two hands in their better order per image (labels stay as given)")
     p.add_argument("--loss", default="mse", choices=LOSSES,
-                   help="mse (the spec) | l1 (coordinates) | laplace, rle (likelihood losses; --methods gap_fc_nll)")
+                   help="mse (the spec) | l1 (coordinates) | laplace, rle (likelihood losses; --methods gap_fc_nll or "
+                        "softargmax_8_nll)")
     p.add_argument("--schedule", default="constant", choices=SCHEDULES,
                    help="learning rate over the epochs: constant (the spec) or cosine decay to 0")
     p.add_argument("--methods", nargs="+", default=list(TRAIN_METHODS), choices=list(METHODS),

@@ -48,7 +48,8 @@ def test_recipe_keys_of_the_spec_recipe_are_unchanged_and_losses_fit_their_metho
     assert make_recipe("heatmap", data, schedule="cosine")["schedule"] == "cosine"
     assert make_recipe("gap_fc_nll", data, loss="rle")["model"]["flow"] is True
     assert make_recipe("gap_fc_nll", data, loss="laplace")["model"]["flow"] is False
-    for method, loss in (("regression", "rle"), ("gap_fc_nll", "mse")):
+    assert make_recipe("softargmax_8_nll", data, loss="rle")["model"]["flow"] is True
+    for method, loss in (("regression", "rle"), ("gap_fc_nll", "mse"), ("softargmax_8", "rle"), ("softargmax_8_nll", "l1")):
         with pytest.raises(ValueError, match="do not fit"):
             make_recipe(method, data, loss=loss)
 
@@ -65,6 +66,11 @@ def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     assert [r["seed"] for r in res["rows"]["ladder: RLE"]] == [0]
     rle = read_json(tmp_path / "runs" / res["rows"]["ladder: RLE"][0]["run"] / "run.json")["recipe"]
     assert (rle["method"], rle["loss"], rle["hand_loss"], rle["epochs"]) == ("gap_fc_nll", "rle", "symmetric", 1)
+    spatial = read_json(tmp_path / "runs" / res["rows"]["spatial: soft-argmax 8x8, RLE"][0]["run"] / "run.json")["recipe"]
+    assert (spatial["method"], spatial["loss"], spatial["hand_loss"]) == ("softargmax_8_nll", "rle", "symmetric")
+    two_by_two = {(s["from"], s["to"]) for s in res["steps"]}
+    assert {("spatial: soft-argmax 8x8, MSE", "spatial: soft-argmax 8x8, RLE"), ("ladder: RLE", "spatial: soft-argmax 8x8, RLE"),
+            ("ladder: symmetric hand loss", "spatial: soft-argmax 8x8, MSE")} <= two_by_two
     cos = read_json(tmp_path / "runs" / res["rows"]["schedule: 100 cosine"][0]["run"] / "run.json")["recipe"]
     assert cos["schedule"] == "cosine" and cos["hand_loss"] == "symmetric"
     step = next(s for s in res["steps"] if s["from"] == "ladder: spec head")

@@ -4,7 +4,7 @@ import torch
 
 from codec import decode, encode, keypoint_loss
 from common import UsageError
-from model import METHODS, HeatmapNet, RegressionNet, build_model, load_checkpoint, model_config, save_checkpoint
+from model import LIKELIHOOD_METHODS, METHODS, HeatmapNet, RegressionNet, build_model, load_checkpoint, model_config, save_checkpoint
 
 
 @pytest.mark.parametrize("skip", [True, False])
@@ -71,7 +71,7 @@ def test_every_method_row_builds_trains_one_step_and_decodes(method):
     targets = encode(row["target"], kp, tk.get("hm_size", getattr(model, "hm_size", 64)), tk.get("sigma", 2.0))
     images = torch.rand(4, 1, 128, 128)
     out = model(images)
-    loss_kind = "rle" if method == "gap_fc_nll" else "mse"      # the likelihood head adds a scale per coordinate
+    loss_kind = "rle" if method in LIKELIHOOD_METHODS else "mse"  # the likelihood heads add a scale per coordinate
     assert out.shape == (targets.shape if loss_kind == "mse" else (4, 2 * targets.shape[1]))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
