@@ -153,8 +153,9 @@ def table_readouts(r):
 def table_how_far(r):
     """how_far.py's recipes: mean ± std over seeds of the test numbers of the val-loss checkpoint."""
     h = r["how_far"]
-    label = lambda k: k.replace("schedule: ", "HeatmapNet, ").replace("ladder: ", "RegressionNet, 30 epochs: ").replace(  # noqa: E731
-        "long: ", "RegressionNet: ")
+    prefixes = {"schedule: ": "HeatmapNet, ", "ladder: ": "RegressionNet, 30 epochs: ", "long: ": "RegressionNet: ",
+                "spatial: ": "spatial readout, 30 epochs: "}
+    label = lambda k: next(new + k[len(old):] for old, new in prefixes.items() if k.startswith(old))  # noqa: E731
     return md([f"recipe (epochs, lr schedule; {h['precision']})", "trained on", "px", "px sym", "hands px sym",
                "PCK@0.05 sym"], [[label(k), ", ".join(sorted({x["device"] for x in v}))]
                                  + sd_cells(v, ("px", "px_sym", "px_hands_sym", "pck05_sym")) for k, v in h["rows"].items()])

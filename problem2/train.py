@@ -52,11 +52,10 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
         ckpt_path=None, ckpt_extra=None, on_epoch_end=None, name=None, log=print, hand_loss="strict",
         px_ckpt_path=None, resume_path=None, val_every=1, loss="mse", schedule="constant"):
     """The one training loop: keypoint_loss(outputs, targets, hand_loss, loss), Adam(lr); schedule='cosine' sets
-    epoch e's rate to lr * (1 + cos(pi * (e - 1) / num_epochs)) / 2. Validation (`validation`) every val_every
-    epochs and after the last (None in the others); the lowest val loss is saved to ckpt_path, the lowest val px
-    error to px_ckpt_path; on_epoch_end(epoch, val_outputs) after each validated epoch (heatmap snapshots).
-    resume_path: the whole training state after every epoch (atomic); the same call again continues after the
-    last finished epoch to the same weights as an uninterrupted run; deleted at the end. Returns the history."""
+    epoch e's rate to lr * (1 + cos(pi * (e - 1) / num_epochs)) / 2. Validation every val_every epochs and after the
+    last; the lowest val loss is saved to ckpt_path, the lowest val px to px_ckpt_path; on_epoch_end(epoch,
+    val_outputs) after each validated epoch. resume_path: the training state after every epoch; called again, fit
+    continues after the last finished epoch to an uninterrupted run's weights; deleted at the end. Returns the history."""
     if val_every < 1:
         raise ValueError(f"val_every must be >= 1, got {val_every}")
     name, model = name or model_config(model)["method"], model.to(device).to(memory_format=torch.channels_last)
