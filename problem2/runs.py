@@ -158,10 +158,9 @@ def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, dev
             if any(": training (" in line for line in lines):
                 trained.append(info["history"]["train_seconds"])
             elapsed, left = time.time() - t0, len(tasks) - i
-            eta = (f"ETA {fmt_time(np.mean(trained) * left / max(1, min(jobs, left)))}" if trained
-                   else "ETA unknown (nothing trained yet)")
-            log(f"[runs] {i}/{len(tasks)} done ({recipe['method']}, seed {recipe['seed']}); elapsed "
-                f"{fmt_time(elapsed)}, {eta} for the rest of the batch (mean training time x runs left / parallel jobs)")
+            eta = (f", ETA {fmt_time(np.mean(trained) * left / max(1, min(jobs, left)))} for the rest of the batch "
+                   f"(mean training time x runs left / parallel jobs)" if trained and left else "")
+            log(f"[runs] {i}/{len(tasks)} done ({recipe['method']}, seed {recipe['seed']}); elapsed {fmt_time(elapsed)}{eta}")
     return out
 
 
