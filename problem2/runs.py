@@ -51,20 +51,26 @@ def eval_key(kp_dir, shifted_dir):
             "shifted": data_fingerprint(shifted_dir)["annotations_sha256"] if shifted_dir else None}
 
 
-def evaluate_checkpoint(model, kp_dir, shifted_dir=None, canonical=False, device="cpu"):
-    """Numbers of one model: val brief per decoder ("val"), test-split summary per decoder ("test"), brief of the
-    default decoder ("brief"), and its brief on the shifted test set when given ("shifted")."""
-    def split(folder, name):
-        return load_split(folder, name, "regression", canonical_hands=canonical)  # images + keypoints only
+def evaluation_splits(kp_dir, shifted_dir=None, canonical=False):
+    """The splits a run is scored on, decoded once for both of its checkpoints: val, test, and the shifted test
+    set when given (images + keypoints only)."""
+    splits = {"val": (kp_dir, "val"), "test": (kp_dir, "test"), "shifted": (shifted_dir, "test")}
+    return {name: load_split(folder, split, "regression", canonical_hands=canonical)
+            for name, (folder, split) in splits.items() if folder is not None}
+
+
+def evaluate_checkpoint(model, splits, device="cpu"):
+    """Numbers of one model on evaluation_splits(): val brief per decoder ("val"), test-split summary per decoder
+    ("test"), brief of the default decoder ("brief"), and its brief on the shifted test set when there ("shifted")."""
     default = REFINE_DEFAULT if target_of(model) == "heatmap" else "direct"
-    val, test = split(kp_dir, "val"), split(kp_dir, "test")
+    val, test = splits["val"], splits["test"]
     out = {"val": {d: brief(kp, val.keypoints) for d, kp in predict_all_decoders(model, val, device).items()}}
     preds = predict_all_decoders(model, test, device)
     out["test"] = {d: {m: {k: v for k, v in s.items() if k != "pck_per_keypoint"}
                        for m, s in summarize(kp, test.keypoints).items()} for d, kp in preds.items()}
     out["brief"] = brief(preds[default], test.keypoints)
-    if shifted_dir is not None:
-        shifted = split(shifted_dir, "test")
+    if "shifted" in splits:
+        shifted = splits["shifted"]
         out["shifted"] = brief(predict_all_decoders(model, shifted, device)[default], shifted.keypoints)
     return out
 
@@ -116,11 +122,10 @@ def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cp
             info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
                     "code_version": version}
             write_json(rdir / "run.json", info)
-        ev = {"eval_key": key}
+        ev, splits = {"eval_key": key}, evaluation_splits(kp_dir, shifted_dir, recipe["canonical_hands"])
         for rule, fname in RULES.items():
             model, ckpt = load_checkpoint(rdir / fname, method=recipe["method"])
-            ev[rule] = {"epoch": ckpt["epoch"], **evaluate_checkpoint(model, kp_dir, shifted_dir,
-                                                                      recipe["canonical_hands"], device)}
+            ev[rule] = {"epoch": ckpt["epoch"], **evaluate_checkpoint(model, splits, device)}
         write_json(rdir / "eval.json", ev)
         return rdir, info, ev
 

@@ -357,19 +357,17 @@ def main(argv=None):
         # on the default data, evaluated like the studies' runs (the shifted test set too), so they share them
         shifted = shifted_test_dir() if args.data_dir is None else None
         got = run_many(recipes, kp_dir, runs_root, train_recipe, shifted, jobs, device, need_checkpoints=True)
+        # every method has finished: its files go into out_dir now, the log last (evaluate.py refuses a half-copied mix)
         for r in recipes:
             info, rdir = got[recipe_key(r)][0], run_dir_of(runs_root, r)
             h = run_log[r["method"]] = {"recipe": r, "run": rdir.name, **info["history"], "machine": info["machine"]}
             print(f"[{r['method']}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
                   f"{h['best_val_px_error']:.2f} (best val px {h['best_px_val_px_error']:.2f} at epoch "
                   f"{h['best_px_epoch']}); trained in {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
-        run_log["total_seconds"] = time.time() - t0
-        # into out_dir only now that every method has finished, the log last (evaluate.py refuses a half-copied mix)
-        for r in recipes:
-            rdir = run_dir_of(runs_root, r)
             atomic_write_bytes(args.out_dir / f"{r['method']}_model.pth", (rdir / RULES["val_loss"]).read_bytes())
             if r["method"] == "heatmap":
                 atomic_write_bytes(args.out_dir / "heatmap_snapshots.pt", (rdir / "heatmap_snapshots.pt").read_bytes())
+        run_log["total_seconds"] = time.time() - t0
         write_json(log_path, run_log)
         if all(got[k][0]["history"] != v.get("history") and "resumed_after_epochs" not in got[k][0]["history"]
                for k, v in stored.items()):  # the time of a whole training, not of a reuse or a resumed run
