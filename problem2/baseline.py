@@ -7,7 +7,7 @@ grid's quantisation differs.
 
 ablation_results.json (one seed) / ablation_seeds.json (several): {"recipe", "seeds", "partial" (runs missing),
   "studies": {study: [variant]}, "variants": {name: {"config": {"hm_size", "sigma_hm", "sigma_img", "skip"},
-  "runs": [{"seed", "run", "best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch", "train_seconds",
+  "runs": [{"seed", "run", "best_epoch", "best_val_loss", "best_val_px_error", "train_seconds",
   "test": {decoder: evaluate.summarize()}}], "paired_to_default": {ABLATION_METRICS name: {"diff", "ci95", "n"}}}}}
 failure_cases.json: {"rule", "num_images", "counts": {category: n}, "per_keypoint": {category: {name: n}},
   "characterisation": {category: characterise()}, "fixed_by_symmetric_matching", "gallery": {category: [image idx]}}
@@ -37,9 +37,8 @@ STUDIES = {
 }
 DEFAULT_VARIANT = "hm64_sigma2_skip"
 # the numbers of a variant compared with the default: name -> value of one run's "test" (evaluate.summarize per decoder)
-ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["strict"]["mean_px_error"]) for d in ("argmax", "quarter", "dark")},
-                    "px_sym": lambda t: t[REFINE_DEFAULT]["symmetric"]["mean_px_error"],
-                    "pck05": lambda t: t[REFINE_DEFAULT]["strict"]["pck"]["bbox"]["0.05"]}
+ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["px"]) for d in ("argmax", "quarter", "dark")},
+                    "px_sym": lambda t: t[REFINE_DEFAULT]["px_sym"], "pck05": lambda t: t[REFINE_DEFAULT]["pck_bbox"]["0.05"]}
 CATEGORIES = {"heatmap_only": "heatmap succeeds, regression fails", "regression_only": "regression succeeds, heatmap fails",
               "both_fail": "both fail"}  # failure_cases.json's keys, named by who succeeds
 SUCCESS_RULE = "a keypoint succeeds when its strict error <= 0.1 x bbox diagonal (PCK@0.1, bbox)"
@@ -106,8 +105,8 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
             info, ev = done[recipe_key(recipes[name, s])]
             h = info["history"]
             rows.append({"seed": s, "run": run_name(recipes[name, s]),
-                         **{k: h[k] for k in ("best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch",
-                                              "train_seconds")}, "test": ev["val_loss"]["test"]})
+                         **{k: h[k] for k in ("best_epoch", "best_val_loss", "best_val_px_error", "train_seconds")},
+                         "test": ev["test"]})
         if rows:
             results["variants"][name] = {"config": cfg, "runs": rows}
     base = results["variants"].get(DEFAULT_VARIANT, {}).get("runs", [])
@@ -145,9 +144,9 @@ def plot_ablations(results, vis_dir):
         pos = list(range(len(xs))) if study == "skip" else xs
         fig, axes = plt().subplots(1, 2, figsize=(10, 3.8))
         for decoder, style in (("argmax", "o:"), ("quarter", "s--"), ("dark", "^-")):
-            for matching, color in (("strict", "C0"), ("symmetric", "C2")):
-                for ax, get in ((axes[0], lambda e: e["pck"]["bbox"]["0.05"]), (axes[1], lambda e: e["mean_px_error"])):
-                    per_seed = [[get(r["test"][decoder][matching]) for r in variants[n]["runs"]] for n in names]
+            for matching, sfx, color in (("strict", "", "C0"), ("symmetric", "_sym", "C2")):
+                for ax, get in ((axes[0], lambda e: e["pck_bbox" + sfx]["0.05"]), (axes[1], lambda e: e["px" + sfx])):
+                    per_seed = [[get(r["test"][decoder]) for r in variants[n]["runs"]] for n in names]
                     ax.plot(pos, [sum(v) / len(v) for v in per_seed], style, color=color, label=f"{decoder}, {matching}")
                     for x, v in zip(pos, per_seed):
                         ax.plot([x] * len(v), v, ".", color=color, alpha=0.35, ms=4)

@@ -6,13 +6,13 @@ px tolerance absorbs float rounding), with norm_i
   'bbox' : the diagonal of the bounding box of image i's ground-truth keypoints;
   'torso': head to the midpoint of the feet; constant (57 px) in the course distribution, so a fixed radius.
 Strict matching uses the labels as given; symmetric matching scores (left_hand, right_hand) in whichever order is
-closer (the hand labels of this data are ambiguous by construction). AUC: mean PCK over thresholds in [0, 0.2].
+closer (the hand labels of this data are ambiguous by construction).
 
 Before any work, main checks the checkpoints (load_run_checkpoints): each holds its slot's method, was trained on the
 data of --data-dir and is the one the finished run in training_log.json selected; otherwise one error line, nothing
 rewritten.
 metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "decoder_selection" (mean px
-per decoder on val), "<method>": {"checkpoint", "decoders": {"<decoder>": {"strict"|"symmetric": summarize()}}}}.
+per decoder on val), "<method>": {"checkpoint", "decoders": {"<decoder>": summarize()}}}.
 """
 import argparse
 import sys
@@ -87,32 +87,6 @@ def compute_pck(predictions, ground_truths, thresholds, normalize_by='bbox', sym
     return {float(t): float(a) for t, a in zip(thresholds, ok.double().mean((1, 2)))}
 
 
-def pck_auc(predictions, ground_truths, normalize_by="bbox", symmetric=False, max_threshold=0.2):
-    """Area under PCK over [0, max_threshold] (dense grid, trapezoid), normalised to [0, 1]."""
-    thr = np.linspace(0, max_threshold, 81)
-    pck = list(compute_pck(predictions, ground_truths, thr, normalize_by, symmetric).values())
-    return float(np.trapezoid(pck, thr) / max_threshold)
-
-
-def summarize(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
-    """All reported numbers for one set of predictions: strict and symmetric (schema above)."""
-    out = {}
-    for matching, sym in (("strict", False), ("symmetric", True)):
-        dist = keypoint_distances(predictions, ground_truths, sym)
-        entry = {"mean_px_error": float(dist.mean()), "median_px_error": float(dist.median()),
-                 "per_keypoint_px_error": {n: float(d) for n, d in zip(KEYPOINT_NAMES, dist.mean(0))},
-                 "pck": {}, "auc": {}, "pck_per_keypoint": {}}
-        for norm in ("bbox", "torso"):
-            ok = pck_matrix(predictions, ground_truths, thresholds, norm, sym).double()
-            entry["pck"][norm] = {str(t): float(a) for t, a in zip(thresholds, ok.mean((1, 2)))}
-            entry["auc"][norm] = pck_auc(predictions, ground_truths, norm, sym)
-            per_kp = ok.mean(1)  # [T, K]
-            entry["pck_per_keypoint"][norm] = {
-                n: {str(t): float(per_kp[i, j]) for i, t in enumerate(thresholds)} for j, n in enumerate(KEYPOINT_NAMES)}
-        out[matching] = entry
-    return out
-
-
 def hand_gap(kp_img_px):
     """Distance between the two hands [N] in px (predicted or true)."""
     kp = torch.as_tensor(kp_img_px, dtype=torch.float64)
@@ -127,23 +101,21 @@ def spread_ratio(predictions, ground_truths):
     return float((pred - pred.mean(0)).std() / (gt - gt.mean(0)).std())
 
 
-def brief(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
-    """The few numbers every study compares, flat: mean px strict/symmetric, head+feet, hands (strict and
-    symmetric), PCK (bbox) strict/symmetric at `thresholds`, spread ratio and the mean predicted hand gap."""
-    strict = keypoint_distances(predictions, ground_truths)
-    sym = keypoint_distances(predictions, ground_truths, symmetric=True)
-    pck = {s: {str(t): float(a) for t, a in zip(thresholds, pck_matrix(predictions, ground_truths, thresholds,
-                                                                       "bbox", s).double().mean((1, 2)))}
-           for s in (False, True)}
+def summarize(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
+    """The one metrics record of predictions [N, K, 2] against the ground truth, flat; every script reads it.
+
+    px / px_sym: mean error in image px, strict / symmetric; px_head_feet; px_hands / px_hands_sym;
+    pck_bbox, pck_torso (+ _sym): {threshold: fraction of keypoints correct}; spread_ratio; hand_gap_px: the
+    mean distance between the two predicted hands."""
+    strict, sym = (keypoint_distances(predictions, ground_truths, s) for s in (False, True))
+    pck = {f"pck_{norm}{sfx}": {str(t): a for t, a in compute_pck(predictions, ground_truths, thresholds, norm, s).items()}
+           for norm in ("bbox", "torso") for sfx, s in (("", False), ("_sym", True))}
     return {"px": float(strict.mean()), "px_sym": float(sym.mean()), "px_head_feet": float(strict[:, HEAD_FEET].mean()),
-            "px_hands": float(strict[:, HANDS].mean()), "px_hands_sym": float(sym[:, HANDS].mean()),
-            "pck_bbox": pck[False], "pck_bbox_sym": pck[True], "spread_ratio": spread_ratio(predictions, ground_truths),
-            "hand_gap_px": float(hand_gap(predictions).mean())}
+            "px_hands": float(strict[:, HANDS].mean()), "px_hands_sym": float(sym[:, HANDS].mean()), **pck,
+            "spread_ratio": spread_ratio(predictions, ground_truths), "hand_gap_px": float(hand_gap(predictions).mean())}
 
 
 # ----------------------------------------------------------------------------- figures
-
-
 def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox", extra_curves=None, split="test"):
     """PCK vs threshold for both methods. pck_*: {threshold: accuracy} (any grid; a dense one reads
     best; None: that method was not trained); extra_curves: optional {label: {threshold: accuracy}} drawn dashed
@@ -182,9 +154,13 @@ def print_metrics_table(metrics, methods):
     print(f"{'method':<11}{'decoder':<8}" + "".join(f"{'@' + str(t):>13}" for t in PCK_THRESHOLDS) + f"{'px err':>14}")
     for method in methods:
         for dec, m in metrics[method]["decoders"].items():
-            s, y = m["strict"], m["symmetric"]
-            cells = "".join(f"{s['pck']['bbox'][str(t)]:>6.3f}/{y['pck']['bbox'][str(t)]:<6.3f}" for t in PCK_THRESHOLDS)
-            print(f"{method:<11}{dec:<8}{cells}{s['mean_px_error']:>7.2f}/{y['mean_px_error']:<6.2f}")
+            cells = "".join(f"{m['pck_bbox'][str(t)]:>6.3f}/{m['pck_bbox_sym'][str(t)]:<6.3f}" for t in PCK_THRESHOLDS)
+            print(f"{method:<11}{dec:<8}{cells}{m['px']:>7.2f}/{m['px_sym']:<6.2f}")
+
+
+def default_decoder(target):
+    """The decoder every table reports for a target representation: the one chosen on val, or 'direct'."""
+    return REFINE_DEFAULT if target == "heatmap" else "direct"
 
 
 def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_size=64):
@@ -305,7 +281,7 @@ def main(argv=None):
 def write_figures(out_dir, vis_dir, sfx, split, ds, preds, loaded, training_log, num_samples):
     """evaluate.py's figures of `split` (file names end in sfx; the training figures only for test)."""
     gt, methods = ds.keypoints, list(loaded)
-    final = {m: preds[m][REFINE_DEFAULT if target_of(loaded[m][0]) == "heatmap" else "direct"] for m in methods}
+    final = {m: preds[m][default_decoder(target_of(loaded[m][0]))] for m in methods}
     for norm in ("bbox", "torso"):
         dense = {m: {sym: compute_pck(final[m], gt, DENSE_THRESHOLDS, norm, sym) for sym in (False, True)}
                  for m in methods}

@@ -109,7 +109,7 @@ def plot_training_curves(training_log, save_path):
         ax.plot(ep, [h["val_loss"] for h in hist], label="val")
         ax.axvline(training_log[method]["best_epoch"], color="0.6", ls=":", label="best (saved)")
         loss = training_log[method]["recipe"].get("loss", "mse")
-        positive = all(h["train_loss"] > 0 and (h["val_loss"] or 1) > 0 for h in hist)  # likelihoods can be < 0
+        positive = all(h["train_loss"] > 0 and h["val_loss"] > 0 for h in hist)  # likelihoods can be < 0
         ax.set(yscale="log" if positive else "linear", xlabel="epoch", title=f"{method}: loss",
                ylabel=f"{'MSE' if loss == 'mse' else loss} loss")
         ax.legend()

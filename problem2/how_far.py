@@ -15,8 +15,7 @@ results/how_far_results.json: {"precision", "seeds", "goal", "decoder", "best_sc
   "goal_met_on_test", "rows": {"schedule: <name>" | "ladder: <name>" | "spatial: <name>" | "long: <name>": [row]},
   "steps": [{"from", "to", "seeds", "<metric>": {"diff", "ci95", "n"}}]}   (to minus from, paired by seed)
 (long: "<ladder step> @ <schedule>"; val_px_sym: {schedule: [mean val px sym, its best decoder]})
-row: {"seed", "run", "device", "epochs", "px", "px_sym", "px_hands_sym", "pck05", "pck05_sym", "val_px_sym",
-      "train_seconds"}: test split, val-loss checkpoint, px = mean error in 128-px image px, PCK@0.05 bbox.
+row: runs.run_row (evaluate.summarize() on the test split with the study's decoder) + "device", "epochs", "val_px_sym".
 """
 import argparse
 import sys
@@ -27,10 +26,10 @@ import numpy as np
 from codec import DECODERS
 from common import RESULTS_DIR, paired_metrics, plt, positive, results_lock, save_figure, set_threads, write_json
 from dataset import data_fingerprint, resolve_keypoints_dir, shifted_test_dir
-from runs import collect, run_name
+from runs import ROW_METRICS, collect, run_row
 from train import make_recipe, train_recipe
 
-GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck05_sym": 0.99}  # mean over seeds, test split; <=, <=, >=
+GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck_bbox_sym": 0.99}  # mean over seeds, test split; <=, <=, >= (PCK@0.05)
 SCHEDULES = {"30 constant": (30, "constant"), "100 constant": (100, "constant"), "100 cosine": (100, "cosine"),
              "300 constant": (300, "constant"), "300 cosine": (300, "cosine")}
 LONGER = ("300 constant", "300 cosine")  # trained only when 100 cosine misses GOAL on val
@@ -49,7 +48,7 @@ SPATIAL = {  # the readout study's spatial readout under the ladder's plain loss
     "soft-argmax 8x8, MSE": ("softargmax_8", "mse", "symmetric"),
     "soft-argmax 8x8, RLE": ("softargmax_8_nll", "rle", "symmetric"),
 }
-METRICS = {k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_hands_sym", "pck05_sym")}
+METRICS = {k: ROW_METRICS[k] for k in ("px", "px_sym", "px_hands_sym", "pck_bbox_sym")}
 
 
 def heatmap_recipe(data, seed, schedule, precision):
@@ -67,7 +66,7 @@ def ladder_recipe(data, seed, step, precision, schedule="30 constant"):
 
 def val_score(runs, decoder):
     """Mean over seeds of val px (symmetric) with `decoder`; None when a run lacks its val numbers."""
-    vals = [ev["val_loss"].get("val", {}).get(decoder, {}).get("px_sym") for _, ev in runs]
+    vals = [(ev["val"] or {}).get(decoder, {}).get("px_sym") for _, ev in runs]
     return None if not vals or None in vals else float(np.mean(vals))
 
 
@@ -77,25 +76,20 @@ def best_decoder(runs):
     return min((val_score(runs, d), d) for d in decoders if val_score(runs, d) is not None)
 
 
-def summary_numbers(summary):
-    """The study's numbers from one evaluate.summarize() entry: px and PCK@0.05 (bbox), strict and symmetric, and
-    the two hands' mean px, symmetric."""
-    sym = summary["symmetric"]
-    return {"px": summary["strict"]["mean_px_error"], "px_sym": sym["mean_px_error"],
-            "px_hands_sym": (sym["per_keypoint_px_error"]["left_hand"] + sym["per_keypoint_px_error"]["right_hand"]) / 2,
-            "pck05": summary["strict"]["pck"]["bbox"]["0.05"], "pck05_sym": sym["pck"]["bbox"]["0.05"]}
-
-
 def row(seed, info, ev, decoder):
-    return {"seed": seed, "run": run_name(info["recipe"]), "device": info["machine"].get("gpu", info["machine"]["cpu"]),
-            "epochs": info["recipe"]["epochs"], **summary_numbers(ev["val_loss"]["test"][decoder]),
-            "val_px_sym": ev["val_loss"].get("val", {}).get(decoder, {}).get("px_sym"),
-            "train_seconds": info["history"]["train_seconds"]}
+    machine = info["machine"]
+    return {**run_row(seed, info, ev, decoder), "device": machine.get("gpu", machine["cpu"]),
+            "epochs": info["recipe"]["epochs"], "val_px_sym": (ev["val"] or {}).get(decoder, {}).get("px_sym")}
+
+
+def seed_means(records):
+    """{metric: mean over the records} for every METRICS name (runs' rows or val records alike)."""
+    return {k: float(np.mean([get(r) for r in records])) for k, get in METRICS.items()}
 
 
 def meets(means):
     return (means["px_hands_sym"] <= GOAL["px_hands_sym"] and means["px_sym"] <= GOAL["px_sym"]
-            and means["pck05_sym"] >= GOAL["pck05_sym"])
+            and means["pck_bbox_sym"] >= GOAL["pck_bbox_sym"])
 
 
 def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=False, log=print, shifted_dir=None):
@@ -118,10 +112,7 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
     if not train(first):
         return None
     val_sched = {n: best_decoder(runs_of("schedule", n)) for n in list(SCHEDULES)[:3]}
-    val100 = [ev["val_loss"]["val"][val_sched["100 cosine"][1]] for _, ev in runs_of("schedule", "100 cosine")]
-    val_means = {k: float(np.mean([get(v) for v in val100])) for k, get in (
-        ("px_hands_sym", lambda v: v["px_hands_sym"]), ("px_sym", lambda v: v["px_sym"]),
-        ("pck05_sym", lambda v: v["pck_bbox_sym"]["0.05"]))}
+    val_means = seed_means([ev["val"][val_sched["100 cosine"][1]] for _, ev in runs_of("schedule", "100 cosine")])
     escalate = not meets(val_means)
     if escalate:
         log(f"[how_far] 100 cosine misses the goal on val ({val_means}); training {' and '.join(LONGER)}")
@@ -150,7 +141,7 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
         pairs += [(f"long: {a} @ {sched}", f"long: {b} @ {sched}") for a, b in zip(long_steps, long_steps[1:])]
     pairs += [(f"long: {n} @ {a}", f"long: {n} @ {b}") for n in long_steps for a, b in zip(long_schedules, long_schedules[1:])]
     pairs += [(f"long: {best_loss} @ {best_schedule}", f"schedule: {best_schedule}")]
-    means = {k: {m: float(np.mean([r[m] for r in v])) for m in METRICS} for k, v in rows.items()}
+    means = {k: seed_means(v) for k, v in rows.items()}
     res = {"precision": precision, "seeds": list(seeds), "goal": GOAL, "decoder": decoder, "val_px_sym": val_sched,
            "best_schedule": best_schedule, "best_loss": best_loss, "long_schedules": list(long_schedules),
            "goal_met_on_test": meets(means[f"schedule: {best_schedule}"]), "means": means, "rows": rows,
@@ -226,7 +217,7 @@ def main(argv=None):
         write_json(args.out_dir / "how_far_results.json", res)
     for k, m in res["means"].items():
         print(f"{k:<34} px {m['px']:6.2f}  sym {m['px_sym']:6.2f}  hands sym {m['px_hands_sym']:6.2f}  "
-              f"PCK@0.05 sym {m['pck05_sym']:.3f}")
+              f"PCK@0.05 sym {m['pck_bbox_sym']:.3f}")
     print(f"best schedule {res['best_schedule']} (decoder {res['decoder']}), best loss {res['best_loss']}; goal met "
           f"on test: {res['goal_met_on_test']}")
     return 0

@@ -6,24 +6,21 @@ is a row of model.METHODS and a recipe-keyed run of runs.py (reused wherever the
 
 results/study_results.json -> "readouts":
   {"precision", "seeds", "readouts": {name: {"method", "isolates", "params", "per_seed": [runs.run_row per seed],
-     "mean", "std", "complete"}},
-   "references": {"mean_pose" | "centre_plus_mean_offsets": {brief numbers on test, "px_shifted"}},
+     "complete"}},
+   "references": {"mean_pose" | "centre_plus_mean_offsets": {evaluate.summarize() on test, "px_shifted"}},
    "steps": [{"from", "to", "question", "seeds", "<metric>": {"diff", "ci95", "n"}}],  (paired over seeds, to - from)
-   "selection": {name: {"diff", "ci95", "n"}},  (px under the val-px rule minus px under the val-loss rule, per seed)
    "shift": {name: {"diff", "ci95", "n"}}}  (px on the shifted test set minus px on the test set, per seed)
-px: mean Euclidean error in image px on the test split (strict labels); *_sym: hands matched in the better
-order; px_shifted: strict px on the shifted test set (figure centres outside the training range);
-spread_ratio: std of predicted / std of true coordinates (evaluate.spread_ratio); px_valpx (a step metric): px of
-the checkpoint selected by the lowest val px error instead of the lowest val loss.
+The rows are evaluate.summarize()'s record (px in image px on the test split; *_sym: hands matched in the better
+order) plus px_shifted: strict px on the shifted test set (figure centres outside the training range).
 """
 
 import numpy as np
 
-from common import paired_by_seed, plt, save_figure
+from common import paired_by_seed, paired_metrics, plt, save_figure
 from dataset import data_fingerprint, figure_centre, load_split, shifted_test_dir
-from evaluate import brief
+from evaluate import summarize
 from model import build_model
-from runs import STUDY_PRECISION, collect, run_row
+from runs import ROW_METRICS, STUDY_PRECISION, collect, run_row
 from train import DEFAULTS, make_recipe, train_recipe
 
 # readout -> (method row, what changes from the row above it / what it isolates)
@@ -58,21 +55,8 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("softargmax_8", "integral_64", "the decoder to 64x64 under the spatial readout (coordinate loss)"),
          ("integral_64", "heatmap_64", "at 64x64, Gaussian heatmaps with MSE instead of a coordinate loss (decoded by "
                                    "argmax + quarter step instead of the soft-argmax expectation)"),
+         ("gap_fc", "integral_64", "the spec head replaced by IntegralNet's decoder to 64x64 and soft-argmax"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
-STEP_METRICS = ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "px_valpx")
-
-
-def row_value(row, metric):
-    """A per-seed number of the readout table by name; 'px_valpx' is the px of the val-px-rule checkpoint."""
-    return row["by_val_px"]["px"] if metric == "px_valpx" else row[metric]
-
-
-def paired_between(section, a, b, metric, metric_b=None):
-    """Readout b's metric_b (default: the same metric) minus readout a's metric, paired by seed (paired_by_seed);
-    a == b pairs two numbers of the same runs (e.g. px vs px_shifted). Returns (seeds, difference)."""
-    ro = section["readouts"]
-    return paired_by_seed(ro[a]["per_seed"], ro[b]["per_seed"], lambda row: row_value(row, metric),
-                          lambda row: row_value(row, metric_b or metric))
 
 
 def reference_rows(kp_dir, shifted_dir):
@@ -86,7 +70,7 @@ def reference_rows(kp_dir, shifted_dir):
                           ("centre_plus_mean_offsets", lambda gt: figure_centre(gt)[:, None] + offsets)):
         gt = load_split(kp_dir, "test", "regression").keypoints.double()
         gt_shift = load_split(shifted_dir, "test", "regression").keypoints.double()
-        out[name] = {**brief(predict(gt), gt), "px_shifted": brief(predict(gt_shift), gt_shift)["px"]}
+        out[name] = {**summarize(predict(gt), gt), "px_shifted": summarize(predict(gt_shift), gt_shift)["px"]}
     return out
 
 
@@ -105,19 +89,15 @@ def study_readouts(kp_dir, results_dir, seeds=(0, 1, 2), jobs=1, precision=STUDY
     section = {"precision": precision, "seeds": list(seeds), "readouts": {},
                "references": reference_rows(kp_dir, shifted)}
     for r, (method, isolates) in READOUTS.items():
-        rows = [run_row(s, *stored[r, s]) for s in seeds
-                if stored[r, s] is not None]
-        scalar = [k for k in rows[0] if isinstance(rows[0][k], float)] if rows else []
+        rows = [run_row(s, *stored[r, s]) for s in seeds if stored[r, s] is not None]
         section["readouts"][r] = {
-            "method": method, "isolates": isolates, "complete": len(rows) == len(seeds),
-            "params": sum(p.numel() for p in build_model(method, **recipes[r, seeds[0]]["model"]).parameters()),
-            "per_seed": rows,
-            "mean": {k: float(np.mean([row[k] for row in rows])) for k in scalar},
-            "std": {k: float(np.std([row[k] for row in rows], ddof=1)) if len(rows) > 1 else None for k in scalar}}
-    section["steps"] = [{"from": a, "to": b, "question": question, "seeds": paired_between(section, a, b, "px")[0],
-                         **{m: paired_between(section, a, b, m)[1] for m in STEP_METRICS}} for a, b, question in STEPS]
-    section["selection"] = {r: paired_between(section, r, r, "px", "px_valpx")[1] for r in READOUTS}
-    section["shift"] = {r: paired_between(section, r, r, "px", "px_shifted")[1] for r in READOUTS}
+            "method": method, "isolates": isolates, "complete": len(rows) == len(seeds), "per_seed": rows,
+            "params": sum(p.numel() for p in build_model(method, **recipes[r, seeds[0]]["model"]).parameters())}
+    rows = {r: x["per_seed"] for r, x in section["readouts"].items()}
+    section["steps"] = [{"from": a, "to": b, "question": question, **paired_metrics(rows[a], rows[b], ROW_METRICS)}
+                        for a, b, question in STEPS]
+    section["shift"] = {r: paired_by_seed(rows[r], rows[r], ROW_METRICS["px"], ROW_METRICS["px_shifted"])[1]
+                        for r in READOUTS}
     plot_readouts(section, results_dir / "visualizations")
     return section
 
@@ -133,7 +113,7 @@ def plot_readouts(section, vis_dir):
               ("px_hands_sym", "hands, symmetric matching"))
     fig, axes = plt().subplots(1, 3, figsize=(15, 4.6), sharey=True)
     for ax, (key, title) in zip(axes, panels):
-        means = [section["readouts"][n]["mean"][key] for n in names]
+        means = [np.mean([row[key] for row in section["readouts"][n]["per_seed"]]) for n in names]
         ax.bar(range(len(names)), means, color=["C0" if n in SPATIAL else "C3" for n in names], alpha=0.6)
         for i, (n, m) in enumerate(zip(names, means)):
             vals = [row[key] for row in section["readouts"][n]["per_seed"]]

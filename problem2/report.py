@@ -17,7 +17,6 @@ import numpy as np
 from baseline import ABLATION_METRICS, CATEGORIES, DEFAULT_VARIANT
 from common import RESULTS_DIR, read_json
 from evaluate import PCK_THRESHOLDS
-from how_far import summary_numbers
 from model import METHODS
 from readouts import READOUTS
 
@@ -128,14 +127,19 @@ def hf_row(h, name):
 
 
 # ---- tables: {{table:NAME}} ----
+SPEC_READOUTS = {"heatmap": "heatmap_64", "regression": "gap_fc", "integral": "integral_64"}  # the spec methods
+
+
 def table_assignment(r):
-    """PCK at the four thresholds, bbox and torso, and mean px: mean ± std over seeds, strict / symmetric hands."""
-    s = r["study"]["seeds"]
-    cell = lambda m, k: " / ".join(f"{num(s['mean'][m][k + x], k)} ± {num(s['std'][m][k + x], k)}"  # noqa: E731
-                                   for x in ("", "_symmetric"))
-    return md([f"method ({len(s['seeds'])} seeds)", "normalised by"] + [f"PCK@{t}" for t in THR] + ["mean px"],
-              [[NAMES[m], norm] + [cell(m, k) for k in [f"pck_{norm}_{t}" for t in THR] + ["mean_px_error"]]
-               for m in s["mean"] for norm in ("bbox", "torso")])
+    """PCK at the four thresholds, bbox and torso, and mean px: mean ± std over the readout study's seeds of the three
+    spec methods, strict / symmetric hands."""
+    ro = r["study"]["readouts"]
+    rows = {m: ro["readouts"][name]["per_seed"] for m, name in SPEC_READOUTS.items()}
+    get = lambda k, t: (lambda x: x[k][t]) if t else (lambda x: x[k])  # noqa: E731
+    cell = lambda m, k, t: " / ".join(mean_sd(map(get(k + x, t), rows[m]), k) for x in ("", "_sym"))  # noqa: E731
+    return md([f"method ({len(ro['seeds'])} seeds)", "normalised by"] + [f"PCK@{t}" for t in THR] + ["mean px"],
+              [[NAMES[m], norm] + [cell(m, f"pck_{norm}", t) for t in THR] + [cell(m, "px", None)]
+               for m in SPEC_READOUTS for norm in ("bbox", "torso")])
 
 
 def table_readouts(r):
@@ -158,7 +162,7 @@ def table_how_far(r):
     label = lambda k: next(new + k[len(old):] for old, new in prefixes.items() if k.startswith(old))  # noqa: E731
     return md([f"recipe (epochs, lr schedule; {h['precision']})", "trained on", "px", "px sym", "hands px sym",
                "PCK@0.05 sym"], [[label(k), ", ".join(sorted({x["device"] for x in v}))]
-                                 + sd_cells(v, ("px", "px_sym", "px_hands_sym", "pck05_sym")) for k, v in h["rows"].items()])
+                                 + sd_cells(v, ("px", "px_sym", "px_hands_sym", "pck_bbox_sym")) for k, v in h["rows"].items()])
 
 
 def table_ablation(r):
@@ -179,8 +183,8 @@ def table_pck(r, norm):
     """The main command's seed-0 run, every decoder: PCK strict / symmetric."""
     m = r["metrics"]
     return md(["method", "decoder"] + [f"PCK@{t}" for t in THR] + ["mean px"],
-              [[NAMES[k], dec] + [f"{e['strict']['pck'][norm][t]:.3f} / {e['symmetric']['pck'][norm][t]:.3f}" for t in THR]
-               + [f"{e['strict']['mean_px_error']:.2f} / {e['symmetric']['mean_px_error']:.2f}"]
+              [[NAMES[k], dec] + [f"{e[f'pck_{norm}'][t]:.3f} / {e[f'pck_{norm}_sym'][t]:.3f}" for t in THR]
+               + [f"{e['px']:.2f} / {e['px_sym']:.2f}"]
                for k in NAMES if k in m for dec, e in m[k]["decoders"].items()])
 
 
@@ -230,7 +234,7 @@ def fp32_train_estimate(r):
 
 
 GOAL = (("px_hands_sym", "hands", "hands px sym"), ("px_sym", "all keypoints", "all keypoints px sym"),
-        ("pck05_sym", "PCK@0.05", "PCK@0.05 sym"))  # how_far.py's goal: key, short and long label
+        ("pck_bbox_sym", "PCK@0.05", "PCK@0.05 sym"))  # how_far.py's goal: key, short and long label
 
 
 def goal(r):
@@ -243,20 +247,20 @@ def goal(r):
 
 
 VALUES = {
-    "n_seeds": lambda r: str(len(r["study"]["seeds"]["seeds"])),
+    "n_seeds": lambda r: str(len(r["study"]["readouts"]["seeds"])),
     "n_readouts": lambda r: str(len(r["study"]["readouts"]["readouts"])),
     "ablation_seeds": lambda r: ", ".join(map(str, r["ablation"]["seeds"])),
     "splits": lambda r: " / ".join(f"{n} {k}" for k, n in r["metrics"]["provenance"]["data"]["split_sizes"].items()),
-    "ratio": lambda r: "{:.1f}".format(np.divide(*[r["study"]["seeds"]["mean"][m]["mean_px_error"]
-                                                   for m in ("regression", "heatmap")])),
+    "ratio": lambda r: "{:.1f}".format(np.divide(*[mean(x["px"] for x in r["study"]["readouts"]["readouts"][n]["per_seed"])
+                                                   for n in ("gap_fc", "heatmap_64")])),
     "hf_ratio": lambda r: "{:.0f}".format(np.divide(*[r["how_far"]["means"][hf_row(r["how_far"], n)]["px_sym"]
                                                       for n in ("best_regression", "best")])),
     "main_time": main_time, "fp32_train_estimate": fp32_train_estimate, "goal": goal,
     "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}"
                                      for k, _, label in GOAL),
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),
-    **{f"best_{k}": (lambda r, k=k: num(summary_numbers(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]])[k], k))
-       for k in ("px_sym", "px_hands_sym", "pck05_sym")},
+    **{f"best_{k}": (lambda r, k=k: num(val(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]], k), k))
+       for k in ("px_sym", "px_hands_sym", "pck_bbox_sym")},
 }
 
 
@@ -265,7 +269,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.seeds.mean), 
     "ci": lambda r, path, k: ci(get(r, path)[k], k),  # a paired difference a study script stored
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
-    "step": lambda r, a, b: step(r["study"]["readouts"]["steps"], a, b, "px"),  # readout b - a, px
+    "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
     "share": share,
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),

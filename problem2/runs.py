@@ -3,10 +3,10 @@
 
 <runs_root>/<method>-<recipe key>/ holds
   run.json    {"recipe", "history" (train.fit's), "machine", "code_version"}                           committed
-  eval.json   {"eval_key", "val_loss"|"val_px": {"epoch", "val": {decoder: brief}, "test": {decoder: summary},
-              "brief", "shifted": brief}} (evaluate.py's shapes)  committed, so studies need no checkpoint
-  model.pth / model_bestpx.pth (best by val loss / by val px), heatmap_snapshots.pt, and resume.pth while
-  training (the state after the last finished epoch: asked again, a killed run continues)              gitignored
+  eval.json   {"eval_key", "epoch", "decoder" (the default one), "val" | "test": {decoder: evaluate.summarize()},
+              "shifted": summarize() of the default decoder}      committed, so studies need no checkpoint
+  model.pth (best by val loss), heatmap_snapshots.pt, and resume.pth while training (the state after the last
+  finished epoch: asked again, a killed run continues)                                                gitignored
 A run is retrained when its checkpoints are needed (train.py) and missing, or its evaluation is outdated and they are
 gone; its run.json and eval.json are removed when it starts and written again when it is trained and evaluated.
 run_many() trains independent recipes in `jobs` worker processes with the CPU threads split between them; a run's
@@ -18,16 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import REFINE_DEFAULT
 from common import (UsageError, code_version, fmt_time, job_results, jobs_used, machine_info,
                     pick_device, read_json, recipe_key, results_lock, write_json)
 from dataset import data_fingerprint, load_split
-from evaluate import brief, predict_all_decoders, summarize
+from evaluate import default_decoder, predict_all_decoders, summarize
 from model import load_checkpoint, target_of
 
-EVAL_VERSION = 1
+EVAL_VERSION = 2
 STUDY_PRECISION = "fp32"  # the studies' runs: every CPU has fp32, so stored runs are reusable across machines
-RULES = {"val_loss": "model.pth", "val_px": "model_bestpx.pth"}
+CHECKPOINT = "model.pth"  # the epoch with the lowest val loss
+# the numbers of a run_row that studies pair by seed, by name (PCK at 0.05, bbox)
+ROW_METRICS = {**{k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted",
+                                                         "hand_gap_px", "best_epoch")},
+               **{k: (lambda row, k=k: row[k]["0.05"]) for k in ("pck_bbox", "pck_bbox_sym")}}
 RESUME = "resume.pth"  # the training state after the last finished epoch, while a run trains (train.fit)
 
 
@@ -41,9 +44,9 @@ def run_dir_of(runs_root, recipe):
 
 
 def has_checkpoints(rdir, recipe):
-    """Both rules' checkpoints on disk (and a heatmap run's snapshots, which train.py copies too)."""
+    """The checkpoint on disk (and a heatmap run's snapshots, which train.py copies too)."""
     heatmap = recipe["target"]["type"] == "heatmap"
-    return all((Path(rdir) / f).exists() for f in [*RULES.values()] + ["heatmap_snapshots.pt"] * heatmap)
+    return all((Path(rdir) / f).exists() for f in [CHECKPOINT] + ["heatmap_snapshots.pt"] * heatmap)
 
 
 def eval_key(kp_dir, shifted_dir):
@@ -51,28 +54,19 @@ def eval_key(kp_dir, shifted_dir):
             "shifted": data_fingerprint(shifted_dir)["annotations_sha256"] if shifted_dir else None}
 
 
-def evaluation_splits(kp_dir, shifted_dir=None, canonical=False):
-    """The splits a run is scored on, decoded once for both of its checkpoints: val, test, and the shifted test
-    set when given (images + keypoints only)."""
+def evaluate_run(rdir, recipe, kp_dir, shifted_dir=None, device="cpu"):
+    """eval.json of a run's checkpoint: summarize() per decoder on val and test, and of the default decoder on the
+    shifted test set when given."""
+    model, ckpt = load_checkpoint(Path(rdir) / CHECKPOINT, method=recipe["method"])
+    decoder = default_decoder(target_of(model))
     splits = {"val": (kp_dir, "val"), "test": (kp_dir, "test"), "shifted": (shifted_dir, "test")}
-    return {name: load_split(folder, split, "regression", canonical_hands=canonical)
-            for name, (folder, split) in splits.items() if folder is not None}
-
-
-def evaluate_checkpoint(model, splits, device="cpu"):
-    """Numbers of one model on evaluation_splits(): val brief per decoder ("val"), test-split summary per decoder
-    ("test"), brief of the default decoder ("brief"), and its brief on the shifted test set when there ("shifted")."""
-    default = REFINE_DEFAULT if target_of(model) == "heatmap" else "direct"
-    val, test = splits["val"], splits["test"]
-    out = {"val": {d: brief(kp, val.keypoints) for d, kp in predict_all_decoders(model, val, device).items()}}
-    preds = predict_all_decoders(model, test, device)
-    out["test"] = {d: {m: {k: v for k, v in s.items() if k != "pck_per_keypoint"}
-                       for m, s in summarize(kp, test.keypoints).items()} for d, kp in preds.items()}
-    out["brief"] = brief(preds[default], test.keypoints)
-    if "shifted" in splits:
-        shifted = splits["shifted"]
-        out["shifted"] = brief(predict_all_decoders(model, shifted, device)[default], shifted.keypoints)
-    return out
+    ev = {"eval_key": eval_key(kp_dir, shifted_dir), "epoch": ckpt["epoch"], "decoder": decoder}
+    for name, (folder, split) in splits.items():
+        if folder is not None:
+            ds = load_split(folder, split, "regression", canonical_hands=recipe["canonical_hands"])
+            scores = {d: summarize(kp, ds.keypoints) for d, kp in predict_all_decoders(model, ds, device).items()}
+            ev[name] = scores[decoder] if name == "shifted" else scores
+    return ev
 
 
 def why_new(recipe, runs_root):
@@ -117,15 +111,12 @@ def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cp
             for f in ("run.json", "eval.json"):  # until trained and evaluated, a stored file would describe another
                 (rdir / f).unlink(missing_ok=True)  # training (resume.pth lets a killed run continue)
             version = code_version()  # of the code this process runs, read before training starts
-            history = train_fn(recipe, kp_dir, rdir, recipe_key(recipe), device, RULES["val_loss"], RULES["val_px"],
+            history = train_fn(recipe, kp_dir, rdir, recipe_key(recipe), device, CHECKPOINT,
                                log=lambda s: log(f"  {tag} {s}"), resume_path=rdir / RESUME)
             info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
                     "code_version": version}
             write_json(rdir / "run.json", info)
-        ev, splits = {"eval_key": key}, evaluation_splits(kp_dir, shifted_dir, recipe["canonical_hands"])
-        for rule, fname in RULES.items():
-            model, ckpt = load_checkpoint(rdir / fname, method=recipe["method"])
-            ev[rule] = {"epoch": ckpt["epoch"], **evaluate_checkpoint(model, splits, device)}
+        ev = evaluate_run(rdir, recipe, kp_dir, shifted_dir, device)
         write_json(rdir / "eval.json", ev)
         return rdir, info, ev
 
@@ -186,12 +177,10 @@ def load_stored(recipe, kp_dir, runs_root, shifted_dir=None):
     return None
 
 
-def run_row(seed, info, ev):
-    """One stored run's numbers, the one row shape every store study records (test split, val-loss checkpoint,
-    default decoder; from run.json and eval.json): evaluate.brief's numbers, the shifted test set's px, both
-    selection rules' epochs, the val-px rule's px and the training time."""
-    h = info["history"]
-    return {"seed": seed, "run": run_name(info["recipe"]), **ev["val_loss"]["brief"],
-            "px_shifted": ev["val_loss"]["shifted"]["px"], "best_epoch": h["best_epoch"],
-            "best_px_epoch": h["best_px_epoch"], "by_val_px": {k: ev["val_px"]["brief"][k] for k in ("px", "px_sym")},
-            "train_seconds": h["train_seconds"]}
+def run_row(seed, info, ev, decoder=None):
+    """One stored run's numbers, the one row shape every store study records: evaluate.summarize() of its checkpoint
+    on the test split with `decoder` (default: the run's default), the shifted test set's px (default decoder), the
+    checkpoint's epoch, the training time."""
+    return {"seed": seed, "run": run_name(info["recipe"]), **ev["test"][decoder or ev["decoder"]],
+            "px_shifted": ev["shifted"]["px"],
+            "best_epoch": info["history"]["best_epoch"], "train_seconds": info["history"]["train_seconds"]}

@@ -2,9 +2,9 @@
 
 HeatmapNet and RegressionNet by default (--methods adds any row of model.METHODS, e.g. integral); --jobs 2 trains
 two side by side. Same data, split and seed; MSE (codec.keypoint_loss; --hand-loss symmetric scores the ambiguous
-hand pair in its better order), Adam 1e-3, batch 32, 30 epochs, the checkpoint with the lowest val loss kept (the
-lowest-val-px epoch is recorded too). One training loop (`fit`) serves every method; methods differ only in their
-targets (codec.encode) and decoding (codec.decode). val_px_error is the mean val keypoint error in image px.
+hand pair in its better order), Adam 1e-3, batch 32, 30 epochs, the checkpoint with the lowest val loss kept. One
+training loop (`fit`) serves every method; methods differ only in their targets (codec.encode) and decoding
+(codec.decode). val_px_error is the mean val keypoint error in image px.
 
 Each method is one recipe-keyed run of the run store (runs.py, <out-dir>/runs/): resumable after its last finished
 epoch, reused by a second train.py of the same recipe while its checkpoints are on disk (--force retrains), shared
@@ -12,14 +12,11 @@ with the studies (the heatmap run is the default ablation variant). Only when ev
 files copied into --out-dir, the log last, so an interrupted run never replaces the last complete one; into the
 committed problem2/results/ only the committed recipe and data may be written (--replace-results overrides). Files:
   <method>_model.pth     model.save_checkpoint: config, state_dict, epoch, val numbers, data options, provenance
-                         (run_id = its recipe key, the whole recipe with the data fingerprint, selection rule, code
-                         version, device)
+                         (run_id = its recipe key, the whole recipe with the data fingerprint, code version, device)
   heatmap_snapshots.pt   predicted heatmaps of a few val images at DEFAULTS["snapshot_epochs"]
   training_log.json      {"run_id", "config", "<method>": {"recipe", "epochs": [{"epoch", "train_loss", "val_loss",
                          "val_px_error", "seconds"}], "best_epoch", "best_val_loss", "best_val_px_error",
-                         "best_px_epoch", "best_px_val_px_error", "train_seconds", "images_per_second", "run"
-                         (its folder in runs/), "machine" (that trained it)},
-                         "total_seconds"}
+                         "train_seconds", "images_per_second", "run" (its folder in runs/), "machine"}, "total_seconds"}
 """
 import argparse
 import inspect
@@ -39,7 +36,7 @@ from common import (RESULTS_DIR, UsageError, atomic_write_bytes, autocast, code_
                     torch_save, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from model import LIKELIHOOD_METHODS, METHODS, build_model, model_config, run_model, save_checkpoint, target_of
-from runs import RULES, run_dir_of, run_many
+from runs import CHECKPOINT, run_dir_of, run_many
 
 # ---- defaults (the spec recipe); every one is a CLI flag
 TRAIN_METHODS = ("heatmap", "regression")  # the assignment's two networks
@@ -50,24 +47,18 @@ DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigm
 
 def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", precision="fp32",
         ckpt_path=None, ckpt_extra=None, on_epoch_end=None, name=None, log=print, hand_loss="strict",
-        px_ckpt_path=None, resume_path=None, val_every=1, loss="mse", schedule="constant"):
+        resume_path=None, loss="mse", schedule="constant"):
     """The one training loop: keypoint_loss(outputs, targets, hand_loss, loss), Adam(lr); schedule='cosine' sets
-    epoch e's rate to lr * (1 + cos(pi * (e - 1) / num_epochs)) / 2. Validation every val_every epochs and after the
-    last; the lowest val loss is saved to ckpt_path, the lowest val px to px_ckpt_path; on_epoch_end(epoch,
-    val_outputs) after each validated epoch. resume_path: the training state after every epoch; called again, fit
-    continues after the last finished epoch to an uninterrupted run's weights; deleted at the end. Returns the history."""
-    if val_every < 1:
-        raise ValueError(f"val_every must be >= 1, got {val_every}")
+    epoch e's rate to lr * (1 + cos(pi * (e - 1) / num_epochs)) / 2. After each epoch: validation, the checkpoint
+    with the lowest val loss to ckpt_path, on_epoch_end(epoch, val_outputs). resume_path: the training state after
+    every epoch; called again, fit continues after the last finished epoch to an uninterrupted run's weights;
+    deleted at the end. Returns the history."""
     name, model = name or model_config(model)["method"], model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     identity = {"recipe": (ckpt_extra or {}).get("provenance", {}).get("recipe"), "model": model_config(model)}
-    history, done_seconds = load_training_state(resume_path, identity, model, opt, train_loader,
-                                                [p for p in (ckpt_path, px_ckpt_path) if p is not None], log, name)
+    history, done_seconds = load_training_state(resume_path, identity, model, opt, train_loader, ckpt_path, log, name)
     t_start = time.time() - done_seconds
     flow = getattr(model, "flow", None)  # RLE's residual density (loss='rle'), trained with the model
-    prov = (ckpt_extra or {}).get("provenance")  # each checkpoint records the rule that selected it
-    extras = {rule: {**(ckpt_extra or {}), **({"provenance": {**prov, "selected_by": rule}} if prov else {})}
-              for rule in ("val_loss", "val_px")}
     for epoch in range(len(history["epochs"]) + 1, num_epochs + 1):
         t0 = time.time()
         for group in opt.param_groups:  # a function of the epoch alone, so a resumed run needs no scheduler state
@@ -77,32 +68,25 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
             raise FloatingPointError(f"[{name}] non-finite training loss at epoch {epoch}; stopping. "
                                      f"The last good checkpoint (if any) is kept at {ckpt_path}. "
                                      f"Try a lower --lr or --precision fp32.")
-        validate = epoch % val_every == 0 or epoch == num_epochs
-        val_out, val_loss, val_px = (validation(model, val_loader, device, precision, hand_loss, loss, flow)
-                                     if validate else (None, None, None))
+        val_out, val_loss, val_px = validation(model, val_loader, device, precision, hand_loss, loss, flow)
         seconds = time.time() - t0
         history["epochs"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                   "val_px_error": val_px, "seconds": seconds})
-        best = validate and val_loss < history["best_val_loss"]
-        for rule, improved, path, fields in (("val_loss", best, ckpt_path, dict(best_epoch=epoch, best_val_loss=val_loss,
-                                                                                 best_val_px_error=val_px)),
-                                             ("val_px", validate and val_px < history["best_px_val_px_error"],
-                                              px_ckpt_path, dict(best_px_epoch=epoch, best_px_val_px_error=val_px))):
-            if improved:
-                history.update(fields)
-                if path is not None:
-                    save_checkpoint(path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px, **extras[rule])
-        if on_epoch_end is not None and validate:  # before the resume state: a resumed run has this epoch's snapshot
+        best = val_loss < history["best_val_loss"]
+        if best:
+            history.update(best_epoch=epoch, best_val_loss=val_loss, best_val_px_error=val_px)
+            if ckpt_path is not None:
+                save_checkpoint(ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px, **(ckpt_extra or {}))
+        if on_epoch_end is not None:  # before the resume state: a resumed run has this epoch's snapshot
             on_epoch_end(epoch, val_out)
         if resume_path is not None:
             torch_save(resume_path, {"identity": identity, "threads": torch.get_num_threads(),
                                      "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
                                      "seconds": time.time() - t_start, "rng": torch.get_rng_state(),
                                      "shuffle_rng": train_loader.generator.get_state()})
-        if validate or epoch % 10 == 0:
-            val = f"val {val_loss:.3e}  val px err {val_px:6.2f}" if validate else "(no validation this epoch)"
-            log(f"[{name}] epoch {epoch:>2}/{num_epochs}  train {train_loss:.3e}  {val}{' *' if best else '  '}  "
-                f"{seconds:5.1f}s  ETA {fmt_time((time.time() - t_start) / epoch * (num_epochs - epoch))}")
+        log(f"[{name}] epoch {epoch:>2}/{num_epochs}  train {train_loss:.3e}  val {val_loss:.3e}  val px err "
+            f"{val_px:6.2f}{' *' if best else '  '}  {seconds:5.1f}s  "
+            f"ETA {fmt_time((time.time() - t_start) / epoch * (num_epochs - epoch))}")
     history["train_seconds"] = time.time() - t_start
     history["images_per_second"] = len(train_loader.dataset) * num_epochs / history["train_seconds"]
     if resume_path is not None:
@@ -136,12 +120,11 @@ def validation(model, val_loader, device, precision, hand_loss, loss, flow):
     return val_out, val_loss, val_px
 
 
-def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_paths=(), log=print, name=""):
+def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_path=None, log=print, name=""):
     """(history, seconds trained so far) for fit: a fresh start, or the state in resume_path restored into
-    model/opt/RNGs when the file exists, was written for the same recipe and model, and the best checkpoints
-    written before it are still there. Bit-identical to an uninterrupted run with the same thread count on CPU."""
-    fresh = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf, "best_px_epoch": None,
-             "best_px_val_px_error": math.inf}, 0.0
+    model/opt/RNGs when the file exists, was written for the same recipe and model, and the best checkpoint
+    written before it is still there. Bit-identical to an uninterrupted run with the same thread count on CPU."""
+    fresh = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf}, 0.0
     if resume_path is None or not Path(resume_path).exists():
         return fresh
     try:
@@ -150,8 +133,8 @@ def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_pa
         log(f"[{name}] {e}; starting from epoch 1")
         return fresh
     why = ("it belongs to another recipe or model" if state.get("identity") != identity else
-           "the best checkpoints written before it are gone"
-           if state["history"]["best_epoch"] is not None and not all(Path(p).exists() for p in ckpt_paths) else None)
+           "the best checkpoint written before it is gone"
+           if state["history"]["best_epoch"] is not None and ckpt_path and not Path(ckpt_path).exists() else None)
     if why:
         log(f"[{name}] not resuming from {resume_path}: {why}; starting from epoch 1")
         return fresh
@@ -171,45 +154,39 @@ def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_pa
 def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
                         precision="fp32", lr=DEFAULTS["lr"], snapshot_epochs=DEFAULTS["snapshot_epochs"],
                         num_snapshot_images=DEFAULTS["num_snapshot_images"], ckpt_name="heatmap_model.pth",
-                        log=print, hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None,
-                        val_every=1, loss="mse", schedule="constant"):
+                        log=print, hand_loss="strict", provenance=None, resume_path=None, loss="mse",
+                        schedule="constant"):
     """Train HeatmapNet on Gaussian heatmap targets (MSE); best-by-val-loss checkpoint to out_dir/ckpt_name;
-    predicted heatmaps of the first few val images at the validated snapshot_epochs (and the last) to
+    predicted heatmaps of the first few val images at snapshot_epochs (and the last) to
     out_dir/heatmap_snapshots.pt. A resumed run keeps the snapshots of the epochs it had finished."""
     ds, snap_path = val_loader.dataset, Path(out_dir) / "heatmap_snapshots.pt"
-    n = min(num_snapshot_images, len(ds))
-    snap_epochs = set(snapshot_epochs) | {num_epochs} if snapshot_epochs else set()
-    snaps = torch_load(snap_path) if snap_path.exists() and snap_epochs else {"epochs": [], "heatmaps": []}
-    snaps = {"epochs": list(snaps["epochs"]), "heatmaps": list(snaps["heatmaps"]), "images": ds.images[:n].clone(),
-             "keypoints": ds.keypoints[:n].clone(), "run_id": (provenance or {}).get("run_id")}
+    n, snap_epochs = min(num_snapshot_images, len(ds)), set(snapshot_epochs) | {num_epochs} if snapshot_epochs else set()
+    old = torch_load(snap_path) if snap_path.exists() and snap_epochs else {"epochs": [], "heatmaps": []}
+    by_epoch = {e: h for e, h in zip(old["epochs"], old["heatmaps"]) if e in snap_epochs}
 
     def on_epoch_end(epoch, val_out):
-        if epoch in snap_epochs:  # entries from this epoch on belong to an earlier attempt: dropped
-            kept = [i for i, e in enumerate(snaps["epochs"]) if e < epoch]
-            snaps["epochs"] = [snaps["epochs"][i] for i in kept] + [epoch]
-            snaps["heatmaps"] = [snaps["heatmaps"][i] for i in kept] + [val_out[:n].half()]
-            torch_save(snap_path, {**snaps, "heatmaps": torch.stack(snaps["heatmaps"])})
+        if epoch in snap_epochs:  # entries after this epoch belong to an earlier attempt: not written
+            by_epoch[epoch] = val_out[:n].half()
+            kept = sorted(e for e in by_epoch if e <= epoch)
+            torch_save(snap_path, {"epochs": kept, "heatmaps": torch.stack([by_epoch[e] for e in kept]),
+                                   "images": ds.images[:n].clone(), "keypoints": ds.keypoints[:n].clone(),
+                                   "run_id": (provenance or {}).get("run_id")})
 
     extra = {"data": {"sigma": ds.sigma, "hm_size": ds.heatmap_size, "canonical_hands": ds.canonical_hands},
              **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, on_epoch_end, log=log, hand_loss=hand_loss, loss=loss, schedule=schedule,
-               px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None, resume_path=resume_path,
-               val_every=val_every)
+               extra, on_epoch_end, log=log, hand_loss=hand_loss, resume_path=resume_path, loss=loss, schedule=schedule)
 
 
 def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
                            precision="fp32", lr=DEFAULTS["lr"], ckpt_name="regression_model.pth", log=print,
-                           hand_loss="strict", provenance=None, px_ckpt_name=None, resume_path=None, val_every=1,
-                           loss="mse", schedule="constant"):
+                           hand_loss="strict", provenance=None, resume_path=None, loss="mse", schedule="constant"):
     """Train RegressionNet (or any coordinate-target model) on unit [0, 1] coordinates (MSE); best-by-val-loss
     checkpoint to out_dir/ckpt_name."""
     extra = {"data": {"canonical_hands": val_loader.dataset.canonical_hands},
              **({"provenance": provenance} if provenance else {})}
     return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, log=log, hand_loss=hand_loss, loss=loss, schedule=schedule,
-               px_ckpt_path=Path(out_dir) / px_ckpt_name if px_ckpt_name else None,
-               resume_path=resume_path, val_every=val_every)
+               extra, log=log, hand_loss=hand_loss, resume_path=resume_path, loss=loss, schedule=schedule)
 
 
 # ----------------------------------------------------------------------------- one method, one recipe
@@ -225,15 +202,13 @@ def loss_misfit(method, loss):
 def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], lr=DEFAULTS["lr"],
                 batch_size=DEFAULTS["batch_size"], heatmap_size=DEFAULTS["heatmap_size"], sigma=DEFAULTS["sigma"],
                 hand_loss=DEFAULTS["hand_loss"], canonical_hands=False, num_train=None, precision="fp32",
-                model_kwargs=None, val_every=1, loss="mse", schedule="constant"):
+                model_kwargs=None, loss="mse", schedule="constant"):
     """Every argument that changes a trained model's numbers, normalised (the provenance and resume key).
 
     data: dataset.data_fingerprint. Heatmap size/sigma (heatmap px) enter only where they matter: the target
     of heatmap methods (the method row's own values win) and the constructor of models that take hm_size. Rows
-    built by a lambda (fixed options) record those options through the method name, not in "model".
-    val_every (validate every N epochs; fit) enters the recipe only when it is not 1, the spec's every-epoch
-    validation, so the runs stored before the option existed keep their keys; so do loss ('mse') and schedule
-    ('constant'). The likelihood losses need a method that predicts a scale (model.LIKELIHOOD_METHODS) and vice versa."""
+    built by a lambda (fixed options) record those options through the method name, not in "model". loss and
+    schedule enter only when they are not the spec's ('mse', 'constant'), so spec runs keep their keys. The likelihood losses need a method that predicts a scale (model.LIKELIHOOD_METHODS) and vice versa."""
     row = METHODS[method]
     if loss_misfit(method, loss):
         raise ValueError(loss_misfit(method, loss))
@@ -250,11 +225,10 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
     return {"method": method, "model": model_kwargs, "target": target, "epochs": epochs, "lr": lr,
             "batch_size": batch_size, "seed": seed, "hand_loss": hand_loss, "canonical_hands": bool(canonical_hands),
             "num_train": n_avail if num_train is None else min(num_train, n_avail), "precision": precision,
-            "data": data, **({"val_every": val_every} if val_every != 1 else {}),
-            **({"loss": loss} if loss != "mse" else {}), **({"schedule": schedule} if schedule != "constant" else {})}
+            "data": data, **({"loss": loss} if loss != "mse" else {}), **({"schedule": schedule} if schedule != "constant" else {})}
 
 
-def train_recipe(recipe, kp_dir, out_dir, run_id, device, ckpt_name, px_ckpt_name, log=print, resume_path=None):
+def train_recipe(recipe, kp_dir, out_dir, run_id, device, ckpt_name, log=print, resume_path=None):
     """Train one method with one recipe (make_recipe) into out_dir (heatmap targets also write their snapshots);
     returns the history (resume_path: see fit)."""
     method, target = recipe["method"], recipe["target"]
@@ -269,10 +243,8 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device, ckpt_name, px_ckpt_nam
     provenance = {"run_id": run_id, "recipe": recipe, "code_version": code_version(), "device": device,
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     common = dict(out_dir=out_dir, device=device, precision=recipe["precision"], lr=recipe["lr"], log=log,
-                  hand_loss=recipe["hand_loss"], provenance=provenance,
-                  ckpt_name=ckpt_name, px_ckpt_name=px_ckpt_name, resume_path=resume_path,
-                  val_every=recipe.get("val_every", 1), loss=recipe.get("loss", "mse"),
-                  schedule=recipe.get("schedule", "constant"))
+                  hand_loss=recipe["hand_loss"], provenance=provenance, ckpt_name=ckpt_name, resume_path=resume_path,
+                  loss=recipe.get("loss", "mse"), schedule=recipe.get("schedule", "constant"))
     train = train_heatmap_model if output_type == "heatmap" else train_regression_model
     return train(model, train_loader, val_loader, recipe["epochs"], **common)
 
@@ -362,9 +334,8 @@ def main(argv=None):
             info, rdir = got[recipe_key(r)][0], run_dir_of(runs_root, r)
             h = run_log[r["method"]] = {"recipe": r, "run": rdir.name, **info["history"], "machine": info["machine"]}
             print(f"[{r['method']}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
-                  f"{h['best_val_px_error']:.2f} (best val px {h['best_px_val_px_error']:.2f} at epoch "
-                  f"{h['best_px_epoch']}); trained in {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
-            atomic_write_bytes(args.out_dir / f"{r['method']}_model.pth", (rdir / RULES["val_loss"]).read_bytes())
+                  f"{h['best_val_px_error']:.2f}; trained in {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
+            atomic_write_bytes(args.out_dir / f"{r['method']}_model.pth", (rdir / CHECKPOINT).read_bytes())
             if r["method"] == "heatmap":
                 atomic_write_bytes(args.out_dir / "heatmap_snapshots.pt", (rdir / "heatmap_snapshots.pt").read_bytes())
         run_log["total_seconds"] = time.time() - t0

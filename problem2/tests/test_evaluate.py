@@ -11,8 +11,8 @@ import evaluate
 import train
 from codec import decode, encode_heatmaps
 from dataset import load_split
-from evaluate import (brief, compute_pck, extract_keypoints_from_heatmaps, keypoint_distances, pck_auc,
-                      pck_normalizer, plot_pck_curves, spread_ratio, visualize_predictions)
+from evaluate import (compute_pck, extract_keypoints_from_heatmaps, keypoint_distances, pck_normalizer,
+                      plot_pck_curves, spread_ratio, summarize, visualize_predictions)
 from model import load_checkpoint
 
 
@@ -56,19 +56,12 @@ def test_symmetric_pck_on_swapped_hands():
     assert torch.equal(keypoint_distances(gt, gt, True), keypoint_distances(gt, gt))
 
 
-def test_auc_perfect_and_constant_offset():
-    gt = _gt()
-    assert pck_auc(gt, gt) == pytest.approx(1.0)
-    off = gt + torch.tensor([5.0, 0.0])      # every keypoint 0.1 of bbox away -> PCK is 0 below 0.1, 1 above
-    assert pck_auc(off, gt) == pytest.approx(0.5, abs=0.02)
-
-
 def test_seed_entry_point_decodes_heatmaps_in_image_px():
     kp = torch.tensor([[[10.0, 20.0], [30.0, 40.0], [50.0, 60.0], [70.0, 80.0], [90.0, 100.0]]])
     assert torch.allclose(extract_keypoints_from_heatmaps(encode_heatmaps(kp, 64, 2.0), refine="dark"), kp, atol=0.05)
 
 
-def test_brief_and_spread_ratio_known_answers():
+def test_summarize_and_spread_ratio_known_answers():
     gt = torch.tensor([[[0.0, 0.0]] * 5, [[10.0, 0.0]] * 5, [[20.0, 0.0]] * 5]) + torch.arange(5.0)[:, None]
     assert spread_ratio(gt, gt) == pytest.approx(1.0)
     assert spread_ratio(gt.mean(0).expand_as(gt), gt) == 0.0                  # a constant prediction
@@ -77,10 +70,15 @@ def test_brief_and_spread_ratio_known_answers():
     pred = gt.clone()
     pred[:, 0] += torch.tensor([3.0, 4.0])                                     # head 5 px off
     pred[:, [1, 2]] = gt[:, [2, 1]]                                            # hands swapped (1 px apart)
-    b = brief(pred, gt)
+    b = summarize(pred, gt)
     assert b["px_head_feet"] == pytest.approx(5 / 3) and b["px_hands_sym"] == 0.0
     assert b["px_hands"] == pytest.approx(2 ** 0.5) and b["px"] == pytest.approx((5 + 2 * 2 ** 0.5) / 5)
-    assert b["hand_gap_px"] == pytest.approx(2 ** 0.5)
+    assert b["px_sym"] == pytest.approx(5 / 5) and b["hand_gap_px"] == pytest.approx(2 ** 0.5)
+    # bbox diagonal 5.66 px, so even PCK@0.2 allows 1.13 px: the 5-px head fails everywhere, the swapped hands
+    # (1.41 px off) fail strictly and are exact symmetrically
+    assert b["pck_bbox"] == {"0.05": 0.4, "0.1": 0.4, "0.15": 0.4, "0.2": 0.4} and b["pck_bbox_sym"]["0.2"] == 0.8
+    assert set(b) == {"px", "px_sym", "px_head_feet", "px_hands", "px_hands_sym", "pck_bbox", "pck_bbox_sym",
+                      "pck_torso", "pck_torso_sym", "spread_ratio", "hand_gap_px"}
 
 
 def _png_has_content(path):
@@ -150,8 +148,8 @@ def test_main_end_to_end(tiny_data, trained, tmp_path):
     assert on_disk["split"] == "test" and on_disk["num_images"] == 16
     assert set(on_disk["heatmap"]["decoders"]) == {"argmax", "quarter", "dark"}
     assert set(on_disk["regression"]["decoders"]) == {"direct"}
-    entry = on_disk["heatmap"]["decoders"]["dark"]["symmetric"]
-    assert set(entry["pck"]) == {"bbox", "torso"} and set(entry["pck"]["bbox"]) == {"0.05", "0.1", "0.15", "0.2"}
+    entry = on_disk["heatmap"]["decoders"]["dark"]
+    assert set(entry["pck_torso_sym"]) == set(entry["pck_bbox"]) == {"0.05", "0.1", "0.15", "0.2"}
     assert on_disk["provenance"]["mixed_runs"] is None
     assert on_disk["provenance"]["run_id"] == json.loads((out / "training_log.json").read_text())["run_id"]
     sel = on_disk["decoder_selection"]
@@ -161,7 +159,7 @@ def test_main_end_to_end(tiny_data, trained, tmp_path):
     ds = load_split(tiny_data, "test", "regression")
     with torch.no_grad():
         direct = decode("regression", model(ds.images))
-    assert metrics["regression"]["decoders"]["direct"]["strict"]["mean_px_error"] == pytest.approx(
+    assert metrics["regression"]["decoders"]["direct"]["px"] == pytest.approx(
         float((direct - ds.keypoints).norm(dim=-1).mean()), rel=1e-5)
     for name in ("pck_curves_bbox", "pck_curves_torso", "sample_predictions", "heatmaps_training_stages",
                  "training_curves", "example_heatmap_prediction", "test_grid"):
@@ -275,6 +273,6 @@ def test_one_checkpoint_is_scored_with_every_decoder(tiny_data, trained, tmp_pat
     ds = load_split(tiny_data, "val", "regression")
     with torch.no_grad():
         kp = decode("heatmap", model(ds.images), "dark")
-    assert metrics["heatmap"]["decoders"]["dark"]["strict"]["mean_px_error"] == pytest.approx(
+    assert metrics["heatmap"]["decoders"]["dark"]["px"] == pytest.approx(
         float((kp - ds.keypoints).norm(dim=-1).mean()), rel=1e-5)
     assert not (tmp_path / "metrics.json").exists()                     # the main run's metrics are left alone

@@ -82,7 +82,7 @@ def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
         assert long["recipe"]["epochs"] == 3 and long["recipe"].get("schedule", "constant") == sched.split()[1]
     best = read_json(tmp_path / "runs" / res["rows"][f"schedule: {res['best_schedule']}"][0]["run"] / "eval.json")
     assert list(res["val_px_sym"][res["best_schedule"]]) == [pytest.approx(sum(
-        read_json(tmp_path / "runs" / r["run"] / "eval.json")["val_loss"]["val"][res["decoder"]]["px_sym"]
+        read_json(tmp_path / "runs" / r["run"] / "eval.json")["val"][res["decoder"]]["px_sym"]
         for r in res["rows"][f"schedule: {res['best_schedule']}"])), res["decoder"]]
-    assert best["val_loss"]["val"].keys() == {"argmax", "quarter", "dark"}   # the decoder is chosen on val
+    assert best["val"].keys() == {"argmax", "quarter", "dark"}   # the decoder is chosen on val
     assert (tmp_path / "visualizations" / "how_far.png").exists()

@@ -55,16 +55,13 @@ def test_main_end_to_end_writes_checkpoints_and_log(tiny_data, tmp_path):
     for method in ("heatmap", "regression"):
         h = log[method]
         assert len(h["epochs"]) == 2 and set(h["epochs"][0]) == LOG_EPOCH_KEYS
-        assert {"best_epoch", "best_val_loss", "best_val_px_error", "best_px_epoch", "best_px_val_px_error",
-                "train_seconds", "images_per_second"} <= set(h)
-        best_px = min(h["epochs"], key=lambda e: e["val_px_error"])
-        assert h["best_px_epoch"] == best_px["epoch"]
+        assert {"best_epoch", "best_val_loss", "best_val_px_error", "train_seconds", "images_per_second"} <= set(h)
         assert h["best_epoch"] == min(h["epochs"], key=lambda e: e["val_loss"])["epoch"]
         ckpt = torch.load(tmp_path / f"{method}_model.pth", weights_only=True)
         assert ckpt["config"]["method"] == method and ckpt["epoch"] == h["best_epoch"]
         assert ckpt["val_loss"] == pytest.approx(h["best_val_loss"])
         prov = ckpt["provenance"]
-        assert prov["run_id"] == h["run"].split("-")[-1] and prov["selected_by"] == "val_loss"  # its store run
+        assert prov["run_id"] == h["run"].split("-")[-1]                                       # its store run
         assert set(prov["recipe"]) == RECIPE_KEYS and prov["recipe"] == h["recipe"]
         assert prov["recipe"]["data"]["split_sizes"] == {"train": 48, "val": 16, "test": 16}
         assert str(tmp_path) not in json.dumps(prov)
@@ -227,34 +224,7 @@ def test_a_resume_file_is_ignored_for_another_recipe_or_when_its_checkpoints_are
     (tmp_path / "m.pth").unlink()                      # the best checkpoint written before it is gone: starts over
     h = run(0, 2)
     assert "resumed_after_epochs" not in h and (tmp_path / "m.pth").exists()
-    assert any("best checkpoints written before it are gone" in s for s in logs)
-
-
-def test_val_every_validates_on_schedule_and_resumes_before_the_first_validation(tiny_data, tmp_path, monkeypatch):
-    """val_every=2 over 3 epochs validates epochs 2 and 3 only; a run stopped after epoch 1 (no checkpoint
-    written yet) resumes after epoch 1 instead of starting again."""
-    train_ds, val_ds = load_split(tiny_data, "train", "regression"), load_split(tiny_data, "val", "regression")
-    loaders = lambda: (make_loader(train_ds, 16, shuffle=True, seed=3), make_loader(val_ds, 16))  # noqa: E731
-    real_save, logs = train.torch_save, []
-
-    def save_then_stop(path, obj):
-        real_save(path, obj)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train, "torch_save", save_then_stop)
-    torch.manual_seed(0)
-    with pytest.raises(KeyboardInterrupt):
-        train.fit(RegressionNet(), *loaders(), 3, ckpt_path=tmp_path / "m.pth", resume_path=tmp_path / "r.pth",
-                  val_every=2)
-    assert (tmp_path / "r.pth").exists() and not (tmp_path / "m.pth").exists()
-    monkeypatch.setattr(train, "torch_save", real_save)
-    h = train.fit(RegressionNet(), *loaders(), 3, ckpt_path=tmp_path / "m.pth", resume_path=tmp_path / "r.pth",
-                  val_every=2, log=logs.append)
-    assert any("resuming after epoch 1" in s for s in logs)
-    assert [e["val_loss"] is not None for e in h["epochs"]] == [False, True, True]
-    assert h["best_epoch"] in (2, 3) and (tmp_path / "m.pth").exists()
-    with pytest.raises(ValueError, match="val_every"):
-        train.fit(RegressionNet(), *loaders(), 1, val_every=0)
+    assert any("best checkpoint written before it is gone" in s for s in logs)
 
 
 def _files(folder):
