@@ -1,16 +1,11 @@
 """Ablations of HeatmapNet and failure cases of both methods: `python baseline.py` (see --help).
 
-Ablations (the spec recipe, train.py's loop, --seeds; each (variant, seed) a recipe-keyed run of runs.py under
-<out-dir>/runs/, shared with every study of the same recipe): heatmap 32/64/128, sigma 1-4 (px of a 64x64 heatmap),
-skips on/off. Sigma is held fixed in IMAGE px across resolutions (sigma_hm = sigma_64 * hm_size / 64), so only the
-grid's quantisation differs.
-
-ablation_results.json (one seed) / ablation_seeds.json (several): {"recipe", "seeds", "partial" (runs missing),
-  "studies": {study: [variant]}, "variants": {name: {"config": {"hm_size", "sigma_hm", "sigma_img", "skip"},
-  "runs": [{"seed", "run", "best_epoch", "best_val_loss", "best_val_px_error", "train_seconds",
-  "test": {decoder: evaluate.summarize()}}], "paired_to_default": {ABLATION_METRICS name: {"diff", "ci95", "n"}}}}}
-failure_cases.json: {"rule", "num_images", "counts": {category: n}, "per_keypoint": {category: {name: n}},
-  "characterisation": {category: characterise()}, "fixed_by_symmetric_matching", "gallery": {category: [image idx]}}
+Ablations (the spec recipe over --seeds, each (variant, seed) a recipe-keyed run of runs.py): heatmap 32/64/128,
+sigma 1-4 (px of a 64x64 heatmap), skips on/off. Sigma is fixed in IMAGE px across resolutions (sigma_hm = sigma_64 *
+hm_size / 64), so only the grid's quantisation differs. ablation_results.json (one seed) / ablation_seeds.json
+(several): {"recipe", "seeds", "partial", "studies": {study: [variant]}, "variants": {name: {"config", "runs": [{"seed",
+"run", "test": {decoder: evaluate.summarize()}, "best_epoch", ...}], "paired_to_default": {metric: {"diff", "ci95",
+"n"}}}}}. failure_cases.json: see analyze_failure_cases.
 """
 import argparse
 import sys
@@ -21,12 +16,12 @@ import torch
 
 from codec import HANDS, KEYPOINT_NAMES, REFINE_DEFAULT, decode
 from common import (RESULTS_DIR, fmt_time, paired_by_seed, pick_device, pick_precision, plt, positive, read_json,
-                    recipe_key, record_timing, results_lock, save_figure, set_threads, write_json)
+                    record_timing, results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from evaluate import hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
 from figures import draw_keypoints
 from model import HeatmapNet, run_model
-from runs import STUDY_PRECISION, load_stored, run_dir_of, run_many, run_name
+from runs import STUDY_PRECISION, collect, run_dir_of, run_name
 from train import DEFAULTS, add_recipe_args, make_recipe, train_recipe
 
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
@@ -64,49 +59,30 @@ def variant_recipe(cfg, data, seed, epochs=DEFAULTS["epochs"], precision=STUDY_P
 def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epochs=DEFAULTS["epochs"],
                    out_dir=RESULTS_DIR, force=False, device="cpu", precision=STUDY_PRECISION, log=print,
                    seeds=(0,), jobs=1, shifted_dir=None, partial=False):
-    """Train (or reuse) and score the ablation variants of `model_class` (HeatmapNet) on `dataset`, per seed.
-
-    dataset: a course-layout keypoints folder (train/val for training and selection, test for scores).
-    force: retrain even when a run with the same recipe is stored. shifted_dir: the translation test set every
-    run is also scored on (default: dataset.shifted_test_dir(), the store's). partial: train nothing, record
-    the (variant, seed) runs already stored (a variant with none is left out of "variants"). Returns the
-    ablation_results dict (schema in the module docstring), also written to out_dir/<results_name(seeds)>.json."""
+    """Train (or reuse) and score HeatmapNet's ablation variants on `dataset` (a course-layout keypoints folder) per
+    seed; force retrains stored runs, partial trains none (a variant with no stored run is left out). Returns the
+    results (module docstring), also written to out_dir/<results_name(seeds)>.json."""
     if model_class is not HeatmapNet:
         raise ValueError("the ablations are defined for HeatmapNet")
     out_dir, data = Path(out_dir), data_fingerprint(dataset)
-    todo = {}
-    studies_out = {}
-    for study in studies:
-        studies_out[study] = []
-        for overrides in STUDIES[study]:
-            cfg = variant_config(overrides)
-            studies_out[study].append(variant_name(cfg))
-            todo[variant_name(cfg)] = cfg
+    studies_out = {study: [variant_name(variant_config(o)) for o in STUDIES[study]] for study in studies}
+    todo = {variant_name(cfg): cfg for cfg in (variant_config(o) for study in studies for o in STUDIES[study])}
     recipes = {(name, s): variant_recipe(cfg, data, s, epochs, precision) for name, cfg in todo.items() for s in seeds}
     if force:
         for r in recipes.values():
             (run_dir_of(out_dir / "runs", r) / "run.json").unlink(missing_ok=True)
     # evaluated on the translation test set too, like every store run, so a run shared with the studies (the
     # default variant is the spec HeatmapNet) has one evaluation, not two that replace each other
-    shifted_dir = shifted_dir or shifted_test_dir()
-    if partial:
-        stored = {recipe_key(r): load_stored(r, dataset, out_dir / "runs", shifted_dir) for r in recipes.values()}
-        done = {k: got for k, got in stored.items() if got}
-        log(f"[ablation] --partial: {len(done)} of {len(stored)} runs stored; recording those, training none")
-    else:
-        done = run_many(list(recipes.values()), dataset, out_dir / "runs", train_recipe, shifted_dir, jobs=jobs, device=device,
-                        log=log)
+    got = collect(recipes, dataset, out_dir / "runs", train_recipe, shifted_dir or shifted_test_dir(), jobs, partial,
+                  log, device)
     results = {"recipe": {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
                           "precision": precision, "refined_decoder": REFINE_DEFAULT, "data": data},
-               "seeds": list(seeds), "partial": len(done) < len(recipes), "studies": studies_out, "variants": {}}
+               "seeds": list(seeds), "partial": None in got.values(), "studies": studies_out, "variants": {}}
     for name, cfg in todo.items():
-        rows = []
-        for s in (s for s in seeds if recipe_key(recipes[name, s]) in done):
-            info, ev = done[recipe_key(recipes[name, s])]
-            h = info["history"]
-            rows.append({"seed": s, "run": run_name(recipes[name, s]),
-                         **{k: h[k] for k in ("best_epoch", "best_val_loss", "best_val_px_error", "train_seconds")},
-                         "test": ev["test"]})
+        stored = [(s, *got[name, s]) for s in seeds if got[name, s]]
+        rows = [{"seed": s, "run": run_name(info["recipe"]), "test": ev["test"],
+                 **{k: info["history"][k] for k in ("best_epoch", "best_val_loss", "best_val_px_error", "train_seconds")}}
+                for s, info, ev in stored]
         if rows:
             results["variants"][name] = {"config": cfg, "runs": rows}
     base = results["variants"].get(DEFAULT_VARIANT, {}).get("runs", [])
@@ -189,15 +165,10 @@ def _draw_failure_row(axes, image, gt, pred_h, pred_r, heatmaps, k, title):
 
 
 def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4, device="cpu"):
-    """Compare the two methods keypoint by keypoint on the test split.
-
-    model: {'heatmap': HeatmapNet, 'regression': RegressionNet} (both trained; a 2-tuple in that order
-    also works). test_loader: a non-shuffled loader over the test split (its images are fed to both
-    models; ground truth is test_loader.dataset.keypoints). Success rule: SUCCESS_RULE. Categories:
-    CATEGORIES; counts per category
-    and per keypoint, a characterisation of each, and a gallery PNG per category in out_dir/visualizations/.
-    Returns the failure_cases dict (also written to out_dir/failure_cases.json).
-    """
+    """Compare the two trained methods keypoint by keypoint (SUCCESS_RULE) on a non-shuffled test loader. model:
+    {'heatmap': HeatmapNet, 'regression': RegressionNet} (or a 2-tuple in that order). Writes out_dir/failure_cases.json
+    ({"rule", "num_images", "counts", "per_keypoint": {CATEGORIES key: ...}, "characterisation",
+    "fixed_by_symmetric_matching", "gallery"}) and a gallery PNG per category; returns the dict."""
     hm_model, rg_model = (model["heatmap"], model["regression"]) if isinstance(model, dict) else model
     ds = test_loader.dataset
     gt = ds.keypoints

@@ -13,16 +13,10 @@ Coordinate convention (the ONE place it is defined)
       unit = (img + 0.5) / 128                    img = unit * 128 - 0.5
   i.e. unit space is heatmap space with S = 1 shifted by half a cell.
 
-Representations (encode: keypoints in img px -> target; decode: model output -> keypoints in img px)
-  heatmap : Gaussian exp(-d^2 / (2 sigma^2)), d in hm px from the float keypoint, on the whole grid
-            (keypoints at or beyond the border give a clipped Gaussian whose continuous peak still sits
-            at the keypoint) | argmax cell + optional sub-pixel step ('quarter' HRNet, 'dark' Taylor).
-  regression: [2K] = (x0, y0, x1, y1, ...) in unit space | reshape and map back.
-  soft-argmax (a layer, not a target): expected (x, y) of a spatial softmax, in unit space, so a model
-            ending in it trains on 'regression' targets.
-Loss (one code path for every representation): MSE (the spec); coordinates also L1, a Laplace NLL or RLE
-(per_keypoint_loss); with hand_loss='symmetric' the two hand channels are scored per image in the better of
-{as labelled, swapped} (the hand labels are ambiguous).
+Representations, each an encode (keypoints in img px -> target) / decode (model output -> img px) pair below:
+  heatmap   : Gaussian exp(-d^2 / (2 sigma^2)), d in hm px from the float keypoint | argmax cell + optional
+              sub-pixel step ('quarter' HRNet, 'dark' Taylor).
+  regression: [2K] = (x0, y0, x1, y1, ...) in unit space | reshape and map back. soft_argmax (a layer) ends in it.
 """
 import torch
 import torch.nn.functional as F
@@ -62,12 +56,8 @@ def unit_to_img(coord_unit, img_size=IMG_SIZE):
 
 # ----------------------------------------------------------------------------- heatmaps: encode / decode
 def encode_heatmaps(kp_img_px, hm_size, sigma):
-    """Gaussian heatmaps for keypoints in image px.
-
-    kp_img_px: [..., K, 2] (x, y) in image px; hm_size: int or (height, width) in cells;
-    sigma: Gaussian std in heatmap px. Returns float32 [..., K, height, width], peak 1 at the
-    float keypoint position. Separable and vectorised: no Python loop over keypoints or pixels.
-    """
+    """Gaussian heatmaps [..., K, height, width] (float32, peak 1 at the float keypoint) for keypoints [..., K, 2] in
+    image px; hm_size: int or (height, width) in cells; sigma in heatmap px. Separable, no Python loop."""
     height, width = (hm_size, hm_size) if isinstance(hm_size, int) else hm_size
     kp = torch.as_tensor(kp_img_px, dtype=torch.float32)
     x_hm = img_to_hm(kp[..., 0:1], width)  # [..., K, 1]
@@ -101,8 +91,8 @@ def quarter_offset(patch):
 
 
 def dark_offset(patch, eps=1e-10):
-    """DARK (Zhang et al. 2020): one Newton step on the log-heatmap, -H^-1 grad, from 3x3 central
-    differences. Exact for a Gaussian peak; zero where the Hessian is not negative definite."""
+    """DARK (Zhang et al. 2020): one Newton step -H^-1 grad on the log-heatmap from 3x3 central differences; exact
+    for a Gaussian peak, zero where the Hessian is not negative definite."""
     L = patch.clamp_min(eps).log()
     gx = (L[..., 1, 2] - L[..., 1, 0]) / 2
     gy = (L[..., 2, 1] - L[..., 0, 1]) / 2
@@ -119,8 +109,7 @@ def dark_offset(patch, eps=1e-10):
 
 
 def cells_to_img(heatmaps, x, y, refine=None):
-    """Chosen cells (x, y: long [B, K]) of heatmaps [B, K, H, W] -> [B, K, 2] image px, after the optional
-    sub-pixel step computed around each cell (shared by every heatmap decoder)."""
+    """Cells (x, y: long [B, K]) of heatmaps [B, K, H, W] -> [B, K, 2] image px, after the optional sub-pixel step."""
     kp_hm = torch.stack([x, y], -1).float()
     if refine in ("quarter", "dark"):
         patch = patch3x3(heatmaps, x, y)
@@ -144,8 +133,7 @@ def encode_coords(kp_img_px):
 
 
 def decode_coords(coords_unit):
-    """[B, 2K] unit coordinates -> keypoints [B, K, 2] in image px (columns after the first 2K, a
-    likelihood head's scales, are not coordinates and are dropped)."""
+    """[B, 2K] unit coordinates -> keypoints [B, K, 2] in image px (a likelihood head's scale columns are dropped)."""
     return unit_to_img(coords_unit[:, :2 * NUM_KEYPOINTS].float().reshape(len(coords_unit), -1, 2))
 
 
@@ -198,13 +186,10 @@ def canonicalize_hands(kp):
 
 
 def per_keypoint_loss(outputs, targets, loss="mse", flow=None):
-    """Loss per image and keypoint [B, K] between outputs and targets (unit coords or heatmaps).
-
-    mse / l1: mean squared / absolute error over the keypoint's cells or its 2 coordinates.
-    laplace / rle (coordinates only): outputs are [B, 4K] = 2K coordinates then 2K scale logits,
-    sigma = sigmoid(logit) in unit space. laplace: the Laplace NLL log(2 sigma) + |err| / sigma.
-    rle (Li et al. 2021, as their released code): log sigma - log G(e) + log(2 sigma) + |e| with the
-    normalised residual e = err / sigma and G the density of `flow` (model.RealNVP). Means over the 2 coordinates."""
+    """Loss per image and keypoint [B, K]. mse / l1: over the keypoint's cells or its 2 unit coordinates.
+    laplace / rle (coordinates only): outputs [B, 4K] = 2K coordinates, then 2K scale logits, sigma = sigmoid(logit);
+    laplace: log(2 sigma) + |err| / sigma; rle (Li et al. 2021, as their released code): that plus
+    log sigma - log G(err / sigma), G the density of `flow` (model.RealNVP). Means over the 2 coordinates."""
     b = len(outputs)
     if loss in ("mse", "l1"):
         diff = outputs.reshape(b, NUM_KEYPOINTS, -1) - targets.reshape(b, NUM_KEYPOINTS, -1)
@@ -221,12 +206,9 @@ def per_keypoint_loss(outputs, targets, loss="mse", flow=None):
 
 
 def keypoint_loss(outputs, targets, hand_loss="strict", loss="mse", flow=None):
-    """The training loss: per_keypoint_loss averaged over images and keypoints ('mse' on heatmaps
-    [B, K, H, W] or coordinates [B, 2K] is plain F.mse_loss, the spec).
-
-    hand_loss='symmetric': per image, the two hand channels are scored in the better of {as labelled,
-    hands swapped} (the hand labels are ambiguous); head and feet unchanged, so a perfectly labelled
-    batch gives the strict value. Vectorised over the batch."""
+    """The training loss: per_keypoint_loss averaged over images and keypoints (strict 'mse' is F.mse_loss, the
+    spec). hand_loss='symmetric': per image, the two hand channels are scored in the better of {as labelled,
+    swapped}; head and feet unchanged, so a perfectly labelled batch gives the strict value."""
     outputs = outputs.float()
     if hand_loss not in HAND_LOSSES:
         raise ValueError(f"hand_loss must be one of {HAND_LOSSES}, got {hand_loss!r}")

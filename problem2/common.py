@@ -336,7 +336,7 @@ def paired_difference(a, b):
 
 def paired_by_seed(rows_a, rows_b, value_a, value_b=None):
     """value_b(row of b) minus value_a(row of a) over the seeds both lists of per-seed rows have: (seeds,
-    paired_difference). The one pairing rule of the studies (readout steps, selection rule, hand loss)."""
+    paired_difference). The one pairing rule of the studies."""
     a, b = ({row["seed"]: row for row in rows} for rows in (rows_a, rows_b))
     seeds = sorted(set(a) & set(b))
     return seeds, paired_difference([value_a(a[s]) for s in seeds], [(value_b or value_a)(b[s]) for s in seeds])

@@ -1,23 +1,14 @@
-"""Synthetic stick-figure keypoint data: generator (course layout), data fingerprint, KeypointDataset.
+"""Synthetic stick-figure keypoint data: the course's generator and file layout, its checks, KeypointDataset.
 
-Run `python dataset.py --help` to generate a course-layout dataset by hand; the other scripts
-generate the default one automatically when it is missing.
+`python dataset.py --help` generates a dataset by hand; the other scripts generate the default one on first use.
+Layout (the course's `datasets/keypoints/`): <root>/keypoints/{train,val,test}/NNNNNN.png (128x128 'L', white,
+black 3-px strokes) and {split}_annotations.json = {"images": [{"id", "file_name", "keypoints": [[x, y] x 5]}],
+"keypoint_names", "num_keypoints"}; ids run on across splits. The test split is ours: a course folder with only
+train/val works, test falls back to val. Coordinates follow codec.py's convention (labels are pixel centres).
 
-Coordinates, Gaussian targets and their decoding follow the one convention written down in codec.py
-(image px are pixel centres; heatmap cell j of S is centred at image (j + 0.5) * 128 / S - 0.5).
-
-Data layout (identical to the course's `datasets/keypoints/`)
-------------------------------------------------------------
-  <root>/keypoints/{train,val,test}/NNNNNN.png      128x128 'L', white background, black 3-px strokes
-  <root>/keypoints/{train,val,test}_annotations.json
-  {"images": [{"id", "file_name", "keypoints": [[x, y] x 5]}], "keypoint_names": [...], "num_keypoints": 5}
-Ids run on across splits (val starts at num_train, test at num_train + num_val). The test split is
-ours; a folder with only train/val (the course's) still works and test falls back to val.
-
-Hand ambiguity (a property of the course distribution, kept on purpose): the figure with arm angles
-(a, b) is pixel-identical to the one with (-b, -a) and the hand labels swapped, so about half of all
-images have left_hand to the right of right_hand. `canonical_hands=True` relabels left_hand := the
-hand with the smaller x, for the study of that effect; the default stays faithful to the course.
+The hand labels are ambiguous by construction (kept on purpose): arm angles (a, b) draw the same picture as (-b, -a)
+with the hands swapped, so about half the images have left_hand to the right of right_hand. canonical_hands=True
+relabels left_hand := the hand with the smaller x.
 """
 import argparse
 import json
@@ -34,7 +25,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from codec import IMG_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS, canonicalize_hands, encode, encode_heatmaps
-from common import UsageError, file_sha256, read_json, write_json
+from common import UsageError, file_sha256, positive, read_json, write_json
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = HERE / "data"  # gitignored; holds keypoints/
@@ -46,10 +37,8 @@ HEAD_ABOVE_CENTRE = 20          # the head is drawn at (cx, cy - 20): figure cen
 
 # ----------------------------------------------------------------------------- generator
 def sample_figure(rng, center_range=COURSE_CENTER_RANGE, exclude=None):
-    """Draw one figure's parameters; returns (centre, angles_rad, spread). Defaults: the course's distribution.
-
-    center_range: (lo, hi) for both axes or ((x_lo, x_hi), (y_lo, y_hi)), inclusive integers. exclude: an
-    optional (lo, hi) box the centre must lie outside of (redrawn until it does; the translation test set)."""
+    """One figure's (centre, angles_rad, spread), by default from the course's distribution. center_range: (lo, hi)
+    for both axes or per axis, inclusive; exclude: a (lo, hi) box the centre is redrawn out of."""
     ranges = np.asarray(center_range).reshape(-1, 2)      # [[lo, hi]] for both axes, or [[x_lo, x_hi], [y_lo, y_hi]]
     lo, hi = np.broadcast_to(ranges, (2, 2)).T
     while True:
@@ -84,11 +73,8 @@ def render_figure(center, angles_rad, spread):
 
 
 def write_split(keypoints_dir, split, first_id, count, seed, sampler=sample_figure):
-    """Write `count` figures of one split (PNGs + annotation JSON) into keypoints_dir.
-
-    Image `id` is drawn from np.random.default_rng([seed, id]) alone, so a figure depends only on
-    (seed, id). `sampler(rng)` returns figure parameters (swap it to change the distribution).
-    """
+    """Write `count` figures of one split (PNGs + annotations); image `id` depends only on (seed, id), drawn from
+    np.random.default_rng([seed, id]) by `sampler`."""
     keypoints_dir = Path(keypoints_dir)
     (keypoints_dir / split).mkdir(parents=True, exist_ok=True)
     images = []
@@ -102,9 +88,8 @@ def write_split(keypoints_dir, split, first_id, count, seed, sampler=sample_figu
 
 
 def generate_dataset(root, split_sizes=None, seed=0, sampler=sample_figure, sampler_name="course"):
-    """Generate <root>/keypoints/ in course layout (+ generator.json: seed, sizes, sampler). Built in a temp
-    folder and renamed at the end, so an interrupted run never leaves a half-written dataset (nor its temp
-    folder, unless killed). Returns the keypoints folder."""
+    """Generate <root>/keypoints/ (+ generator.json: seed, sizes, sampler) in a temp folder renamed at the end, so an
+    interrupted run never leaves a half-written dataset. Returns the keypoints folder."""
     split_sizes = dict(DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
     final = Path(root) / "keypoints"
     if final.exists():
@@ -131,8 +116,8 @@ SHIFTED_CENTER_RANGE = ((30, 97), (28, 90))
 
 
 def sample_shifted_figure(rng):
-    """A course figure whose centre lies outside the training range [40, 88]^2 (at least one coordinate)
-    while the whole figure stays inside the image: the translation test set."""
+    """A course figure centred outside the training range (in x or y), wholly inside the image: the translation
+    test set."""
     return sample_figure(rng, SHIFTED_CENTER_RANGE, exclude=COURSE_CENTER_RANGE)
 
 
@@ -145,9 +130,8 @@ def shifted_test_dir(root=None, num_images=200, seed=1):
 
 
 def resolve_keypoints_dir(data_dir=None, seed=0):
-    """Find the course-layout folder: `data_dir` may be <root> or <root>/keypoints. With no data_dir,
-    use (and generate on first use, with `seed`) the default dataset under problem2/data/. Every split found is
-    checked (check_dataset) before it is returned, so bad data stops a script before any training."""
+    """The course-layout folder of `data_dir` (<root> or <root>/keypoints; None: problem2/data/, generated on first
+    use), checked by check_dataset, so bad data stops a script before any training."""
     if data_dir is None:
         kp_dir = DEFAULT_DATA_ROOT / "keypoints"
         if not (kp_dir / "train_annotations.json").exists():
@@ -175,8 +159,8 @@ def split_paths(keypoints_dir, split):
 
 
 def data_fingerprint(keypoints_dir):
-    """What identifies a dataset in provenance and resume keys (never its absolute path): a hash of the
-    annotation files, the split sizes and, for generated data, the generator's seed and sampler."""
+    """What identifies a dataset in recipes and provenance (never its path): a hash of the annotation files, the
+    split sizes and, for generated data, the generator's seed and sampler."""
     keypoints_dir = Path(keypoints_dir)
     files = [keypoints_dir / f"{s}_annotations.json" for s in ("train", "val", "test")]
     files = [f for f in files if f.exists()]
@@ -194,8 +178,8 @@ def figure_centre(kp_img_px):
 
 # ----------------------------------------------------------------------------- dataset
 def _parse_annotations(annotation_file):
-    """Load and validate a course annotation file; returns its list of image entries. Every problem is a
-    UsageError naming the file, the entry (index and id) and what is wrong."""
+    """The validated image entries of a course annotation file; any problem is a UsageError naming the file, the
+    entry (index and id) and what is wrong."""
     annotation_file = Path(annotation_file)
     if not annotation_file.exists():
         raise UsageError(f"annotation file {annotation_file} not found; generate data with "
@@ -227,35 +211,25 @@ def _parse_annotations(annotation_file):
     return data["images"]
 
 
-def _open_image(path, image_id):
-    """The PIL image at `path` (lazy: header read), refused unless it exists, decodes and is 128x128. The caller
-    closes it."""
+def _read_image(path, image_id, decode=True):
+    """One PNG, checked (it exists, decodes, is 128x128): its pixels as uint8 [128, 128] grayscale (any mode converted
+    to 'L'), or with decode=False its mode (header only). Any problem is a UsageError naming the file and its id."""
+    where = f"image file {path} (id {image_id})"
     if not path.exists():
-        raise UsageError(f"image file {path} (id {image_id}) is missing")
+        raise UsageError(f"{where} is missing")
     try:
-        im = Image.open(path)
+        with Image.open(path) as im:
+            if im.size != (IMG_SIZE, IMG_SIZE):
+                raise UsageError(f"{where} is {im.size[0]}x{im.size[1]}, not {IMG_SIZE}x{IMG_SIZE}: this dataset's "
+                                 f"keypoints are in {IMG_SIZE}-px image space; resize it and its keypoints, or remove it")
+            return np.asarray(im.convert("L"), dtype=np.uint8) if decode else im.mode
     except OSError as e:
-        raise UsageError(f"image file {path} (id {image_id}) cannot be decoded: {e}") from None
-    if im.size != (IMG_SIZE, IMG_SIZE):
-        im.close()
-        raise UsageError(f"image file {path} (id {image_id}) is {im.size[0]}x{im.size[1]}, not {IMG_SIZE}x{IMG_SIZE}: "
-                         f"this dataset's keypoints are in {IMG_SIZE}-px image space; resize it and its keypoints, "
-                         f"or remove it")
-    return im
-
-
-def _load_image(path, image_id):
-    """Decode one PNG to a [128, 128] uint8 array (any mode converted to grayscale 'L')."""
-    with _open_image(path, image_id) as im:
-        try:
-            return np.asarray(im.convert("L"), dtype=np.uint8)
-        except OSError as e:
-            raise UsageError(f"image file {path} (id {image_id}) cannot be decoded: {e}") from None
+        raise UsageError(f"{where} cannot be decoded: {e}") from None
 
 
 def check_dataset(keypoints_dir):
-    """The one validation pass over every split present (annotations, image files, image size), before any
-    training; prints once how many images are not grayscale (converted to 'L' when loaded). Returns the folder."""
+    """Validate every split present (annotations, image files, sizes) before any training; note once how many images
+    are not grayscale (converted when loaded). Returns the folder."""
     keypoints_dir, converted = Path(keypoints_dir), {}
     for split in ("train", "val", "test"):
         ann = keypoints_dir / f"{split}_annotations.json"
@@ -265,9 +239,9 @@ def check_dataset(keypoints_dir):
         if not image_dir.is_dir():
             raise UsageError(f"image folder {image_dir} not found (named by {ann.name})")
         for e in _parse_annotations(ann):
-            with _open_image(image_dir / e["file_name"], e.get("id")) as im:
-                if im.mode != "L":
-                    converted.setdefault(im.mode, []).append(e.get("id"))
+            mode = _read_image(image_dir / e["file_name"], e.get("id"), decode=False)
+            if mode != "L":
+                converted.setdefault(mode, []).append(e.get("id"))
     for mode, ids in converted.items():
         print(f"[data] note: {len(ids)} image(s) in {keypoints_dir} are {mode!r}, not grayscale (ids "
               f"{', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''}); converted to grayscale when loaded",
@@ -276,13 +250,9 @@ def check_dataset(keypoints_dir):
 
 
 class KeypointDataset(Dataset):
-    """A split held in memory: every PNG is decoded once and all targets are built once, vectorised.
-
-    Items are (image [1, 128, 128] float in [0, 1], targets) where targets are [K, hm_size, hm_size]
-    Gaussian heatmaps (output_type='heatmap', sigma in heatmap px) or [2K] = (x0, y0, x1, y1, ...) in
-    unit [0, 1] coordinates (output_type='regression'). Attributes: images [N,1,128,128] float,
-    keypoints [N,K,2] float (image px), targets, image_ids, file_names.
-    """
+    """A split in memory, every PNG decoded once. Items: (image [1, 128, 128] in [0, 1], target): [K, hm, hm] Gaussian
+    heatmaps (output_type='heatmap', sigma in hm px) or [2K] unit coordinates ('regression'). Attributes: images,
+    keypoints [N, K, 2] (image px), targets, image_ids, file_names."""
 
     def __init__(self, image_dir, annotation_file, output_type='heatmap', heatmap_size=64, sigma=2.0,
                  canonical_hands=False, limit=None):
@@ -297,7 +267,7 @@ class KeypointDataset(Dataset):
         entries = _parse_annotations(annotation_file)[:limit]  # limit: first N images (data-efficiency study)
         self.image_ids = [e.get("id") for e in entries]
         self.file_names = [e["file_name"] for e in entries]
-        pixels = [_load_image(image_dir / e["file_name"], e.get("id")) for e in entries]
+        pixels = [_read_image(image_dir / e["file_name"], e.get("id")) for e in entries]
         self.images = torch.from_numpy(np.stack(pixels)[:, None]).float().div_(255.0)
         self.keypoints = torch.from_numpy(np.asarray([e["keypoints"] for e in entries], dtype=np.float32))
         if canonical_hands:
@@ -315,22 +285,12 @@ class KeypointDataset(Dataset):
     def __getitem__(self, idx):
         return self.images[idx], self.targets[idx]
 
-    def __getitems__(self, indices):
-        # DataLoader fast path: one tensor gather per batch instead of len(batch) calls + collate.
-        idx = torch.as_tensor(indices)
-        return self.images[idx], self.targets[idx]
-
-
-def _whole_batch(batch):
-    return batch  # __getitems__ already returns stacked tensors
-
 
 def make_loader(dataset, batch_size=32, shuffle=False, seed=0):
-    """DataLoader over an in-memory KeypointDataset: batches are tensor gathers, no worker processes
-    (they only add IPC overhead for data already in RAM); shuffling is seeded for reproducibility."""
+    """DataLoader over an in-memory KeypointDataset, no worker processes (they only add IPC overhead for data
+    already in RAM); shuffling is seeded for reproducibility."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=_whole_batch, num_workers=0)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
 def load_split(keypoints_dir, split, output_type="heatmap", heatmap_size=64, sigma=2.0, canonical_hands=False,
@@ -345,15 +305,11 @@ def main(argv=None):
                                 "course's layout (<out>/keypoints/{train,val,test}/ + *_annotations.json).")
     p.add_argument("--out", type=Path, default=DEFAULT_DATA_ROOT, help="root folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical files (default: 0)")
-    p.add_argument("--num-train", type=int, default=DEFAULT_SPLIT_SIZES["train"])
-    p.add_argument("--num-val", type=int, default=DEFAULT_SPLIT_SIZES["val"])
-    p.add_argument("--num-test", type=int, default=DEFAULT_SPLIT_SIZES["test"],
+    p.add_argument("--num-train", type=positive(int, 1), default=DEFAULT_SPLIT_SIZES["train"])
+    p.add_argument("--num-val", type=positive(int, 1), default=DEFAULT_SPLIT_SIZES["val"])
+    p.add_argument("--num-test", type=positive(int, 0), default=DEFAULT_SPLIT_SIZES["test"],
                    help="held-out test split (ours; 0 for course-only train/val)")
     args = p.parse_args(argv)
-    for flag, value, least in (("--num-train", args.num_train, 1), ("--num-val", args.num_val, 1),
-                               ("--num-test", args.num_test, 0)):
-        if value < least:  # checked before anything is created
-            p.error(f"{flag} must be >= {least} (every script trains on train and selects on val), got {value}")
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {args.out} is a file, not a folder")
     sizes = {"train": args.num_train, "val": args.num_val}

@@ -1,21 +1,16 @@
 """How far each method goes: `python how_far.py` (see --help). HeatmapNet's best honest number on the course's
 own labels, and regression's ladder from the spec head to RLE, one factor per step, over seeds.
 
-Schedules (the spec HeatmapNet, symmetric hand loss): 30 epochs constant lr (the spec's length) -> 100 constant ->
-100 cosine; 300 constant and 300 cosine are trained only when 100 cosine misses GOAL on val. The best schedule has the lowest mean
-val px (symmetric); its decoder (argmax / quarter / dark) is chosen on val too and used for every heatmap row.
-Ladder (the spec encoder, 30 epochs): LADDER, each row changing one thing from the row above; SPATIAL: the readout
-study's soft-argmax at 8x8 under the ladder's MSE and RLE (a 2x2 of readout and loss). Then the plain-MSE
-step (symmetric hand loss) and the best of its losses (lowest mean val px, symmetric) at the best schedule and,
-when 300 epochs were trained, at both 300-epoch schedules.
-Every run is a recipe-keyed run of runs.py under <out-dir>/runs/ (resumable, shared with the other studies where
-the recipe is identical), in --precision; each row names the machine (GPU or CPU) that trained it.
+Schedules (HeatmapNet, symmetric hand loss): 30 constant lr -> 100 constant -> 100 cosine, and 300 constant / cosine
+only when 100 cosine misses GOAL on val; the best schedule and its decoder have the lowest mean val px (sym).
+Ladder (30 epochs): LADDER, one change per row; SPATIAL: the 8x8 soft-argmax under MSE and RLE (readout x loss).
+Then the plain-MSE step and the best loss (on val) at the best schedule and, when trained, both 300-epoch ones.
+Runs are recipe-keyed runs of runs.py in --precision; each row names the device that trained it.
 
-results/how_far_results.json: {"precision", "seeds", "goal", "decoder", "best_schedule", "best_loss",
-  "goal_met_on_test", "rows": {"schedule: <name>" | "ladder: <name>" | "spatial: <name>" | "long: <name>": [row]},
-  "steps": [{"from", "to", "seeds", "<metric>": {"diff", "ci95", "n"}}]}   (to minus from, paired by seed)
-(long: "<ladder step> @ <schedule>"; val_px_sym: {schedule: [mean val px sym, its best decoder]})
-row: runs.run_row (evaluate.summarize() on the test split with the study's decoder) + "device", "epochs", "val_px_sym".
+results/how_far_results.json: {"precision", "seeds", "goal", "decoder", "val_px_sym": {schedule: [val px, decoder]},
+"best_schedule", "best_loss", "long_schedules", "goal_met_on_test", "means", "rows": {"<kind>: <name>": [row]},
+"steps": [{"from", "to", "seeds", metric: {"diff", "ci95", "n"}}]}; kind is schedule, ladder, spatial or long
+("<step> @ <schedule>"); row: runs.run_row with the study's decoder + "device", "epochs", "val_px_sym".
 """
 import argparse
 import sys

@@ -18,15 +18,7 @@ Ablation options (defaults give the spec network):
     hm_size=128: one more up stage, ConvTranspose 32->32 + BN + ReLU (64->128), then the final conv.
 RegressionNet head (spec): global average pool -> FC 256->128 -> ReLU -> Dropout(0.5) -> FC 128->64 -> ReLU
     -> Dropout(0.5) -> FC 64->2K -> Sigmoid -> [B, 2K] = (x0, y0, x1, y1, ...) in unit [0, 1] space.
-Readouts of the "why" study, each on the same encoder and changing one thing (METHODS lists them):
-    IntegralNet          HeatmapNet body -> spatial softmax -> expected (x, y)     (integral_64)
-    RegressionNet(plain) GAP + the FC head without dropout and sigmoid              (gap_fc_plain)
-    RegressionNet(coordconv) x/y channels appended before every encoder conv      (coordconv_gap_fc)
-    LikelihoodRegressionNet GAP + the plain FC head to 2K coords + 2K scales; RLE's flow (gap_fc_nll)
-    FlattenRegressionNet 1x1 conv 256->32 on the 8x8 map, flatten (2048), spec FC head (flatten_fc)
-    DecoderRegressionNet HeatmapNet's decoder to 64x64 (32 ch), GAP, spec FC head  (decoder64_gap_fc)
-    SpatialReadoutNet    1x1 conv 256->K on the 8x8 map: soft-argmax (softargmax_8) or heatmaps (heatmap_8)
-    LikelihoodSpatialNet softargmax_8 + 2K scales from the pooled map; RLE's flow            (softargmax_8_nll)
+The readouts of the "why" study (readouts.py) share the encoder and change one thing each; METHODS lists them.
 """
 import math
 
@@ -185,9 +177,8 @@ class SpatialReadoutNet(nn.Module):
 
 
 class IntegralNet(nn.Module):
-    """Integral regression / soft-argmax (Sun et al. 2018; DSNT, Nibali et al. 2018): the HeatmapNet body,
-    a spatial softmax per keypoint, and the expected (x, y) under it. Outputs [B, 2K] unit coordinates
-    like RegressionNet, so it trains with the same coordinate MSE, but keeps the heatmap's geometry."""
+    """Integral regression / soft-argmax (Sun et al. 2018; DSNT, Nibali et al. 2018): the HeatmapNet body and the
+    expected (x, y) under a spatial softmax per keypoint: [B, 2K] unit coordinates, trained like RegressionNet."""
     method = "integral"
 
     def __init__(self, num_keypoints=5, skip=True, hm_size=64):
@@ -227,9 +218,8 @@ class RealNVP(nn.Module):
 
 
 class LikelihoodRegressionNet(nn.Module):
-    """GAP + the FC head without dropout/sigmoid, emitting [B, 4K]: 2K unit coordinates, then 2K scale
-    logits (sigma = sigmoid) for a likelihood loss (codec LOSSES laplace / rle). flow=True adds RLE's RealNVP,
-    used by the loss in training only; test-time decoding reads the coordinates alone."""
+    """GAP + the plain FC head emitting [B, 4K]: 2K unit coordinates, then 2K scale logits for the likelihood losses
+    (codec laplace / rle). flow=True adds RLE's RealNVP, used by the loss in training only."""
     method = "gap_fc_nll"
 
     def __init__(self, num_keypoints=5, flow=True):
@@ -244,9 +234,8 @@ class LikelihoodRegressionNet(nn.Module):
 
 
 class LikelihoodSpatialNet(nn.Module):
-    """softargmax_8 with a learned scale, for the likelihood losses: [B, 4K] = the 8x8 soft-argmax's 2K unit
-    coordinates, then 2K scale logits from the pooled encoder map (one linear layer, as LikelihoodRegressionNet's
-    head predicts them). flow=True adds RLE's RealNVP, used by the loss in training only."""
+    """softargmax_8 with a learned scale: [B, 4K] = the 8x8 soft-argmax's 2K unit coordinates, then 2K scale logits
+    from the pooled encoder map (one linear layer). flow=True adds RLE's RealNVP, used in training only."""
     method = "softargmax_8_nll"
 
     def __init__(self, num_keypoints=5, flow=True):
@@ -263,10 +252,8 @@ class LikelihoodSpatialNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the method table
-# One row per method: constructor (with its fixed options), target representation (codec.encode/decode),
-# display name, and target overrides (heatmap size / sigma in heatmap px, when not the CLI's). Every
-# method trains with codec.keypoint_loss (MSE; --hand-loss) and is decoded by codec.decode(target).
-# Adding a method = one row here (+ a small class above if the architecture is new).
+# One row per method: constructor (with its fixed options), target representation (codec.encode/decode), display
+# name, target overrides (heatmap size / sigma in heatmap px). Adding a method = one row (+ a class if it is new).
 def _row(model, target, name, **target_kwargs):
     return {"model": model, "target": target, "name": name, "target_kwargs": target_kwargs}
 
@@ -312,10 +299,8 @@ def save_checkpoint(path, model, **extra):
 
 
 def load_checkpoint(path, map_location="cpu", method=None, made_by="python problem2/train.py"):
-    """Rebuild the model saved at `path`; returns (model in eval mode, checkpoint dict).
-
-    A missing, truncated or foreign file, or (with `method`) a checkpoint of another method, is a UsageError
-    naming the file, what it holds and what to run."""
+    """(model in eval mode, checkpoint dict) saved at `path`. A missing, truncated or foreign file, or (with `method`)
+    another method's checkpoint, is a UsageError naming the file, what it holds and what to run."""
     ckpt = torch_load(path, made_by)
     cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
     if not isinstance(cfg, dict) or cfg.get("method") not in METHODS or "state_dict" not in ckpt:

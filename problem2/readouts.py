@@ -1,17 +1,10 @@
 """The controlled readout study (`python study.py --studies readouts`): why heatmaps win, one factor at a time.
 
-Every readout sits on the spec's shared 4-stage encoder and trains with the spec recipe (30 epochs, Adam 1e-3,
-batch 32, best checkpoint on val loss; the val-px rule is recorded too) on the default data, over seeds; each
-is a row of model.METHODS and a recipe-keyed run of runs.py (reused wherever the recipe is identical).
-
-results/study_results.json -> "readouts":
-  {"precision", "seeds", "readouts": {name: {"method", "isolates", "params", "per_seed": [runs.run_row per seed],
-     "complete"}},
-   "references": {"mean_pose" | "centre_plus_mean_offsets": {evaluate.summarize() on test, "px_shifted"}},
-   "steps": [{"from", "to", "question", "seeds", "<metric>": {"diff", "ci95", "n"}}],  (paired over seeds, to - from)
-   "shift": {name: {"diff", "ci95", "n"}}}  (px on the shifted test set minus px on the test set, per seed)
-The rows are evaluate.summarize()'s record (px in image px on the test split; *_sym: hands matched in the better
-order) plus px_shifted: strict px on the shifted test set (figure centres outside the training range).
+Every readout is a row of model.METHODS on the spec's shared encoder, trained with the spec recipe over seeds as a
+recipe-keyed run of runs.py. results/study_results.json -> "readouts": {"precision", "seeds", "readouts": {name:
+{"method", "isolates", "params", "complete", "per_seed": [runs.run_row]}}, "references": {name: evaluate.summarize()
++ "px_shifted"}, "steps": [{"from", "to", "question", "seeds", metric: {"diff", "ci95", "n"}}] (to minus from, paired
+by seed), "shift": {name: px on the shifted test set minus px on the test set, paired}}.
 """
 
 import numpy as np

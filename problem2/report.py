@@ -264,7 +264,7 @@ VALUES = {
 }
 
 
-KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.seeds.mean), k a metric key (px, pck_bbox, ...)
+KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.precision.paired), k a metric key (px, pck_bbox, ...)
     "table": lambda r, name: TABLES[name](r), "v": lambda r, name: VALUES[name](r), "j": j,
     "ci": lambda r, path, k: ci(get(r, path)[k], k),  # a paired difference a study script stored
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),

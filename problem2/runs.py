@@ -160,11 +160,13 @@ def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, dev
     return out
 
 
-def collect(recipes, kp_dir, runs_root, train_fn, shifted_dir, jobs=1, partial=False, log=print):
+def collect(recipes, kp_dir, runs_root, train_fn, shifted_dir, jobs=1, partial=False, log=print, device="auto"):
     """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
     partial, only what is stored)."""
-    if not partial:
-        run_many(list(recipes.values()), kp_dir, runs_root, train_fn, shifted_dir, jobs=jobs, log=log)
+    if partial:
+        log("[runs] --partial: recording the stored runs, training none")
+    else:
+        run_many(list(recipes.values()), kp_dir, runs_root, train_fn, shifted_dir, jobs, device, log)
     return {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
 
 

@@ -1,22 +1,20 @@
 """Train the assignment's two networks with the spec recipe: `python train.py` (see --help).
 
-HeatmapNet and RegressionNet by default (--methods adds any row of model.METHODS, e.g. integral); --jobs 2 trains
-two side by side. Same data, split and seed; MSE (codec.keypoint_loss; --hand-loss symmetric scores the ambiguous
-hand pair in its better order), Adam 1e-3, batch 32, 30 epochs, the checkpoint with the lowest val loss kept. One
-training loop (`fit`) serves every method; methods differ only in their targets (codec.encode) and decoding
-(codec.decode). val_px_error is the mean val keypoint error in image px.
+HeatmapNet and RegressionNet (--methods adds any row of model.METHODS), same data, split and seed: MSE
+(codec.keypoint_loss), Adam 1e-3, batch 32, 30 epochs, the checkpoint with the lowest val loss kept. One training loop
+(`fit`) serves every method; methods differ only in their targets (codec.encode) and decoding (codec.decode).
 
-Each method is one recipe-keyed run of the run store (runs.py, <out-dir>/runs/): resumable after its last finished
-epoch, reused by a second train.py of the same recipe while its checkpoints are on disk (--force retrains), shared
-with the studies (the heatmap run is the default ablation variant). Only when every method has finished are its
-files copied into --out-dir, the log last, so an interrupted run never replaces the last complete one; into the
-committed problem2/results/ only the committed recipe and data may be written (--replace-results overrides). Files:
-  <method>_model.pth     model.save_checkpoint: config, state_dict, epoch, val numbers, data options, provenance
-                         (run_id = its recipe key, the whole recipe with the data fingerprint, code version, device)
-  heatmap_snapshots.pt   predicted heatmaps of a few val images at DEFAULTS["snapshot_epochs"]
-  training_log.json      {"run_id", "config", "<method>": {"recipe", "epochs": [{"epoch", "train_loss", "val_loss",
-                         "val_px_error", "seconds"}], "best_epoch", "best_val_loss", "best_val_px_error",
-                         "train_seconds", "images_per_second", "run" (its folder in runs/), "machine"}, "total_seconds"}
+Each method is a recipe-keyed run of the run store (runs.py, <out-dir>/runs/): resumable after its last finished
+epoch, reused by a train.py of the same recipe while its checkpoints are on disk (--force retrains), shared with the
+studies. Only when every method has finished are its files copied into --out-dir, the log last, so an interrupted run
+never replaces the last complete one; the committed problem2/results/ takes only the committed recipe and data
+(--replace-results overrides). Files:
+  <method>_model.pth    model.save_checkpoint: config, state_dict, epoch, val_loss, val_px_error (mean val error in
+                        image px), data options, provenance (run_id = the recipe key, the recipe, code version, device)
+  heatmap_snapshots.pt  predicted heatmaps of a few val images at DEFAULTS["snapshot_epochs"]
+  training_log.json     {"run_id", "config", "total_seconds", "<method>": {"recipe", "epochs": [{"epoch",
+                        "train_loss", "val_loss", "val_px_error", "seconds"}], "best_epoch", "best_val_loss",
+                        "best_val_px_error", "train_seconds", "images_per_second", "run", "machine"}}
 """
 import argparse
 import inspect
@@ -121,9 +119,9 @@ def validation(model, val_loader, device, precision, hand_loss, loss, flow):
 
 
 def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_path=None, log=print, name=""):
-    """(history, seconds trained so far) for fit: a fresh start, or the state in resume_path restored into
-    model/opt/RNGs when the file exists, was written for the same recipe and model, and the best checkpoint
-    written before it is still there. Bit-identical to an uninterrupted run with the same thread count on CPU."""
+    """(history, seconds trained so far) for fit: a fresh start, or the state in resume_path restored into model, opt
+    and RNGs when it was written for the same recipe and model and its best checkpoint is still there (bit-identical
+    to an uninterrupted run with the same thread count on CPU)."""
     fresh = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf}, 0.0
     if resume_path is None or not Path(resume_path).exists():
         return fresh
@@ -203,12 +201,9 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
                 batch_size=DEFAULTS["batch_size"], heatmap_size=DEFAULTS["heatmap_size"], sigma=DEFAULTS["sigma"],
                 hand_loss=DEFAULTS["hand_loss"], canonical_hands=False, num_train=None, precision="fp32",
                 model_kwargs=None, loss="mse", schedule="constant"):
-    """Every argument that changes a trained model's numbers, normalised (the provenance and resume key).
-
-    data: dataset.data_fingerprint. Heatmap size/sigma (heatmap px) enter only where they matter: the target
-    of heatmap methods (the method row's own values win) and the constructor of models that take hm_size. Rows
-    built by a lambda (fixed options) record those options through the method name, not in "model". loss and
-    schedule enter only when they are not the spec's ('mse', 'constant'), so spec runs keep their keys. The likelihood losses need a method that predicts a scale (model.LIKELIHOOD_METHODS) and vice versa."""
+    """Every argument that changes a trained model's numbers, normalised: a run's key and provenance. data:
+    dataset.data_fingerprint. Heatmap size/sigma (hm px) enter only the target of heatmap methods (the method row's
+    own values win) and constructors that take hm_size; loss and schedule only when not the spec's."""
     row = METHODS[method]
     if loss_misfit(method, loss):
         raise ValueError(loss_misfit(method, loss))
@@ -229,8 +224,7 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
 
 
 def train_recipe(recipe, kp_dir, out_dir, run_id, device, ckpt_name, log=print, resume_path=None):
-    """Train one method with one recipe (make_recipe) into out_dir (heatmap targets also write their snapshots);
-    returns the history (resume_path: see fit)."""
+    """Train one method with one recipe (make_recipe) into out_dir; returns fit's history."""
     method, target = recipe["method"], recipe["target"]
     output_type = target["type"]  # 'heatmap' | 'regression', the dataset's output_type
     hm_size, sigma = target.get("hm_size", DEFAULTS["heatmap_size"]), target.get("sigma", DEFAULTS["sigma"])

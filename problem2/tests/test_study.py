@@ -8,7 +8,7 @@ from train import make_recipe
 import common
 import readouts
 from dataset import data_fingerprint
-from common import read_json, recipe_key
+from common import recipe_key
 
 
 def test_paired_difference_interval():
