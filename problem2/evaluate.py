@@ -11,7 +11,7 @@ closer (the hand labels of this data are ambiguous by construction).
 Before any work, main checks the checkpoints (load_run_checkpoints): each holds its slot's method, was trained on the
 data of --data-dir and is the one the finished run in training_log.json selected; otherwise one error line, nothing
 rewritten.
-metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "decoder_selection" (mean px
+metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "decoder_selection" (px
 per decoder on val), "<method>": {"checkpoint", "decoders": {"<decoder>": summarize()}}}.
 """
 import argparse
@@ -265,8 +265,8 @@ def main(argv=None):
         if "heatmap" in loaded:  # the default decoder is chosen on val: store the measurement it rests on
             val_ds = load_split(kp_dir, "val", "regression")
             val_preds = predict_all_decoders(loaded["heatmap"][0], val_ds, device, precision)
-            val_px = {d: float(keypoint_distances(kp, val_ds.keypoints).mean()) for d, kp in val_preds.items()}
-            metrics["decoder_selection"] = {"split": "val", "model": "heatmap", "mean_px_error": val_px,
+            val_px = {d: summarize(kp, val_ds.keypoints)["px"] for d, kp in val_preds.items()}
+            metrics["decoder_selection"] = {"split": "val", "model": "heatmap", "px": val_px,
                                             "best": min(val_px, key=val_px.get), "default": REFINE_DEFAULT}
             print("decoder selection on val (mean px): " + ", ".join(f"{d} {v:.2f}" for d, v in val_px.items()))
         write_json(out_dir / f"metrics{sfx}.json", metrics)
