@@ -264,7 +264,7 @@ class KeypointDataset(Dataset):
         if not image_dir.is_dir():
             raise UsageError(f"image folder {image_dir} not found; generate data with "
                              f"`python problem2/dataset.py --out <root>` or point --data-dir at the course folder")
-        entries = _parse_annotations(annotation_file)[:limit]  # limit: first N images (data-efficiency study)
+        entries = _parse_annotations(annotation_file)[:limit]  # limit: the first N images (train.py --num-train)
         self.image_ids = [e.get("id") for e in entries]
         self.file_names = [e["file_name"] for e in entries]
         pixels = [_read_image(image_dir / e["file_name"], e.get("id")) for e in entries]

@@ -10,7 +10,7 @@ Runs are recipe-keyed runs of runs.py in --precision; each row names the device 
 results/how_far_results.json: {"precision", "seeds", "goal", "decoder", "val_px_sym": {schedule: [val px, decoder]},
 "best_schedule", "best_loss", "long_schedules", "goal_met_on_test", "means", "rows": {"<kind>: <name>": [row]},
 "steps": [{"from", "to", "seeds", metric: {"diff", "ci95", "n"}}]}; kind is schedule, ladder, spatial or long
-("<step> @ <schedule>"); row: runs.run_row with the study's decoder + "device", "epochs", "val_px_sym".
+("<step> @ <schedule>"); row: runs.run_row (schedule rows: the study's decoder) + "device", "epochs", "val_px_sym".
 """
 import argparse
 import sys
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from codec import DECODERS
-from common import RESULTS_DIR, paired_metrics, plt, positive, results_lock, save_figure, set_threads, write_json
+from common import (RESULTS_DIR, UsageError, paired_metrics, plt, positive, results_lock, save_figure, set_threads,
+                    write_json)
 from dataset import data_fingerprint, resolve_keypoints_dir, shifted_test_dir
-from runs import ROW_METRICS, collect, run_row
+from runs import ROW_METRICS, collect, run_name, run_row
 from train import make_recipe, train_recipe
 
 GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck_bbox_sym": 0.99}  # mean over seeds, test split; <=, <=, >= (PCK@0.05)
@@ -68,7 +69,12 @@ def val_score(runs, decoder):
 def best_decoder(runs):
     """(val score, decoder) with the lowest mean val px over seeds."""
     decoders = DECODERS if runs[0][0]["recipe"]["target"]["type"] == "heatmap" else ("direct",)
-    return min((val_score(runs, d), d) for d in decoders if val_score(runs, d) is not None)
+    scored = [(val_score(runs, d), d) for d in decoders if val_score(runs, d) is not None]
+    if not scored:
+        names = ", ".join(run_name(info["recipe"]) for info, ev in runs if not ev["val"])
+        raise UsageError(f"no val numbers in the eval.json of {names} (evaluated by an older layout): delete those "
+                         f"eval.json files and rerun to evaluate them again (a run whose checkpoint is gone retrains)")
+    return min(scored)
 
 
 def row(seed, info, ev, decoder):

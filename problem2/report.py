@@ -120,6 +120,13 @@ def share(r, a, b):
     return f"{(m[b] - m[a]) / (m['heatmap_64'] - m['gap_fc']):.0%}"
 
 
+def complete(readout_section):
+    """The readout study's section, refused (KeyError) while any readout misses a seed: its tables say 'n seeds'."""
+    if not all(x["complete"] for x in readout_section["readouts"].values()):
+        raise KeyError("the readout study is missing runs; run study.py")
+    return readout_section
+
+
 def hf_row(h, name):
     """A how_far.py row: 'best' / 'best_regression' are the recipes best on val; '%' stands for ': '."""
     return {"best": f"schedule: {h['best_schedule']}",
@@ -128,12 +135,13 @@ def hf_row(h, name):
 
 # ---- tables: {{table:NAME}} ----
 SPEC_READOUTS = {"heatmap": "heatmap_64", "regression": "gap_fc", "integral": "integral_64"}  # the spec methods
+SPEC_STEPS = {("gap_fc", "heatmap_64"), ("gap_fc", "integral_64")}  # their differences, not readout steps
 
 
 def table_assignment(r):
     """PCK at the four thresholds, bbox and torso, and mean px: mean ± std over the readout study's seeds of the three
     spec methods, strict / symmetric hands."""
-    ro = r["study"]["readouts"]
+    ro = complete(r["study"]["readouts"])
     rows = {m: ro["readouts"][name]["per_seed"] for m, name in SPEC_READOUTS.items()}
     get = lambda k, t: (lambda x: x[k][t]) if t else (lambda x: x[k])  # noqa: E731
     cell = lambda m, k, t: " / ".join(mean_sd(map(get(k + x, t), rows[m]), k) for x in ("", "_sym"))  # noqa: E731
@@ -192,11 +200,11 @@ HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbo
 TABLES = {
     "assignment": table_assignment, "readouts": table_readouts, "how_far": table_how_far, "ablation": table_ablation,
     "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso"),
-    "readout_steps": lambda r: md(  # each readout step but the whole gap (gap_fc -> heatmap_64), paired by seed
+    "readout_steps": lambda r: md(  # each readout step but the spec methods' differences (Section 3), paired by seed
         ["step (to − from)", "what changes", "share of the whole gap", "px", "head+feet px", "hands px sym",
          "shifted px"], [[f"`{s['from']}` → `{s['to']}`", s["question"], share(r, s["from"], s["to"])]
                          + [ci(s[k]) for k in ("px", "px_head_feet", "px_hands_sym", "px_shifted")]
-                         for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) != ("gap_fc", "heatmap_64")]),
+                         for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) not in SPEC_STEPS]),
     "hand_loss": lambda r: md(  # each method under the strict and the symmetric hand loss, mean ± std over seeds
         ["method", "hand loss", "px", "px sym", "hands px sym",
          f"hand gap px (true {r['study']['hand_loss']['hand_gap_px_ground_truth']:.1f})", "PCK@0.05", "PCK@0.05 sym"],
@@ -247,7 +255,7 @@ def goal(r):
 
 
 VALUES = {
-    "n_seeds": lambda r: str(len(r["study"]["readouts"]["seeds"])),
+    "n_seeds": lambda r: str(len(complete(r["study"]["readouts"])["seeds"])),
     "n_readouts": lambda r: str(len(r["study"]["readouts"]["readouts"])),
     "ablation_seeds": lambda r: ", ".join(map(str, r["ablation"]["seeds"])),
     "splits": lambda r: " / ".join(f"{n} {k}" for k, n in r["metrics"]["provenance"]["data"]["split_sizes"].items()),

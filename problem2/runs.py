@@ -5,6 +5,7 @@
   run.json    {"recipe", "history" (train.fit's), "machine", "code_version"}                           committed
   eval.json   {"eval_key", "epoch", "decoder" (the default one), "val" | "test": {decoder: evaluate.summarize()},
               "shifted": summarize() of the default decoder}      committed, so studies need no checkpoint
+              (runs evaluated by the older layout were reshaped: null where it computed nothing, see "migrated")
   model.pth (best by val loss), heatmap_snapshots.pt, and resume.pth while training (the state after the last
   finished epoch: asked again, a killed run continues)                                                gitignored
 A run is retrained when its checkpoints are needed (train.py) and missing, or its evaluation is outdated and they are

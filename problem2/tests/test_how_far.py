@@ -86,3 +86,13 @@ def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
         for r in res["rows"][f"schedule: {res['best_schedule']}"])), res["decoder"]]
     assert best["val"].keys() == {"argmax", "quarter", "dark"}   # the decoder is chosen on val
     assert (tmp_path / "visualizations" / "how_far.png").exists()
+
+
+def test_a_run_without_val_numbers_is_named(tiny_data):
+    """A run whose eval.json (reshaped from the older layout) has no val numbers cannot take part in a choice on val:
+    one error naming it and what to do, not a bare ValueError."""
+    from common import UsageError
+    recipe = make_recipe("heatmap", data_fingerprint(tiny_data), 0, 1)
+    runs = [({"recipe": recipe}, {"val": None})]
+    with pytest.raises(UsageError, match=r"heatmap-[0-9a-f]{12} \(evaluated by an older layout\).*delete those"):
+        how_far.best_decoder(runs)

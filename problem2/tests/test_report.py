@@ -19,7 +19,11 @@ def test_interval_notation():
 
 
 def test_a_placeholder_without_a_value_stops_with_its_name():
-    assert report.render("a {{v:n_seeds}} b", {"study": {"readouts": {"seeds": [0, 1, 2]}}}) == "a 3 b"
+    ro = {"seeds": [0, 1, 2], "readouts": {"gap_fc": {"complete": True}}}
+    assert report.render("a {{v:n_seeds}} b", {"study": {"readouts": ro}}) == "a 3 b"
+    ro["readouts"]["gap_fc"]["complete"] = False                              # a seed missing: no 'n seeds' claim
+    with pytest.raises(SystemExit, match="missing runs"):
+        report.render("{{v:n_seeds}}", {"study": {"readouts": ro}})
     with pytest.raises(SystemExit, match=r"report_template.md: no value for \{\{v:no_such_value\}\}"):
         report.render("x {{v:no_such_value}}", {}, "report_template.md")
     with pytest.raises(SystemExit, match=r"\{\{ro:gap_fc:px\}\}"):        # the study has not been run

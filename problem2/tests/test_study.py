@@ -8,6 +8,7 @@ from train import make_recipe
 import common
 import readouts
 from dataset import data_fingerprint
+from evaluate import summarize
 from common import recipe_key
 
 
@@ -63,6 +64,11 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
         torch.set_num_threads(threads)
     par = run_many(recipes, tiny_data, tmp_path / "par", train.train_recipe, jobs=2, log=lambda *a: None)
     assert seq.keys() == par.keys()
+    for info, ev in seq.values():                                       # eval.json: one checkpoint, one record shape
+        assert ev["eval_key"]["version"] == 2 and ev["epoch"] == info["history"]["best_epoch"]
+        assert ev["decoder"] == "direct" and set(ev["val"]) == set(ev["test"]) == {"direct"}
+        assert ev["test"]["direct"].keys() == ev["val"]["direct"].keys() == summarize(*[torch.zeros(1, 5, 2)] * 2).keys()
+        assert "shifted" not in ev                                     # no shifted test set was given
     for key in seq:
         assert seq[key][1]["test"] == par[key][1]["test"]
         assert [e["val_loss"] for e in seq[key][0]["history"]["epochs"]] == \
@@ -97,9 +103,11 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json only
         ckpt.unlink()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
+    assert study.study_hand_loss(tiny_data, tmp_path, (0, 1), **quiet)["rows"] == hl["rows"]  # partial=False
     prec = study.study_precision(tiny_data, tmp_path, (0, 1), partial=True, **quiet)
     (pair,) = prec["pairs"]                                          # regression, seed 0: the only one in both
     fp32 = stored[recipe_key(make_recipe("regression", data, 0, 1, precision="fp32"))][1]
+    assert fp32["shifted"].keys() == fp32["test"]["direct"].keys()       # the default decoder on the shifted set
     assert pair["fp32"]["px"] == fp32["test"]["direct"]["px"] and pair["bf16"]["machine"]["precision"] == "bf16"
     assert prec["paired"]["px"] == {"diff": pair["bf16"]["px"] - pair["fp32"]["px"], "ci95": None, "n": 1}
 
