@@ -102,7 +102,9 @@ class _Replay(torch.nn.Module):
         return out
 
 
-def test_analyze_failure_cases_on_known_predictions(tiny_data, tmp_path):
+def test_analyze_failure_cases_on_known_predictions(tiny_data, tmp_path, monkeypatch):
+    figs, real = {}, baseline.save_figure
+    monkeypatch.setattr(baseline, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))
     ds = load_split(tiny_data, "test", "regression")
     gt = ds.keypoints.clone()
     pred_h, pred_r = gt.clone(), gt.clone()
@@ -123,6 +125,10 @@ def test_analyze_failure_cases_on_known_predictions(tiny_data, tmp_path):
     assert res["fixed_by_symmetric_matching"]["heatmap"] == 0
     assert res["fixed_by_symmetric_matching"]["regression"] == swap_fails
     assert (tmp_path / "visualizations" / "failures_both_fail.png").exists()
+    both = figs["failures_both_fail.png"]                                # one row of 3 panels per gallery image
+    assert len(both.axes) == 3 and both._suptitle.get_text().startswith("Failure cases: both fail")
+    assert [ax.get_title() for ax in both.axes] == ["heatmap: 56.6 px on right_foot", "regression: 56.6 px on right_foot",
+                                                    "right_foot heatmap (test #2)"]  # 40 px in x and y
     assert json.loads((tmp_path / "failure_cases.json").read_text())["counts"] == res["counts"]
 
 

@@ -58,6 +58,8 @@ def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     monkeypatch.setattr(how_far, "SCHEDULES", {"30 constant": (1, "constant"), "100 constant": (2, "constant"),
                                                "100 cosine": (2, "cosine"), "300 constant": (3, "constant"),
                                                "300 cosine": (3, "cosine")})
+    figs, real = {}, how_far.save_figure
+    monkeypatch.setattr(how_far, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))
     res = how_far.how_far(tiny_data, tmp_path, seeds=(0,), precision="fp32", log=lambda *a: None,
                           shifted_dir=tiny_shifted)
     assert res["best_schedule"] in how_far.SCHEDULES and res["decoder"] in ("argmax", "quarter", "dark")
@@ -86,6 +88,12 @@ def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
         for r in res["rows"][f"schedule: {res['best_schedule']}"])), res["decoder"]]
     assert best["val"].keys() == {"argmax", "quarter", "dark"}   # the decoder is chosen on val
     assert (tmp_path / "visualizations" / "how_far.png").exists()
+    budget, ladder = figs["how_far.png"].axes                          # what a reader of the figure sees
+    assert budget.get_title() == "Error against training budget" and budget.get_xlabel().startswith("training epochs")
+    labels = [t.get_text() for t in budget.get_legend().get_texts()]
+    assert labels[:2] == ["HeatmapNet, constant lr", "HeatmapNet, cosine lr"] and labels[-1].startswith("goal")
+    assert [t.get_text() for t in ladder.get_xticklabels()] == [*how_far.LADDER, *how_far.SPATIAL]
+    assert [t.get_text() for t in ladder.get_legend().get_texts()] == ["all keypoints", "hands"]
 
 
 def test_a_run_without_val_numbers_is_named(tiny_data):

@@ -30,6 +30,8 @@ def test_reference_rows(tiny_data, tiny_shifted):
 
 def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     shifted = tiny_shifted
+    figs, real = {}, readouts.save_figure
+    monkeypatch.setattr(readouts, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))
     sec = readouts.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
                                   shifted_dir=shifted)
     assert set(sec["readouts"]) == set(readouts.READOUTS)
@@ -45,6 +47,12 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
     assert step["seeds"] == [0] and step["pck_bbox"]["n"] == 1
     assert step["pck_bbox"]["diff"] == rows["heatmap_64"]["pck_bbox"]["0.05"] - rows["gap_fc"]["pck_bbox"]["0.05"]
     assert (tmp_path / "visualizations" / "study_readouts.png").exists()
+    fig = figs["study_readouts.png"]                                   # what a reader of the figure sees
+    assert [ax.get_title() for ax in fig.axes] == ["all keypoints (strict)", "head + feet", "hands, symmetric matching"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(readouts.READOUTS)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["mean pose (no image)",
+                                                                           "true centre + mean offsets"]
+    assert fig.axes[0].get_ylabel().startswith("mean error (px") and "up to 1" in fig._suptitle.get_text()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
     sec2 = readouts.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
                                    shifted_dir=shifted)
