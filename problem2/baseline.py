@@ -33,7 +33,8 @@ STUDIES = {
 DEFAULT_VARIANT = "hm64_sigma2_skip"
 # the numbers of a variant compared with the default: name -> value of one run's "test" (evaluate.summarize per decoder)
 ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["px"]) for d in ("argmax", "quarter", "dark")},
-                    "px_sym": lambda t: t[REFINE_DEFAULT]["px_sym"], "pck05": lambda t: t[REFINE_DEFAULT]["pck_bbox"]["0.05"]}
+                    "px_sym": lambda t: t[REFINE_DEFAULT]["px_sym"],
+                    "pck05": lambda t: t[REFINE_DEFAULT]["pck_bbox"]["0.05"]}
 CATEGORIES = {"heatmap_only": "heatmap succeeds, regression fails", "regression_only": "regression succeeds, heatmap fails",
               "both_fail": "both fail"}  # failure_cases.json's keys, named by who succeeds
 SUCCESS_RULE = "a keypoint succeeds when its strict error <= 0.1 x bbox diagonal (PCK@0.1, bbox)"
@@ -80,9 +81,9 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
                "seeds": list(seeds), "partial": None in got.values(), "studies": studies_out, "variants": {}}
     for name, cfg in todo.items():
         stored = [(s, *got[name, s]) for s in seeds if got[name, s]]
+        history = ("best_epoch", "best_val_loss", "best_val_px_error", "train_seconds")
         rows = [{"seed": s, "run": run_name(info["recipe"]), "test": ev["test"],
-                 **{k: info["history"][k] for k in ("best_epoch", "best_val_loss", "best_val_px_error", "train_seconds")}}
-                for s, info, ev in stored]
+                 **{k: info["history"][k] for k in history}} for s, info, ev in stored]
         if rows:
             results["variants"][name] = {"config": cfg, "runs": rows}
     base = results["variants"].get(DEFAULT_VARIANT, {}).get("runs", [])

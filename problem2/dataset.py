@@ -221,7 +221,8 @@ def _read_image(path, image_id, decode=True):
         with Image.open(path) as im:
             if im.size != (IMG_SIZE, IMG_SIZE):
                 raise UsageError(f"{where} is {im.size[0]}x{im.size[1]}, not {IMG_SIZE}x{IMG_SIZE}: this dataset's "
-                                 f"keypoints are in {IMG_SIZE}-px image space; resize it and its keypoints, or remove it")
+                                 f"keypoints are in {IMG_SIZE}-px image space; resize it and its keypoints, or "
+                                 f"remove it")
             return np.asarray(im.convert("L"), dtype=np.uint8) if decode else im.mode
     except OSError as e:
         raise UsageError(f"{where} cannot be decoded: {e}") from None

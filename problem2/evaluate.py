@@ -108,11 +108,14 @@ def summarize(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
     pck_bbox, pck_torso (+ _sym): {threshold: fraction of keypoints correct}; spread_ratio; hand_gap_px: the
     mean distance between the two predicted hands."""
     strict, sym = (keypoint_distances(predictions, ground_truths, s) for s in (False, True))
-    pck = {f"pck_{norm}{sfx}": {str(t): a for t, a in compute_pck(predictions, ground_truths, thresholds, norm, s).items()}
+    pck = {f"pck_{norm}{sfx}": {str(t): acc for t, acc in compute_pck(predictions, ground_truths, thresholds, norm,
+                                                                       s).items()}
            for norm in ("bbox", "torso") for sfx, s in (("", False), ("_sym", True))}
-    return {"px": float(strict.mean()), "px_sym": float(sym.mean()), "px_head_feet": float(strict[:, HEAD_FEET].mean()),
-            "px_hands": float(strict[:, HANDS].mean()), "px_hands_sym": float(sym[:, HANDS].mean()), **pck,
-            "spread_ratio": spread_ratio(predictions, ground_truths), "hand_gap_px": float(hand_gap(predictions).mean())}
+    return {"px": float(strict.mean()), "px_sym": float(sym.mean()),
+            "px_head_feet": float(strict[:, HEAD_FEET].mean()), "px_hands": float(strict[:, HANDS].mean()),
+            "px_hands_sym": float(sym[:, HANDS].mean()), **pck,
+            "spread_ratio": spread_ratio(predictions, ground_truths),
+            "hand_gap_px": float(hand_gap(predictions).mean())}
 
 
 # ----------------------------------------------------------------------------- figures

@@ -170,7 +170,8 @@ def table_how_far(r):
     label = lambda k: next(new + k[len(old):] for old, new in prefixes.items() if k.startswith(old))  # noqa: E731
     return md([f"recipe (epochs, lr schedule; {h['precision']})", "trained on", "px", "px sym", "hands px sym",
                "PCK@0.05 sym"], [[label(k), ", ".join(sorted({x["device"] for x in v}))]
-                                 + sd_cells(v, ("px", "px_sym", "px_hands_sym", "pck_bbox_sym")) for k, v in h["rows"].items()])
+                                 + sd_cells(v, ("px", "px_sym", "px_hands_sym", "pck_bbox_sym"))
+                                 for k, v in h["rows"].items()])
 
 
 def table_ablation(r):
@@ -259,8 +260,8 @@ VALUES = {
     "n_readouts": lambda r: str(len(r["study"]["readouts"]["readouts"])),
     "ablation_seeds": lambda r: ", ".join(map(str, r["ablation"]["seeds"])),
     "splits": lambda r: " / ".join(f"{n} {k}" for k, n in r["metrics"]["provenance"]["data"]["split_sizes"].items()),
-    "ratio": lambda r: "{:.1f}".format(np.divide(*[mean(x["px"] for x in r["study"]["readouts"]["readouts"][n]["per_seed"])
-                                                   for n in ("gap_fc", "heatmap_64")])),
+    "ratio": lambda r: "{:.1f}".format(np.divide(*[mean(x["px"] for x in r["study"]["readouts"]["readouts"][n][
+        "per_seed"]) for n in ("gap_fc", "heatmap_64")])),
     "hf_ratio": lambda r: "{:.0f}".format(np.divide(*[r["how_far"]["means"][hf_row(r["how_far"], n)]["px_sym"]
                                                       for n in ("best_regression", "best")])),
     "main_time": main_time, "fp32_train_estimate": fp32_train_estimate, "goal": goal,

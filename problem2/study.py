@@ -67,8 +67,8 @@ def study_precision(kp_dir, results_dir, seeds, jobs=1, partial=False, log=print
     recipes = {(m, p, s): train.make_recipe(m, data, s, epochs, precision=p)
                for m in METHODS for p in ("fp32", "bf16") for s in seeds}
     got = collect_runs(recipes, kp_dir, results_dir, jobs, partial, log)
-    row = lambda m, p, s: {"method": m, **run_row(s, *got[m, p, s]), "machine": got[m, p, s][0]["machine"]}  # noqa: E731
-    pairs = [{p: row(m, p, s) for p in ("fp32", "bf16")} for m in METHODS for s in seeds
+    pairs = [{p: {"method": m, **run_row(s, *got[m, p, s]), "machine": got[m, p, s][0]["machine"]}
+              for p in ("fp32", "bf16")} for m in METHODS for s in seeds
              if got[m, "fp32", s] and got[m, "bf16", s]]
     return {"seeds": list(seeds), "pairs": pairs, "paired": {"n": len(pairs), **{
         k: paired_difference([get(x["fp32"]) for x in pairs], [get(x["bf16"]) for x in pairs])
@@ -93,7 +93,8 @@ def main(argv=None):
     results_dir, kp_dir = args.out_dir, resolve_keypoints_dir(args.data_dir)
     json_path = results_dir / "study_results.json"
     run = dict(jobs=args.jobs, partial=args.partial)
-    fns = {"readouts": lambda: readouts.study_readouts(kp_dir, results_dir, args.seeds, precision=args.precision, **run),
+    fns = {"readouts": lambda: readouts.study_readouts(kp_dir, results_dir, args.seeds, precision=args.precision,
+                                                       **run),
            "hand_loss": lambda: study_hand_loss(kp_dir, results_dir, args.seeds, **run),
            "precision": lambda: study_precision(kp_dir, results_dir, args.seeds, **run)}
     with results_lock(results_dir, "study.py"):

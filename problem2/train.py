@@ -74,7 +74,8 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
         if best:
             history.update(best_epoch=epoch, best_val_loss=val_loss, best_val_px_error=val_px)
             if ckpt_path is not None:
-                save_checkpoint(ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px, **(ckpt_extra or {}))
+                save_checkpoint(ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
+                                **(ckpt_extra or {}))
         if on_epoch_end is not None:  # before the resume state: a resumed run has this epoch's snapshot
             on_epoch_end(epoch, val_out)
         if resume_path is not None:
@@ -158,7 +159,8 @@ def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=
     predicted heatmaps of the first few val images at snapshot_epochs (and the last) to
     out_dir/heatmap_snapshots.pt. A resumed run keeps the snapshots of the epochs it had finished."""
     ds, snap_path = val_loader.dataset, Path(out_dir) / "heatmap_snapshots.pt"
-    n, snap_epochs = min(num_snapshot_images, len(ds)), set(snapshot_epochs) | {num_epochs} if snapshot_epochs else set()
+    n = min(num_snapshot_images, len(ds))
+    snap_epochs = set(snapshot_epochs) | {num_epochs} if snapshot_epochs else set()
     old = torch_load(snap_path) if snap_path.exists() and snap_epochs else {"epochs": [], "heatmaps": []}
     by_epoch = {e: h for e, h in zip(old["epochs"], old["heatmaps"]) if e in snap_epochs}
 
@@ -220,7 +222,8 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
     return {"method": method, "model": model_kwargs, "target": target, "epochs": epochs, "lr": lr,
             "batch_size": batch_size, "seed": seed, "hand_loss": hand_loss, "canonical_hands": bool(canonical_hands),
             "num_train": n_avail if num_train is None else min(num_train, n_avail), "precision": precision,
-            "data": data, **({"loss": loss} if loss != "mse" else {}), **({"schedule": schedule} if schedule != "constant" else {})}
+            "data": data, **({"loss": loss} if loss != "mse" else {}),
+            **({"schedule": schedule} if schedule != "constant" else {})}
 
 
 def train_recipe(recipe, kp_dir, out_dir, run_id, device, ckpt_name, log=print, resume_path=None):
@@ -328,7 +331,8 @@ def main(argv=None):
             info, rdir = got[recipe_key(r)][0], run_dir_of(runs_root, r)
             h = run_log[r["method"]] = {"recipe": r, "run": rdir.name, **info["history"], "machine": info["machine"]}
             print(f"[{r['method']}] best epoch {h['best_epoch']}: val loss {h['best_val_loss']:.3e}, val px error "
-                  f"{h['best_val_px_error']:.2f}; trained in {h['train_seconds']:.0f}s ({h['images_per_second']:.0f} img/s)")
+                  f"{h['best_val_px_error']:.2f}; trained in {h['train_seconds']:.0f}s "
+                  f"({h['images_per_second']:.0f} img/s)")
             atomic_write_bytes(args.out_dir / f"{r['method']}_model.pth", (rdir / CHECKPOINT).read_bytes())
             if r["method"] == "heatmap":
                 atomic_write_bytes(args.out_dir / "heatmap_snapshots.pt", (rdir / "heatmap_snapshots.pt").read_bytes())
