@@ -101,10 +101,6 @@ def results_name(seeds):
     return "ablation_results" if len(seeds) == 1 else "ablation_seeds"
 
 
-def figure_suffix(results):
-    return "" if len(results["seeds"]) == 1 else "_seeds"
-
-
 # ----------------------------------------------------------------------------- ablation figures
 def plot_ablations(results, vis_dir):
     """Mean px error and PCK@0.05 vs sigma, vs resolution, and skip vs no-skip, per decoder (strict and
@@ -136,7 +132,7 @@ def plot_ablations(results, vis_dir):
         fig.suptitle(f"Ablation: {study} (HeatmapNet, test split; line = mean of "
                      f"{'/'.join(map(str, n_seeds))} seed(s) per variant, dots = seeds)")
         fig.tight_layout(rect=(0, 0.07, 1, 1))
-        save_figure(fig, Path(vis_dir) / f"ablation_{study}{figure_suffix(results)}.png")
+        save_figure(fig, Path(vis_dir) / f"ablation_{study}{'' if len(results['seeds']) == 1 else '_seeds'}.png")
 
 
 # ----------------------------------------------------------------------------- failure cases

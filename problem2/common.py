@@ -261,17 +261,14 @@ def job_results(fn, tasks, jobs=1):
         yield map(fn, tasks)
         return
     threads = max(1, torch.get_num_threads() // jobs)
-    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_pool_init, initargs=(threads,))
     on_main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
     try:
-        yield pool.imap_unordered(fn, tasks)
+        with multiprocessing.get_context("spawn").Pool(jobs, _pool_init, (threads,)) as pool:  # exit: terminate()
+            yield pool.imap_unordered(fn, tasks)
     finally:
-        try:
-            pool.terminate()
-        finally:
-            if previous is not None:  # None: not on the main thread, or a handler installed outside Python
-                signal.signal(signal.SIGTERM, previous)
+        if previous is not None:  # None: not on the main thread, or a handler installed outside Python
+            signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------- figures

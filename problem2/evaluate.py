@@ -24,7 +24,7 @@ import torch
 
 from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode,
                    decode_heatmaps, swap_hands)
-from common import (RESULTS_DIR, UsageError, pick_device, plt, read_json, record_timing, results_lock,
+from common import (RESULTS_DIR, UsageError, pick_device, plt, positive, read_json, record_timing, results_lock,
                     save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from figures import draw_keypoints, plot_heatmap_stages, plot_sample_predictions, plot_training_curves, prediction_grid
@@ -77,12 +77,8 @@ def pck_matrix(predictions, ground_truths, thresholds, normalize_by="bbox", symm
 
 
 def compute_pck(predictions, ground_truths, thresholds, normalize_by='bbox', symmetric=False):
-    """PCK: fraction of keypoints within threshold * normaliser of the ground truth.
-
-    predictions, ground_truths: [N, K, 2] in image px. normalize_by: 'bbox' (diagonal of the GT
-    keypoints' bounding box) or 'torso' (head to midpoint of the feet; 57 px in course data).
-    symmetric: match the two hands in the better order (see module docstring). Returns {thr: acc}.
-    """
+    """PCK (module docstring): {threshold: fraction of keypoints correct} for predictions and ground truths [N, K, 2]
+    in image px, normalize_by 'bbox' or 'torso', hands matched in the better order when symmetric."""
     ok = pck_matrix(predictions, ground_truths, thresholds, normalize_by, symmetric)
     return {float(t): float(a) for t, a in zip(thresholds, ok.double().mean((1, 2)))}
 
@@ -229,7 +225,7 @@ def main(argv=None):
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="split to report on (default: test; val selected checkpoints)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--num-samples", type=int, default=6, help="images in the sample-prediction figure (>= 1)")
+    p.add_argument("--num-samples", type=positive(int, 1), default=6, help="images in the sample-prediction figure")
     p.add_argument("--allow-mixed-runs", action="store_true",
                    help="evaluate checkpoints of different runs/data together anyway (recorded in metrics.json)")
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -239,8 +235,6 @@ def main(argv=None):
     if args.checkpoint is not None:
         return score_checkpoint(args.checkpoint, resolve_keypoints_dir(args.data_dir), args.split,
                                 pick_device(args.device))
-    if args.num_samples < 1:
-        p.error("--num-samples must be >= 1")
     t0 = time.time()
     out_dir, vis_dir = args.out_dir, args.out_dir / "visualizations"
     sfx = "" if args.split == "test" else f"_{args.split}"  # val numbers and figures never replace the test ones

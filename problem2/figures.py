@@ -20,10 +20,7 @@ def draw_keypoints(ax, image, pred_keypoints, gt_keypoints, title=None):
         ax.plot([gx, px], [gy, py], "-", color=KP_COLORS[k], lw=1)
         ax.plot(gx, gy, "o", mfc="none", mec=KP_COLORS[k], ms=8, mew=1.5)
         ax.plot(px, py, "x", color=KP_COLORS[k], ms=7, mew=2, label=name)
-    ax.set_xlim(-0.5, 127.5)
-    ax.set_ylim(127.5, -0.5)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xlim=(-0.5, 127.5), ylim=(127.5, -0.5), xticks=[], yticks=[])
     if title:
         ax.set_title(title, fontsize=9)
 
@@ -86,11 +83,8 @@ def plot_heatmap_stages(snapshots, save_path):
             ax = axes[r, j + 1]
             ax.imshow(heatmaps[r, j], cmap="magma", vmin=0, vmax=1, extent=(-0.5, 127.5, 127.5, -0.5))
             ax.plot(*gt[j], "c+", ms=8, mew=1.5)
-            ax.set_title(f"{KEYPOINT_NAMES[j]}  max {heatmaps[r, j].max():.2f}", fontsize=8) if r == 0 else \
-                ax.set_title(f"max {heatmaps[r, j].max():.2f}", fontsize=8)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set_title(f"{KEYPOINT_NAMES[j] + '  ' if r == 0 else ''}max {heatmaps[r, j].max():.2f}", fontsize=8)
+    plt().setp(axes, xticks=[], yticks=[])
     axes[0, 0].set_title("input", fontsize=8)
     fig.suptitle(f"HeatmapNet predictions on a val image during training ({hm_size}x{hm_size}, "
                  f"colour 0..1, + = ground truth)", fontsize=10)
