@@ -21,7 +21,7 @@ from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints
 from evaluate import hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
 from figures import draw_keypoints
 from model import HeatmapNet, run_model
-from runs import STUDY_PRECISION, collect, run_dir_of, run_name
+from runs import STUDY_PRECISION, collect, run_name
 from train import DEFAULTS, add_recipe_args, make_recipe, train_recipe
 
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
@@ -69,13 +69,10 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
     studies_out = {study: [variant_name(variant_config(o)) for o in STUDIES[study]] for study in studies}
     todo = {variant_name(cfg): cfg for cfg in (variant_config(o) for study in studies for o in STUDIES[study])}
     recipes = {(name, s): variant_recipe(cfg, data, s, epochs, precision) for name, cfg in todo.items() for s in seeds}
-    if force:
-        for r in recipes.values():
-            (run_dir_of(out_dir / "runs", r) / "run.json").unlink(missing_ok=True)
     # evaluated on the translation test set too, like every store run, so a run shared with the studies (the
     # default variant is the spec HeatmapNet) has one evaluation, not two that replace each other
     got = collect(recipes, dataset, out_dir / "runs", train_recipe, shifted_dir or shifted_test_dir(), jobs, partial,
-                  log, device)
+                  log, device, force)
     results = {"recipe": {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
                           "precision": precision, "refined_decoder": REFINE_DEFAULT, "data": data},
                "seeds": list(seeds), "partial": None in got.values(), "studies": studies_out, "variants": {}}

@@ -60,16 +60,21 @@ def ladder_recipe(data, seed, step, precision, schedule="30 constant"):
                        schedule=lr_schedule)
 
 
+def val_px_sym(ev, decoder):
+    """A run's val px (symmetric) with `decoder`; None when its eval.json has no val numbers."""
+    return (ev["val"] or {}).get(decoder, {}).get("px_sym")
+
+
 def val_score(runs, decoder):
     """Mean over seeds of val px (symmetric) with `decoder`; None when a run lacks its val numbers."""
-    vals = [(ev["val"] or {}).get(decoder, {}).get("px_sym") for _, ev in runs]
+    vals = [val_px_sym(ev, decoder) for _, ev in runs]
     return None if not vals or None in vals else float(np.mean(vals))
 
 
 def best_decoder(runs):
     """(val score, decoder) with the lowest mean val px over seeds."""
     decoders = DECODERS if runs[0][0]["recipe"]["target"]["type"] == "heatmap" else ("direct",)
-    scored = [(val_score(runs, d), d) for d in decoders if val_score(runs, d) is not None]
+    scored = [(score, d) for d in decoders if (score := val_score(runs, d)) is not None]
     if not scored:
         names = ", ".join(run_name(info["recipe"]) for info, ev in runs if not ev["val"])
         raise UsageError(f"no val numbers in the eval.json of {names} (evaluated by an older layout): delete those "
@@ -80,7 +85,7 @@ def best_decoder(runs):
 def row(seed, info, ev, decoder):
     machine = info["machine"]
     return {**run_row(seed, info, ev, decoder), "device": machine.get("gpu", machine["cpu"]),
-            "epochs": info["recipe"]["epochs"], "val_px_sym": (ev["val"] or {}).get(decoder, {}).get("px_sym")}
+            "epochs": info["recipe"]["epochs"], "val_px_sym": val_px_sym(ev, decoder)}
 
 
 def seed_means(records):

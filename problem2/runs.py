@@ -83,10 +83,11 @@ def why_new(recipe, runs_root):
     return f"no stored run with this recipe; the closest, {best[0]}, differs in: {', '.join(best[1])}"
 
 
-def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cpu", log=print, need_checkpoints=False):
+def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cpu", log=print, need_checkpoints=False,
+               force=False):
     """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key (and, with
-    need_checkpoints, its checkpoints on disk), else trained with train_fn (train.train_recipe) and/or evaluated now.
-    Holds the run folder's lock, so one run is never trained twice at once."""
+    need_checkpoints, its checkpoints on disk), else (or with force) trained with train_fn (train.train_recipe) and/or
+    evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
     rdir = run_dir_of(runs_root, recipe)
     tag = rdir.name
     key = eval_key(kp_dir, shifted_dir)
@@ -97,10 +98,12 @@ def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cp
         if info and info.get("recipe") != recipe:
             log(f"[runs] {tag}: stored recipe differs from the requested one; retraining")
             info = {}
+        why = "--force" if info and force else None
+        if why:
+            info = {}
         if info and ev.get("eval_key") == key and (have_ckpts or not need_checkpoints):
             log(f"[runs] {tag}: reusing (same recipe, already evaluated)")
             return rdir, info, ev
-        why = None
         if info and not have_ckpts:
             why = (f"its checkpoints (gitignored) are not on this machine and "
                    f"{'they are needed' if need_checkpoints else 'its evaluation is missing or outdated'}. Its stored "
@@ -124,26 +127,26 @@ def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cp
 
 def _worker(task, live_log=None):
     """One ensure_run; its log lines are printed live (sequential) or collected (worker process)."""
-    recipe, kp_dir, runs_root, train_fn, shifted_dir, device, need_checkpoints = task
+    recipe, kp_dir, runs_root, train_fn, shifted_dir, device, need_checkpoints, force = task
     lines = []
     log = lines.append if live_log is None else (lambda s: (lines.append(s), live_log(s)))
     try:
-        _, info, ev = ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir, device, log, need_checkpoints)
+        _, info, ev = ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir, device, log, need_checkpoints, force)
     except UsageError as e:
         return recipe, None, None, str(e), lines
     return recipe, info, ev, None, lines
 
 
 def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, device="auto", log=print,
-             need_checkpoints=False):
+             need_checkpoints=False, force=False):
     """ensure_run for every recipe (duplicates by key run once), in `jobs` processes with the CPU threads
     split between them; results equal a sequential run with the same threads per run (each is seeded by its recipe).
     Returns {recipe key: (run.json, eval.json)} and prints progress with an ETA for the whole batch."""
     device = pick_device(device)
     code_version()  # cached at start (see common.code_version)
     unique = {recipe_key(r): r for r in recipes}
-    tasks = [(r, Path(kp_dir), Path(runs_root), train_fn, shifted_dir and Path(shifted_dir), device, need_checkpoints)
-             for r in unique.values()]
+    tasks = [(r, Path(kp_dir), Path(runs_root), train_fn, shifted_dir and Path(shifted_dir), device, need_checkpoints,
+              force) for r in unique.values()]
     out, t0, trained = {}, time.time(), []
     jobs = jobs_used(jobs, len(tasks))  # as job_results runs them; in this process log lines go through `log` live
     fn = functools.partial(_worker, live_log=log if jobs == 1 else functools.partial(print, flush=True))
@@ -157,17 +160,19 @@ def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, dev
             elapsed, left = time.time() - t0, len(tasks) - i
             eta = (f", ETA {fmt_time(np.mean(trained) * left / max(1, min(jobs, left)))} for the rest of the batch "
                    f"(mean training time x runs left / parallel jobs)" if trained and left else "")
-            log(f"[runs] {i}/{len(tasks)} done ({recipe['method']}, seed {recipe['seed']}); elapsed {fmt_time(elapsed)}{eta}")
+            log(f"[runs] {i}/{len(tasks)} done ({recipe['method']}, seed {recipe['seed']}); elapsed "
+                f"{fmt_time(elapsed)}{eta}")
     return out
 
 
-def collect(recipes, kp_dir, runs_root, train_fn, shifted_dir, jobs=1, partial=False, log=print, device="auto"):
+def collect(recipes, kp_dir, runs_root, train_fn, shifted_dir, jobs=1, partial=False, log=print, device="auto",
+            force=False):
     """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
     partial, only what is stored)."""
     if partial:
         log("[runs] --partial: recording the stored runs, training none")
     else:
-        run_many(list(recipes.values()), kp_dir, runs_root, train_fn, shifted_dir, jobs, device, log)
+        run_many(list(recipes.values()), kp_dir, runs_root, train_fn, shifted_dir, jobs, device, log, force=force)
     return {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
 
 

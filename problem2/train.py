@@ -319,13 +319,11 @@ def main(argv=None):
           f"{f' split over {jobs} jobs' if jobs > 1 else ''}, data {kp_dir}")
     t0, runs_root = time.time(), args.out_dir / "runs"
     with results_lock(args.out_dir, "train.py"):
-        if args.force:
-            for r in recipes:
-                (run_dir_of(runs_root, r) / "run.json").unlink(missing_ok=True)
         stored = {recipe_key(r): read_json(run_dir_of(runs_root, r) / "run.json", default={}) for r in recipes}
         # on the default data, evaluated like the studies' runs (the shifted test set too), so they share them
         shifted = shifted_test_dir() if args.data_dir is None else None
-        got = run_many(recipes, kp_dir, runs_root, train_recipe, shifted, jobs, device, need_checkpoints=True)
+        got = run_many(recipes, kp_dir, runs_root, train_recipe, shifted, jobs, device, need_checkpoints=True,
+                       force=args.force)
         # every method has finished: its files go into out_dir now, the log last (evaluate.py refuses a half-copied mix)
         for r in recipes:
             info, rdir = got[recipe_key(r)][0], run_dir_of(runs_root, r)
