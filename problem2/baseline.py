@@ -52,23 +52,20 @@ def variant_name(cfg):
     return f"hm{cfg['hm_size']}_sigma{cfg['sigma_img'] / 2:g}_{'skip' if cfg['skip'] else 'noskip'}"
 
 
-def variant_recipe(cfg, data, seed, epochs=DEFAULTS["epochs"], precision=STUDY_PRECISION):
-    return make_recipe("heatmap", data, seed, epochs, heatmap_size=cfg["hm_size"], sigma=cfg["sigma_hm"],
-                       precision=precision, model_kwargs={"skip": cfg["skip"]})
-
-
 def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epochs=DEFAULTS["epochs"],
                    out_dir=RESULTS_DIR, force=False, device="cpu", precision=STUDY_PRECISION, log=print,
                    seeds=(0,), jobs=1, shifted_dir=None, partial=False):
     """Train (or reuse) and score HeatmapNet's ablation variants on `dataset` (a course-layout keypoints folder) per
     seed; force retrains stored runs, partial trains none (a variant with no stored run is left out). Returns the
-    results (module docstring), also written to out_dir/<results_name(seeds)>.json."""
+    results (module docstring), also written to out_dir/ablation_results.json (one seed) or ablation_seeds.json."""
     if model_class is not HeatmapNet:
         raise ValueError("the ablations are defined for HeatmapNet")
     out_dir, data = Path(out_dir), data_fingerprint(dataset)
     studies_out = {study: [variant_name(variant_config(o)) for o in STUDIES[study]] for study in studies}
     todo = {variant_name(cfg): cfg for cfg in (variant_config(o) for study in studies for o in STUDIES[study])}
-    recipes = {(name, s): variant_recipe(cfg, data, s, epochs, precision) for name, cfg in todo.items() for s in seeds}
+    recipes = {(name, s): make_recipe("heatmap", data, s, epochs, heatmap_size=cfg["hm_size"], sigma=cfg["sigma_hm"],
+                                      precision=precision, model_kwargs={"skip": cfg["skip"]})
+               for name, cfg in todo.items() for s in seeds}
     # evaluated on the translation test set too, like every store run, so a run shared with the studies (the
     # default variant is the spec HeatmapNet) has one evaluation, not two that replace each other
     got = collect(recipes, dataset, out_dir / "runs", train_recipe, shifted_dir or shifted_test_dir(), jobs, partial,
@@ -88,14 +85,9 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
         if name != DEFAULT_VARIANT:
             v["paired_to_default"] = {k: paired_by_seed(base, v["runs"], lambda x, get=get: get(x["test"]))[1]
                                       for k, get in ABLATION_METRICS.items()}
-    write_json(out_dir / f"{results_name(seeds)}.json", results)
+    # the main command's table (one seed) and the seeded study's never replace each other; nor do their figures
+    write_json(out_dir / f"ablation_{'results' if len(seeds) == 1 else 'seeds'}.json", results)
     return results
-
-
-def results_name(seeds):
-    """The main command's table (one seed) is ablation_results; the seeded study's (several) ablation_seeds, so
-    neither replaces the other; their figures carry the same suffix."""
-    return "ablation_results" if len(seeds) == 1 else "ablation_seeds"
 
 
 # ----------------------------------------------------------------------------- ablation figures

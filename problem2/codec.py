@@ -67,22 +67,6 @@ def encode_heatmaps(kp_img_px, hm_size, sigma):
     return gy[..., :, None] * gx[..., None, :]
 
 
-def argmax_cells(heatmaps):
-    """Integer argmax per channel: [B, K, H, W] -> x, y (long tensors [B, K]) in heatmap px."""
-    w = heatmaps.shape[-1]
-    idx = heatmaps.flatten(2).argmax(-1)
-    return idx % w, idx // w
-
-
-def patch3x3(heatmaps, x, y):
-    """The 3x3 neighbourhood around cells (x, y) per channel (edge-replicated): [B, K, 3, 3]."""
-    b, k, h, w = heatmaps.shape
-    padded = F.pad(heatmaps.float(), (1, 1, 1, 1), mode="replicate").flatten(2)
-    offsets = torch.tensor([dy * (w + 2) + dx for dy in range(3) for dx in range(3)])
-    idx = (y * (w + 2) + x)[..., None] + offsets
-    return padded.gather(2, idx).view(b, k, 3, 3)
-
-
 def quarter_offset(patch):
     """HRNet's step: move 0.25 cell toward the higher horizontal / vertical neighbour. -> [B, K, 2]."""
     dx = torch.sign(patch[..., 1, 2] - patch[..., 1, 0])
@@ -108,35 +92,25 @@ def dark_offset(patch, eps=1e-10):
     return torch.where(ok[..., None], offset, torch.zeros_like(offset))
 
 
-def cells_to_img(heatmaps, x, y, refine=None):
-    """Cells (x, y: long [B, K]) of heatmaps [B, K, H, W] -> [B, K, 2] image px, after the optional sub-pixel step."""
+def decode_heatmaps(heatmaps, refine=None):
+    """Heatmaps [B, K, S, S] -> keypoints [B, K, 2] in image px: the argmax cell, then the optional sub-pixel step
+    (None/'argmax': none, 'quarter' or 'dark') computed on the 3x3 patch around it (edges replicated)."""
+    if refine not in (None, *DECODERS):
+        raise ValueError(f"refine must be None or one of {DECODERS}, got {refine!r}")
+    heatmaps = heatmaps.float()
+    b, k, h, w = heatmaps.shape
+    idx = heatmaps.flatten(2).argmax(-1)
+    x, y = idx % w, idx // w
     kp_hm = torch.stack([x, y], -1).float()
     if refine in ("quarter", "dark"):
-        patch = patch3x3(heatmaps, x, y)
+        padded = F.pad(heatmaps, (1, 1, 1, 1), mode="replicate").flatten(2)
+        offsets = torch.tensor([dy * (w + 2) + dx for dy in range(3) for dx in range(3)])
+        patch = padded.gather(2, (y * (w + 2) + x)[..., None] + offsets).view(b, k, 3, 3)
         kp_hm = kp_hm + (quarter_offset(patch) if refine == "quarter" else dark_offset(patch))
-    elif refine not in (None, "argmax"):
-        raise ValueError(f"refine must be None, 'argmax', 'quarter' or 'dark', got {refine!r}")
-    return hm_to_img(kp_hm, heatmaps.shape[-1])
+    return hm_to_img(kp_hm, w)
 
 
-def decode_heatmaps(heatmaps, refine=None):
-    """Heatmaps [B, K, S, S] -> keypoints [B, K, 2] in image px: argmax cell, optional sub-pixel step."""
-    heatmaps = heatmaps.float()
-    return cells_to_img(heatmaps, *argmax_cells(heatmaps), refine)
-
-
-# ----------------------------------------------------------------------------- coordinates: encode / decode
-def encode_coords(kp_img_px):
-    """Keypoints [..., K, 2] in image px -> [..., 2K] = (x0, y0, x1, y1, ...) in unit space."""
-    kp = torch.as_tensor(kp_img_px, dtype=torch.float32)
-    return img_to_unit(kp).flatten(-2)
-
-
-def decode_coords(coords_unit):
-    """[B, 2K] unit coordinates -> keypoints [B, K, 2] in image px (a likelihood head's scale columns are dropped)."""
-    return unit_to_img(coords_unit[:, :2 * NUM_KEYPOINTS].float().reshape(len(coords_unit), -1, 2))
-
-
+# ----------------------------------------------------------------------------- coordinates: soft-argmax
 def soft_argmax(logits):
     """Expected (x, y) under a spatial softmax of each channel: [B, K, S, S] -> [B, 2K] in unit space
     (cell centres mapped with the convention above, so a centred symmetric blob decodes to its centre)."""
@@ -153,8 +127,8 @@ def encode(target, kp_img_px, hm_size=64, sigma=2.0):
     """Training targets of representation `target` ('heatmap' | 'regression') for keypoints in image px."""
     if target == "heatmap":
         return encode_heatmaps(kp_img_px, hm_size, sigma)
-    if target == "regression":
-        return encode_coords(kp_img_px)
+    if target == "regression":  # [..., 2K] = (x0, y0, x1, y1, ...) in unit space
+        return img_to_unit(torch.as_tensor(kp_img_px, dtype=torch.float32)).flatten(-2)
     raise ValueError(f"target must be 'heatmap' or 'regression', got {target!r}")
 
 
@@ -162,8 +136,8 @@ def decode(target, outputs, refine=REFINE_DEFAULT):
     """Model outputs of representation `target` -> keypoints [B, K, 2] in image px."""
     if target == "heatmap":
         return decode_heatmaps(outputs, refine)
-    if target == "regression":
-        return decode_coords(outputs)
+    if target == "regression":  # a likelihood head's scale columns (after the 2K coordinates) are dropped
+        return unit_to_img(outputs[:, :2 * NUM_KEYPOINTS].float().reshape(len(outputs), -1, 2))
     raise ValueError(f"target must be 'heatmap' or 'regression', got {target!r}")
 
 

@@ -213,7 +213,7 @@ def _parse_annotations(annotation_file):
 
 def _read_image(path, image_id, decode=True):
     """One PNG, checked (it exists, decodes, is 128x128): its pixels as uint8 [128, 128] grayscale (any mode converted
-    to 'L'), or with decode=False its mode (header only). Any problem is a UsageError naming the file and its id."""
+    to 'L'); decode=False checks the header only. Any problem is a UsageError naming the file and its id."""
     where = f"image file {path} (id {image_id})"
     if not path.exists():
         raise UsageError(f"{where} is missing")
@@ -223,30 +223,21 @@ def _read_image(path, image_id, decode=True):
                 raise UsageError(f"{where} is {im.size[0]}x{im.size[1]}, not {IMG_SIZE}x{IMG_SIZE}: this dataset's "
                                  f"keypoints are in {IMG_SIZE}-px image space; resize it and its keypoints, or "
                                  f"remove it")
-            return np.asarray(im.convert("L"), dtype=np.uint8) if decode else im.mode
+            return np.asarray(im.convert("L"), dtype=np.uint8) if decode else None
     except OSError as e:
         raise UsageError(f"{where} cannot be decoded: {e}") from None
 
 
 def check_dataset(keypoints_dir):
-    """Validate every split present (annotations, image files, sizes) before any training; note once how many images
-    are not grayscale (converted when loaded). Returns the folder."""
-    keypoints_dir, converted = Path(keypoints_dir), {}
+    """Validate every split present (annotations, image files, sizes) before any training. Returns the folder."""
+    keypoints_dir = Path(keypoints_dir)
     for split in ("train", "val", "test"):
         ann = keypoints_dir / f"{split}_annotations.json"
-        if not ann.exists():
-            continue
-        image_dir = keypoints_dir / split
-        if not image_dir.is_dir():
-            raise UsageError(f"image folder {image_dir} not found (named by {ann.name})")
-        for e in _parse_annotations(ann):
-            mode = _read_image(image_dir / e["file_name"], e.get("id"), decode=False)
-            if mode != "L":
-                converted.setdefault(mode, []).append(e.get("id"))
-    for mode, ids in converted.items():
-        print(f"[data] note: {len(ids)} image(s) in {keypoints_dir} are {mode!r}, not grayscale (ids "
-              f"{', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''}); converted to grayscale when loaded",
-              flush=True)
+        if ann.exists():
+            if not (keypoints_dir / split).is_dir():
+                raise UsageError(f"image folder {keypoints_dir / split} not found (named by {ann.name})")
+            for e in _parse_annotations(ann):
+                _read_image(keypoints_dir / split / e["file_name"], e.get("id"), decode=False)
     return keypoints_dir
 
 

@@ -27,7 +27,7 @@ from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, LEFT_HAND, REFINE
 from common import (RESULTS_DIR, UsageError, pick_device, plt, positive, read_json, record_timing, results_lock,
                     save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
-from figures import draw_keypoints, plot_heatmap_stages, plot_sample_predictions, plot_training_curves, prediction_grid
+from figures import draw_keypoints, plot_heatmap_stages, plot_training_curves, prediction_grid
 from model import METHODS, load_checkpoint, model_config, run_model, target_of
 
 PCK_THRESHOLDS = [0.05, 0.1, 0.15, 0.2]
@@ -225,7 +225,7 @@ def main(argv=None):
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="split to report on (default: test; val selected checkpoints)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--num-samples", type=positive(int, 1), default=6, help="images in the sample-prediction figure")
+    p.add_argument("--num-samples", type=positive(int, 1), default=32, help="images in the prediction grid")
     p.add_argument("--allow-mixed-runs", action="store_true",
                    help="evaluate checkpoints of different runs/data together anyway (recorded in metrics.json)")
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -287,13 +287,10 @@ def write_figures(out_dir, vis_dir, sfx, split, ds, preds, loaded, training_log,
         extra.update({METHODS[m]["name"]: dense[m][False] for m in methods if m not in ("heatmap", "regression")})
         plot_pck_curves(dense.get("heatmap", {}).get(False), dense.get("regression", {}).get(False),
                         vis_dir / f"pck_curves_{norm}{sfx}.png", norm, extra, split)
-    idx = list(range(min(num_samples, len(gt))))
-    plot_sample_predictions(ds.images[idx], {m: final[m][idx] for m in methods}, gt[idx],
-                            vis_dir / f"sample_predictions{sfx}.png", split)
     if "heatmap" in final:
         visualize_predictions(ds.images[0], final["heatmap"][0], gt[0],
                               vis_dir / f"example_heatmap_prediction{sfx}.png")
-    grid_idx = list(range(min(32, len(gt))))
+    grid_idx = list(range(min(num_samples, len(gt))))
     prediction_grid(ds.images[grid_idx], {m: final[m][grid_idx] for m in methods[:3]}, gt[grid_idx],
                     vis_dir / f"{split}_grid.png", split=split)
     if sfx:

@@ -1,5 +1,5 @@
-"""The figures evaluate.py draws besides the assignment's own (plot_pck_curves, visualize_predictions): sample
-predictions, the test grid, heatmaps during training and the training curves. Coordinates in 128-px image px."""
+"""The figures evaluate.py draws besides the assignment's own (plot_pck_curves, visualize_predictions): the
+prediction grid, heatmaps during training and the training curves. Coordinates in 128-px image px."""
 import numpy as np
 import torch
 
@@ -23,21 +23,6 @@ def draw_keypoints(ax, image, pred_keypoints, gt_keypoints, title=None):
     ax.set(xlim=(-0.5, 127.5), ylim=(127.5, -0.5), xticks=[], yticks=[])
     if title:
         ax.set_title(title, fontsize=9)
-
-
-def plot_sample_predictions(images, preds_by_method, gt_keypoints, save_path, split="test"):
-    """Grid: one row per method, one column per image; errors (strict, px) in each title."""
-    n, m = len(images), len(preds_by_method)
-    fig, axes = plt().subplots(m, n, figsize=(2.3 * n, 2.9 * m), squeeze=False)
-    for r, (method, preds) in enumerate(preds_by_method.items()):
-        for c in range(n):
-            err = (preds[c] - gt_keypoints[c]).norm(dim=-1).mean()
-            draw_keypoints(axes[r, c], images[c], preds[c], gt_keypoints[c], f"{method}: {err:.1f} px")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(KEYPOINT_NAMES), fontsize=8)
-    fig.suptitle(f"Predictions on the {split} split (o = ground truth, x = prediction, line = error)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96), h_pad=2.0)
-    save_figure(fig, save_path)
 
 
 def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, nrow=8, split="test"):

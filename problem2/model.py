@@ -79,7 +79,7 @@ class Encoder(nn.Module):
 
 
 class HeatmapNet(nn.Module):
-    method = "heatmap"  # build_model sets it on every model; this serves a HeatmapNet built directly
+    method = "heatmap"  # build_model sets it on every model; this serves the spec networks built directly
 
     def __init__(self, num_keypoints=5, skip=True, hm_size=64):
         """num_keypoints: K; skip: U-Net concatenations on/off; hm_size: output heatmap size 32/64/128."""
@@ -114,12 +114,13 @@ class HeatmapNet(nn.Module):
 
 
 class RegressionNet(nn.Module):
+    method = "regression"  # as HeatmapNet's
+
     def __init__(self, num_keypoints=5, plain=False, coordconv=False):
         """Spec network by default; plain: FC head without dropout/sigmoid; coordconv: CoordConv encoder."""
         super().__init__()
         self.num_keypoints = num_keypoints
         self.kwargs = dict(num_keypoints=num_keypoints, plain=plain, coordconv=coordconv)
-        self.method = "gap_fc_plain" if plain else "coordconv_gap_fc" if coordconv else "regression"
         self.encoder = Encoder(coordconv)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = fc_head(256, num_keypoints, plain)
@@ -131,7 +132,6 @@ class RegressionNet(nn.Module):
 
 class FlattenRegressionNet(nn.Module):
     """No pooling: 1x1 conv 256->32 on the 8x8 map, flatten (32*8*8), the spec FC head."""
-    method = "flatten_fc"
 
     def __init__(self, num_keypoints=5):
         super().__init__()
@@ -146,7 +146,6 @@ class FlattenRegressionNet(nn.Module):
 
 class DecoderRegressionNet(nn.Module):
     """HeatmapNet's decoder (skips on) up to its 32-channel 64x64 map, then GAP and the spec FC head."""
-    method = "decoder64_gap_fc"
 
     def __init__(self, num_keypoints=5):
         super().__init__()
@@ -167,7 +166,6 @@ class SpatialReadoutNet(nn.Module):
         super().__init__()
         self.kwargs = dict(num_keypoints=num_keypoints, softargmax=softargmax)
         self.softargmax, self.hm_size = softargmax, 8
-        self.method = "softargmax_8" if softargmax else "heatmap_8"
         self.encoder = Encoder()
         self.final = nn.Conv2d(256, num_keypoints, 1)
 
@@ -179,7 +177,6 @@ class SpatialReadoutNet(nn.Module):
 class IntegralNet(nn.Module):
     """Integral regression / soft-argmax (Sun et al. 2018; DSNT, Nibali et al. 2018): the HeatmapNet body and the
     expected (x, y) under a spatial softmax per keypoint: [B, 2K] unit coordinates, trained like RegressionNet."""
-    method = "integral"
 
     def __init__(self, num_keypoints=5, skip=True, hm_size=64):
         super().__init__()
@@ -220,7 +217,6 @@ class RealNVP(nn.Module):
 class LikelihoodRegressionNet(nn.Module):
     """GAP + the plain FC head emitting [B, 4K]: 2K unit coordinates, then 2K scale logits for the likelihood losses
     (codec laplace / rle). flow=True adds RLE's RealNVP, used by the loss in training only."""
-    method = "gap_fc_nll"
 
     def __init__(self, num_keypoints=5, flow=True):
         super().__init__()
@@ -236,7 +232,6 @@ class LikelihoodRegressionNet(nn.Module):
 class LikelihoodSpatialNet(nn.Module):
     """softargmax_8 with a learned scale: [B, 4K] = the 8x8 soft-argmax's 2K unit coordinates, then 2K scale logits
     from the pooled encoder map (one linear layer). flow=True adds RLE's RealNVP, used in training only."""
-    method = "softargmax_8_nll"
 
     def __init__(self, num_keypoints=5, flow=True):
         super().__init__()

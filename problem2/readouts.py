@@ -31,23 +31,16 @@ READOUTS = {
 SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
 # the paired differences the report interprets (to - from, per seed), each with the question it answers
 STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
-         ("gap_fc", "flatten_fc", "is it the pooling? The 8x8 layout is kept and flattened instead of averaged (a 1x1 "
-                                  "conv and more FC weights come with it)"),
+         ("gap_fc", "flatten_fc", "is it the pooling? (the 8x8 map flattened: a 1x1 conv and more FC weights too)"),
          ("gap_fc", "coordconv_gap_fc", "can pooled features carry position when the input gives it?"),
          ("gap_fc", "decoder64_gap_fc", "is it the decoder and resolution, with the pooling kept?"),
-         ("gap_fc", "softargmax_8", "the spec head replaced by a weight-shared spatial readout at 8x8 with a coordinate "
-                                    "loss (its FC, dropout and sigmoid go too)"),
-         ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid: pooled FC vs "
-                                          "spatial readout, both unregularised and unsquashed"),
-         ("flatten_fc", "softargmax_8", "with the layout kept either way: a flattened FC head (dropout, sigmoid) vs "
-                                        "the weight-shared spatial readout at 8x8"),
-         ("decoder64_gap_fc", "integral_64", "on the same decoder to 64x64: GAP + the spec FC head vs a soft-argmax "
-                                             "readout (both coordinate losses)"),
-         ("softargmax_8", "heatmap_8", "at 8x8, Gaussian heatmaps with MSE instead of a coordinate loss (decoded by "
-                                   "argmax + quarter step instead of the soft-argmax expectation)"),
+         ("gap_fc", "softargmax_8", "the spec head (FC, dropout, sigmoid) replaced by a weight-shared spatial readout at 8x8"),
+         ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid"),
+         ("flatten_fc", "softargmax_8", "with the 8x8 layout kept either way: flattened FC head vs spatial readout"),
+         ("decoder64_gap_fc", "integral_64", "on the same decoder to 64x64: GAP + FC head vs soft-argmax"),
+         ("softargmax_8", "heatmap_8", "at 8x8: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
          ("softargmax_8", "integral_64", "the decoder to 64x64 under the spatial readout (coordinate loss)"),
-         ("integral_64", "heatmap_64", "at 64x64, Gaussian heatmaps with MSE instead of a coordinate loss (decoded by "
-                                   "argmax + quarter step instead of the soft-argmax expectation)"),
+         ("integral_64", "heatmap_64", "at 64x64: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
          ("gap_fc", "integral_64", "the spec head replaced by IntegralNet's decoder to 64x64 and soft-argmax"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
 

@@ -235,10 +235,9 @@ def main_time(r):
 
 
 def fp32_train_estimate(r):
-    """train.py's training time in fp32, derived (not timed): images trained on over benchmark.py's fp32 images/s."""
-    speed = {x["model"]: x["images_per_s"] for x in r["benchmark"]["rows"] if x["path"] == "fast"}
-    seconds = sum(r["log"][m]["recipe"]["epochs"] * r["log"][m]["recipe"]["num_train"] / speed[NAMES[m]]
-                  for m in ("heatmap", "regression") if m in r["log"])
+    """train.py's training time in fp32, derived (not timed): images trained on over benchmark.py's images/s."""
+    speed = {x["method"]: x["images_per_s"] for x in r["benchmark"]["rows"]}
+    seconds = sum(r["log"][m]["recipe"]["epochs"] * r["log"][m]["recipe"]["num_train"] / speed[m] for m in speed)
     return f"about {seconds / 60:.0f} minutes (derived from `benchmark.py` on {machine_label(r['benchmark']['config']['machine'])})"
 
 

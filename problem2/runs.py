@@ -1,15 +1,11 @@
 """The run store: each run is trained once, evaluated once, and reused only for the identical recipe
 (train.make_recipe: everything that changes a trained model's numbers, the data fingerprint included).
 
-<runs_root>/<method>-<recipe key>/ holds
-  run.json    {"recipe", "history" (train.fit's), "machine", "code_version"}                           committed
-  eval.json   {"eval_key", "epoch", "decoder" (the default one), "val" | "test": {decoder: evaluate.summarize()},
-              "shifted": summarize() of the default decoder}      committed, so studies need no checkpoint
-              (runs evaluated by the older layout were reshaped: null where it computed nothing, see "migrated")
-  model.pth (best by val loss), heatmap_snapshots.pt, and resume.pth while training (the state after the last
-  finished epoch: asked again, a killed run continues)                                                gitignored
-A run is retrained when its checkpoints are needed (train.py) and missing, or its evaluation is outdated and they are
-gone; its run.json and eval.json are removed when it starts and written again when it is trained and evaluated.
+<runs_root>/<method>-<recipe key>/ holds run.json {"recipe", "history" (train.fit's), "machine", "code_version"} and
+eval.json {"eval_key", "epoch", "decoder" (the default one), "val" | "test": {decoder: evaluate.summarize()},
+"shifted": summarize() of the default decoder}, both committed, so studies need no checkpoint (runs evaluated by an
+older layout were reshaped: null where it computed nothing, see "migrated"); and, gitignored, model.pth (best by val
+loss), heatmap_snapshots.pt and, while training, resume.pth (asked again, a killed run continues).
 run_many() trains independent recipes in `jobs` worker processes with the CPU threads split between them; a run's
 numbers depend on its thread count, so `jobs` runs with T threads each equal sequential runs with `--threads T`.
 """
@@ -32,7 +28,6 @@ CHECKPOINT = "model.pth"  # the epoch with the lowest val loss
 ROW_METRICS = {**{k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted",
                                                          "hand_gap_px", "best_epoch")},
                **{k: (lambda row, k=k: row[k]["0.05"]) for k in ("pck_bbox", "pck_bbox_sym")}}
-RESUME = "resume.pth"  # the training state after the last finished epoch, while a run trains (train.fit)
 
 
 def run_name(recipe):
@@ -42,12 +37,6 @@ def run_name(recipe):
 
 def run_dir_of(runs_root, recipe):
     return Path(runs_root) / run_name(recipe)
-
-
-def has_checkpoints(rdir, recipe):
-    """The checkpoint on disk (and a heatmap run's snapshots, which train.py copies too)."""
-    heatmap = recipe["target"]["type"] == "heatmap"
-    return all((Path(rdir) / f).exists() for f in [CHECKPOINT] + ["heatmap_snapshots.pt"] * heatmap)
 
 
 def eval_key(kp_dir, shifted_dir):
@@ -70,59 +59,43 @@ def evaluate_run(rdir, recipe, kp_dir, shifted_dir=None, device="cpu"):
     return ev
 
 
-def why_new(recipe, runs_root):
-    """Why no stored run fits `recipe`: the closest stored run of the same method and what differs from it."""
-    best = None
-    for other in Path(runs_root).glob(f"{recipe['method']}-*/run.json"):
-        stored = read_json(other, default={}).get("recipe", {})
-        diff = sorted(k for k in set(recipe) | set(stored) if recipe.get(k) != stored.get(k))
-        if diff and (best is None or len(diff) < len(best[1])):
-            best = (other.parent.name, diff)
-    if best is None:
-        return f"no stored {recipe['method']} run"
-    return f"no stored run with this recipe; the closest, {best[0]}, differs in: {', '.join(best[1])}"
-
-
 def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cpu", log=print, need_checkpoints=False,
                force=False):
     """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key (and, with
     need_checkpoints, its checkpoints on disk), else (or with force) trained with train_fn (train.train_recipe) and/or
     evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
-    rdir = run_dir_of(runs_root, recipe)
-    tag = rdir.name
-    key = eval_key(kp_dir, shifted_dir)
+    rdir, key = run_dir_of(runs_root, recipe), eval_key(kp_dir, shifted_dir)
     with results_lock(rdir, "runs.ensure_run"):
-        info = read_json(rdir / "run.json", default={})
-        ev = read_json(rdir / "eval.json", default={})
-        have_ckpts = has_checkpoints(rdir, recipe)
-        if info and info.get("recipe") != recipe:
-            log(f"[runs] {tag}: stored recipe differs from the requested one; retraining")
-            info = {}
-        why = "--force" if info and force else None
-        if why:
-            info = {}
-        if info and ev.get("eval_key") == key and (have_ckpts or not need_checkpoints):
-            log(f"[runs] {tag}: reusing (same recipe, already evaluated)")
+        info, ev = read_stored(rdir)
+        files = [CHECKPOINT] + ["heatmap_snapshots.pt"] * (recipe["target"]["type"] == "heatmap")  # train.py copies
+        have_ckpts = all((rdir / f).exists() for f in files)
+        stored = info.get("recipe") == recipe
+        if stored and not force and ev.get("eval_key") == key and (have_ckpts or not need_checkpoints):
+            log(f"[runs] {rdir.name}: reusing (same recipe, already evaluated)")
             return rdir, info, ev
-        if info and not have_ckpts:
-            why = (f"its checkpoints (gitignored) are not on this machine and "
+        if force or not (stored and have_ckpts):
+            why = ("--force" if stored and force else "no stored run with this recipe" if not stored else
+                   f"its checkpoints (gitignored) are not on this machine and "
                    f"{'they are needed' if need_checkpoints else 'its evaluation is missing or outdated'}. Its stored "
                    f"numbers may change (CPU kernels and thread counts differ between machines): regenerate every "
                    f"study that uses it (`python study.py --partial`)")
-            info = {}
-        if not info:
-            log(f"[runs] {tag}: training ({why or why_new(recipe, runs_root)})")
+            log(f"[runs] {rdir.name}: training ({why})")
             for f in ("run.json", "eval.json"):  # until trained and evaluated, a stored file would describe another
                 (rdir / f).unlink(missing_ok=True)  # training (resume.pth lets a killed run continue)
             version = code_version()  # of the code this process runs, read before training starts
             history = train_fn(recipe, kp_dir, rdir, recipe_key(recipe), device, CHECKPOINT,
-                               log=lambda s: log(f"  {tag} {s}"), resume_path=rdir / RESUME)
+                               log=lambda line: log(f"  {rdir.name} {line}"), resume_path=rdir / "resume.pth")
             info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
                     "code_version": version}
             write_json(rdir / "run.json", info)
         ev = evaluate_run(rdir, recipe, kp_dir, shifted_dir, device)
         write_json(rdir / "eval.json", ev)
         return rdir, info, ev
+
+
+def read_stored(rdir):
+    """(run.json, eval.json) of a run folder, {} for a missing one."""
+    return tuple(read_json(Path(rdir) / f, default={}) for f in ("run.json", "eval.json"))
 
 
 def _worker(task, live_log=None):
@@ -157,32 +130,26 @@ def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, dev
             out[recipe_key(recipe)] = (info, ev)
             if any(": training (" in line for line in lines):
                 trained.append(info["history"]["train_seconds"])
-            elapsed, left = time.time() - t0, len(tasks) - i
-            eta = (f", ETA {fmt_time(np.mean(trained) * left / max(1, min(jobs, left)))} for the rest of the batch "
-                   f"(mean training time x runs left / parallel jobs)" if trained and left else "")
+            left = len(tasks) - i
+            eta = f", ETA {fmt_time(np.mean(trained) * left / max(1, min(jobs, left)))}" if trained and left else ""
             log(f"[runs] {i}/{len(tasks)} done ({recipe['method']}, seed {recipe['seed']}); elapsed "
-                f"{fmt_time(elapsed)}{eta}")
+                f"{fmt_time(time.time() - t0)}{eta}")
     return out
 
 
 def collect(recipes, kp_dir, runs_root, train_fn, shifted_dir, jobs=1, partial=False, log=print, device="auto",
             force=False):
-    """{label: (run.json, eval.json) or None} for {label: recipe}: trained/reused through run_many (or, with
-    partial, only what is stored)."""
+    """{label: (run.json, eval.json)} for {label: recipe}, trained/reused through run_many (with partial, only what is
+    stored); None for a recipe with no run stored and evaluated with the current eval key."""
     if partial:
         log("[runs] --partial: recording the stored runs, training none")
     else:
         run_many(list(recipes.values()), kp_dir, runs_root, train_fn, shifted_dir, jobs, device, log, force=force)
-    return {k: load_stored(r, kp_dir, runs_root, shifted_dir) for k, r in recipes.items()}
-
-
-def load_stored(recipe, kp_dir, runs_root, shifted_dir=None):
-    """(run.json, eval.json) of `recipe` when it is stored and evaluated with the current eval key, else None."""
-    rdir = run_dir_of(runs_root, recipe)
-    info, ev = read_json(rdir / "run.json", default={}), read_json(rdir / "eval.json", default={})
-    if info.get("recipe") == recipe and ev.get("eval_key") == eval_key(kp_dir, shifted_dir):
-        return info, ev
-    return None
+    key, out = eval_key(kp_dir, shifted_dir), {}
+    for label, recipe in recipes.items():
+        info, ev = read_stored(run_dir_of(runs_root, recipe))
+        out[label] = (info, ev) if info.get("recipe") == recipe and ev.get("eval_key") == key else None
+    return out
 
 
 def run_row(seed, info, ev, decoder=None):

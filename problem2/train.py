@@ -1,20 +1,13 @@
 """Train the assignment's two networks with the spec recipe: `python train.py` (see --help).
 
 HeatmapNet and RegressionNet (--methods adds any row of model.METHODS), same data, split and seed: MSE
-(codec.keypoint_loss), Adam 1e-3, batch 32, 30 epochs, the checkpoint with the lowest val loss kept. One training loop
-(`fit`) serves every method; methods differ only in their targets (codec.encode) and decoding (codec.decode).
-
-Each method is a recipe-keyed run of the run store (runs.py, <out-dir>/runs/): resumable after its last finished
-epoch, reused by a train.py of the same recipe while its checkpoints are on disk (--force retrains), shared with the
-studies. Only when every method has finished are its files copied into --out-dir, the log last, so an interrupted run
-never replaces the last complete one; the committed problem2/results/ takes only the committed recipe and data
-(--replace-results overrides). Files:
-  <method>_model.pth    model.save_checkpoint: config, state_dict, epoch, val_loss, val_px_error (mean val error in
-                        image px), data options, provenance (run_id = the recipe key, the recipe, code version, device)
-  heatmap_snapshots.pt  predicted heatmaps of a few val images at DEFAULTS["snapshot_epochs"]
-  training_log.json     {"run_id", "config", "total_seconds", "<method>": {"recipe", "epochs": [{"epoch",
-                        "train_loss", "val_loss", "val_px_error", "seconds"}], "best_epoch", "best_val_loss",
-                        "best_val_px_error", "train_seconds", "images_per_second", "run", "machine"}}
+(codec.keypoint_loss), Adam 1e-3, batch 32, 30 epochs, the checkpoint with the lowest val loss kept; one loop, `fit`.
+Each method is a recipe-keyed run of the run store (runs.py): resumable, reused while its checkpoints are on disk
+(--force retrains). When every method has finished, --out-dir gets <method>_model.pth (model.save_checkpoint: epoch,
+val_loss, val_px_error in image px, provenance), the heatmap run's heatmap_snapshots.pt and, last, training_log.json
+({"run_id", "config", "total_seconds", "<method>": {"recipe", "epochs": [{"epoch", "train_loss", "val_loss",
+"val_px_error", "seconds"}], "best_epoch", ..., "machine"}}), so an interrupted run never replaces the last complete
+one. The committed problem2/results/ takes only the committed recipe and data (--replace-results overrides).
 """
 import argparse
 import inspect

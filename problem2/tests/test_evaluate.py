@@ -104,10 +104,9 @@ def test_figures_show_what_their_reader_needs(tiny_data, trained, tmp_path, monk
     assert ax.get_xlabel().startswith("threshold") and ax.get_ylabel().startswith("PCK")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "HeatmapNet", "RegressionNet", "HeatmapNet (symmetric hands)", "RegressionNet (symmetric hands)"]
-    sample = figs["sample_predictions_val.png"]
-    assert len(sample.axes) == 2 * 3 and sample._suptitle.get_text().startswith("Predictions on the val split")
     grid_legend = figs["val_grid.png"].axes[0].get_legend()
     assert [t.get_text() for t in grid_legend.get_texts()] == ["ground truth", "HeatmapNet", "RegressionNet"]
+    assert grid_legend.get_title().get_text() == "the first 3 images of the val split"
 
 
 def test_figures_write_png(tmp_path):
@@ -161,7 +160,7 @@ def test_main_end_to_end(tiny_data, trained, tmp_path):
         direct = decode("regression", model(ds.images))
     assert metrics["regression"]["decoders"]["direct"]["px"] == pytest.approx(
         float((direct - ds.keypoints).norm(dim=-1).mean()), rel=1e-5)
-    for name in ("pck_curves_bbox", "pck_curves_torso", "sample_predictions", "heatmaps_training_stages",
+    for name in ("pck_curves_bbox", "pck_curves_torso", "heatmaps_training_stages",
                  "training_curves", "example_heatmap_prediction", "test_grid"):
         assert (out / "visualizations" / f"{name}.png").stat().st_size > 5000
 
@@ -191,7 +190,7 @@ def test_val_split_writes_its_own_files_and_leaves_the_test_results_alone(tiny_d
     after = _snapshot(out)
     assert all(after[k] == v for k, v in test_files.items())          # nothing of the test split rewritten
     assert metrics["split"] == "val" and json.loads((out / "metrics_val.json").read_text())["split"] == "val"
-    for name in ("pck_curves_bbox_val", "sample_predictions_val", "val_grid"):
+    for name in ("pck_curves_bbox_val", "val_grid"):
         assert (out / "visualizations" / f"{name}.png").exists()
 
 

@@ -63,8 +63,7 @@ def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     res = how_far.how_far(tiny_data, tmp_path, seeds=(0,), precision="fp32", log=lambda *a: None,
                           shifted_dir=tiny_shifted)
     assert res["best_schedule"] in how_far.SCHEDULES and res["decoder"] in ("argmax", "quarter", "dark")
-    assert not res["goal_met_on_test"]                                  # two epochs on 48 images: far from it
-    assert {"schedule: 300 constant", "schedule: 300 cosine"} <= set(res["rows"])  # so the longer ones were trained
+    assert [k for k in res["rows"] if k.startswith("schedule")] == [f"schedule: {n}" for n in how_far.SCHEDULES]
     assert [r["seed"] for r in res["rows"]["ladder: RLE"]] == [0]
     rle = read_json(tmp_path / "runs" / res["rows"]["ladder: RLE"][0]["run"] / "run.json")["recipe"]
     assert (rle["method"], rle["loss"], rle["hand_loss"], rle["epochs"]) == ("gap_fc_nll", "rle", "symmetric", 1)
