@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from codec import HANDS, KEYPOINT_NAMES, REFINE_DEFAULT, decode
-from common import (RESULTS_DIR, fmt_time, paired_by_seed, pick_device, pick_precision, plt, positive, read_json,
-                    record_timing, results_lock, save_figure, set_threads, write_json)
+from codec import DECODERS, HANDS, KEYPOINT_NAMES, REFINE_DEFAULT, decode
+from common import (RESULTS_DIR, fmt_time, main_time, paired_by_seed, pick_device, pick_precision, plt, positive,
+                    read_json, record_timing, results_lock, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from evaluate import hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
 from figures import draw_keypoints
@@ -32,7 +32,7 @@ STUDIES = {
 }
 DEFAULT_VARIANT = "hm64_sigma2_skip"
 # the numbers of a variant compared with the default: name -> value of one run's "test" (evaluate.summarize per decoder)
-ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["px"]) for d in ("argmax", "quarter", "dark")},
+ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["px"]) for d in DECODERS},
                     "px_sym": lambda t: t[REFINE_DEFAULT]["px_sym"],
                     "pck05": lambda t: t[REFINE_DEFAULT]["pck_bbox"]["0.05"]}
 CATEGORIES = {"heatmap_only": "heatmap succeeds, regression fails", "regression_only": "regression succeeds, heatmap fails",
@@ -76,7 +76,7 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
     for name, cfg in todo.items():
         stored = [(s, *got[name, s]) for s in seeds if got[name, s]]
         history = ("best_epoch", "best_val_loss", "best_val_px_error", "train_seconds")
-        rows = [{"seed": s, "run": run_name(info["recipe"]), "test": ev["test"],
+        rows = [{"seed": s, "run": run_name(info["recipe"]), "test": {d: ev["test"][d] for d in DECODERS},
                  **{k: info["history"][k] for k in history}} for s, info, ev in stored]
         if rows:
             results["variants"][name] = {"config": cfg, "runs": rows}
@@ -90,7 +90,6 @@ def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epoc
     return results
 
 
-# ----------------------------------------------------------------------------- ablation figures
 def plot_ablations(results, vis_dir):
     """Mean px error and PCK@0.05 vs sigma, vs resolution, and skip vs no-skip, per decoder (strict and
     symmetric), mean over seeds with each seed's value as a dot."""
@@ -105,7 +104,7 @@ def plot_ablations(results, vis_dir):
               "skip": ["with" if c["skip"] else "without" for c in cfgs]}[study]
         pos = list(range(len(xs))) if study == "skip" else xs
         fig, axes = plt().subplots(1, 2, figsize=(10, 3.8))
-        for decoder, style in (("argmax", "o:"), ("quarter", "s--"), ("dark", "^-")):
+        for decoder, style in zip(DECODERS, ("o:", "s--")):
             for matching, sfx, color in (("strict", "", "C0"), ("symmetric", "_sym", "C2")):
                 for ax, get in ((axes[0], lambda e: e["pck_bbox" + sfx]["0.05"]), (axes[1], lambda e: e["px" + sfx])):
                     per_seed = [[get(r["test"][decoder]) for r in variants[n]["runs"]] for n in names]
@@ -116,7 +115,7 @@ def plot_ablations(results, vis_dir):
             ax.set(xlabel=xlabel, ylabel=ylabel)
             ax.set_xticks(pos, [str(x) for x in xs])
             ax.grid(alpha=0.3)
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8)
         n_seeds = sorted({len(variants[n]["runs"]) for n in names})
         fig.suptitle(f"Ablation: {study} (HeatmapNet, test split; line = mean of "
                      f"{'/'.join(map(str, n_seeds))} seed(s) per variant, dots = seeds)")
@@ -124,7 +123,6 @@ def plot_ablations(results, vis_dir):
         save_figure(fig, Path(vis_dir) / f"ablation_{study}{'' if len(results['seeds']) == 1 else '_seeds'}.png")
 
 
-# ----------------------------------------------------------------------------- failure cases
 def failure_categories(ok_heatmap, ok_regression):
     """Boolean masks [N, K] per category from per-keypoint success masks of the two methods."""
     ok_h, ok_r = torch.as_tensor(ok_heatmap, dtype=torch.bool), torch.as_tensor(ok_regression, dtype=torch.bool)
@@ -140,37 +138,24 @@ def characterise(mask, gt):
                             "all": float(gaps.mean())}}
 
 
-def _draw_failure_row(axes, image, gt, pred_h, pred_r, heatmaps, k, title):
-    draw_keypoints(axes[0], image, pred_h, gt, f"heatmap: {(pred_h[k] - gt[k]).norm():.1f} px on {KEYPOINT_NAMES[k]}")
-    draw_keypoints(axes[1], image, pred_r, gt, f"regression: {(pred_r[k] - gt[k]).norm():.1f} px on {KEYPOINT_NAMES[k]}")
-    axes[2].imshow(heatmaps[k].numpy(), cmap="magma", extent=(-0.5, 127.5, 127.5, -0.5))
-    axes[2].plot(*gt[k].numpy(), "c+", ms=9, mew=1.5)
-    axes[2].set_title(f"{KEYPOINT_NAMES[k]} heatmap ({title})", fontsize=9)
-    axes[2].set_xticks([])
-    axes[2].set_yticks([])
-
-
 def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4, device="cpu"):
     """Compare the two trained methods keypoint by keypoint (SUCCESS_RULE) on a non-shuffled test loader. model:
     {'heatmap': HeatmapNet, 'regression': RegressionNet} (or a 2-tuple in that order). Writes out_dir/failure_cases.json
     ({"rule", "num_images", "counts", "per_keypoint": {CATEGORIES key: ...}, "characterisation",
     "fixed_by_symmetric_matching", "gallery"}) and a gallery PNG per category; returns the dict."""
     hm_model, rg_model = (model["heatmap"], model["regression"]) if isinstance(model, dict) else model
-    ds = test_loader.dataset
-    gt = ds.keypoints
+    ds, gt = test_loader.dataset, test_loader.dataset.keypoints
     hm_out = run_model(hm_model.to(device), test_loader, device, "fp32")
     pred_h = decode("heatmap", hm_out, REFINE_DEFAULT)
     pred_r = decode("regression", run_model(rg_model.to(device), test_loader, device, "fp32"))
-    ok_h = pck_matrix(pred_h, gt, [0.1], "bbox")[0]
-    ok_r = pck_matrix(pred_r, gt, [0.1], "bbox")[0]
+    ok_h, ok_r, ok_h_sym, ok_r_sym = (pck_matrix(pred, gt, [0.1], "bbox", symmetric=sym)[0]
+                                      for sym in (False, True) for pred in (pred_h, pred_r))
     cats = failure_categories(ok_h, ok_r)
     result = {"rule": SUCCESS_RULE, "num_images": len(gt), "counts": {c: int(m.sum()) for c, m in cats.items()},
               "per_keypoint": {c: {n: int(v) for n, v in zip(KEYPOINT_NAMES, m.sum(0))} for c, m in cats.items()},
               "characterisation": {c: characterise(m, gt) for c, m in cats.items()},
               "gallery": {}}
     # symmetric view: how many strict failures are only a hand-label swap?
-    ok_h_sym = pck_matrix(pred_h, gt, [0.1], "bbox", symmetric=True)[0]
-    ok_r_sym = pck_matrix(pred_r, gt, [0.1], "bbox", symmetric=True)[0]
     result["fixed_by_symmetric_matching"] = {"heatmap": int((ok_h_sym & ~ok_h).sum()),
                                              "regression": int((ok_r_sym & ~ok_r).sum())}
     err_h, err_r = keypoint_distances(pred_h, gt), keypoint_distances(pred_r, gt)
@@ -184,11 +169,16 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
         if not order:
             continue
         fig, axes = plt().subplots(len(order), 3, figsize=(8.4, 2.9 * len(order)), squeeze=False)
-        for r, i in enumerate(order):
+        for row, i in zip(axes, order):  # HeatmapNet's and regression's predictions, the heatmap of keypoint k
             k = int(worst.indices[i])
-            _draw_failure_row(axes[r], ds.images[i], gt[i], pred_h[i], pred_r[i], hm_out[i], k, f"test #{i}")
-        fig.suptitle(f"Failure cases: {CATEGORIES[cat]} (o = GT, x = prediction; rule: PCK@0.1 bbox)",
-                     fontsize=10)
+            for ax, method, pred in ((row[0], "heatmap", pred_h), (row[1], "regression", pred_r)):
+                err = (pred[i, k] - gt[i, k]).norm()
+                draw_keypoints(ax, ds.images[i], pred[i], gt[i], f"{method}: {err:.1f} px on {KEYPOINT_NAMES[k]}")
+            row[2].imshow(hm_out[i, k].numpy(), cmap="magma", extent=(-0.5, 127.5, 127.5, -0.5))
+            row[2].plot(*gt[i, k].numpy(), "c+", ms=9, mew=1.5)
+            row[2].set(xticks=[], yticks=[])
+            row[2].set_title(f"{KEYPOINT_NAMES[k]} heatmap (test #{i})", fontsize=9)
+        fig.suptitle(f"Failure cases: {CATEGORIES[cat]} (o = GT, x = prediction; rule: PCK@0.1 bbox)", fontsize=10)
         fig.tight_layout()
         save_figure(fig, Path(out_dir) / "visualizations" / f"failures_{cat}.png")
     write_json(Path(out_dir) / "failure_cases.json", result)
@@ -228,7 +218,6 @@ def main(argv=None):
             results = ablation_study(kp_dir, HeatmapNet, args.studies, args.epochs, args.out_dir, args.force,
                                      device, precision, seeds=args.seeds, jobs=args.jobs, partial=args.partial)
             plot_ablations(results, vis_dir)
-            print_ablation_table(results)
         if models is not None:
             test_ds = load_split(kp_dir, "test", "regression")
             fc = analyze_failure_cases(models, make_loader(test_ds, 64), args.out_dir, device=device)
@@ -250,20 +239,9 @@ def print_summary(out_dir):
     methods = [m for m in ("heatmap", "regression", "integral") if m in metrics]
     if methods:
         print_metrics_table(metrics, methods)
-    steps = [s for s in ("train.py", "evaluate.py", "baseline.py") if s in timings]
-    m = timings.get("train.py", {}).get("machine", {})
     print(f"\nfigures: {out_dir / 'visualizations'}; tables: {out_dir}/*.json "
           f"(run `python problem2/report.py` to refresh the report's and README's tables)")
-    print(f"time: {sum(timings[s]['seconds'] for s in steps) / 60:.1f} min for {', '.join(steps)} on {m.get('cpu')}"
-          f"{' + ' + m['gpu'] if m.get('gpu') else ''} ({m.get('cores')} cores, train.py in {m.get('precision')})")
-
-
-def print_ablation_table(results):
-    """Mean over seeds of every ABLATION_METRICS number, per variant."""
-    print(f"\n{'variant':<22}" + "".join(f"{k:>11}" for k in ABLATION_METRICS) + f"   (mean of seeds {results['seeds']})")
-    for name, v in results["variants"].items():
-        print(f"{name:<22}" + "".join(f"{sum(get(r['test']) for r in v['runs']) / len(v['runs']):>11.3f}"
-                                      for get in ABLATION_METRICS.values()))
+    print(f"time of train.py, evaluate.py and baseline.py: {main_time(timings)}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ Coordinate convention (the ONE place it is defined)
 
 Representations, each an encode (keypoints in img px -> target) / decode (model output -> img px) pair below:
   heatmap   : Gaussian exp(-d^2 / (2 sigma^2)), d in hm px from the float keypoint | argmax cell + optional
-              sub-pixel step ('quarter' HRNet, 'dark' Taylor).
+              sub-pixel step ('quarter': HRNet's quarter cell toward the higher neighbour).
   regression: [2K] = (x0, y0, x1, y1, ...) in unit space | reshape and map back. soft_argmax (a layer) ends in it.
 """
 import torch
@@ -27,13 +27,12 @@ NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 LEFT_HAND, RIGHT_HAND = 1, 2
 HANDS = [LEFT_HAND, RIGHT_HAND]
 HEAD_FEET = [0, 3, 4]
-DECODERS = ("argmax", "quarter", "dark")  # heatmap decoders, all reported; the default is chosen on val
+DECODERS = ("argmax", "quarter")  # heatmap decoders, both reported; the default is chosen on val
 REFINE_DEFAULT = "quarter"  # see results/metrics.json "decoder_selection" for the val measurement behind it
 HAND_LOSSES = ("strict", "symmetric")
 LOSSES = ("mse", "l1", "laplace", "rle")  # laplace / rle: coordinates with a predicted scale (model.LIKELIHOOD_METHODS)
 
 
-# ----------------------------------------------------------------------------- the convention
 def img_to_hm(coord_img_px, hm_size, img_size=IMG_SIZE):
     """Image px -> heatmap px for a heatmap of `hm_size` cells per side."""
     return (coord_img_px + 0.5) * (hm_size / img_size) - 0.5
@@ -54,7 +53,6 @@ def unit_to_img(coord_unit, img_size=IMG_SIZE):
     return coord_unit * img_size - 0.5
 
 
-# ----------------------------------------------------------------------------- heatmaps: encode / decode
 def encode_heatmaps(kp_img_px, hm_size, sigma):
     """Gaussian heatmaps [..., K, height, width] (float32, peak 1 at the float keypoint) for keypoints [..., K, 2] in
     image px; hm_size: int or (height, width) in cells; sigma in heatmap px. Separable, no Python loop."""
@@ -74,27 +72,9 @@ def quarter_offset(patch):
     return 0.25 * torch.stack([dx, dy], -1)
 
 
-def dark_offset(patch, eps=1e-10):
-    """DARK (Zhang et al. 2020): one Newton step -H^-1 grad on the log-heatmap from 3x3 central differences; exact
-    for a Gaussian peak, zero where the Hessian is not negative definite."""
-    L = patch.clamp_min(eps).log()
-    gx = (L[..., 1, 2] - L[..., 1, 0]) / 2
-    gy = (L[..., 2, 1] - L[..., 0, 1]) / 2
-    hxx = L[..., 1, 2] - 2 * L[..., 1, 1] + L[..., 1, 0]
-    hyy = L[..., 2, 1] - 2 * L[..., 1, 1] + L[..., 0, 1]
-    hxy = (L[..., 2, 2] - L[..., 2, 0] - L[..., 0, 2] + L[..., 0, 0]) / 4
-    det = hxx * hyy - hxy**2
-    ok = (det > 1e-12) & (hxx < 0)
-    safe_det = torch.where(ok, det, torch.ones_like(det))
-    ox = -(hyy * gx - hxy * gy) / safe_det
-    oy = -(hxx * gy - hxy * gx) / safe_det
-    offset = torch.stack([ox, oy], -1).clamp(-1, 1)
-    return torch.where(ok[..., None], offset, torch.zeros_like(offset))
-
-
 def decode_heatmaps(heatmaps, refine=None):
-    """Heatmaps [B, K, S, S] -> keypoints [B, K, 2] in image px: the argmax cell, then the optional sub-pixel step
-    (None/'argmax': none, 'quarter' or 'dark') computed on the 3x3 patch around it (edges replicated)."""
+    """Heatmaps [B, K, S, S] -> keypoints [B, K, 2] in image px: the argmax cell, then with refine='quarter' the
+    quarter step computed on the 3x3 patch around it (edges replicated); None or 'argmax': no step."""
     if refine not in (None, *DECODERS):
         raise ValueError(f"refine must be None or one of {DECODERS}, got {refine!r}")
     heatmaps = heatmaps.float()
@@ -102,15 +82,14 @@ def decode_heatmaps(heatmaps, refine=None):
     idx = heatmaps.flatten(2).argmax(-1)
     x, y = idx % w, idx // w
     kp_hm = torch.stack([x, y], -1).float()
-    if refine in ("quarter", "dark"):
+    if refine == "quarter":
         padded = F.pad(heatmaps, (1, 1, 1, 1), mode="replicate").flatten(2)
         offsets = torch.tensor([dy * (w + 2) + dx for dy in range(3) for dx in range(3)])
         patch = padded.gather(2, (y * (w + 2) + x)[..., None] + offsets).view(b, k, 3, 3)
-        kp_hm = kp_hm + (quarter_offset(patch) if refine == "quarter" else dark_offset(patch))
+        kp_hm = kp_hm + quarter_offset(patch)
     return hm_to_img(kp_hm, w)
 
 
-# ----------------------------------------------------------------------------- coordinates: soft-argmax
 def soft_argmax(logits):
     """Expected (x, y) under a spatial softmax of each channel: [B, K, S, S] -> [B, 2K] in unit space
     (cell centres mapped with the convention above, so a centred symmetric blob decodes to its centre)."""
@@ -122,7 +101,6 @@ def soft_argmax(logits):
     return torch.stack([x_unit, y_unit], -1).flatten(1)
 
 
-# ----------------------------------------------------------------------------- one table of targets
 def encode(target, kp_img_px, hm_size=64, sigma=2.0):
     """Training targets of representation `target` ('heatmap' | 'regression') for keypoints in image px."""
     if target == "heatmap":
@@ -141,7 +119,6 @@ def decode(target, outputs, refine=REFINE_DEFAULT):
     raise ValueError(f"target must be 'heatmap' or 'regression', got {target!r}")
 
 
-# ----------------------------------------------------------------------------- hands and the loss
 def swap_hands(x, dim=1):
     """x with its left_hand and right_hand entries swapped along `dim` (keypoint axis)."""
     idx = list(range(x.shape[dim]))
@@ -151,12 +128,8 @@ def swap_hands(x, dim=1):
 
 def canonicalize_hands(kp):
     """Relabel hands so left_hand is the one with the smaller x (ties keep their order). kp: [..., K, 2]."""
-    kp = kp.clone()
     swap = kp[..., LEFT_HAND, 0] > kp[..., RIGHT_HAND, 0]
-    left, right = kp[..., LEFT_HAND, :].clone(), kp[..., RIGHT_HAND, :].clone()
-    kp[..., LEFT_HAND, :] = torch.where(swap[..., None], right, left)
-    kp[..., RIGHT_HAND, :] = torch.where(swap[..., None], left, right)
-    return kp
+    return torch.where(swap[..., None, None], swap_hands(kp, dim=-2), kp)
 
 
 def per_keypoint_loss(outputs, targets, loss="mse", flow=None):

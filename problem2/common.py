@@ -34,7 +34,6 @@ class UsageError(SystemExit):
         super().__init__(f"error: {message}")
 
 
-# ----------------------------------------------------------------------------- files
 def atomic_write_bytes(path, data):
     """Write bytes to `path` via a temp file + rename, so an interrupted write leaves no partial file."""
     path = Path(path)
@@ -46,14 +45,12 @@ def atomic_write_bytes(path, data):
 
 
 def strict_json(obj):
-    """Recursively replace non-finite floats by None, so the JSON written is valid everywhere."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+    """obj with every non-finite float replaced by None, so the JSON written is valid everywhere."""
     if isinstance(obj, dict):
         return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [strict_json(v) for v in obj]
-    return obj
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def write_json(path, obj):
@@ -69,13 +66,9 @@ def read_json(path, made_by="the script that writes it", default=None):
             return default
         raise UsageError(f"{path} not found; run {made_by} first")
     try:
-        return json.loads(path.read_text(), parse_constant=_reject_constant)
+        return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{path} is not valid JSON ({e}); delete it and rerun {made_by}") from None
-
-
-def _reject_constant(name):
-    raise ValueError(f"non-standard JSON constant {name}")
 
 
 def torch_save(path, obj):
@@ -110,7 +103,6 @@ def recipe_key(recipe):
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
-# ----------------------------------------------------------------------------- a lock per results folder
 @contextlib.contextmanager
 def results_lock(out_dir, what):
     """Refuse a second writer into `out_dir` while one runs: an OS lock (flock) on out_dir/.lock, which the OS
@@ -136,7 +128,6 @@ def results_lock(out_dir, what):
         yield
 
 
-# ----------------------------------------------------------------------------- seeding, device, precision
 def set_seed(seed):
     """Seed python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -184,7 +175,6 @@ def prepare_input(images, device):
     return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
-# ----------------------------------------------------------------------------- machine, code version, timing
 def machine_info(device="cpu", precision=None, jobs=1):
     """What produced a timing: CPU model, whether it has native bf16 (two CPUs of one model name can differ),
     cores, torch version, device (GPU name), precision, threads (of this process), and the parallel jobs when
@@ -221,6 +211,25 @@ def code_version():
         return None
 
 
+def machine_label(m):
+    """'AMD EPYC (native bf16), 2 cores, cpu' from a machine_info record."""
+    bf16 = {True: " (native bf16)", False: " (no native bf16)"}.get(m.get("native_bf16"), "")
+    return ", ".join(str(x) for x in (m.get("gpu") or m.get("cpu", "?") + bf16, f"{m.get('cores')} cores",
+                                      m.get("device")) if x)
+
+
+def main_time(timings):
+    """The main command's time from timings.json (the scripts' own timers) and its machine (each step's, when they
+    differ)."""
+    t = {k: timings[k] for k in ("train.py", "evaluate.py", "baseline.py") if k in timings}
+    labels = {machine_label(v["machine"]) for v in t.values()}
+    total = f"{sum(v['seconds'] for v in t.values()) / 60:.1f} minutes"
+    if len(labels) == 1:
+        precision = t.get("train.py", {}).get("machine", {}).get("precision")
+        return f"{total} ({labels.pop()}" + (f"; `train.py` in {precision})" if precision else ")")
+    return total + " (" + "; ".join(f"`{k}` on {machine_label(v['machine'])}" for k, v in t.items()) + ")"
+
+
 def fmt_time(seconds):
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
@@ -233,7 +242,6 @@ def record_timing(out_dir, script, seconds, device="cpu", precision=None, jobs=1
     write_json(path, timings)
 
 
-# ----------------------------------------------------------------------------- independent runs side by side
 def _pool_init(threads):
     set_threads(threads)
     code_version()  # cached now, while the imported code is what the working tree holds
@@ -271,7 +279,6 @@ def job_results(fn, tasks, jobs=1):
             signal.signal(signal.SIGTERM, previous)
 
 
-# ----------------------------------------------------------------------------- figures
 def plt():
     """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
@@ -288,7 +295,6 @@ def save_figure(fig, save_path):
     plt().close(fig)
 
 
-# ----------------------------------------------------------------------------- CLI and results-folder guards
 def positive(kind, minimum, strict=False):
     """argparse type: a number of `kind` >= minimum (> minimum when strict), else a usage error."""
     def check(text):
@@ -318,7 +324,6 @@ def refuse_to_replace_the_deliverable(out_dir, recipes):
                          f"--replace-results to replace its checkpoints and training_log.json")
 
 
-# ----------------------------------------------------------------------------- statistics
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided t
 
 

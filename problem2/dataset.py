@@ -1,16 +1,15 @@
 """Synthetic stick-figure keypoint data: the course's generator and file layout, its checks, KeypointDataset.
-
-`python dataset.py --help` generates a dataset by hand; the other scripts generate the default one on first use.
+`python dataset.py` generates a dataset by hand; the other scripts generate the default one on first use.
 Layout (the course's `datasets/keypoints/`): <root>/keypoints/{train,val,test}/NNNNNN.png (128x128 'L', white,
 black 3-px strokes) and {split}_annotations.json = {"images": [{"id", "file_name", "keypoints": [[x, y] x 5]}],
 "keypoint_names", "num_keypoints"}; ids run on across splits. The test split is ours: a course folder with only
 train/val works, test falls back to val. Coordinates follow codec.py's convention (labels are pixel centres).
-
 The hand labels are ambiguous by construction (kept on purpose): arm angles (a, b) draw the same picture as (-b, -a)
 with the hands swapped, so about half the images have left_hand to the right of right_hand. canonical_hands=True
 relabels left_hand := the hand with the smaller x.
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -35,7 +34,6 @@ GENERATOR_FILE = "generator.json"  # written by generate_dataset next to the ann
 HEAD_ABOVE_CENTRE = 20          # the head is drawn at (cx, cy - 20): figure centre = head + (0, 20)
 
 
-# ----------------------------------------------------------------------------- generator
 def sample_figure(rng, center_range=COURSE_CENTER_RANGE, exclude=None):
     """One figure's (centre, angles_rad, spread), by default from the course's distribution. center_range: (lo, hi)
     for both axes or per axis, inclusive; exclude: a (lo, hi) box the centre is redrawn out of."""
@@ -111,14 +109,9 @@ def generate_dataset(root, split_sizes=None, seed=0, sampler=sample_figure, samp
     return final
 
 
-# whole figure inside the image: head top cy-28 >= 0, feet cy+37 <= 127, feet x = cx +- 30 at most
-SHIFTED_CENTER_RANGE = ((30, 97), (28, 90))
-
-
-def sample_shifted_figure(rng):
-    """A course figure centred outside the training range (in x or y), wholly inside the image: the translation
-    test set."""
-    return sample_figure(rng, SHIFTED_CENTER_RANGE, exclude=COURSE_CENTER_RANGE)
+# the translation test set: course figures centred outside the training range (in x or y), wholly inside the image
+# (head top cy - 28 >= 0, feet cy + 37 <= 127, feet x = cx +- 30 at most)
+sample_shifted_figure = functools.partial(sample_figure, center_range=((30, 97), (28, 90)), exclude=COURSE_CENTER_RANGE)
 
 
 def shifted_test_dir(root=None, num_images=200, seed=1):
@@ -135,11 +128,9 @@ def resolve_keypoints_dir(data_dir=None, seed=0):
     if data_dir is None:
         kp_dir = DEFAULT_DATA_ROOT / "keypoints"
         if not (kp_dir / "train_annotations.json").exists():
-            t0 = time.time()
-            print(f"[data] no dataset at {kp_dir}; generating the default one "
-                  f"({DEFAULT_SPLIT_SIZES}, seed {seed}) ...", flush=True)
+            print(f"[data] no dataset at {kp_dir}; generating the default one ({DEFAULT_SPLIT_SIZES}, seed {seed})",
+                  flush=True)
             generate_dataset(DEFAULT_DATA_ROOT, seed=seed)
-            print(f"[data] generated in {time.time() - t0:.1f}s", flush=True)
         return check_dataset(kp_dir)
     data_dir = Path(data_dir)
     for kp_dir in (data_dir / "keypoints", data_dir):
@@ -176,7 +167,6 @@ def figure_centre(kp_img_px):
     return kp[..., 0, :] + torch.tensor([0.0, float(HEAD_ABOVE_CENTRE)], dtype=torch.float64)
 
 
-# ----------------------------------------------------------------------------- dataset
 def _parse_annotations(annotation_file):
     """The validated image entries of a course annotation file; any problem is a UsageError naming the file, the
     entry (index and id) and what is wrong."""
@@ -253,9 +243,6 @@ class KeypointDataset(Dataset):
         self.output_type, self.heatmap_size, self.sigma = output_type, heatmap_size, sigma
         self.canonical_hands = canonical_hands
         image_dir = Path(image_dir)
-        if not image_dir.is_dir():
-            raise UsageError(f"image folder {image_dir} not found; generate data with "
-                             f"`python problem2/dataset.py --out <root>` or point --data-dir at the course folder")
         entries = _parse_annotations(annotation_file)[:limit]  # limit: the first N images (train.py --num-train)
         self.image_ids = [e.get("id") for e in entries]
         self.file_names = [e["file_name"] for e in entries]

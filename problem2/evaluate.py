@@ -1,5 +1,6 @@
 """Decoding, metrics and figures; `python evaluate.py` scores the methods train.py's last run trained (its
-training_log.json) on the test split. Every coordinate here is in 128-px image space (codec.py's convention).
+training_log.json) on the test split, after checking their checkpoints (load_run_checkpoints). Every coordinate here
+is in 128-px image space (codec.py's convention).
 
 PCK (compute_pck): keypoint k of image i is correct when ||pred - gt|| <= threshold * norm_i (image px; a 1e-6
 px tolerance absorbs float rounding), with norm_i
@@ -7,12 +8,8 @@ px tolerance absorbs float rounding), with norm_i
   'torso': head to the midpoint of the feet; constant (57 px) in the course distribution, so a fixed radius.
 Strict matching uses the labels as given; symmetric matching scores (left_hand, right_hand) in whichever order is
 closer (the hand labels of this data are ambiguous by construction).
-
-Before any work, main checks the checkpoints (load_run_checkpoints): each holds its slot's method, was trained on the
-data of --data-dir and is the one the finished run in training_log.json selected; otherwise one error line, nothing
-rewritten.
-metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "decoder_selection" (px
-per decoder on val), "<method>": {"checkpoint", "decoders": {"<decoder>": summarize()}}}.
+metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "decoder_selection" (px per
+decoder on val), "<method>": {"checkpoint", "decoders": {"<decoder>": summarize()}}}.
 """
 import argparse
 import sys
@@ -35,14 +32,11 @@ DENSE_THRESHOLDS = np.round(np.linspace(0, 0.3, 61), 4).tolist()
 
 
 def extract_keypoints_from_heatmaps(heatmaps, refine=None):
-    """Keypoints from heatmaps [B, K, H, W] -> [B, K, 2] (x, y) in 128-px IMAGE space.
-
-    Argmax cell per channel, optionally refined to sub-pixel ('quarter' = HRNet quarter-pixel step,
-    'dark' = Taylor step on the log-heatmap); the seed's entry point to codec.decode_heatmaps."""
+    """Keypoints [B, K, 2] (x, y) in 128-px IMAGE space from heatmaps [B, K, H, W]: the argmax cell per channel,
+    refined to sub-pixel by refine='quarter' (HRNet's quarter step); the seed's entry point to codec.decode_heatmaps."""
     return decode_heatmaps(heatmaps, refine)
 
 
-# ----------------------------------------------------------------------------- metrics
 def keypoint_distances(predictions, ground_truths, symmetric=False):
     """Per-keypoint Euclidean errors [N, K] in px. symmetric=True scores the hand pair in the better
     of its two label orders (minimum summed hand distance), per image."""
@@ -114,7 +108,6 @@ def summarize(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
             "hand_gap_px": float(hand_gap(predictions).mean())}
 
 
-# ----------------------------------------------------------------------------- figures
 def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox", extra_curves=None, split="test"):
     """PCK vs threshold for both methods. pck_*: {threshold: accuracy} (any grid; a dense one reads
     best; None: that method was not trained); extra_curves: optional {label: {threshold: accuracy}} drawn dashed
@@ -146,7 +139,6 @@ def visualize_predictions(image, pred_keypoints, gt_keypoints, save_path):
     save_figure(fig, save_path)
 
 
-# ----------------------------------------------------------------------------- main
 def print_metrics_table(metrics, methods):
     """Compact table: PCK (bbox) strict/symmetric at the four thresholds and mean px error, per decoder."""
     print(f"\n{metrics['split']} split, {metrics['num_images']} images; PCK (bbox) strict/symmetric, mean px error")
@@ -171,31 +163,21 @@ def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_s
 
 
 def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False):
-    """{method: (model, checkpoint)} from out_dir/<method>_model.pth, checked before any work is done: each file
-    must hold its slot's method (else a UsageError), be trained on the data in `kp_dir`, and be the checkpoint that
-    the finished train.py run in out_dir/training_log.json selected (its epoch and val loss). A violation is a
-    UsageError naming the files and what differs, unless allow_mixed; then the problems are returned (second
-    value, else None) so the caller records the mix in its output."""
+    """{method: (model, checkpoint)} from out_dir/<method>_model.pth, checked before any work is done: each file must
+    hold its slot's method (else a UsageError) and be the checkpoint that the train.py run in
+    out_dir/training_log.json selected (its recipe, on the data of `kp_dir`, and its best epoch). A violation is a
+    UsageError naming the files, unless allow_mixed; then the problems are returned (second value, else None) so the
+    caller records the mix in its output."""
     out_dir = Path(out_dir)
     loaded = {m: load_checkpoint(out_dir / f"{m}_model.pth", method=m) for m in methods}
-    log_path, fp, problems = out_dir / "training_log.json", data_fingerprint(kp_dir), []
-    log = read_json(log_path, "python problem2/train.py") if log_path.exists() else {}
+    log, fp, problems = read_json(out_dir / "training_log.json", default={}), data_fingerprint(kp_dir), []
     for m, (_, ckpt) in loaded.items():
-        name, prov, h = f"{m}_model.pth", ckpt.get("provenance"), log.get(m)
-        if prov is None:
-            problems.append(f"{name} has no provenance: it was not made by train.py")
-            continue
-        if prov["recipe"]["data"] != fp:
-            problems.append(f"{name} was trained on other data (annotations {prov['recipe']['data']['annotations_sha256']}"
-                            f", --data-dir has {fp['annotations_sha256']})")
-        if log and h is None:  # an interrupted run leaves valid checkpoints of an unfinished training
-            problems.append(f"the training run did not finish ({m} is missing from {log_path.name})")
-        elif log and len(h.get("epochs", [])) != h.get("recipe", {}).get("epochs"):
-            problems.append(f"the training run did not finish ({m}: {len(h.get('epochs', []))} of "
-                            f"{h.get('recipe', {}).get('epochs')} epochs in {log_path.name})")
-        elif log and (ckpt.get("epoch"), ckpt.get("val_loss")) != (h.get("best_epoch"), h.get("best_val_loss")):
-            problems.append(f"{name} is not the checkpoint of the train.py run in {log_path.name} (epoch "
-                            f"{ckpt.get('epoch')} vs {h.get('best_epoch')}): files come from different train.py runs")
+        recipe, h = (ckpt.get("provenance") or {}).get("recipe"), log.get(m) or {}
+        if recipe is None or recipe["data"] != fp:
+            problems.append(f"{m}_model.pth was not trained by train.py on the data of --data-dir")
+        if (recipe, ckpt.get("epoch")) != (h.get("recipe"), h.get("best_epoch")):
+            problems.append(f"{m}_model.pth is not the checkpoint of the train.py run in training_log.json (files "
+                            f"from different train.py runs)")
     if problems and not allow_mixed:
         raise UsageError(f"refusing to evaluate {out_dir}: " + "; ".join(problems) +
                          ". Retrain together with `python problem2/train.py`, or pass --allow-mixed-runs (recorded)")
@@ -229,7 +211,7 @@ def main(argv=None):
     p.add_argument("--allow-mixed-runs", action="store_true",
                    help="evaluate checkpoints of different runs/data together anyway (recorded in metrics.json)")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="score this one checkpoint (any method, e.g. results/heatmap_symmetric_model.pth) with "
+                   help="score this one checkpoint (any method, e.g. results/best/heatmap_model.pth) with "
                         "every decoder: prints its table and writes <checkpoint stem>_<split>_metrics.json beside it")
     args = p.parse_args(argv)
     if args.checkpoint is not None:
@@ -242,8 +224,7 @@ def main(argv=None):
     device = pick_device(args.device)
     precision = "fp32"  # evaluation is cheap; report numbers free of reduced-precision noise
     kp_dir = resolve_keypoints_dir(args.data_dir)
-    # exactly the methods the train.py run in out_dir trained (a stale file of an earlier run is never read; an
-    # unfinished or missing one is refused by load_run_checkpoints)
+    # exactly the methods the train.py run in out_dir trained: a stale file of an earlier run is never read
     training_log = read_json(log_path, "`python problem2/train.py`")
     methods = [m for m in METHODS if m in training_log.get("config", {}).get("methods", [])]
     loaded, mixed = load_run_checkpoints(out_dir, methods, kp_dir, args.allow_mixed_runs)
@@ -290,8 +271,7 @@ def write_figures(out_dir, vis_dir, sfx, split, ds, preds, loaded, training_log,
     if "heatmap" in final:
         visualize_predictions(ds.images[0], final["heatmap"][0], gt[0],
                               vis_dir / f"example_heatmap_prediction{sfx}.png")
-    grid_idx = list(range(min(num_samples, len(gt))))
-    prediction_grid(ds.images[grid_idx], {m: final[m][grid_idx] for m in methods[:3]}, gt[grid_idx],
+    prediction_grid(ds.images[:num_samples], {m: final[m][:num_samples] for m in methods[:3]}, gt[:num_samples],
                     vis_dir / f"{split}_grid.png", split=split)
     if sfx:
         return

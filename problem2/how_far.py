@@ -1,16 +1,14 @@
 """How far each method goes: `python how_far.py` (see --help). HeatmapNet's best honest number on the course's
-own labels, and regression's ladder from the spec head to RLE, one factor per step, over seeds.
+own labels, and regression's ladder from the spec head to RLE, one factor per step, over seeds, as recipe-keyed runs
+of runs.py in --precision (each row names the device that trained it).
 
-Schedules (HeatmapNet, symmetric hand loss): 30, 100 and 300 epochs, constant lr or cosine decay; the best schedule
-and its decoder have the lowest mean val px (sym). Ladder (30 epochs): LADDER, one change per row; SPATIAL: the 8x8
-soft-argmax under MSE and RLE (readout x loss). Then the plain-MSE step and the best loss (on val) at the best
-schedule and both 300-epoch ones.
-Runs are recipe-keyed runs of runs.py in --precision; each row names the device that trained it.
-
-results/how_far_results.json: {"precision", "seeds", "goal", "decoder", "val_px_sym": {schedule: [val px, decoder]},
-"best_schedule", "best_loss", "long_schedules", "means", "rows": {"<kind>: <name>": [row]},
-"steps": [{"from", "to", "seeds", metric: {"diff", "ci95", "n"}}]}; kind is schedule, ladder, spatial or long
-("<step> @ <schedule>"); row: runs.run_row (schedule rows: the study's decoder) + "device", "epochs", "val_px_sym".
+Schedules (HeatmapNet, symmetric hand loss): SCHEDULES; the best schedule and its decoder have the lowest mean val px
+(sym). Ladder (30 epochs): LADDER, one change per row; SPATIAL: the 8x8 soft-argmax under the ladder's plain loss.
+Then the plain-MSE step and the best loss (on val) at the best schedule and at LONG.
+how_far_results.json: {"precision", "seeds", "goal", "decoder", "val_px_sym": {schedule: [val px, decoder]},
+"best_schedule", "best_loss", "long_schedules", "means", "rows": {"<kind>: <name>": [runs.run_row + "device",
+"epochs", "val_px_sym"]}, "steps": [{"from", "to", "seeds", metric: {"diff", "ci95", "n"}}]}; kind is schedule,
+ladder, spatial or long ("<step> @ <schedule>").
 """
 import argparse
 import sys
@@ -40,10 +38,7 @@ LADDER = {  # name: (method, loss, hand loss)
     "RLE": ("gap_fc_nll", "rle", "symmetric"),
 }
 PLAIN_MSE, LOSS_STEPS = "symmetric hand loss", ("symmetric hand loss", "L1", "Laplace NLL", "RLE")
-SPATIAL = {  # the readout study's spatial readout under the ladder's plain loss and RLE (30 epochs): loss or readout?
-    "soft-argmax 8x8, MSE": ("softargmax_8", "mse", "symmetric"),
-    "soft-argmax 8x8, RLE": ("softargmax_8_nll", "rle", "symmetric"),
-}
+SPATIAL = {"soft-argmax 8x8, MSE": ("softargmax_8", "mse", "symmetric")}  # the readout study's, under the ladder's loss
 HEATMAP = {"HeatmapNet": ("heatmap", "mse", "symmetric")}
 METRICS = {k: ROW_METRICS[k] for k in ("px", "px_sym", "px_hands_sym", "pck_bbox_sym")}
 
@@ -61,16 +56,11 @@ def val_px_sym(ev, decoder):
     return (ev["val"] or {}).get(decoder, {}).get("px_sym")
 
 
-def val_score(runs, decoder):
-    """Mean over seeds of val px (symmetric) with `decoder`; None when a run lacks its val numbers."""
-    vals = [val_px_sym(ev, decoder) for _, ev in runs]
-    return None if not vals or None in vals else float(np.mean(vals))
-
-
 def best_decoder(runs):
-    """(val score, decoder) with the lowest mean val px over seeds."""
+    """(mean val px over seeds, decoder) of the decoder with the lowest; runs without val numbers are named."""
     decoders = DECODERS if runs[0][0]["recipe"]["target"]["type"] == "heatmap" else ("direct",)
-    scored = [(score, d) for d in decoders if (score := val_score(runs, d)) is not None]
+    vals = {d: [val_px_sym(ev, d) for _, ev in runs] for d in decoders}
+    scored = [(float(np.mean(v)), d) for d, v in vals.items() if None not in v]
     if not scored:
         names = ", ".join(run_name(info["recipe"]) for info, ev in runs if not ev["val"])
         raise UsageError(f"no val numbers in the eval.json of {names} (evaluated by an older layout): delete those "
@@ -122,8 +112,7 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
     pairs = [(f"schedule: {a}", f"schedule: {b}") for a, b in SCHEDULE_STEPS]
     pairs += [(f"ladder: {a}", f"ladder: {b}") for a, b in zip(LADDER, list(LADDER)[1:])]
     pairs += [(f"ladder: {PLAIN_MSE}", f"ladder: {n}") for n in LOSS_STEPS[2:]]  # every loss against MSE
-    mse, rle = (f"spatial: {n}" for n in SPATIAL)  # the 2x2 of readout (GAP + FC / spatial) and loss (MSE / RLE)
-    pairs += [(mse, rle), (f"ladder: {PLAIN_MSE}", mse), ("ladder: RLE", rle)]
+    pairs += [(f"ladder: {PLAIN_MSE}", f"spatial: {n}") for n in SPATIAL]  # the readout, under the same loss
     for sched in long_schedules:
         pairs += [(f"ladder: {n}", f"long: {n} @ {sched}") for n in long_steps]
         pairs += [(f"long: {a} @ {sched}", f"long: {b} @ {sched}") for a, b in zip(long_steps, long_steps[1:])]
@@ -157,13 +146,11 @@ def plot_how_far(res, path):
             ax.plot([x] * len(rows[k]), [r["px_sym"] for r in rows[k]], ".", color=color, alpha=0.4)
     ax.set(xscale="log", yscale="log", xlabel="training epochs (Adam 1e-3; cosine: decayed to 0 over the run)",
            ylabel="test mean error, hands matched symmetrically (px)", title="Error against training budget")
-    from matplotlib.ticker import NullFormatter
     ax.set_xticks([30, 100, 300], ["30", "100", "300"])
     ax.set_yticks([0.2, 0.3, 0.5, 1, 2, 5, 10], ["0.2", "0.3", "0.5", "1", "2", "5", "10"])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.minorticks_off()
     ax.axhline(res["goal"]["px_sym"], color="0.5", ls=":", lw=1, label=f"goal, all keypoints: {res['goal']['px_sym']} px")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     keys = [f"ladder: {n}" for n in LADDER] + [f"spatial: {n}" for n in SPATIAL]
     for off, (key, color, label) in zip((-0.2, 0.2), (("px_sym", "C3", "all keypoints"),

@@ -1,24 +1,13 @@
-"""The networks (the assignment's two, plus the readouts of the "why" study), the one method table, and
-checkpoint save/load with provenance checks.
+"""The networks (the assignment's two, plus the readouts of the "why" study, which share the encoder and change one
+thing each), the one method table (METHODS), and checkpoint save/load with provenance checks.
 
-Kernel choices the spec leaves open: every Conv2d is 3x3 / padding 1; every ConvTranspose2d is
-kernel 4, stride 2, padding 1 (exact 2x upsampling, the SimpleBaseline/HRNet deconv head); the final
-heatmap conv is 1x1.
-
-Encoder (shared code): conv1..conv4 = Conv3x3 -> BN -> ReLU -> MaxPool2
-    1->32 (128->64), 32->64 (64->32), 64->128 (32->16), 128->256 (16->8)
-HeatmapNet decoder (spec, hm_size=64, skip=True):
-    deconv4 256->128 (8->16), cat conv3 (128) -> 256
-    deconv3 256->64 (16->32), cat conv2 (64)  -> 128
-    deconv2 128->32 (32->64)
-    final   1x1 conv 32->K, no activation -> [B, K, 64, 64]
-Ablation options (defaults give the spec network):
-    skip=False : no concatenation; deconv3 takes 128 channels, deconv2 takes 64.
-    hm_size=32 : deconv2 is dropped; the final 1x1 conv reads the 32x32 features (128 ch, or 64 w/o skip).
-    hm_size=128: one more up stage, ConvTranspose 32->32 + BN + ReLU (64->128), then the final conv.
-RegressionNet head (spec): global average pool -> FC 256->128 -> ReLU -> Dropout(0.5) -> FC 128->64 -> ReLU
-    -> Dropout(0.5) -> FC 64->2K -> Sigmoid -> [B, 2K] = (x0, y0, x1, y1, ...) in unit [0, 1] space.
-The readouts of the "why" study (readouts.py) share the encoder and change one thing each; METHODS lists them.
+Kernel choices the spec leaves open: every Conv2d is 3x3 / padding 1; every ConvTranspose2d is kernel 4, stride 2,
+padding 1 (exact 2x upsampling, the SimpleBaseline/HRNet deconv head); the final heatmap conv is 1x1, no activation.
+HeatmapNet (spec: hm_size=64, skip=True): encoder 1->32->64->128->256 channels, 128->8 px; deconv4 256->128 (8->16),
+cat conv3 -> 256; deconv3 256->64 (16->32), cat conv2 -> 128; deconv2 128->32 (32->64); final 32->K. Ablations:
+skip=False drops the concatenations (deconv3 then takes 128 channels, deconv2 64); hm_size=32 drops deconv2 (the
+final conv reads the 32x32 features); hm_size=128 adds deconv1, ConvTranspose 32->32 + BN + ReLU (64->128).
+RegressionNet (spec): the encoder, global average pooling, fc_head -> [B, 2K] in unit [0, 1] space.
 """
 import math
 
@@ -119,7 +108,6 @@ class RegressionNet(nn.Module):
     def __init__(self, num_keypoints=5, plain=False, coordconv=False):
         """Spec network by default; plain: FC head without dropout/sigmoid; coordconv: CoordConv encoder."""
         super().__init__()
-        self.num_keypoints = num_keypoints
         self.kwargs = dict(num_keypoints=num_keypoints, plain=plain, coordconv=coordconv)
         self.encoder = Encoder(coordconv)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -165,7 +153,7 @@ class SpatialReadoutNet(nn.Module):
     def __init__(self, num_keypoints=5, softargmax=True):
         super().__init__()
         self.kwargs = dict(num_keypoints=num_keypoints, softargmax=softargmax)
-        self.softargmax, self.hm_size = softargmax, 8
+        self.softargmax = softargmax
         self.encoder = Encoder()
         self.final = nn.Conv2d(256, num_keypoints, 1)
 
@@ -180,7 +168,6 @@ class IntegralNet(nn.Module):
 
     def __init__(self, num_keypoints=5, skip=True, hm_size=64):
         super().__init__()
-        self.num_keypoints, self.skip, self.hm_size = num_keypoints, skip, hm_size
         self.kwargs = dict(num_keypoints=num_keypoints, skip=skip, hm_size=hm_size)
         self.body = HeatmapNet(num_keypoints, skip, hm_size)
 
@@ -229,24 +216,6 @@ class LikelihoodRegressionNet(nn.Module):
         return self.head(self.encoder(x)[-1].mean((2, 3)))
 
 
-class LikelihoodSpatialNet(nn.Module):
-    """softargmax_8 with a learned scale: [B, 4K] = the 8x8 soft-argmax's 2K unit coordinates, then 2K scale logits
-    from the pooled encoder map (one linear layer). flow=True adds RLE's RealNVP, used in training only."""
-
-    def __init__(self, num_keypoints=5, flow=True):
-        super().__init__()
-        self.kwargs = dict(num_keypoints=num_keypoints, flow=flow)
-        self.encoder = Encoder()
-        self.final = nn.Conv2d(256, num_keypoints, 1)
-        self.scale = nn.Linear(256, 2 * num_keypoints)
-        self.flow = RealNVP() if flow else None
-
-    def forward(self, x):
-        f4 = self.encoder(x)[-1]
-        return torch.cat([soft_argmax(self.final(f4)), self.scale(f4.mean((2, 3)))], 1)
-
-
-# ----------------------------------------------------------------------------- the method table
 # One row per method: constructor (with its fixed options), target representation (codec.encode/decode), display
 # name, target overrides (heatmap size / sigma in heatmap px). Adding a method = one row (+ a class if it is new).
 def _row(model, target, name, **target_kwargs):
@@ -263,13 +232,12 @@ METHODS = {
     "gap_fc_nll": _row(LikelihoodRegressionNet, "regression", "GAP + FC with a learned scale (likelihood loss)"),
     "decoder64_gap_fc": _row(DecoderRegressionNet, "regression", "decoder to 64x64 + GAP + FC"),
     "softargmax_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": True}), "regression", "soft-argmax at 8x8"),
-    "softargmax_8_nll": _row(LikelihoodSpatialNet, "regression", "soft-argmax at 8x8 with a learned scale (likelihood loss)"),
     "heatmap_8": _row(lambda **kw: SpatialReadoutNet(**{**kw, "softargmax": False}), "heatmap", "heatmap at 8x8",
                       hm_size=8, sigma=1.0),
 }
 
 
-LIKELIHOOD_METHODS = ("gap_fc_nll", "softargmax_8_nll")  # predict a scale: they train with codec's laplace / rle
+LIKELIHOOD_METHODS = ("gap_fc_nll",)  # predicts a scale: trains with codec's laplace / rle
 
 
 def build_model(method, **kwargs):
@@ -286,7 +254,6 @@ def model_config(model):
     return {"method": model.method, "class": type(model).__name__, **model.kwargs}
 
 
-# ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path, model, **extra):
     """Atomically save {'config', 'state_dict', **extra} (plain types: loads with weights_only=True)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -315,7 +282,6 @@ def load_checkpoint(path, map_location="cpu", method=None, made_by="python probl
     return model.to(map_location).eval(), ckpt
 
 
-# ----------------------------------------------------------------------------- inference
 def target_of(model):
     """The target representation ('heatmap' | 'regression') a model's outputs are in (from METHODS)."""
     return METHODS[model.method]["target"]

@@ -1,11 +1,9 @@
-"""report.md and README.md, filled from results/*.json: no number in them is typed by hand.
-
-The prose lives in report_template.md and readme_template.md; each {{KIND:arg:...}} there is filled by KINDS from
-the JSON the scripts wrote, e.g. {{table:ablation}}, {{v:n_seeds}}, {{ci:study.precision.paired:px}} (the paired
-difference stored at that dotted path, key px). `python report.py` writes both documents; `--check` exits 1 when
-either differs from what the JSON gives; a placeholder with no value stops the script, naming it. This file only
-formats: px to 2 decimals, PCK (a metric named 'pck...') to 3; "-0.61 [-0.80, -0.41]" is a mean difference paired
-by seed with its 95 % t-interval, a trailing ° marks one that includes 0 (within seed noise).
+"""report.md and README.md, filled from results/*.json by `python report.py` (--check: exit 1 when either differs):
+no number in them is typed by hand. Each {{KIND:arg:...}} in report_template.md and readme_template.md is filled by
+KINDS, e.g. {{table:ablation}}, {{v:n_seeds}}, {{ci:study.hand_loss.paired.heatmap:px}} (the paired difference stored
+at that dotted path, key px); a placeholder with no value stops the script, naming it. px are written to 2 decimals,
+PCK (a metric named 'pck...') to 3; "-0.61 [-0.80, -0.41]" is a mean difference paired by seed with its 95 %
+t-interval, a trailing ° marks one that includes 0 (within seed noise).
 """
 import argparse
 import re
@@ -15,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from baseline import ABLATION_METRICS, CATEGORIES, DEFAULT_VARIANT
-from common import RESULTS_DIR, read_json
+from common import RESULTS_DIR, machine_label, main_time, read_json
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from readouts import READOUTS
+from study import READOUTS
 
 HERE = Path(__file__).resolve().parent
 DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
@@ -38,7 +36,7 @@ def load_results(results_dir=RESULTS_DIR):
             "stored_runs": len(list((d / "runs").glob("*/run.json")))}
 
 
-# ---- formatting; a missing value raises KeyError, which render() reports with the placeholder's name ----
+# formatting; a missing value raises KeyError, which render() reports with the placeholder's name
 def mean(vals):
     vals = list(vals)
     if not vals:
@@ -85,14 +83,7 @@ def md(header, rows):
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def machine_label(m):
-    """'AMD EPYC (native bf16), 2 cores, cpu' from a run's or a timing's machine record."""
-    bf16 = {True: " (native bf16)", False: " (no native bf16)"}.get(m.get("native_bf16"), "")
-    return ", ".join(str(x) for x in (m.get("gpu") or m.get("cpu", "?") + bf16, f"{m.get('cores')} cores",
-                                      m.get("device")) if x)
-
-
-# ---- one number: {{KIND:arg:...}}, see KINDS ----
+# one number: {{KIND:arg:...}}, see KINDS
 def get(r, path):
     """The value at a dotted path of the results, e.g. failures.counts.both_fail."""
     for key in path.split("."):
@@ -133,7 +124,7 @@ def hf_row(h, name):
             "best_regression": f"long: {h['best_loss']} @ {h['best_schedule']}"}.get(name, name.replace("%", ": "))
 
 
-# ---- tables: {{table:NAME}} ----
+# tables: {{table:NAME}}
 SPEC_READOUTS = {"heatmap": "heatmap_64", "regression": "gap_fc", "integral": "integral_64"}  # the spec methods
 SPEC_STEPS = {("gap_fc", "heatmap_64"), ("gap_fc", "integral_64")}  # their differences, not readout steps
 
@@ -151,7 +142,7 @@ def table_assignment(r):
 
 
 def table_readouts(r):
-    """Each readout's mean ± std over seeds (readouts.py), then the references, which need no training."""
+    """Each readout's mean ± std over seeds (study.py), then the references, which need no training."""
     rs, cols = r["study"]["readouts"], ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio",
                                         "pck_bbox_sym")
     return md(["readout", "what it is", "params", "px", "px sym", "head+feet px", "hands px sym", "shifted px",
@@ -184,7 +175,7 @@ def table_ablation(r):
                                                                 for k in ("px_quarter", "pck05")]
         rows.append([f"`{n}`", cfg["hm_size"], f"{cfg['sigma_img'] / 2:g}", "on" if cfg["skip"] else "off"] +
                     [mean_sd((of(x["test"]) for x in v), k) for k, of in ABLATION_METRICS.items()] + pairs)
-    return md(["variant", "heatmap size", "σ", "skips", "px argmax", "px quarter", "px DARK", "px sym", "PCK@0.05",
+    return md(["variant", "heatmap size", "σ", "skips", "px argmax", "px quarter", "px sym", "PCK@0.05",
                "px quarter − default", "PCK@0.05 − default"], rows)
 
 
@@ -223,17 +214,7 @@ TABLES = {
 }
 
 
-# ---- named values ----
-def main_time(r):
-    """The main command's time by the scripts' own timers, and its machine (each step's, when they differ)."""
-    t = {k: r["timings"][k] for k in ("train.py", "evaluate.py", "baseline.py") if k in r["timings"]}
-    labels = {machine_label(v["machine"]) for v in t.values()}
-    total = f"{sum(v['seconds'] for v in t.values()) / 60:.1f} minutes"
-    if len(labels) == 1:
-        return f"{total} ({labels.pop()}; `train.py` in {t['train.py']['machine']['precision']})"
-    return total + " (" + "; ".join(f"`{k}` on {machine_label(v['machine'])}" for k, v in t.items()) + ")"
-
-
+# named values
 def fp32_train_estimate(r):
     """train.py's training time in fp32, derived (not timed): images trained on over benchmark.py's images/s."""
     speed = {x["method"]: x["images_per_s"] for x in r["benchmark"]["rows"]}
@@ -263,7 +244,7 @@ VALUES = {
         "per_seed"]) for n in ("gap_fc", "heatmap_64")])),
     "hf_ratio": lambda r: "{:.0f}".format(np.divide(*[r["how_far"]["means"][hf_row(r["how_far"], n)]["px_sym"]
                                                       for n in ("best_regression", "best")])),
-    "main_time": main_time, "fp32_train_estimate": fp32_train_estimate, "goal": goal,
+    "main_time": lambda r: main_time(r["timings"]), "fp32_train_estimate": fp32_train_estimate, "goal": goal,
     "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}"
                                      for k, _, label in GOAL),
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),

@@ -1,45 +1,147 @@
-"""The "why" study: `python study.py` (see --help). Reuses train.py's loop and evaluate.py's decoding/metrics.
-
-Studies (each through the recipe-keyed run store of runs.py, results/runs/: a run is trained once and shared by every
-study whose recipe is identical; --jobs N trains N side by side; --partial trains nothing and writes each study from
-the runs stored):
-  readouts    The controlled readout study (readouts.py): 9 readouts on one encoder x --seeds (fp32); its gap_fc,
-              integral_64 and heatmap_64 rows are the three spec methods over seeds, the report's main table.
-  hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); writes
-              results/heatmap_symmetric_model.pth (seed 0).
-  precision   bf16 minus fp32 training: the three methods' spec recipe x --seeds in each precision.
-
-study_results.json holds one section per study, keyed by its name. Paired differences are {"diff", "ci95", "n"}
-(common.paired_difference); per-seed rows are runs.run_row's; test split, from each run's eval.json.
+"""The "why" studies: `python study.py` (see --help), through the recipe-keyed run store of runs.py (a run is
+trained once and shared by every study whose recipe is identical; --jobs N trains N side by side; --partial trains
+nothing and writes each study from the runs stored). study_results.json holds a section per study:
+  readouts    READOUTS, rows of model.METHODS on the spec's shared encoder, each with the spec recipe x --seeds
+              (fp32), one factor at a time; its gap_fc, integral_64 and heatmap_64 rows are the three spec methods
+              over seeds, the report's main table. {"precision", "seeds", "readouts": {name: {"method", "isolates",
+              "params", "complete", "per_seed": [runs.run_row]}}, "references": {name: evaluate.summarize() +
+              "px_shifted"}, "steps": [{"from", "to", "question", "seeds", metric: difference}] (to minus from),
+              "shift": {name: px on the shifted test set minus px on the test set}}.
+  hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32).
+Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from codec import HAND_LOSSES
-from common import (RESULTS_DIR, fmt_time, paired_difference, paired_metrics, positive, read_json, results_lock,
-                    set_threads, write_json)
-from dataset import data_fingerprint, load_split, resolve_keypoints_dir, shifted_test_dir
-from evaluate import hand_gap
-import readouts
+from common import (RESULTS_DIR, fmt_time, paired_by_seed, paired_metrics, plt, positive,
+                    read_json, results_lock, save_figure, set_threads, write_json)
+from dataset import data_fingerprint, figure_centre, load_split, resolve_keypoints_dir, shifted_test_dir
+from evaluate import hand_gap, summarize
+from model import build_model
 import train
-from runs import CHECKPOINT, ROW_METRICS, STUDY_PRECISION, collect, run_dir_of, run_row
+from runs import ROW_METRICS, STUDY_PRECISION, collect, run_row
 
 METHODS = ("heatmap", "regression", "integral")
-STUDIES = ("readouts", "hand_loss", "precision")
+STUDIES = ("readouts", "hand_loss")
 
 
-def collect_runs(recipes, kp_dir, results_dir, jobs=1, partial=False, log=print):
-    """runs.collect in results_dir/runs, evaluated on the default shifted test set."""
-    return collect(recipes, kp_dir, results_dir / "runs", train.train_recipe, shifted_test_dir(), jobs, partial, log)
+def collect_runs(recipes, kp_dir, results_dir, jobs=1, partial=False, log=print, shifted_dir=None):
+    """runs.collect in results_dir/runs, evaluated on the shifted test set (default: dataset.shifted_test_dir())."""
+    return collect(recipes, kp_dir, results_dir / "runs", train.train_recipe, shifted_dir or shifted_test_dir(), jobs,
+                   partial, log)
+
+
+# readout -> (method row, what changes from the row above it / what it isolates)
+READOUTS = {
+    "gap_fc": ("regression", "the spec RegressionNet: GAP + FC with dropout + sigmoid"),
+    "gap_fc_plain": ("gap_fc_plain", "the same FC head without dropout and sigmoid"),
+    "flatten_fc": ("flatten_fc", "no pooling: 1x1 conv to 32 ch on the 8x8 map, flatten, the spec FC head"),
+    "coordconv_gap_fc": ("coordconv_gap_fc", "GAP + FC with x/y channels appended before every encoder conv"),
+    "decoder64_gap_fc": ("decoder64_gap_fc", "HeatmapNet's decoder (skips) to 64x64, then GAP + the spec FC head"),
+    "softargmax_8": ("softargmax_8", "1x1 conv to 5 maps at 8x8, spatial soft-argmax, coordinate loss"),
+    "heatmap_8": ("heatmap_8", "the same 1x1 conv at 8x8 trained as Gaussian heatmaps (σ = 8: one 8x8 cell), MSE"),
+    "integral_64": ("integral", "HeatmapNet body + soft-argmax at 64x64, coordinate loss"),
+    "heatmap_64": ("heatmap", "the spec HeatmapNet"),
+}
+SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
+# the paired differences the report interprets (to - from, per seed), each with the question it answers
+STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
+         ("gap_fc", "flatten_fc", "is it the pooling? (the 8x8 map flattened: a 1x1 conv and more FC weights too)"),
+         ("gap_fc", "coordconv_gap_fc", "can pooled features carry position when the input gives it?"),
+         ("gap_fc", "decoder64_gap_fc", "is it the decoder and resolution, with the pooling kept?"),
+         ("gap_fc", "softargmax_8", "the spec head (FC, dropout, sigmoid) replaced by a shared-weight spatial readout"),
+         ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid"),
+         ("flatten_fc", "softargmax_8", "with the 8x8 layout kept either way: flattened FC head vs spatial readout"),
+         ("decoder64_gap_fc", "integral_64", "on the same decoder to 64x64: GAP + FC head vs soft-argmax"),
+         ("softargmax_8", "heatmap_8", "at 8x8: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
+         ("softargmax_8", "integral_64", "the decoder to 64x64 under the spatial readout (coordinate loss)"),
+         ("integral_64", "heatmap_64", "at 64x64: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
+         ("gap_fc", "integral_64", "the spec head replaced by IntegralNet's decoder to 64x64 and soft-argmax"),
+         ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
+
+
+def reference_rows(kp_dir, shifted_dir):
+    """What no training buys: the training-mean pose for every image, and the true figure centre plus the
+    training-mean offsets of each keypoint from it (what knowing only *where the figure is* gives)."""
+    train_kp = load_split(kp_dir, "train", "regression").keypoints.double()
+    mean_pose = train_kp.mean(0)
+    offsets = (train_kp - figure_centre(train_kp)[:, None]).mean(0)
+    out = {}
+    for name, predict in (("mean_pose", lambda gt: mean_pose.expand_as(gt)),
+                          ("centre_plus_mean_offsets", lambda gt: figure_centre(gt)[:, None] + offsets)):
+        gt = load_split(kp_dir, "test", "regression").keypoints.double()
+        gt_shift = load_split(shifted_dir, "test", "regression").keypoints.double()
+        out[name] = {**summarize(predict(gt), gt), "px_shifted": summarize(predict(gt_shift), gt_shift)["px"]}
+    return out
+
+
+def study_readouts(kp_dir, results_dir, seeds=(0, 1, 2), jobs=1, precision=STUDY_PRECISION, partial=False,
+                   log=print, epochs=train.DEFAULTS["epochs"], shifted_dir=None):
+    """Train (or reuse) every readout x seed and return the "readouts" section (schema in the module docstring)."""
+    data, shifted = data_fingerprint(kp_dir), shifted_dir or shifted_test_dir()
+    recipes = {(r, s): train.make_recipe(READOUTS[r][0], data, s, epochs, precision=precision)
+               for r in READOUTS for s in seeds}
+    stored = collect_runs(recipes, kp_dir, results_dir, jobs, partial, log, shifted)
+    section = {"precision": precision, "seeds": list(seeds), "readouts": {},
+               "references": reference_rows(kp_dir, shifted)}
+    for r, (method, isolates) in READOUTS.items():
+        rows = [run_row(s, *stored[r, s]) for s in seeds if stored[r, s] is not None]
+        section["readouts"][r] = {
+            "method": method, "isolates": isolates, "complete": len(rows) == len(seeds), "per_seed": rows,
+            "params": sum(p.numel() for p in build_model(method, **recipes[r, seeds[0]]["model"]).parameters())}
+    rows = {r: x["per_seed"] for r, x in section["readouts"].items()}
+    section["steps"] = [{"from": a, "to": b, "question": question, **paired_metrics(rows[a], rows[b], ROW_METRICS)}
+                        for a, b, question in STEPS]
+    section["shift"] = {r: paired_by_seed(rows[r], rows[r], ROW_METRICS["px"], ROW_METRICS["px_shifted"])[1]
+                        for r in READOUTS}
+    plot_readouts(section, results_dir / "visualizations")
+    return section
+
+
+def plot_readouts(section, vis_dir):
+    """Mean px error per readout (bars) with each seed as a dot: all keypoints strict, head + feet, and the
+    hands matched symmetrically; the two reference rows as dashed lines."""
+    names = [n for n, r in section["readouts"].items() if r["per_seed"]]
+    if not names:
+        return
+    panels = (("px", "all keypoints (strict)"), ("px_head_feet", "head + feet"),
+              ("px_hands_sym", "hands, symmetric matching"))
+    fig, axes = plt().subplots(1, 3, figsize=(15, 4.6), sharey=True)
+    for ax, (key, title) in zip(axes, panels):
+        means = [np.mean([row[key] for row in section["readouts"][n]["per_seed"]]) for n in names]
+        ax.bar(range(len(names)), means, color=["C0" if n in SPATIAL else "C3" for n in names], alpha=0.6)
+        for i, (n, m) in enumerate(zip(names, means)):
+            vals = [row[key] for row in section["readouts"][n]["per_seed"]]
+            ax.plot([i] * len(vals), vals, "k.", ms=6)
+            ax.text(i, max(m, *vals) * 1.12, f"{m:.2f}", ha="center", va="bottom", fontsize=8)  # above every dot
+        ref = section["references"]
+        ax.axhline(ref["mean_pose"][key], color="0.4", ls="--", lw=1, label="mean pose (no image)")
+        ax.axhline(ref["centre_plus_mean_offsets"][key], color="C2", ls=":", lw=1.5, label="true centre + mean offsets")
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
+        ax.set(title=title, yscale="log")
+        ax.minorticks_off()
+        ax.grid(alpha=0.3, axis="y")
+    lo = min(min(row[k] for n in names for row in section["readouts"][n]["per_seed"]) for k, _ in panels)
+    axes[0].set_ylim(lo / 1.6, 60)
+    ticks = [t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 3, 5, 10, 20, 50) if t >= lo / 1.6]
+    axes[0].set_yticks(ticks, [f"{t:g}" for t in ticks])
+    axes[0].set_ylabel("mean error (px, test, log scale)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    n_seeds = max(len(section["readouts"][n]["per_seed"]) for n in names)
+    fig.suptitle(f"Readout study: one encoder, one readout changed at a time (bars = mean, dots = seeds, up to "
+                 f"{n_seeds}; red = pooled/flattened FC readouts, blue = spatial readouts; test split)", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, vis_dir / "study_readouts.png")
 
 
 def study_hand_loss(kp_dir, results_dir, seeds, jobs=1, partial=False, log=print, epochs=train.DEFAULTS["epochs"]):
     """The symmetric hand loss (train.py --hand-loss symmetric) on the faithful labels, for the three methods
-    over seeds, next to the strict loss of the same recipe (run store, fp32). The seed-0 HeatmapNet is also
-    written to results/heatmap_symmetric_model.pth (loads into HeatmapNet)."""
+    over seeds, next to the strict loss of the same recipe (run store, fp32)."""
     data = data_fingerprint(kp_dir)
     recipes = {(m, loss, s): train.make_recipe(m, data, s, epochs, hand_loss=loss, precision=STUDY_PRECISION)
                for m in METHODS for loss in HAND_LOSSES for s in seeds}
@@ -48,9 +150,6 @@ def study_hand_loss(kp_dir, results_dir, seeds, jobs=1, partial=False, log=print
     for (m, loss, s), run in got.items():
         if run is not None:
             rows.setdefault(f"{m}_{loss}", []).append(run_row(s, *run))
-    ckpt = run_dir_of(results_dir / "runs", recipes["heatmap", "symmetric", seeds[0]]) / CHECKPOINT
-    if ckpt.exists():
-        shutil.copyfile(ckpt, results_dir / "heatmap_symmetric_model.pth")
     return {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": rows,
             "hand_gap_px_ground_truth": float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean()),
             "paired": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_symmetric", []), ROW_METRICS)
@@ -60,24 +159,9 @@ def study_hand_loss(kp_dir, results_dir, seeds, jobs=1, partial=False, log=print
                                        for loss in HAND_LOSSES}}
 
 
-def study_precision(kp_dir, results_dir, seeds, jobs=1, partial=False, log=print, epochs=train.DEFAULTS["epochs"]):
-    """bf16 minus fp32 training of the three methods' spec recipe over seeds, paired by (method, seed). Each row
-    names the machine that trained it: a machine or thread-count effect is not separated from precision."""
-    data = data_fingerprint(kp_dir)
-    recipes = {(m, p, s): train.make_recipe(m, data, s, epochs, precision=p)
-               for m in METHODS for p in ("fp32", "bf16") for s in seeds}
-    got = collect_runs(recipes, kp_dir, results_dir, jobs, partial, log)
-    pairs = [{p: {"method": m, **run_row(s, *got[m, p, s]), "machine": got[m, p, s][0]["machine"]}
-              for p in ("fp32", "bf16")} for m in METHODS for s in seeds
-             if got[m, "fp32", s] and got[m, "bf16", s]]
-    return {"seeds": list(seeds), "pairs": pairs, "paired": {"n": len(pairs), **{
-        k: paired_difference([get(x["fp32"]) for x in pairs], [get(x["bf16"]) for x in pairs])
-        for k, get in ROW_METRICS.items() if k in ("px", "px_sym", "pck_bbox")}}}
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study, "
-                                "the symmetric hand loss, bf16 vs fp32.")
+                                "the symmetric hand loss.")
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder (runs under <out-dir>/runs)")
@@ -93,10 +177,8 @@ def main(argv=None):
     results_dir, kp_dir = args.out_dir, resolve_keypoints_dir(args.data_dir)
     json_path = results_dir / "study_results.json"
     run = dict(jobs=args.jobs, partial=args.partial)
-    fns = {"readouts": lambda: readouts.study_readouts(kp_dir, results_dir, args.seeds, precision=args.precision,
-                                                       **run),
-           "hand_loss": lambda: study_hand_loss(kp_dir, results_dir, args.seeds, **run),
-           "precision": lambda: study_precision(kp_dir, results_dir, args.seeds, **run)}
+    fns = {"readouts": lambda: study_readouts(kp_dir, results_dir, args.seeds, precision=args.precision, **run),
+           "hand_loss": lambda: study_hand_loss(kp_dir, results_dir, args.seeds, **run)}
     with results_lock(results_dir, "study.py"):
         results = {k: v for k, v in read_json(json_path, "python problem2/study.py", default={}).items() if k in STUDIES}
         for study in args.studies:

@@ -29,7 +29,7 @@ from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints
 from model import LIKELIHOOD_METHODS, METHODS, build_model, model_config, run_model, save_checkpoint, target_of
 from runs import CHECKPOINT, run_dir_of, run_many
 
-# ---- defaults (the spec recipe); every one is a CLI flag
+# defaults (the spec recipe); every one is a CLI flag
 TRAIN_METHODS = ("heatmap", "regression")  # the assignment's two networks
 SCHEDULES = ("constant", "cosine")
 DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigma=2.0, hand_loss="strict",
@@ -182,13 +182,12 @@ def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_d
                extra, log=log, hand_loss=hand_loss, resume_path=resume_path, loss=loss, schedule=schedule)
 
 
-# ----------------------------------------------------------------------------- one method, one recipe
 def loss_misfit(method, loss):
     """Why `loss` cannot train `method` (None when it can): the likelihood losses need a model that predicts a
     scale (model.LIKELIHOOD_METHODS), and those train with nothing else."""
     if (loss in ("laplace", "rle")) != (method in LIKELIHOOD_METHODS):
         return (f"--loss {loss} and method {method} do not fit: the likelihood losses (laplace, rle) train "
-                f"{' or '.join(LIKELIHOOD_METHODS)}, which predict a scale, and they train with nothing else")
+                f"{' or '.join(LIKELIHOOD_METHODS)} (a scale per coordinate), which trains with nothing else")
     return None
 
 
@@ -239,7 +238,6 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device, ckpt_name, log=print, 
     return train(model, train_loader, val_loader, recipe["epochs"], **common)
 
 
-# ----------------------------------------------------------------------------- CLI
 def add_recipe_args(p):
     """The recipe flags shared by train.py, baseline.py and study.py (validated before anything is created)."""
     p.add_argument("--epochs", type=positive(int, 1), default=DEFAULTS["epochs"])
@@ -267,8 +265,7 @@ def parse_args(argv=None):
     p.add_argument("--hand-loss", default=DEFAULTS["hand_loss"], choices=HAND_LOSSES,
                    help="symmetric: score the two hands in their better order per image (labels stay as given)")
     p.add_argument("--loss", default="mse", choices=LOSSES,
-                   help="mse (the spec) | l1 (coordinates) | laplace, rle (likelihood losses; --methods gap_fc_nll or "
-                        "softargmax_8_nll)")
+                   help="mse (the spec) | l1 (coordinates) | laplace, rle (likelihood losses; --methods gap_fc_nll)")
     p.add_argument("--schedule", default="constant", choices=SCHEDULES,
                    help="learning rate over the epochs: constant (the spec) or cosine decay to 0")
     p.add_argument("--methods", nargs="+", default=list(TRAIN_METHODS), choices=list(METHODS),

@@ -32,17 +32,17 @@ def test_every_study_writes_documented_json(ablation_run):
         (row,) = v["runs"]
         assert row["seed"] == 0 and (out / "runs" / row["run"] / "run.json").exists()
         assert {"best_epoch", "best_val_loss", "best_val_px_error", "train_seconds"} <= set(row)
-        assert set(row["test"]) == {"argmax", "quarter", "dark"}
+        assert set(row["test"]) == {"argmax", "quarter"}
         for sfx in ("", "_sym"):
-            entry = row["test"]["dark"]
+            entry = row["test"]["argmax"]
             assert set(entry["pck_bbox" + sfx]) == {"0.05", "0.1", "0.15", "0.2"} and entry["px" + sfx] > 0
         recipe = json.loads((out / "runs" / row["run"] / "run.json").read_text())["recipe"]
         assert recipe["model"]["hm_size"] == v["config"]["hm_size"] and recipe["target"]["sigma"] == v["config"]["sigma_hm"]
         assert recipe["model"]["skip"] == v["config"]["skip"] and recipe["seed"] == 0
     (default,) = on_disk["variants"][baseline.DEFAULT_VARIANT]["runs"]
     (row,) = on_disk["variants"]["hm32_sigma2_skip"]["runs"]
-    pair = on_disk["variants"]["hm32_sigma2_skip"]["paired_to_default"]["px_dark"]   # variant minus default, by seed
-    assert pair == {"diff": row["test"]["dark"]["px"] - default["test"]["dark"]["px"], "ci95": None, "n": 1}
+    pair = on_disk["variants"]["hm32_sigma2_skip"]["paired_to_default"]["px_argmax"]   # variant minus default, by seed
+    assert pair == {"diff": row["test"]["argmax"]["px"] - default["test"]["argmax"]["px"], "ci95": None, "n": 1}
     assert "paired_to_default" not in on_disk["variants"][baseline.DEFAULT_VARIANT] and not on_disk["partial"]
     cfg = on_disk["variants"]["hm128_sigma2_skip"]["config"]
     assert cfg["sigma_hm"] == 4.0 and cfg["sigma_img"] == 4.0        # sigma fixed in image px
@@ -76,7 +76,7 @@ def test_figures(ablation_run, tiny_data, tmp_path, monkeypatch):
     assert sigma._suptitle.get_text().startswith("Ablation: sigma") and "1 seed(s)" in sigma._suptitle.get_text()
     assert [ax.get_ylabel() for ax in sigma.axes] == ["PCK@0.05 (bbox)", "mean error (px, 128-px image)"]
     assert [t.get_text() for t in sigma.axes[1].get_xticklabels()] == ["1.0", "2.0", "3.0", "4.0"]  # 64x64-heatmap px
-    assert len(sigma.legends[0].get_texts()) == 6                                  # 3 decoders x 2 matchings
+    assert len(sigma.legends[0].get_texts()) == 4                                  # 2 decoders x 2 matchings
 
 
 def test_failure_categories_known_masks():

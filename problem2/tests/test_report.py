@@ -1,6 +1,7 @@
 import pytest
 
 import report
+from common import main_time
 
 MACHINE = {"cpu": "Some CPU", "cores": 2, "device": "cpu", "precision": "bf16", "torch": "x"}
 
@@ -57,9 +58,9 @@ def test_share_of_the_gap_is_a_ratio_of_mean_differences():
 def test_main_time_is_one_number_on_one_machine_and_names_each_machine_otherwise():
     t = {k: {"seconds": s, "machine": MACHINE} for k, s in (("train.py", 480.0), ("evaluate.py", 30.0),
                                                             ("baseline.py", 30.0))}
-    assert report.main_time({"timings": t}) == "9.0 minutes (Some CPU, 2 cores, cpu; `train.py` in bf16)"
+    assert main_time(t) == "9.0 minutes (Some CPU, 2 cores, cpu; `train.py` in bf16)"
     t["evaluate.py"] = {"seconds": 30.0, "machine": {**MACHINE, "cpu": "Other CPU"}}
-    assert "`evaluate.py` on Other CPU" in report.main_time({"timings": t})
+    assert "`evaluate.py` on Other CPU" in main_time(t)
 
 
 def test_goal_names_each_missed_criterion():
@@ -91,4 +92,4 @@ def test_the_main_command_on_tiny_data_then_the_documents(tiny_data, tiny_shifte
         assert "{{" not in report.render(template.read_text(), results, template.name)
     pck = report.TABLES["pck_bbox"](results)
     assert f"{results['metrics']['heatmap']['decoders']['argmax']['pck_bbox']['0.05']:.3f}" in pck
-    assert "`train.py` in fp32" in report.main_time(results)
+    assert "`train.py` in fp32" in main_time(results["timings"])

@@ -6,7 +6,6 @@ import train
 from runs import run_many
 from train import make_recipe
 import common
-import readouts
 from dataset import data_fingerprint
 from evaluate import summarize
 from common import recipe_key
@@ -21,7 +20,7 @@ def test_paired_difference_interval():
 
 
 def test_reference_rows(tiny_data, tiny_shifted):
-    ref = readouts.reference_rows(tiny_data, tiny_shifted)
+    ref = study.reference_rows(tiny_data, tiny_shifted)
     mean, centre = ref["mean_pose"], ref["centre_plus_mean_offsets"]
     assert mean["spread_ratio"] == 0.0 and centre["spread_ratio"] > 0.5
     assert centre["px_head_feet"] < 0.5 * mean["px_head_feet"]    # knowing where the figure is fixes head and feet
@@ -30,11 +29,11 @@ def test_reference_rows(tiny_data, tiny_shifted):
 
 def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     shifted = tiny_shifted
-    figs, real = {}, readouts.save_figure
-    monkeypatch.setattr(readouts, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))
-    sec = readouts.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
+    figs, real = {}, study.save_figure
+    monkeypatch.setattr(study, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))
+    sec = study.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
                                   shifted_dir=shifted)
-    assert set(sec["readouts"]) == set(readouts.READOUTS)
+    assert set(sec["readouts"]) == set(study.READOUTS)
     for name, r in sec["readouts"].items():
         (row,) = r["per_seed"]
         assert r["complete"] and row["seed"] == 0 and r["params"] > 0
@@ -49,12 +48,12 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
     assert (tmp_path / "visualizations" / "study_readouts.png").exists()
     fig = figs["study_readouts.png"]                                   # what a reader of the figure sees
     assert [ax.get_title() for ax in fig.axes] == ["all keypoints (strict)", "head + feet", "hands, symmetric matching"]
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(readouts.READOUTS)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(study.READOUTS)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["mean pose (no image)",
                                                                            "true centre + mean offsets"]
     assert fig.axes[0].get_ylabel().startswith("mean error (px") and "up to 1" in fig._suptitle.get_text()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
-    sec2 = readouts.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
+    sec2 = study.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
                                    shifted_dir=shifted)
     assert sec2["readouts"] == sec["readouts"]                                 # every run reused
 
@@ -84,13 +83,14 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
 
 
 def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifted, tmp_path, monkeypatch):
-    """hand_loss and precision train through the run store and share its runs (same recipe); --partial trains
-    nothing. Numbers come from the committed eval.json: gone checkpoints retrain nothing."""
+    """hand_loss trains through the run store and shares its runs (same recipe); --partial trains nothing. Numbers
+    come from the committed eval.json: gone checkpoints retrain nothing."""
     from runs import run_dir_of
     monkeypatch.setattr(study, "shifted_test_dir", lambda: tiny_shifted)
     quiet = dict(log=lambda *a: None, epochs=1)
-    empty = study.study_precision(tiny_data, tmp_path, (0, 1), partial=True, **quiet)
-    assert empty["pairs"] == [] and empty["paired"]["px"]["diff"] is None and not (tmp_path / "runs").exists()
+    empty = study.study_hand_loss(tiny_data, tmp_path, (0, 1), partial=True, **quiet)
+    assert empty["rows"] == {} and empty["paired"]["heatmap"]["px"]["diff"] is None
+    assert not (tmp_path / "runs").exists()
     data = data_fingerprint(tiny_data)
     stored = run_many([make_recipe(m, data, s, 1, precision="fp32") for m in study.METHODS for s in (0, 1)],
                       tiny_data, tmp_path / "runs", train.train_recipe, tiny_shifted, log=lambda *a: None)
@@ -104,20 +104,13 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
                   for s in (0, 1)) / 2                                           # symmetric minus strict, per seed
     assert pair["seeds"] == [0, 1] and abs(pair["px_hands_sym"]["diff"] - by_hand) < 1e-12
     assert pair["pck_bbox_sym"]["n"] == 2 and pair["pck_bbox_sym"]["ci95"] is not None
-    from model import HeatmapNet, load_checkpoint
-    assert isinstance(load_checkpoint(tmp_path / "heatmap_symmetric_model.pth", method="heatmap")[0], HeatmapNet)
-    bf16 = make_recipe("regression", data, 0, 1, precision="bf16")
-    run_many([bf16], tiny_data, runs_root, train.train_recipe, tiny_shifted, log=lambda *a: None)
     for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json only
         ckpt.unlink()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
     assert study.study_hand_loss(tiny_data, tmp_path, (0, 1), **quiet)["rows"] == hl["rows"]  # partial=False
-    prec = study.study_precision(tiny_data, tmp_path, (0, 1), partial=True, **quiet)
-    (pair,) = prec["pairs"]                                          # regression, seed 0: the only one in both
-    fp32 = stored[recipe_key(make_recipe("regression", data, 0, 1, precision="fp32"))][1]
-    assert fp32["shifted"].keys() == fp32["test"]["direct"].keys()       # the default decoder on the shifted set
-    assert pair["fp32"]["px"] == fp32["test"]["direct"]["px"] and pair["bf16"]["machine"]["precision"] == "bf16"
-    assert prec["paired"]["px"] == {"diff": pair["bf16"]["px"] - pair["fp32"]["px"], "ci95": None, "n": 1}
+    ev = stored[recipe_key(make_recipe("regression", data, 0, 1, precision="fp32"))][1]
+    assert ev["shifted"].keys() == ev["test"]["direct"].keys()            # the default decoder on the shifted set
+    assert hl["rows"]["regression_strict"][0]["px_shifted"] == ev["shifted"]["px"]
 
 
 def test_main_partial_trains_nothing(tiny_data, tmp_path):
