@@ -241,7 +241,8 @@ def print_summary(out_dir):
         print_metrics_table(metrics, methods)
     print(f"\nfigures: {out_dir / 'visualizations'}; tables: {out_dir}/*.json "
           f"(run `python problem2/report.py` to refresh the report's and README's tables)")
-    print(f"time of train.py, evaluate.py and baseline.py: {main_time(timings)}")
+    if timings:
+        print(f"time of train.py, evaluate.py and baseline.py: {main_time(timings)}")
 
 
 if __name__ == "__main__":

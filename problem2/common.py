@@ -59,7 +59,7 @@ def write_json(path, obj):
 
 
 def read_json(path, made_by="the script that writes it", default=None):
-    """Strict JSON from `path`; a missing file returns `default` (when given), a corrupt one is a UsageError."""
+    """JSON from `path`; a missing file returns `default` (when given), a corrupt one is a UsageError."""
     path = Path(path)
     if not path.exists():
         if default is not None:

@@ -206,7 +206,8 @@ def _read_image(path, image_id, decode=True):
     to 'L'); decode=False checks the header only. Any problem is a UsageError naming the file and its id."""
     where = f"image file {path} (id {image_id})"
     if not path.exists():
-        raise UsageError(f"{where} is missing")
+        raise UsageError(f"{where} is missing; generate the data again (python problem2/dataset.py) or point "
+                         f"--data-dir at the complete course folder")
     try:
         with Image.open(path) as im:
             if im.size != (IMG_SIZE, IMG_SIZE):

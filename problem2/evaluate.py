@@ -165,7 +165,7 @@ def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_s
 def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False):
     """{method: (model, checkpoint)} from out_dir/<method>_model.pth, checked before any work is done: each file must
     hold its slot's method (else a UsageError) and be the checkpoint that the train.py run in
-    out_dir/training_log.json selected (its recipe, on the data of `kp_dir`, and its best epoch). A violation is a
+    out_dir/training_log.json selected (its recipe, on the data of `kp_dir`, best epoch and val loss). A violation is a
     UsageError naming the files, unless allow_mixed; then the problems are returned (second value, else None) so the
     caller records the mix in its output."""
     out_dir = Path(out_dir)
@@ -175,7 +175,8 @@ def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False):
         recipe, h = (ckpt.get("provenance") or {}).get("recipe"), log.get(m) or {}
         if recipe is None or recipe["data"] != fp:
             problems.append(f"{m}_model.pth was not trained by train.py on the data of --data-dir")
-        if (recipe, ckpt.get("epoch")) != (h.get("recipe"), h.get("best_epoch")):
+        elif (recipe, ckpt.get("epoch"), ckpt.get("val_loss")) != (h.get("recipe"), h.get("best_epoch"),
+                                                                  h.get("best_val_loss")):
             problems.append(f"{m}_model.pth is not the checkpoint of the train.py run in training_log.json (files "
                             f"from different train.py runs)")
     if problems and not allow_mixed:

@@ -218,7 +218,8 @@ TABLES = {
 def fp32_train_estimate(r):
     """train.py's training time in fp32, derived (not timed): images trained on over benchmark.py's images/s."""
     speed = {x["method"]: x["images_per_s"] for x in r["benchmark"]["rows"]}
-    seconds = sum(r["log"][m]["recipe"]["epochs"] * r["log"][m]["recipe"]["num_train"] / speed[m] for m in speed)
+    seconds = sum(r["log"][m]["recipe"]["epochs"] * r["log"][m]["recipe"]["num_train"] / speed[m]
+                  for m in speed if m in r["log"])
     return f"about {seconds / 60:.0f} minutes (derived from `benchmark.py` on {machine_label(r['benchmark']['config']['machine'])})"
 
 
@@ -253,7 +254,7 @@ VALUES = {
 }
 
 
-KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.precision.paired), k a metric key (px, pck_bbox, ...)
+KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.paired), k a metric key (px, pck_bbox, ...)
     "table": lambda r, name: TABLES[name](r), "v": lambda r, name: VALUES[name](r), "j": j,
     "ci": lambda r, path, k: ci(get(r, path)[k], k),  # a paired difference a study script stored
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),

@@ -56,9 +56,8 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
             group["lr"] = lr if schedule == "constant" else lr * (1 + math.cos(math.pi * (epoch - 1) / num_epochs)) / 2
         train_loss = train_epoch(model, train_loader, opt, device, precision, hand_loss, loss, flow)
         if not math.isfinite(train_loss):
-            raise FloatingPointError(f"[{name}] non-finite training loss at epoch {epoch}; stopping. "
-                                     f"The last good checkpoint (if any) is kept at {ckpt_path}. "
-                                     f"Try a lower --lr or --precision fp32.")
+            raise FloatingPointError(f"[{name}] non-finite training loss at epoch {epoch}; stopping. The last good "
+                                     f"checkpoint stays at {ckpt_path}; try a lower --lr or --precision fp32.")
         val_out, val_loss, val_px = validation(model, val_loader, device, precision, hand_loss, loss, flow)
         seconds = time.time() - t0
         history["epochs"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -76,9 +75,9 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
                                      "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
                                      "seconds": time.time() - t_start, "rng": torch.get_rng_state(),
                                      "shuffle_rng": train_loader.generator.get_state()})
+        eta = fmt_time((time.time() - t_start) / epoch * (num_epochs - epoch))
         log(f"[{name}] epoch {epoch:>2}/{num_epochs}  train {train_loss:.3e}  val {val_loss:.3e}  val px err "
-            f"{val_px:6.2f}{' *' if best else '  '}  {seconds:5.1f}s  "
-            f"ETA {fmt_time((time.time() - t_start) / epoch * (num_epochs - epoch))}")
+            f"{val_px:6.2f}{' *' if best else '  '}  {seconds:5.1f}s  ETA {eta}")
     history["train_seconds"] = time.time() - t_start
     history["images_per_second"] = len(train_loader.dataset) * num_epochs / history["train_seconds"]
     if resume_path is not None:

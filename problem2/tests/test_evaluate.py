@@ -231,9 +231,10 @@ def test_checkpoints_of_different_runs_or_data_are_refused(tiny_data, trained, t
     train.main(["--data-dir", str(other), "--out-dir", str(tmp_path / "other_run"), "--epochs", "1", "--precision",
                 "fp32", "--methods", "heatmap"])
     shutil.copyfile(tmp_path / "other_run" / "heatmap_model.pth", out / "heatmap_model.pth")
-    _refused(tiny_data, out, "heatmap_model.pth was not trained by train.py on the data.*different train.py runs")
+    _refused(tiny_data, out, "heatmap_model.pth was not trained by train.py on the data of --data-dir")
     metrics = evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out), "--allow-mixed-runs"])
-    assert any("different train.py runs" in p for p in metrics["provenance"]["mixed_runs"])
+    assert metrics["provenance"]["mixed_runs"] == ["heatmap_model.pth was not trained by train.py on the data of "
+                                                   "--data-dir"]
 
 
 def test_legacy_checkpoint_without_provenance_is_refused(tiny_data, trained, tmp_path):
@@ -256,6 +257,15 @@ def test_an_interrupted_training_run_is_refused(tiny_data, trained, tmp_path):
     log["config"]["methods"] = ["heatmap", "regression", "integral"]
     (out / "training_log.json").write_text(json.dumps(log))
     _refused(tiny_data, out, "integral_model.pth not found")
+
+
+def test_a_checkpoint_of_another_training_of_the_same_recipe_is_refused(tiny_data, trained, tmp_path):
+    """Same recipe and best epoch, another training (another machine or thread count): its val loss gives it away."""
+    out = _copy_run(trained, tmp_path)
+    log = json.loads((out / "training_log.json").read_text())
+    log["heatmap"]["best_val_loss"] *= 1.01
+    (out / "training_log.json").write_text(json.dumps(log))
+    _refused(tiny_data, out, "heatmap_model.pth is not the checkpoint of the train.py run in training_log.json")
 
 
 def test_one_checkpoint_is_scored_with_every_decoder(tiny_data, trained, tmp_path):
