@@ -22,12 +22,12 @@ import torch
 
 from codec import HAND_LOSSES, LOSSES, REFINE_DEFAULT, decode, keypoint_loss
 from common import (RESULTS_DIR, UsageError, atomic_write_bytes, autocast, code_version, fmt_time, jobs_used,
-                    machine_info, pick_device, pick_precision, positive, prepare_input, read_json, recipe_key,
+                    machine_info, pick_device, pick_precision, positive, prepare_input, recipe_key,
                     record_timing, refuse_to_replace_the_deliverable, results_lock, set_seed, set_threads, torch_load,
                     torch_save, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from model import LIKELIHOOD_METHODS, METHODS, build_model, model_config, run_model, save_checkpoint, target_of
-from runs import CHECKPOINT, run_dir_of, run_many
+from runs import CHECKPOINT, read_stored, run_dir_of, run_many
 
 # defaults (the spec recipe); every one is a CLI flag
 TRAIN_METHODS = ("heatmap", "regression")  # the assignment's two networks
@@ -308,7 +308,7 @@ def main(argv=None):
           f"{f' split over {jobs} jobs' if jobs > 1 else ''}, data {kp_dir}")
     t0, runs_root = time.time(), args.out_dir / "runs"
     with results_lock(args.out_dir, "train.py"):
-        stored = {recipe_key(r): read_json(run_dir_of(runs_root, r) / "run.json", default={}) for r in recipes}
+        stored = {recipe_key(r): read_stored(run_dir_of(runs_root, r))[0] for r in recipes}
         # on the default data, evaluated like the studies' runs (the shifted test set too), so they share them
         shifted = shifted_test_dir() if args.data_dir is None else None
         got = run_many(recipes, kp_dir, runs_root, train_recipe, shifted, jobs, device, need_checkpoints=True,
