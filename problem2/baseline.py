@@ -7,21 +7,20 @@ hm_size / 64), so only the grid's quantisation differs. ablation_results.json (o
 "run", "test": {decoder: evaluate.summarize()}, "best_epoch", ...}], "paired_to_default": {metric: {"diff", "ci95",
 "n"}}}}}. failure_cases.json: see analyze_failure_cases.
 """
-import argparse
-import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from codec import DECODERS, HANDS, KEYPOINT_NAMES, REFINE_DEFAULT, decode
-from common import (RESULTS_DIR, fmt_time, main_time, paired_by_seed, pick_device, pick_precision, plt, positive,
-                    read_json, record_timing, results_lock, save_figure, set_threads, write_json)
-from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
+from common import (ArgumentParser, RESULTS_DIR, fmt_time, main_time, paired_by_seed, pick_device, pick_precision, plt,
+                    positive, read_json, record_timing, results_lock, run_cli, save_figure, set_threads, write_json)
+from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from evaluate import hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
 from figures import draw_keypoints
 from model import HeatmapNet, run_model
-from runs import STUDY_PRECISION, collect, run_name
+from runs import STUDY_PRECISION, Store, collect, run_name
 from train import DEFAULTS, add_recipe_args, make_recipe, train_recipe
 
 BASE = {"hm_size": 64, "sigma_64": 2.0, "skip": True}
@@ -52,26 +51,27 @@ def variant_name(cfg):
     return f"hm{cfg['hm_size']}_sigma{cfg['sigma_img'] / 2:g}_{'skip' if cfg['skip'] else 'noskip'}"
 
 
-def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), epochs=DEFAULTS["epochs"],
-                   out_dir=RESULTS_DIR, force=False, device="cpu", precision=STUDY_PRECISION, log=print,
-                   seeds=(0,), jobs=1, shifted_dir=None, partial=False):
+def ablation_study(dataset, model_class=HeatmapNet, studies=tuple(STUDIES), seeds=(0,), store=None, options=None):
     """Train (or reuse) and score HeatmapNet's ablation variants on `dataset` (a course-layout keypoints folder) per
-    seed; force retrains stored runs, partial trains none (a variant with no stored run is left out). Returns the
-    results (module docstring), also written to out_dir/ablation_results.json (one seed) or ablation_seeds.json."""
+    seed, through the run store (runs.Store: out_dir, jobs, force, partial, ...; default: results/, one job); options:
+    recipe options of every run (train.DEFAULTS: epochs, precision; default precision: STUDY_PRECISION). A variant with
+    no stored run is left out when store.partial. Returns the results (module docstring), also written to
+    <store.out_dir>/ablation_results.json (one seed) or ablation_seeds.json."""
     if model_class is not HeatmapNet:
         raise ValueError("the ablations are defined for HeatmapNet")
-    out_dir, data = Path(out_dir), data_fingerprint(dataset)
+    store = replace(store or Store(RESULTS_DIR, dataset, train_recipe), kp_dir=Path(dataset))
+    options = {"epochs": DEFAULTS["epochs"], "precision": STUDY_PRECISION, **(options or {})}
+    out_dir, data = Path(store.out_dir), data_fingerprint(dataset)
     studies_out = {study: [variant_name(variant_config(o)) for o in STUDIES[study]] for study in studies}
     todo = {variant_name(cfg): cfg for cfg in (variant_config(o) for study in studies for o in STUDIES[study])}
-    recipes = {(name, s): make_recipe("heatmap", data, s, epochs, heatmap_size=cfg["hm_size"], sigma=cfg["sigma_hm"],
-                                      precision=precision, model_kwargs={"skip": cfg["skip"]})
+    recipes = {(name, s): make_recipe("heatmap", data, seed=s, heatmap_size=cfg["hm_size"], sigma=cfg["sigma_hm"],
+                                      model_kwargs={"skip": cfg["skip"]}, **options)
                for name, cfg in todo.items() for s in seeds}
     # evaluated on the translation test set too, like every store run, so a run shared with the studies (the
     # default variant is the spec HeatmapNet) has one evaluation, not two that replace each other
-    got = collect(recipes, dataset, out_dir / "runs", train_recipe, shifted_dir or shifted_test_dir(), jobs, partial,
-                  log, device, force)
-    results = {"recipe": {"epochs": epochs, "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
-                          "precision": precision, "refined_decoder": REFINE_DEFAULT, "data": data},
+    got = collect(recipes, store)
+    results = {"recipe": {"epochs": options["epochs"], "lr": DEFAULTS["lr"], "batch_size": DEFAULTS["batch_size"],
+                          "precision": options["precision"], "refined_decoder": REFINE_DEFAULT, "data": data},
                "seeds": list(seeds), "partial": None in got.values(), "studies": studies_out, "variants": {}}
     for name, cfg in todo.items():
         stored = [(s, *got[name, s]) for s in seeds if got[name, s]]
@@ -186,7 +186,7 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="HeatmapNet ablations (resolution 32/64/128, sigma 1-4, skip on/off) over "
+    p = ArgumentParser(description="HeatmapNet ablations (resolution 32/64/128, sigma 1-4, skip on/off) over "
                                 "seeds, and failure cases of both methods. Resumable: stored runs are reused.")
     add_recipe_args(p)
     p.add_argument("--studies", nargs="*", default=list(STUDIES), choices=list(STUDIES),
@@ -215,8 +215,10 @@ def main(argv=None):
     t0 = time.time()
     with results_lock(args.out_dir, "baseline.py"):
         if args.studies:
-            results = ablation_study(kp_dir, HeatmapNet, args.studies, args.epochs, args.out_dir, args.force,
-                                     device, precision, seeds=args.seeds, jobs=args.jobs, partial=args.partial)
+            store = Store(args.out_dir, kp_dir, train_recipe, device=device, jobs=args.jobs, force=args.force,
+                          partial=args.partial)
+            results = ablation_study(kp_dir, HeatmapNet, args.studies, args.seeds, store,
+                                     {"epochs": args.epochs, "precision": precision})
             plot_ablations(results, vis_dir)
         if models is not None:
             test_ds = load_split(kp_dir, "test", "regression")
@@ -233,12 +235,18 @@ def main(argv=None):
 
 
 def print_summary(out_dir):
-    """The main command's last screen: the PCK table of metrics.json, where the figures are, and how long the three
-    steps took on this machine (timings.json, as each script recorded itself)."""
+    """The main command's last screen: the PCK table of metrics.json when it scored the train.py run in
+    training_log.json (else which run it shows and what to run), where the figures are, and how long the three steps
+    took on this machine (timings.json, as each script recorded itself)."""
     metrics, timings = read_json(out_dir / "metrics.json", default={}), read_json(out_dir / "timings.json", default={})
+    log = read_json(out_dir / "training_log.json", default={})
+    scored, trained = (metrics.get("provenance") or {}).get("run_id"), log.get("run_id")
     methods = [m for m in ("heatmap", "regression", "integral") if m in metrics]
-    if methods:
+    if methods and scored == trained:
         print_metrics_table(metrics, methods)
+    elif methods:
+        print(f"\nmetrics.json scored train.py run {scored}, not the last one ({trained}): its table is not shown; "
+              f"run `python problem2/evaluate.py` to score the last run")
     print(f"\nfigures: {out_dir / 'visualizations'}; tables: {out_dir}/*.json "
           f"(run `python problem2/report.py` to refresh the report's and README's tables)")
     if timings:
@@ -246,4 +254,4 @@ def print_summary(out_dir):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

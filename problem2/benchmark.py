@@ -3,18 +3,16 @@ bf16): `python benchmark.py` times train.py's own epoch (train.train_epoch) over
 assignment's networks, after one untimed batch. Writes results/benchmark.json: {"config": {"steps", "batch_size",
 "machine"}, "rows": [{"method", "images_per_s"}]}.
 """
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import Subset
 
-from common import RESULTS_DIR, machine_info, positive, write_json
+from common import ArgumentParser, RESULTS_DIR, machine_info, positive, run_cli, write_json
 from dataset import load_split, make_loader, resolve_keypoints_dir
 from model import METHODS, build_model
-from train import TRAIN_METHODS, train_epoch
+from train import DEFAULTS, TRAIN_METHODS, train_epoch
 
 
 def images_per_s(method, kp_dir, steps, batch_size):
@@ -25,12 +23,12 @@ def images_per_s(method, kp_dir, steps, batch_size):
     for n in (batch_size, steps * batch_size):  # warm-up, then timed
         loader = make_loader(Subset(ds, range(min(n, len(ds)))), batch_size)
         t0 = time.perf_counter()
-        train_epoch(model, loader, opt, "cpu", "fp32", "strict", "mse", None)
+        train_epoch(model, loader, opt, {**DEFAULTS, "precision": "fp32"})
     return len(loader.dataset) / (time.perf_counter() - t0)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Time train.py's training epoch in fp32 (images/s).")
+    p = ArgumentParser(description="Time train.py's training epoch in fp32 (images/s).")
     p.add_argument("--steps", type=positive(int, 1), default=40, help="timed batches per network")
     p.add_argument("--batch-size", type=positive(int, 1), default=32)
     p.add_argument("--data-dir", default=None)
@@ -46,4 +44,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    run_cli(main)

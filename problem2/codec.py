@@ -18,6 +18,8 @@ Representations, each an encode (keypoints in img px -> target) / decode (model 
               sub-pixel step ('quarter': HRNet's quarter cell toward the higher neighbour).
   regression: [2K] = (x0, y0, x1, y1, ...) in unit space | reshape and map back. soft_argmax (a layer) ends in it.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -63,6 +65,14 @@ def encode_heatmaps(kp_img_px, hm_size, sigma):
     gx = torch.exp(-((torch.arange(width, dtype=torch.float32) - x_hm) ** 2) / (2 * sigma**2))
     gy = torch.exp(-((torch.arange(height, dtype=torch.float32) - y_hm) ** 2) / (2 * sigma**2))
     return gy[..., :, None] * gx[..., None, :]
+
+
+def sigma_for_peak(kp_img_px, hm_size, peak):
+    """The smallest sigma (hm px) at which every keypoint's Gaussian (encode_heatmaps) reaches `peak` at its nearest
+    cell centre: exp(-d^2 / (2 sigma^2)) >= peak for the largest keypoint-to-nearest-cell distance d."""
+    kp_hm = img_to_hm(torch.as_tensor(kp_img_px, dtype=torch.float64), hm_size)
+    d = (kp_hm - kp_hm.round().clamp(0, hm_size - 1)).norm(dim=-1).max()
+    return float(d / math.sqrt(2 * math.log(1 / peak)))
 
 
 def quarter_offset(patch):

@@ -15,9 +15,12 @@ import multiprocessing
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +30,57 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"  # the committed deliverable; every script's --out-dir default
 
 
-class UsageError(SystemExit):
-    """A one-line, user-facing error (exit status 1, no traceback): names the file and what to do."""
+class UsageError(ValueError):
+    """The project's user-facing error: one line naming the file or option and what to do. Library code raises it
+    (catchable with `except Exception`); the scripts' entry point, run_cli, prints it and exits 1."""
 
-    def __init__(self, message):
-        super().__init__(f"error: {message}")
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors (a bad flag or value) are the project's one-line UsageError, checked at parse time
+    before anything is created."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def run_cli(main):
+    """Every script's entry point (`if __name__ == "__main__": run_cli(main)`) and the one place that exits: main()'s
+    int return is the exit status; a UsageError, or an interruption (Ctrl-C, SIGTERM), is one line on stderr and exit
+    status 1, without a traceback."""
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM unwinds like Ctrl-C: locks released, workers stopped
+    try:
+        status = main()
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e or 'Ctrl-C'}); nothing half-written was kept: rerun the same command to continue "
+              f"(finished runs are reused, an unfinished training resumes)", file=sys.stderr)
+        status = 1
+    raise SystemExit(status if isinstance(status, int) else 0)
 
 
 def atomic_write_bytes(path, data):
-    """Write bytes to `path` via a temp file + rename, so an interrupted write leaves no partial file."""
+    """Write bytes to `path` via a temp file + rename, so an interrupted or failed write leaves no partial file (and
+    no temp file); a write the system refuses (read-only folder, full disk, file-size limit) is a UsageError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}; free space, lift the file-size limit or choose "
+                         f"a writable folder") from None
+    finally:
+        with contextlib.suppress(OSError):  # gone after the rename; left only by a failed or interrupted write
+            tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text):
+    """A text file (report.md, README.md), atomically."""
+    atomic_write_bytes(path, text.encode())
 
 
 def strict_json(obj):
@@ -59,16 +98,20 @@ def write_json(path, obj):
 
 
 def read_json(path, made_by="the script that writes it", default=None):
-    """JSON from `path`; a missing file returns `default` (when given), a corrupt one is a UsageError."""
+    """The JSON object in `path` (every results file of the project is one); a missing file returns `default` (when
+    given), a corrupt one or another JSON type is a UsageError."""
     path = Path(path)
     if not path.exists():
         if default is not None:
             return default
         raise UsageError(f"{path} not found; run {made_by} first")
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{path} is not valid JSON ({e}); delete it and rerun {made_by}") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{path} holds a JSON {type(obj).__name__}, not an object; delete it and rerun {made_by}")
+    return obj
 
 
 def torch_save(path, obj):
@@ -144,6 +187,19 @@ def set_threads(threads):
 def pick_device(name="auto"):
     """'auto' -> CUDA when present, else CPU."""
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def device_arg(text):
+    """argparse type of --device: auto, cpu, cuda or cuda:N, the GPU checked to be there."""
+    if text in ("auto", "cpu"):
+        return text
+    if not re.fullmatch(r"cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda or cuda:N")
+    index = int(text.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: torch sees {torch.cuda.device_count()} CUDA GPU(s) here; pass "
+                                         f"--device cpu (or auto)")
+    return text
 
 
 def cpu_has_bf16():
@@ -222,6 +278,11 @@ def main_time(timings):
     """The main command's time from timings.json (the scripts' own timers) and its machine (each step's, when they
     differ)."""
     t = {k: timings[k] for k in ("train.py", "evaluate.py", "baseline.py") if k in timings}
+    bad = [k for k, v in t.items() if not (isinstance(v, dict) and isinstance(v.get("seconds"), (int, float))
+                                           and isinstance(v.get("machine"), dict))]
+    if bad:
+        raise UsageError(f"timings.json: the entry of {', '.join(bad)} lacks its seconds or machine; delete that entry "
+                         f"and rerun the step to time it again")
     labels = {machine_label(v["machine"]) for v in t.values()}
     total = f"{sum(v['seconds'] for v in t.values()) / 60:.1f} minutes"
     if len(labels) == 1:
@@ -242,13 +303,21 @@ def record_timing(out_dir, script, seconds, device="cpu", precision=None, jobs=1
     write_json(path, timings)
 
 
-def _pool_init(threads):
+def _pool_init(threads, parent_pid):
     set_threads(threads)
     code_version()  # cached now, while the imported code is what the working tree holds
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid):
+    """A worker's watch: it ends within a second of its parent's death (even a SIGKILL), so no run goes on orphaned."""
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def jobs_used(jobs, num_tasks):
@@ -272,7 +341,7 @@ def job_results(fn, tasks, jobs=1):
     on_main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
     try:
-        with multiprocessing.get_context("spawn").Pool(jobs, _pool_init, (threads,)) as pool:  # exit: terminate()
+        with multiprocessing.get_context("spawn").Pool(jobs, _pool_init, (threads, os.getpid())) as pool:  # exit: terminate()
             yield pool.imap_unordered(fn, tasks)
     finally:
         if previous is not None:  # None: not on the main thread, or a handler installed outside Python
@@ -312,7 +381,11 @@ def refuse_to_replace_the_deliverable(out_dir, recipes):
     """The committed results/ may be rewritten only by the recipe and data it was made with (the precision may
     differ: it follows the machine); anything else goes to another --out-dir or asks for --replace-results."""
     log_path = Path(out_dir) / "training_log.json"
-    if Path(out_dir).resolve() != RESULTS_DIR.resolve() or not log_path.exists():
+    try:
+        same = Path(out_dir).resolve() == RESULTS_DIR.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13)
+        raise UsageError(f"--out-dir {out_dir} cannot be resolved ({e}); pass a real folder") from None
+    if not same or not log_path.exists():
         return
     committed = {m: v["recipe"] for m, v in read_json(log_path, "python problem2/train.py").items()
                  if isinstance(v, dict) and "recipe" in v}

@@ -8,13 +8,13 @@ The hand labels are ambiguous by construction (kept on purpose): arm angles (a, 
 with the hands swapped, so about half the images have left_hand to the right of right_hand. canonical_hands=True
 relabels left_hand := the hand with the smaller x.
 """
-import argparse
 import functools
+import hashlib
 import json
 import math
 import os
 import shutil
-import sys
+import stat
 import time
 from pathlib import Path
 
@@ -23,8 +23,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
-from codec import IMG_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS, canonicalize_hands, encode, encode_heatmaps
-from common import UsageError, file_sha256, positive, read_json, write_json
+from codec import IMG_SIZE, KEYPOINT_NAMES, NUM_KEYPOINTS, canonicalize_hands, encode, encode_heatmaps, sigma_for_peak
+from common import ArgumentParser, UsageError, file_sha256, positive, read_json, run_cli, write_json
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = HERE / "data"  # gitignored; holds keypoints/
@@ -32,6 +32,7 @@ DEFAULT_SPLIT_SIZES = {"train": 1000, "val": 200, "test": 200}
 COURSE_CENTER_RANGE = (40, 88)  # figure centre (cx, cy), inclusive integers
 GENERATOR_FILE = "generator.json"  # written by generate_dataset next to the annotations
 HEAD_ABOVE_CENTRE = 20          # the head is drawn at (cx, cy - 20): figure centre = head + (0, 20)
+MIN_PEAK = 0.5                  # a heatmap target must reach this at its keypoint's nearest cell (else: no signal)
 
 
 def sample_figure(rng, center_range=COURSE_CENTER_RANGE, exclude=None):
@@ -104,6 +105,9 @@ def generate_dataset(root, split_sizes=None, seed=0, sampler=sample_figure, samp
         except OSError:  # another process wrote <root>/keypoints meanwhile
             raise UsageError(f"{final} was written by another process while this one generated it; "
                              f"use that one, or delete it and rerun") from None
+    except OSError as e:  # a full disk, a file-size limit, a read-only folder
+        raise UsageError(f"cannot write the dataset under {root}: {e.strerror or e}; free space or choose a writable "
+                         f"--out") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -149,15 +153,27 @@ def split_paths(keypoints_dir, split):
     return keypoints_dir / split, keypoints_dir / f"{split}_annotations.json"
 
 
+def annotations_sha256(keypoints_dir):
+    """Hash of a folder's annotation files (train, val, test: those present)."""
+    return file_sha256(p for p in (Path(keypoints_dir) / f"{s}_annotations.json" for s in ("train", "val", "test"))
+                       if p.exists())
+
+
 def data_fingerprint(keypoints_dir):
-    """What identifies a dataset in recipes and provenance (never its path): a hash of the annotation files, the
-    split sizes and, for generated data, the generator's seed and sampler."""
+    """What identifies a dataset in recipes and provenance (never its path): a hash of the annotation files, a hash of
+    every image's decoded pixels (as KeypointDataset reads them, each split's in annotation order: a changed image is
+    new data, a PNG re-encoded by another Pillow is not), the split sizes and, for generated data, the generator's seed
+    and sampler. Call it on a folder check_dataset has passed."""
     keypoints_dir = Path(keypoints_dir)
-    files = [keypoints_dir / f"{s}_annotations.json" for s in ("train", "val", "test")]
-    files = [f for f in files if f.exists()]
-    sizes = {f.name.split("_")[0]: len(read_json(f)["images"]) for f in files}
+    splits = {s: keypoints_dir / f"{s}_annotations.json" for s in ("train", "val", "test")}
+    entries = {s: read_json(f)["images"] for s, f in splits.items() if f.exists()}
+    pixels = hashlib.sha256()
+    for split, es in entries.items():
+        for e in es:
+            pixels.update(_read_image(keypoints_dir / split / e["file_name"], e.get("id")).tobytes())
     gen = read_json(keypoints_dir / GENERATOR_FILE, default={})
-    return {"annotations_sha256": file_sha256(files), "split_sizes": sizes,
+    return {"annotations_sha256": annotations_sha256(keypoints_dir), "pixels_sha256": pixels.hexdigest()[:16],
+            "split_sizes": {split: len(es) for split, es in entries.items()},
             "generator_seed": gen.get("seed"), "generator_sampler": gen.get("sampler")}
 
 
@@ -186,6 +202,8 @@ def _parse_annotations(annotation_file):
         where = f"{annotation_file}: images[{i}]" + (f" (id {entry.get('id')})" if isinstance(entry, dict) else "")
         if not isinstance(entry, dict) or "file_name" not in entry or "keypoints" not in entry:
             raise UsageError(f"{where}: each entry needs 'id', 'file_name' and 'keypoints'")
+        if not isinstance(entry["file_name"], str) or not entry["file_name"]:
+            raise UsageError(f"{where}: 'file_name' must be a file name, got {entry['file_name']!r}")
         kps = entry["keypoints"]
         ok = (isinstance(kps, list) and len(kps) == NUM_KEYPOINTS and all(
             isinstance(p, (list, tuple)) and len(p) == 2 and all(
@@ -199,6 +217,26 @@ def _parse_annotations(annotation_file):
                 raise UsageError(f"{where}: {name} at ({x}, {y}) lies outside the {IMG_SIZE}x{IMG_SIZE} image "
                                  f"(pixel centres 0..{IMG_SIZE - 1}); fix the label or remove the image")
     return data["images"]
+
+
+def image_path(image_dir, annotation_file, index, entry):
+    """The image file of entry `index` of an annotation file: a path inside image_dir (no absolute path, no '..', no
+    link out of the folder) to a regular file (not a FIFO or device), else a UsageError naming the annotation file,
+    the entry and the path. A missing file is left to _read_image to name."""
+    where, name = f"{annotation_file}: images[{index}] (id {entry.get('id')})", entry["file_name"]
+    image_dir = Path(image_dir)
+    path = image_dir / name
+    try:
+        inside = not Path(name).is_absolute() and ".." not in Path(name).parts and (
+            not path.exists() or path.resolve().is_relative_to(image_dir.resolve()))
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise UsageError(f"{where}: file_name {name!r} leads outside {image_dir}; images are read only from inside "
+                         f"their split's folder: fix the entry or move the image there")
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        raise UsageError(f"{where}: {path} is not a regular file (a FIFO, device or folder); replace it with the PNG")
+    return path
 
 
 def _read_image(path, image_id, decode=True):
@@ -227,8 +265,8 @@ def check_dataset(keypoints_dir):
         if ann.exists():
             if not (keypoints_dir / split).is_dir():
                 raise UsageError(f"image folder {keypoints_dir / split} not found (named by {ann.name})")
-            for e in _parse_annotations(ann):
-                _read_image(keypoints_dir / split / e["file_name"], e.get("id"), decode=False)
+            for i, e in enumerate(_parse_annotations(ann)):
+                _read_image(image_path(keypoints_dir / split, ann, i, e), e.get("id"), decode=False)
     return keypoints_dir
 
 
@@ -238,26 +276,46 @@ class KeypointDataset(Dataset):
     keypoints [N, K, 2] (image px), targets, image_ids, file_names."""
 
     def __init__(self, image_dir, annotation_file, output_type='heatmap', heatmap_size=64, sigma=2.0,
-                 canonical_hands=False, limit=None):
+                 canonical_hands=False):
         if output_type not in ("heatmap", "regression"):
             raise ValueError(f"output_type must be 'heatmap' or 'regression', got {output_type!r}")
         self.output_type, self.heatmap_size, self.sigma = output_type, heatmap_size, sigma
         self.canonical_hands = canonical_hands
         image_dir = Path(image_dir)
-        entries = _parse_annotations(annotation_file)[:limit]  # limit: the first N images (train.py --num-train)
+        entries = _parse_annotations(annotation_file)
         self.image_ids = [e.get("id") for e in entries]
         self.file_names = [e["file_name"] for e in entries]
-        pixels = [_read_image(image_dir / e["file_name"], e.get("id")) for e in entries]
+        pixels = [_read_image(image_path(image_dir, annotation_file, i, e), e.get("id")) for i, e in enumerate(entries)]
         self.images = torch.from_numpy(np.stack(pixels)[:, None]).float().div_(255.0)
         self.keypoints = torch.from_numpy(np.asarray([e["keypoints"] for e in entries], dtype=np.float32))
         if canonical_hands:
             self.keypoints = canonicalize_hands(self.keypoints)
         self.targets = encode(output_type, self.keypoints, heatmap_size, sigma)
+        if output_type == "heatmap":
+            self._check_signal(annotation_file)
+
+    def _check_signal(self, annotation_file):
+        """Refuse targets whose peak is under MIN_PEAK for some keypoint (sigma too small for the grid: the target all
+        but vanishes), naming the worst entry and the sigma that would work."""
+        peaks = self.targets.amax((-2, -1))  # [N, K]
+        if peaks.min() >= MIN_PEAK:
+            return
+        i, k = divmod(int(peaks.argmin()), peaks.shape[1])
+        raise UsageError(f"--sigma {self.sigma:g} (heatmap px) leaves the {KEYPOINT_NAMES[k]} heatmap of "
+                         f"{annotation_file}: images[{i}] (id {self.image_ids[i]}) peaking at {float(peaks[i, k]):.3f} "
+                         f"(under {MIN_PEAK}) on a {self.heatmap_size}x{self.heatmap_size} grid: use --sigma >= "
+                         f"{math.ceil(100 * sigma_for_peak(self.keypoints, self.heatmap_size, MIN_PEAK)) / 100:g}")
 
     def generate_heatmap(self, keypoints, height, width):
         """Gaussian heatmaps [K, height, width] for keypoints [K, 2] (x, y) given in 128-px image space,
         mapped to heatmap px with the module's convention; sigma (heatmap px) is self.sigma."""
         return encode_heatmaps(keypoints, (height, width), self.sigma)
+
+    def keep_first(self, n):
+        """Keep only the first n images (train.py --num-train); returns self."""
+        self.images, self.keypoints, self.targets = self.images[:n], self.keypoints[:n], self.targets[:n]
+        self.image_ids, self.file_names = self.image_ids[:n], self.file_names[:n]
+        return self
 
     def __len__(self):
         return len(self.images)
@@ -277,11 +335,12 @@ def load_split(keypoints_dir, split, output_type="heatmap", heatmap_size=64, sig
                limit=None):
     """KeypointDataset of one split of a course-layout folder (test falls back to val)."""
     image_dir, annotation_file = split_paths(keypoints_dir, split)
-    return KeypointDataset(image_dir, annotation_file, output_type, heatmap_size, sigma, canonical_hands, limit)
+    ds = KeypointDataset(image_dir, annotation_file, output_type, heatmap_size, sigma, canonical_hands)
+    return ds if limit is None else ds.keep_first(limit)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Generate the synthetic stick-figure keypoint dataset in the "
+    p = ArgumentParser(description="Generate the synthetic stick-figure keypoint dataset in the "
                                 "course's layout (<out>/keypoints/{train,val,test}/ + *_annotations.json).")
     p.add_argument("--out", type=Path, default=DEFAULT_DATA_ROOT, help="root folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical files (default: 0)")
@@ -301,4 +360,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

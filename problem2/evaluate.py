@@ -11,8 +11,7 @@ closer (the hand labels of this data are ambiguous by construction).
 metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "decoder_selection" (px per
 decoder on val), "<method>": {"checkpoint", "decoders": {"<decoder>": summarize()}}}.
 """
-import argparse
-import sys
+import os
 import time
 from pathlib import Path
 
@@ -21,13 +20,14 @@ import torch
 
 from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode,
                    decode_heatmaps, swap_hands)
-from common import (RESULTS_DIR, UsageError, pick_device, plt, positive, read_json, record_timing, results_lock,
-                    save_figure, torch_load, write_json)
+from common import (ArgumentParser, RESULTS_DIR, UsageError, device_arg, pick_device, plt, positive, read_json,
+                    record_timing, results_lock, run_cli, save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from figures import draw_keypoints, plot_heatmap_stages, plot_training_curves, prediction_grid
 from model import METHODS, load_checkpoint, model_config, run_model, target_of
 
 PCK_THRESHOLDS = [0.05, 0.1, 0.15, 0.2]
+REPO = Path(__file__).resolve().parents[1]
 DENSE_THRESHOLDS = np.round(np.linspace(0, 0.3, 61), 4).tolist()
 
 
@@ -162,6 +162,25 @@ def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_s
     return {"direct": decode("regression", outputs)}
 
 
+def read_training_log(out_dir, default=None):
+    """out_dir/training_log.json (train.py's), its shape checked: 'config' an object listing its 'methods', and each
+    trained method's entry an object with its 'recipe' and 'epochs'; else a UsageError naming the file."""
+    path = Path(out_dir) / "training_log.json"
+    log = read_json(path, "`python problem2/train.py`", default)
+    if log is default:
+        return log
+    config = log.get("config")
+    why = ("'config' is not an object" if not isinstance(config, dict) else
+           "'config.methods' is not a list of method names" if not isinstance(config.get("methods"), list) or not all(
+               isinstance(m, str) for m in config["methods"]) else
+           next((f"the entry of '{m}' lacks its recipe or epochs" for m in config["methods"] if m in log and not (
+               isinstance(log[m], dict) and isinstance(log[m].get("recipe"), dict) and isinstance(
+                   log[m].get("epochs"), list))), None))
+    if why:
+        raise UsageError(f"{path}: {why}; rerun `python problem2/train.py` to write it again")
+    return log
+
+
 def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False):
     """{method: (model, checkpoint)} from out_dir/<method>_model.pth, checked before any work is done: each file must
     hold its slot's method (else a UsageError) and be the checkpoint that the train.py run in
@@ -170,7 +189,7 @@ def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False):
     caller records the mix in its output."""
     out_dir = Path(out_dir)
     loaded = {m: load_checkpoint(out_dir / f"{m}_model.pth", method=m) for m in methods}
-    log, fp, problems = read_json(out_dir / "training_log.json", default={}), data_fingerprint(kp_dir), []
+    log, fp, problems = read_training_log(out_dir, default={}), data_fingerprint(kp_dir), []
     for m, (_, ckpt) in loaded.items():
         recipe, h = (ckpt.get("provenance") or {}).get("recipe"), log.get(m) or {}
         if recipe is None or recipe["data"] != fp:
@@ -185,49 +204,64 @@ def load_run_checkpoints(out_dir, methods, kp_dir, allow_mixed=False):
     return loaded, (problems or None)
 
 
-def score_checkpoint(path, kp_dir, split="test", device="cpu"):
-    """Metrics of one checkpoint of any method on `split` ({decoder: summarize(...)}), printed and written beside it."""
+def score_checkpoint(path, kp_dir, split="test", device="cpu", out=None):
+    """Metrics of one checkpoint of any method on `split` ({decoder: summarize(...)}), printed and written to `out`
+    (default: <checkpoint stem>_<split>_metrics.json beside it) with the data it scored (path and fingerprint). An
+    existing file there that scored other data (or does not say which) is never replaced: a UsageError, checked before
+    any scoring."""
+    folder = Path(kp_dir).resolve()  # recorded relative to the repository when inside it (a committed file)
+    data = {"path": str(folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder), **data_fingerprint(kp_dir)}
+    out = Path(out) if out is not None else Path(path).with_name(f"{Path(path).stem}_{split}_metrics.json")
+    if out.exists():
+        old = read_json(out).get("data") or {}
+        if {k: v for k, v in old.items() if k != "path"} != {k: v for k, v in data.items() if k != "path"}:
+            raise UsageError(f"{out} holds the scores of other data ({old.get('path', 'not recorded')}), not of "
+                             f"{kp_dir}; pass --metrics-out <file> to write these scores elsewhere")
+    if not os.access(out.parent, os.W_OK):
+        raise UsageError(f"cannot write {out}: its folder is not writable; pass --metrics-out <file>")
     model, ckpt = load_checkpoint(path)
-    data = ckpt.get("data", {})
-    ds = load_split(kp_dir, split, "regression", canonical_hands=data.get("canonical_hands", False))
+    ds = load_split(kp_dir, split, "regression", canonical_hands=ckpt.get("data", {}).get("canonical_hands", False))
     method = model_config(model)["method"]
     metrics = {"split": split, "num_images": len(ds), "thresholds": PCK_THRESHOLDS, "checkpoint": str(path),
-               "provenance": ckpt.get("provenance"), method: {"decoders": {
+               "data": data, "provenance": ckpt.get("provenance"), method: {"decoders": {
                    d: summarize(kp, ds.keypoints) for d, kp in predict_all_decoders(model, ds, device).items()}}}
-    write_json(Path(path).with_name(f"{Path(path).stem}_{split}_metrics.json"), metrics)
+    write_json(out, metrics)
     print_metrics_table(metrics, [method])
+    print(f"wrote {out}")
     return metrics
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Evaluate the trained HeatmapNet and RegressionNet (and any other method "
+    p = ArgumentParser(description="Evaluate the trained HeatmapNet and RegressionNet (and any other method "
                                 "of the same train.py run) on the test split: metrics.json + figures in "
                                 "results/visualizations/.")
     p.add_argument("--data-dir", default=None, help="course-layout folder (default: generated problem2/data)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where checkpoints/logs are read and written")
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="split to report on (default: test; val selected checkpoints)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device_arg, default="auto")
     p.add_argument("--num-samples", type=positive(int, 1), default=32, help="images in the prediction grid")
     p.add_argument("--allow-mixed-runs", action="store_true",
                    help="evaluate checkpoints of different runs/data together anyway (recorded in metrics.json)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="score this one checkpoint (any method, e.g. results/best/heatmap_model.pth) with "
-                        "every decoder: prints its table and writes <checkpoint stem>_<split>_metrics.json beside it")
+                        "every decoder: prints its table and writes its metrics (see --metrics-out)")
+    p.add_argument("--metrics-out", type=Path, default=None,
+                   help="with --checkpoint: where its metrics go (default: <checkpoint stem>_<split>_metrics.json "
+                        "beside it, never replacing the scores of other data)")
     args = p.parse_args(argv)
     if args.checkpoint is not None:
         return score_checkpoint(args.checkpoint, resolve_keypoints_dir(args.data_dir), args.split,
-                                pick_device(args.device))
+                                pick_device(args.device), args.metrics_out)
     t0 = time.time()
     out_dir, vis_dir = args.out_dir, args.out_dir / "visualizations"
     sfx = "" if args.split == "test" else f"_{args.split}"  # val numbers and figures never replace the test ones
-    log_path = out_dir / "training_log.json"
     device = pick_device(args.device)
     precision = "fp32"  # evaluation is cheap; report numbers free of reduced-precision noise
     kp_dir = resolve_keypoints_dir(args.data_dir)
     # exactly the methods the train.py run in out_dir trained: a stale file of an earlier run is never read
-    training_log = read_json(log_path, "`python problem2/train.py`")
-    methods = [m for m in METHODS if m in training_log.get("config", {}).get("methods", [])]
+    training_log = read_training_log(out_dir)
+    methods = [m for m in METHODS if m in training_log["config"]["methods"]]
     loaded, mixed = load_run_checkpoints(out_dir, methods, kp_dir, args.allow_mixed_runs)
     with results_lock(out_dir, "evaluate.py"):
         metrics = {"split": args.split, "thresholds": PCK_THRESHOLDS, "refine_default": REFINE_DEFAULT,
@@ -235,7 +269,7 @@ def main(argv=None):
                                   "mixed_runs": mixed}}
         # one split for every method: one train.py run applies one --canonical-hands to all of them
         ds = load_split(kp_dir, args.split, "regression",
-                        canonical_hands=training_log.get("config", {}).get("canonical_hands", False))
+                        canonical_hands=training_log["config"].get("canonical_hands", False))
         metrics["num_images"], preds = len(ds), {}
         for method, (model, ckpt) in loaded.items():
             preds[method] = predict_all_decoders(model, ds, device, precision)
@@ -250,16 +284,18 @@ def main(argv=None):
             print("decoder selection on val (mean px): " + ", ".join(f"{d} {v:.2f}" for d, v in val_px.items()))
         write_json(out_dir / f"metrics{sfx}.json", metrics)
         print_metrics_table(metrics, methods)
-        write_figures(out_dir, vis_dir, sfx, args.split, ds, preds, loaded, training_log, args.num_samples)
+        write_figures(out_dir, args.split, ds, preds, loaded, training_log, args.num_samples)
         if not sfx:
             record_timing(out_dir, "evaluate.py", time.time() - t0, device, precision)
     print(f"\nwrote {out_dir / f'metrics{sfx}.json'} and figures in {vis_dir}")
     return metrics
 
 
-def write_figures(out_dir, vis_dir, sfx, split, ds, preds, loaded, training_log, num_samples):
-    """evaluate.py's figures of `split` (file names end in sfx; the training figures only for test)."""
+def write_figures(out_dir, split, ds, preds, loaded, training_log, num_samples):
+    """evaluate.py's figures of `split` in out_dir/visualizations (names end in _<split> but for test; the training
+    figures only for test)."""
     gt, methods = ds.keypoints, list(loaded)
+    vis_dir, sfx = Path(out_dir) / "visualizations", "" if split == "test" else f"_{split}"
     final = {m: preds[m][default_decoder(target_of(loaded[m][0]))] for m in methods}
     for norm in ("bbox", "torso"):
         dense = {m: {sym: compute_pck(final[m], gt, DENSE_THRESHOLDS, norm, sym) for sym in (False, True)}
@@ -283,4 +319,4 @@ def write_figures(out_dir, vis_dir, sfx, split, ds, preds, loaded, training_log,
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    run_cli(main)

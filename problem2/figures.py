@@ -3,7 +3,7 @@ prediction grid, heatmaps during training and the training curves. Coordinates i
 import numpy as np
 import torch
 
-from codec import KEYPOINT_NAMES
+from codec import IMG_SIZE, KEYPOINT_NAMES, img_to_hm
 from common import plt, save_figure
 from model import METHODS
 
@@ -28,8 +28,8 @@ def draw_keypoints(ax, image, pred_keypoints, gt_keypoints, title=None):
 def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, nrow=8, split="test"):
     """Many images at a glance, drawn with torchvision (draw_keypoints, make_grid): per image the ground truth as
     large green dots and each method's keypoints as smaller dots on top (first method red, second blue, third
-    purple), upscaled `scale`x (nearest), with a colour key above. Keypoints are mapped to the upscaled image with
-    the pixel-centre convention: (kp + 0.5) * scale - 0.5."""
+    purple), upscaled `scale`x (nearest), with a colour key above. Keypoints are mapped to the upscaled image by the
+    codec's convention (an image `scale` x 128 px wide is a grid of that many cells over the same square)."""
     from matplotlib.lines import Line2D
     from torchvision.utils import draw_keypoints, make_grid
     colours = [(220, 30, 30), (30, 80, 235), (150, 60, 200)]
@@ -37,7 +37,7 @@ def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=3, n
     for i in range(len(images)):
         img = (images[i].expand(3, -1, -1) * 255).round().to(torch.uint8)
         img = img.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-        up = lambda kp: ((kp + 0.5) * scale - 0.5)[None].float()  # noqa: E731  image px -> upscaled px
+        up = lambda kp: img_to_hm(kp, IMG_SIZE * scale)[None].float()  # noqa: E731  image px -> upscaled px
         img = draw_keypoints(img, up(gt_keypoints[i]), colors=(40, 180, 60), radius=2 * scale)
         for colour, preds in zip(colours, preds_by_method.values()):
             img = draw_keypoints(img, up(preds[i]), colors=colour, radius=scale)

@@ -10,17 +10,15 @@ how_far_results.json: {"precision", "seeds", "goal", "decoder", "val_px_sym": {s
 "epochs", "val_px_sym"]}, "steps": [{"from", "to", "seeds", metric: {"diff", "ci95", "n"}}]}; kind is schedule,
 ladder, spatial or long ("<step> @ <schedule>").
 """
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from codec import DECODERS
-from common import (RESULTS_DIR, UsageError, paired_metrics, plt, positive, results_lock, save_figure, set_threads,
-                    write_json)
-from dataset import data_fingerprint, resolve_keypoints_dir, shifted_test_dir
-from runs import ROW_METRICS, collect, run_name, run_row
+from common import (ArgumentParser, RESULTS_DIR, UsageError, paired_metrics, plt, positive, results_lock, run_cli,
+                    save_figure, set_threads, write_json)
+from dataset import data_fingerprint, resolve_keypoints_dir
+from runs import ROW_METRICS, Store, collect, run_name, run_row
 from train import make_recipe, train_recipe
 
 GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck_bbox_sym": 0.99}  # mean over seeds, test split; <=, <=, >= (PCK@0.05)
@@ -47,7 +45,7 @@ def recipe(data, seed, step, precision, schedule="30 constant"):
     """The recipe of a HEATMAP, LADDER or SPATIAL row trained with `schedule`."""
     method, loss, hand_loss = {**HEATMAP, **LADDER, **SPATIAL}[step]
     epochs, lr_schedule = SCHEDULES[schedule]
-    return make_recipe(method, data, seed, epochs, hand_loss=hand_loss, precision=precision, loss=loss,
+    return make_recipe(method, data, seed=seed, epochs=epochs, hand_loss=hand_loss, precision=precision, loss=loss,
                        schedule=lr_schedule)
 
 
@@ -79,14 +77,14 @@ def seed_means(records):
     return {k: float(np.mean([get(r) for r in records])) for k, get in METRICS.items()}
 
 
-def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=False, log=print, shifted_dir=None):
-    """Train (or reuse) every run of the study in two rounds (the long regression runs take the loss and schedule
-    chosen on val in the first) and return the results dict (module docstring); None when a round is missing runs."""
-    data, runs_root, shifted = data_fingerprint(kp_dir), Path(out_dir) / "runs", shifted_dir or shifted_test_dir()
-    got = {}
+def how_far(store, seeds=(0, 1, 2), precision="bf16"):
+    """Train (or reuse) every run of the study through the run store (runs.Store) in two rounds (the long regression
+    runs take the loss and schedule chosen on val in the first) and return the results dict (module docstring); None
+    when a round is missing runs."""
+    data, got = data_fingerprint(store.kp_dir), {}
 
     def train(recipes):
-        got.update(collect(recipes, kp_dir, runs_root, train_recipe, shifted, jobs, partial, log))
+        got.update(collect(recipes, store))
         return None not in got.values()
 
     def runs_of(kind, name):
@@ -123,7 +121,7 @@ def how_far(kp_dir, out_dir, seeds=(0, 1, 2), precision="bf16", jobs=1, partial=
            "best_schedule": best_schedule, "best_loss": best_loss, "long_schedules": list(long_schedules),
            "means": means, "rows": rows,
            "steps": [{"from": a, "to": b, **paired_metrics(rows[a], rows[b], METRICS)} for a, b in pairs]}
-    plot_how_far(res, Path(out_dir) / "visualizations" / "how_far.png")
+    plot_how_far(res, Path(store.out_dir) / "visualizations" / "how_far.png")
     return res
 
 
@@ -172,7 +170,7 @@ def plot_how_far(res, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="How far each method goes: HeatmapNet schedules and the regression "
+    p = ArgumentParser(description="How far each method goes: HeatmapNet schedules and the regression "
                                 "ladder (spec head -> ... -> RLE), over seeds, through the run store.")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="every run of the study")
@@ -185,7 +183,8 @@ def main(argv=None):
     set_threads(args.threads)
     kp_dir = resolve_keypoints_dir(args.data_dir)
     with results_lock(args.out_dir, "how_far.py"):
-        res = how_far(kp_dir, args.out_dir, args.seeds, args.precision, args.jobs, args.partial)
+        res = how_far(Store(args.out_dir, kp_dir, train_recipe, jobs=args.jobs, partial=args.partial), args.seeds,
+                      args.precision)
         if res is None:
             print("[how_far] not every run is stored yet (--partial); nothing written")
             return 1
@@ -198,4 +197,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -271,7 +271,11 @@ def load_checkpoint(path, map_location="cpu", method=None, made_by="python probl
         raise UsageError(f"{path} holds a '{cfg['method']}' model ({cfg.get('class', '?')}), expected '{method}'; "
                          f"put the right file there or rerun `{made_by}`")
     kwargs = {k: v for k, v in cfg.items() if k not in ("method", "class")}
-    model = build_model(cfg["method"], **kwargs)
+    try:
+        model = build_model(cfg["method"], **kwargs)
+    except (TypeError, ValueError) as e:  # an option the constructor does not take, or a value it refuses
+        raise UsageError(f"{path}: its config {kwargs} does not build a '{cfg['method']}' model ({e}); "
+                         f"rerun `{made_by}`") from None
     if cfg.get("class", type(model).__name__) != type(model).__name__:
         raise UsageError(f"{path}: class {cfg['class']} does not match method '{cfg['method']}'")
     try:

@@ -5,15 +5,13 @@ at that dotted path, key px); a placeholder with no value stops the script, nami
 PCK (a metric named 'pck...') to 3; "-0.61 [-0.80, -0.41]" is a mean difference paired by seed with its 95 %
 t-interval, a trailing ° marks one that includes 0 (within seed noise).
 """
-import argparse
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from baseline import ABLATION_METRICS, CATEGORIES, DEFAULT_VARIANT
-from common import RESULTS_DIR, machine_label, main_time, read_json
+from common import ArgumentParser, RESULTS_DIR, UsageError, machine_label, main_time, read_json, run_cli, write_text
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
 from study import READOUTS
@@ -29,11 +27,24 @@ FILES = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "abl
          "best": "best/heatmap_model_test_metrics.json", "best_log": "best/training_log.json"}
 
 
+class Results(dict):
+    """The results by FILES key, remembering which files a placeholder read (named when a value is missing or of the
+    wrong type)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read = []
+
+    def __getitem__(self, key):
+        self.read.append(key)
+        return super().__getitem__(key)
+
+
 def load_results(results_dir=RESULTS_DIR):
     """Each results JSON that exists, by its FILES key, and stored_runs: how many runs results/runs holds."""
     d = Path(results_dir)
-    return {**{k: read_json(d / f) for k, f in FILES.items() if (d / f).exists()},
-            "stored_runs": len(list((d / "runs").glob("*/run.json")))}
+    return Results({**{k: read_json(d / f) for k, f in FILES.items() if (d / f).exists()},
+                    "stored_runs": len(list((d / "runs").glob("*/run.json")))})
 
 
 # formatting; a missing value raises KeyError, which render() reports with the placeholder's name
@@ -268,18 +279,22 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
 
 def render(text, results, where="template"):
     """The template with every {{placeholder}} filled; a placeholder without a value stops, naming it."""
+    results = results if isinstance(results, Results) else Results(results)
+
     def fill(m):
         kind, *args = m.group(1).split(":")
+        results.read.clear()
         try:
             return KINDS[kind](results, *args)
-        except (KeyError, StopIteration) as e:  # a value the JSON lacks; any other error is a bug: traceback
-            raise SystemExit(f"{where}: no value for {{{{{m.group(1)}}}}} ({type(e).__name__}: {e}); run the "
-                             "script that writes it, or fix the name") from None
+        except (KeyError, StopIteration, TypeError, ValueError, AttributeError, IndexError) as e:  # the JSON lacks it
+            files = ", ".join(dict.fromkeys(FILES[k] for k in results.read if k in FILES)) or "?"
+            raise UsageError(f"{where}: no value for {{{{{m.group(1)}}}}} ({type(e).__name__}: {e}) in results/"
+                             f"{files}; rerun the script that writes it, or fix the name") from None
     return SLOT.sub(fill, text)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Write (or --check) report.md and README.md from their templates.")
+    p = ArgumentParser(description="Write (or --check) report.md and README.md from their templates.")
     p.add_argument("--check", action="store_true", help="exit 1 if a document differs from what the JSON gives")
     args = p.parse_args(argv)
     results = load_results()
@@ -289,10 +304,10 @@ def main(argv=None):
         print(f"out of date: {', '.join(d.name for d in stale)}; run `python problem2/report.py`")
         return 1
     for doc in stale:
-        doc.write_text(new[doc])
+        write_text(doc, new[doc])
     print(("checked" if args.check else "written") + ": " + ", ".join(d.name for d in DOCS.values()))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

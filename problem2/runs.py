@@ -11,13 +11,15 @@ numbers depend on its thread count, so `jobs` runs with T threads each equal seq
 """
 import functools
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from common import (UsageError, code_version, fmt_time, job_results, jobs_used, machine_info,
-                    pick_device, read_json, recipe_key, results_lock, write_json)
-from dataset import data_fingerprint, load_split
+from common import (UsageError, code_version, fmt_time, job_results, jobs_used, machine_info, pick_device, read_json,
+                    recipe_key, results_lock, write_json)
+from dataset import annotations_sha256, load_split, shifted_test_dir
 from evaluate import default_decoder, predict_all_decoders, summarize
 from model import load_checkpoint, target_of
 
@@ -40,8 +42,8 @@ def run_dir_of(runs_root, recipe):
 
 
 def eval_key(kp_dir, shifted_dir):
-    return {"version": EVAL_VERSION, "test": data_fingerprint(kp_dir)["annotations_sha256"],
-            "shifted": data_fingerprint(shifted_dir)["annotations_sha256"] if shifted_dir else None}
+    return {"version": EVAL_VERSION, "test": annotations_sha256(kp_dir),
+            "shifted": annotations_sha256(shifted_dir) if shifted_dir else None}
 
 
 def evaluate_run(rdir, recipe, kp_dir, shifted_dir=None, device="cpu"):
@@ -59,22 +61,41 @@ def evaluate_run(rdir, recipe, kp_dir, shifted_dir=None, device="cpu"):
     return ev
 
 
-def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cpu", log=print, need_checkpoints=False,
-               force=False):
+@dataclass
+class Store:
+    """One script's use of the run store: where runs live (<out_dir>/runs), the data they train and are scored on, how
+    a missing run is trained (train.train_recipe), and how: device, `jobs` side by side, force (retrain stored runs),
+    partial (collect records what is stored and trains nothing), log."""
+    out_dir: Path
+    kp_dir: Path
+    train_fn: Callable
+    shifted_dir: Path | None = None  # the translation test set every run is also scored on (None: not scored)
+    device: str = "auto"
+    jobs: int = 1
+    force: bool = False
+    partial: bool = False
+    log: Callable | None = print
+
+    @property
+    def root(self):
+        return Path(self.out_dir) / "runs"
+
+
+def ensure_run(recipe, store, need_checkpoints=False):
     """(run_dir, run.json, eval.json) of `recipe`: reused when stored with the identical recipe and eval key (and, with
-    need_checkpoints, its checkpoints on disk), else (or with force) trained with train_fn (train.train_recipe) and/or
-    evaluated now. Holds the run folder's lock, so one run is never trained twice at once."""
-    rdir, key = run_dir_of(runs_root, recipe), eval_key(kp_dir, shifted_dir)
+    need_checkpoints, its checkpoints on disk), else (or with store.force) trained with store.train_fn and/or evaluated
+    now. Holds the run folder's lock, so one run is never trained twice at once."""
+    rdir, key, log = run_dir_of(store.root, recipe), eval_key(store.kp_dir, store.shifted_dir), store.log
     with results_lock(rdir, "runs.ensure_run"):
         info, ev = read_stored(rdir)
         files = [CHECKPOINT] + ["heatmap_snapshots.pt"] * (recipe["target"]["type"] == "heatmap")  # train.py copies
         have_ckpts = all((rdir / f).exists() for f in files)
         stored = info.get("recipe") == recipe
-        if stored and not force and ev.get("eval_key") == key and (have_ckpts or not need_checkpoints):
+        if stored and not store.force and ev.get("eval_key") == key and (have_ckpts or not need_checkpoints):
             log(f"[runs] {rdir.name}: reusing (same recipe, already evaluated)")
             return rdir, info, ev
-        if force or not (stored and have_ckpts):
-            why = ("--force" if stored and force else "no stored run with this recipe" if not stored else
+        if store.force or not (stored and have_ckpts):
+            why = ("--force" if stored and store.force else "no stored run with this recipe" if not stored else
                    f"its checkpoints (gitignored) are not on this machine and "
                    f"{'they are needed' if need_checkpoints else 'its evaluation is missing or outdated'}. Its stored "
                    f"numbers may change (CPU kernels and thread counts differ between machines): regenerate every "
@@ -83,12 +104,11 @@ def ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir=None, device="cp
             for f in ("run.json", "eval.json"):  # until trained and evaluated, a stored file would describe another
                 (rdir / f).unlink(missing_ok=True)  # training (resume.pth lets a killed run continue)
             version = code_version()  # of the code this process runs, read before training starts
-            history = train_fn(recipe, kp_dir, rdir, recipe_key(recipe), device, CHECKPOINT,
-                               log=lambda line: log(f"  {rdir.name} {line}"), resume_path=rdir / "resume.pth")
-            info = {"recipe": recipe, "history": history, "machine": machine_info(device, recipe["precision"]),
+            history = store.train_fn(recipe, store.kp_dir, rdir, store.device, lambda line: log(f"  {rdir.name} {line}"))
+            info = {"recipe": recipe, "history": history, "machine": machine_info(store.device, recipe["precision"]),
                     "code_version": version}
             write_json(rdir / "run.json", info)
-        ev = evaluate_run(rdir, recipe, kp_dir, shifted_dir, device)
+        ev = evaluate_run(rdir, recipe, store.kp_dir, store.shifted_dir, store.device)
         write_json(rdir / "eval.json", ev)
         return rdir, info, ev
 
@@ -100,33 +120,32 @@ def read_stored(rdir):
 
 def _worker(task, live_log=None):
     """One ensure_run; its log lines are printed live (sequential) or collected (worker process)."""
-    recipe, kp_dir, runs_root, train_fn, shifted_dir, device, need_checkpoints, force = task
+    recipe, store, need_checkpoints = task
     lines = []
     log = lines.append if live_log is None else (lambda s: (lines.append(s), live_log(s)))
     try:
-        _, info, ev = ensure_run(recipe, kp_dir, runs_root, train_fn, shifted_dir, device, log, need_checkpoints, force)
+        _, info, ev = ensure_run(recipe, replace(store, log=log), need_checkpoints)
     except UsageError as e:
         return recipe, None, None, str(e), lines
     return recipe, info, ev, None, lines
 
 
-def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, device="auto", log=print,
-             need_checkpoints=False, force=False):
-    """ensure_run for every recipe (duplicates by key run once), in `jobs` processes with the CPU threads
+def run_many(recipes, store, need_checkpoints=False):
+    """ensure_run for every recipe (duplicates by key run once), in store.jobs processes with the CPU threads
     split between them; results equal a sequential run with the same threads per run (each is seeded by its recipe).
     Returns {recipe key: (run.json, eval.json)} and prints progress with an ETA for the whole batch."""
-    device = pick_device(device)
+    log = store.log
+    store = replace(store, device=pick_device(store.device), log=None)  # what goes to a worker: picklable
     code_version()  # cached at start (see common.code_version)
     unique = {recipe_key(r): r for r in recipes}
-    tasks = [(r, Path(kp_dir), Path(runs_root), train_fn, shifted_dir and Path(shifted_dir), device, need_checkpoints,
-              force) for r in unique.values()]
+    tasks = [(r, store, need_checkpoints) for r in unique.values()]
     out, t0, trained = {}, time.time(), []
-    jobs = jobs_used(jobs, len(tasks))  # as job_results runs them; in this process log lines go through `log` live
+    jobs = jobs_used(store.jobs, len(tasks))  # as job_results runs them; in this process log lines go through `log` live
     fn = functools.partial(_worker, live_log=log if jobs == 1 else functools.partial(print, flush=True))
     with job_results(fn, tasks, jobs) as results:
         for i, (recipe, info, ev, error, lines) in enumerate(results, 1):
             if info is None:
-                raise UsageError(error.removeprefix("error: "))
+                raise UsageError(error)
             out[recipe_key(recipe)] = (info, ev)
             if any(": training (" in line for line in lines):
                 trained.append(info["history"]["train_seconds"])
@@ -137,17 +156,19 @@ def run_many(recipes, kp_dir, runs_root, train_fn, shifted_dir=None, jobs=1, dev
     return out
 
 
-def collect(recipes, kp_dir, runs_root, train_fn, shifted_dir, jobs=1, partial=False, log=print, device="auto",
-            force=False):
-    """{label: (run.json, eval.json)} for {label: recipe}, trained/reused through run_many (with partial, only what is
-    stored); None for a recipe with no run stored and evaluated with the current eval key."""
-    if partial:
-        log("[runs] --partial: recording the stored runs, training none")
+def collect(recipes, store):
+    """{label: (run.json, eval.json)} for {label: recipe}, trained/reused through run_many (with store.partial, only
+    what is stored), every run scored on the translation test set too (store.shifted_dir, default
+    dataset.shifted_test_dir(), shared by every study); None for a recipe with no run stored and evaluated with the
+    current eval key."""
+    store = replace(store, shifted_dir=store.shifted_dir or shifted_test_dir())
+    if store.partial:
+        store.log("[runs] --partial: recording the stored runs, training none")
     else:
-        run_many(list(recipes.values()), kp_dir, runs_root, train_fn, shifted_dir, jobs, device, log, force=force)
-    key, out = eval_key(kp_dir, shifted_dir), {}
+        run_many(list(recipes.values()), store)
+    key, out = eval_key(store.kp_dir, store.shifted_dir), {}
     for label, recipe in recipes.items():
-        info, ev = read_stored(run_dir_of(runs_root, recipe))
+        info, ev = read_stored(run_dir_of(store.root, recipe))
         out[label] = (info, ev) if info.get("recipe") == recipe and ev.get("eval_key") == key else None
     return out
 

@@ -10,30 +10,23 @@ nothing and writes each study from the runs stored). study_results.json holds a 
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32).
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
-import argparse
-import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from codec import HAND_LOSSES
-from common import (RESULTS_DIR, fmt_time, paired_by_seed, paired_metrics, plt, positive,
-                    read_json, results_lock, save_figure, set_threads, write_json)
+from common import (ArgumentParser, RESULTS_DIR, fmt_time, paired_by_seed, paired_metrics, plt, positive, read_json,
+                    results_lock, run_cli, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, figure_centre, load_split, resolve_keypoints_dir, shifted_test_dir
 from evaluate import hand_gap, summarize
 from model import build_model
 import train
-from runs import ROW_METRICS, STUDY_PRECISION, collect, run_row
+from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, run_row
 
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss")
-
-
-def collect_runs(recipes, kp_dir, results_dir, jobs=1, partial=False, log=print, shifted_dir=None):
-    """runs.collect in results_dir/runs, evaluated on the shifted test set (default: dataset.shifted_test_dir())."""
-    return collect(recipes, kp_dir, results_dir / "runs", train.train_recipe, shifted_dir or shifted_test_dir(), jobs,
-                   partial, log)
 
 
 # readout -> (method row, what changes from the row above it / what it isolates)
@@ -80,13 +73,14 @@ def reference_rows(kp_dir, shifted_dir):
     return out
 
 
-def study_readouts(kp_dir, results_dir, seeds=(0, 1, 2), jobs=1, precision=STUDY_PRECISION, partial=False,
-                   log=print, epochs=train.DEFAULTS["epochs"], shifted_dir=None):
-    """Train (or reuse) every readout x seed and return the "readouts" section (schema in the module docstring)."""
-    data, shifted = data_fingerprint(kp_dir), shifted_dir or shifted_test_dir()
-    recipes = {(r, s): train.make_recipe(READOUTS[r][0], data, s, epochs, precision=precision)
+def study_readouts(store, seeds=(0, 1, 2), precision=STUDY_PRECISION, epochs=train.DEFAULTS["epochs"]):
+    """Train (or reuse) every readout x seed through the run store (runs.Store) and return the "readouts" section
+    (schema in the module docstring); its figure goes to <store.out_dir>/visualizations."""
+    store = replace(store, shifted_dir=store.shifted_dir or shifted_test_dir())
+    kp_dir, shifted, data = store.kp_dir, store.shifted_dir, data_fingerprint(store.kp_dir)
+    recipes = {(r, s): train.make_recipe(READOUTS[r][0], data, seed=s, epochs=epochs, precision=precision)
                for r in READOUTS for s in seeds}
-    stored = collect_runs(recipes, kp_dir, results_dir, jobs, partial, log, shifted)
+    stored = collect(recipes, store)
     section = {"precision": precision, "seeds": list(seeds), "readouts": {},
                "references": reference_rows(kp_dir, shifted)}
     for r, (method, isolates) in READOUTS.items():
@@ -99,7 +93,7 @@ def study_readouts(kp_dir, results_dir, seeds=(0, 1, 2), jobs=1, precision=STUDY
                         for a, b, question in STEPS]
     section["shift"] = {r: paired_by_seed(rows[r], rows[r], ROW_METRICS["px"], ROW_METRICS["px_shifted"])[1]
                         for r in READOUTS}
-    plot_readouts(section, results_dir / "visualizations")
+    plot_readouts(section, Path(store.out_dir) / "visualizations")
     return section
 
 
@@ -139,13 +133,13 @@ def plot_readouts(section, vis_dir):
     save_figure(fig, vis_dir / "study_readouts.png")
 
 
-def study_hand_loss(kp_dir, results_dir, seeds, jobs=1, partial=False, log=print, epochs=train.DEFAULTS["epochs"]):
+def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
     """The symmetric hand loss (train.py --hand-loss symmetric) on the faithful labels, for the three methods
     over seeds, next to the strict loss of the same recipe (run store, fp32)."""
-    data = data_fingerprint(kp_dir)
-    recipes = {(m, loss, s): train.make_recipe(m, data, s, epochs, hand_loss=loss, precision=STUDY_PRECISION)
+    kp_dir, data = store.kp_dir, data_fingerprint(store.kp_dir)
+    recipes = {(m, loss, s): train.make_recipe(m, data, seed=s, epochs=epochs, hand_loss=loss, precision=STUDY_PRECISION)
                for m in METHODS for loss in HAND_LOSSES for s in seeds}
-    got = collect_runs(recipes, kp_dir, results_dir, jobs, partial, log)
+    got = collect(recipes, store)
     rows = {}
     for (m, loss, s), run in got.items():
         if run is not None:
@@ -160,7 +154,7 @@ def study_hand_loss(kp_dir, results_dir, seeds, jobs=1, partial=False, log=print
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study, "
+    p = ArgumentParser(description="Why heatmaps beat regression, measured: the controlled readout study, "
                                 "the symmetric hand loss.")
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -176,9 +170,9 @@ def main(argv=None):
     set_threads(args.threads)
     results_dir, kp_dir = args.out_dir, resolve_keypoints_dir(args.data_dir)
     json_path = results_dir / "study_results.json"
-    run = dict(jobs=args.jobs, partial=args.partial)
-    fns = {"readouts": lambda: study_readouts(kp_dir, results_dir, args.seeds, precision=args.precision, **run),
-           "hand_loss": lambda: study_hand_loss(kp_dir, results_dir, args.seeds, **run)}
+    store = Store(results_dir, kp_dir, train.train_recipe, jobs=args.jobs, partial=args.partial)
+    fns = {"readouts": lambda: study_readouts(store, args.seeds, args.precision),
+           "hand_loss": lambda: study_hand_loss(store, args.seeds)}
     with results_lock(results_dir, "study.py"):
         results = {k: v for k, v in read_json(json_path, "python problem2/study.py", default={}).items() if k in STUDIES}
         for study in args.studies:
@@ -189,4 +183,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

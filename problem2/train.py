@@ -9,56 +9,75 @@ val_loss, val_px_error in image px, provenance), the heatmap run's heatmap_snaps
 "val_px_error", "seconds"}], "best_epoch", ..., "machine"}}), so an interrupted run never replaces the last complete
 one. The committed problem2/results/ takes only the committed recipe and data (--replace-results overrides).
 """
-import argparse
 import inspect
 import math
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from codec import HAND_LOSSES, LOSSES, REFINE_DEFAULT, decode, keypoint_loss
-from common import (RESULTS_DIR, UsageError, atomic_write_bytes, autocast, code_version, fmt_time, jobs_used,
-                    machine_info, pick_device, pick_precision, positive, prepare_input, recipe_key,
-                    record_timing, refuse_to_replace_the_deliverable, results_lock, set_seed, set_threads, torch_load,
-                    torch_save, write_json)
+from common import (ArgumentParser, RESULTS_DIR, UsageError, atomic_write_bytes, autocast, code_version, device_arg,
+                    fmt_time, jobs_used, machine_info, pick_device, pick_precision, positive, prepare_input, recipe_key,
+                    record_timing, refuse_to_replace_the_deliverable, results_lock, run_cli, set_seed, set_threads,
+                    torch_load, torch_save, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir, shifted_test_dir
 from model import LIKELIHOOD_METHODS, METHODS, build_model, model_config, run_model, save_checkpoint, target_of
-from runs import CHECKPOINT, read_stored, run_dir_of, run_many
+from runs import CHECKPOINT, Store, read_stored, run_dir_of, run_many
 
-# defaults (the spec recipe); every one is a CLI flag
+# defaults (the spec recipe): every option of make_recipe, each a CLI flag of train.py
 TRAIN_METHODS = ("heatmap", "regression")  # the assignment's two networks
 SCHEDULES = ("constant", "cosine")
-DEFAULTS = dict(epochs=30, batch_size=32, lr=1e-3, seed=0, heatmap_size=64, sigma=2.0, hand_loss="strict",
-                snapshot_epochs=(1, 5, 10, 20, 30), num_snapshot_images=4)
+DEFAULTS = dict(seed=0, epochs=30, lr=1e-3, batch_size=32, heatmap_size=64, sigma=2.0, hand_loss="strict",
+                canonical_hands=False, num_train=None, precision="fp32", model_kwargs=None, loss="mse",
+                schedule="constant")
+SNAPSHOT_EPOCHS, NUM_SNAPSHOT_IMAGES = (1, 5, 10, 20, 30), 4  # heatmap_snapshots.pt: val predictions while training
 
 
-def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", precision="fp32",
-        ckpt_path=None, ckpt_extra=None, on_epoch_end=None, name=None, log=print, hand_loss="strict",
-        resume_path=None, loss="mse", schedule="constant"):
-    """The one training loop: keypoint_loss(outputs, targets, hand_loss, loss), Adam(lr); schedule='cosine' sets
-    epoch e's rate to lr * (1 + cos(pi * (e - 1) / num_epochs)) / 2. After each epoch: validation, the checkpoint
-    with the lowest val loss to ckpt_path, on_epoch_end(epoch, val_outputs). resume_path: the training state after
-    every epoch; called again, fit continues after the last finished epoch to an uninterrupted run's weights;
-    deleted at the end. Returns the history."""
-    name, model = name or model_config(model)["method"], model.to(device).to(memory_format=torch.channels_last)
+@dataclass
+class TrainIO:
+    """Where and how one training runs; none of it changes the trained numbers (those are the recipe's)."""
+    out_dir: Path = RESULTS_DIR
+    ckpt_name: str | None = None  # the best checkpoint's file in out_dir (train_*_model: <method>_model.pth)
+    device: str = "cpu"
+    log: Callable = print
+    provenance: dict | None = None  # run id, recipe, code version: stored in the checkpoint
+    resume_path: Path | None = None  # the training state after every epoch, so a killed run continues
+
+
+def fit(model, train_loader, val_loader, recipe=None, io=None, on_epoch_end=None):
+    """The one training loop over recipe["epochs"] (a make_recipe dict; None: DEFAULTS): keypoint_loss(outputs,
+    targets, hand_loss, loss), Adam(lr); schedule='cosine' sets epoch e's rate to lr * (1 + cos(pi * (e - 1) /
+    epochs)) / 2. After each epoch: validation, the checkpoint with the lowest val loss to io.out_dir/io.ckpt_name
+    (when named), on_epoch_end(epoch, val_outputs). io.resume_path: the training state after every epoch; called
+    again, fit continues after the last finished epoch to an uninterrupted run's weights; deleted at the end. Returns
+    the history."""
+    recipe, io = {**DEFAULTS, **(recipe or {})}, io or TrainIO()
+    num_epochs, lr, device, log = recipe["epochs"], recipe["lr"], io.device, io.log
+    name, model = model_config(model)["method"], model.to(device).to(memory_format=torch.channels_last)
+    ckpt_path = Path(io.out_dir) / io.ckpt_name if io.ckpt_name else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    identity = {"recipe": (ckpt_extra or {}).get("provenance", {}).get("recipe"), "model": model_config(model)}
-    history, done_seconds = load_training_state(resume_path, identity, model, opt, train_loader, ckpt_path, log, name)
+    identity = {"recipe": (io.provenance or {}).get("recipe"), "model": model_config(model)}
+    history, done_seconds = load_training_state(io, ckpt_path, identity, model, opt, train_loader)
     t_start = time.time() - done_seconds
-    flow = getattr(model, "flow", None)  # RLE's residual density (loss='rle'), trained with the model
     for epoch in range(len(history["epochs"]) + 1, num_epochs + 1):
         t0 = time.time()
         for group in opt.param_groups:  # a function of the epoch alone, so a resumed run needs no scheduler state
-            group["lr"] = lr if schedule == "constant" else lr * (1 + math.cos(math.pi * (epoch - 1) / num_epochs)) / 2
-        train_loss = train_epoch(model, train_loader, opt, device, precision, hand_loss, loss, flow)
+            group["lr"] = (lr if recipe["schedule"] == "constant" else
+                           lr * (1 + math.cos(math.pi * (epoch - 1) / num_epochs)) / 2)
+        train_loss = train_epoch(model, train_loader, opt, recipe, device)
         if not math.isfinite(train_loss):
-            raise FloatingPointError(f"[{name}] non-finite training loss at epoch {epoch}; stopping. The last good "
-                                     f"checkpoint stays at {ckpt_path}; try a lower --lr or --precision fp32.")
-        val_out, val_loss, val_px = validation(model, val_loader, device, precision, hand_loss, loss, flow)
+            kept = (f"; the best checkpoint so far (epoch {history['best_epoch']}) stays at {ckpt_path}"
+                    if ckpt_path is not None and history["best_epoch"] is not None else "")
+            raise UsageError(f"[{name}] the training loss became non-finite at epoch {epoch} (lr {lr:g}, "
+                             f"{recipe['precision']}): try a lower --lr"
+                             f"{'' if recipe['precision'] == 'fp32' else ' or --precision fp32'}{kept}")
+        val_out, val_loss, val_px = validation(model, val_loader, recipe, device)
         seconds = time.time() - t0
         history["epochs"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                   "val_px_error": val_px, "seconds": seconds})
@@ -67,32 +86,42 @@ def fit(model, train_loader, val_loader, num_epochs=30, lr=1e-3, device="cpu", p
             history.update(best_epoch=epoch, best_val_loss=val_loss, best_val_px_error=val_px)
             if ckpt_path is not None:
                 save_checkpoint(ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
-                                **(ckpt_extra or {}))
+                                data=checkpoint_data(model, val_loader.dataset),
+                                **({"provenance": io.provenance} if io.provenance else {}))
         if on_epoch_end is not None:  # before the resume state: a resumed run has this epoch's snapshot
             on_epoch_end(epoch, val_out)
-        if resume_path is not None:
-            torch_save(resume_path, {"identity": identity, "threads": torch.get_num_threads(),
-                                     "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
-                                     "seconds": time.time() - t_start, "rng": torch.get_rng_state(),
-                                     "shuffle_rng": train_loader.generator.get_state()})
+        if io.resume_path is not None:
+            torch_save(io.resume_path, {"identity": identity, "threads": torch.get_num_threads(),
+                                        "model": model.state_dict(), "opt": opt.state_dict(), "history": history,
+                                        "seconds": time.time() - t_start, "rng": torch.get_rng_state(),
+                                        "shuffle_rng": train_loader.generator.get_state()})
         eta = fmt_time((time.time() - t_start) / epoch * (num_epochs - epoch))
         log(f"[{name}] epoch {epoch:>2}/{num_epochs}  train {train_loss:.3e}  val {val_loss:.3e}  val px err "
             f"{val_px:6.2f}{' *' if best else '  '}  {seconds:5.1f}s  ETA {eta}")
     history["train_seconds"] = time.time() - t_start
     history["images_per_second"] = len(train_loader.dataset) * num_epochs / history["train_seconds"]
-    if resume_path is not None:
-        Path(resume_path).unlink(missing_ok=True)
+    if io.resume_path is not None:
+        Path(io.resume_path).unlink(missing_ok=True)
     return history
 
 
-def train_epoch(model, loader, opt, device, precision, hand_loss, loss, flow):
-    """One pass over `loader` with Adam steps; returns the mean batch loss (one device sync per epoch)."""
+def checkpoint_data(model, val_ds):
+    """The target settings a checkpoint records (evaluate.py scores it with the same hand labels)."""
+    if target_of(model) == "heatmap":
+        return {"sigma": val_ds.sigma, "hm_size": val_ds.heatmap_size, "canonical_hands": val_ds.canonical_hands}
+    return {"canonical_hands": val_ds.canonical_hands}
+
+
+def train_epoch(model, loader, opt, recipe, device="cpu"):
+    """One pass over `loader` with Adam steps (recipe's precision, hand_loss and loss; RLE's flow, a model attribute,
+    trains with it); returns the mean batch loss (one device sync per epoch)."""
     model.train()
     loss_sum, n_batches = torch.zeros((), device=device), 0
     for images, targets in loader:
-        with autocast(device, precision):
+        with autocast(device, recipe["precision"]):
             out = model(prepare_input(images, device))
-        batch_loss = keypoint_loss(out, targets.to(device), hand_loss, loss, flow)
+        batch_loss = keypoint_loss(out, targets.to(device), recipe["hand_loss"], recipe["loss"],
+                                   getattr(model, "flow", None))
         opt.zero_grad(set_to_none=True)
         batch_loss.backward()
         opt.step()
@@ -101,33 +130,35 @@ def train_epoch(model, loader, opt, device, precision, hand_loss, loss, flow):
     return float(loss_sum) / n_batches
 
 
-def validation(model, val_loader, device, precision, hand_loss, loss, flow):
+def validation(model, val_loader, recipe, device="cpu"):
     """(outputs, loss, mean px error in image px with the default decoder) of `model` on the val split."""
     ds = val_loader.dataset
-    val_out = run_model(model, val_loader, device, precision)
+    val_out = run_model(model, val_loader, device, recipe["precision"])
     with torch.no_grad():
-        val_loss = float(keypoint_loss(val_out.to(device), ds.targets.to(device), hand_loss, loss, flow))
+        val_loss = float(keypoint_loss(val_out.to(device), ds.targets.to(device), recipe["hand_loss"], recipe["loss"],
+                                       getattr(model, "flow", None)))
     val_px = float((decode(target_of(model), val_out, REFINE_DEFAULT) - ds.keypoints).norm(dim=-1).mean())
     return val_out, val_loss, val_px
 
 
-def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_path=None, log=print, name=""):
-    """(history, seconds trained so far) for fit: a fresh start, or the state in resume_path restored into model, opt
-    and RNGs when it was written for the same recipe and model and its best checkpoint is still there (bit-identical
-    to an uninterrupted run with the same thread count on CPU)."""
+def load_training_state(io, ckpt_path, identity, model, opt, train_loader):
+    """(history, seconds trained so far) for fit: a fresh start, or the state in io.resume_path restored into model,
+    opt and RNGs when it was written for the same recipe and model and its best checkpoint is still there
+    (bit-identical to an uninterrupted run with the same thread count on CPU)."""
     fresh = {"epochs": [], "best_epoch": None, "best_val_loss": math.inf}, 0.0
+    resume_path, name = io.resume_path, model_config(model)["method"]
     if resume_path is None or not Path(resume_path).exists():
         return fresh
     try:
         state = torch_load(resume_path)
     except UsageError as e:
-        log(f"[{name}] {e}; starting from epoch 1")
+        io.log(f"[{name}] {e}; starting from epoch 1")
         return fresh
     why = ("it belongs to another recipe or model" if state.get("identity") != identity else
            "the best checkpoint written before it is gone"
            if state["history"]["best_epoch"] is not None and ckpt_path and not Path(ckpt_path).exists() else None)
     if why:
-        log(f"[{name}] not resuming from {resume_path}: {why}; starting from epoch 1")
+        io.log(f"[{name}] not resuming from {resume_path}: {why}; starting from epoch 1")
         return fresh
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
@@ -136,24 +167,22 @@ def load_training_state(resume_path, identity, model, opt, train_loader, ckpt_pa
     threads = "" if state["threads"] == torch.get_num_threads() else (
         f"; it ran with {state['threads']} threads, now {torch.get_num_threads()}: the weights may differ in the last "
         f"digits from an uninterrupted run")
-    log(f"[{name}] resuming after epoch {len(state['history']['epochs'])} ({resume_path}){threads}")
+    io.log(f"[{name}] resuming after epoch {len(state['history']['epochs'])} ({resume_path}){threads}")
     history = state["history"]
     history.setdefault("resumed_after_epochs", []).append(len(history["epochs"]))
     return history, state["seconds"]
 
 
-def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
-                        precision="fp32", lr=DEFAULTS["lr"], snapshot_epochs=DEFAULTS["snapshot_epochs"],
-                        num_snapshot_images=DEFAULTS["num_snapshot_images"], ckpt_name="heatmap_model.pth",
-                        log=print, hand_loss="strict", provenance=None, resume_path=None, loss="mse",
-                        schedule="constant"):
-    """Train HeatmapNet on Gaussian heatmap targets (MSE); best-by-val-loss checkpoint to out_dir/ckpt_name;
-    predicted heatmaps of the first few val images at snapshot_epochs (and the last) to
-    out_dir/heatmap_snapshots.pt. A resumed run keeps the snapshots of the epochs it had finished."""
-    ds, snap_path = val_loader.dataset, Path(out_dir) / "heatmap_snapshots.pt"
-    n = min(num_snapshot_images, len(ds))
-    snap_epochs = set(snapshot_epochs) | {num_epochs} if snapshot_epochs else set()
-    old = torch_load(snap_path) if snap_path.exists() and snap_epochs else {"epochs": [], "heatmaps": []}
+def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, recipe=None, io=None):
+    """Train HeatmapNet on Gaussian heatmap targets (MSE) for num_epochs (the rest of the recipe: DEFAULTS or
+    `recipe`); best-by-val-loss checkpoint to io.out_dir/heatmap_model.pth (or io.ckpt_name); predicted heatmaps of
+    the first few val images at SNAPSHOT_EPOCHS (and the last) to io.out_dir/heatmap_snapshots.pt. A resumed run keeps
+    the snapshots of the epochs it had finished."""
+    io = replace(io or TrainIO(), ckpt_name=(io and io.ckpt_name) or "heatmap_model.pth")
+    ds, snap_path = val_loader.dataset, Path(io.out_dir) / "heatmap_snapshots.pt"
+    n = min(NUM_SNAPSHOT_IMAGES, len(ds))
+    snap_epochs = set(SNAPSHOT_EPOCHS) | {num_epochs}
+    old = torch_load(snap_path) if snap_path.exists() else {"epochs": [], "heatmaps": []}
     by_epoch = {e: h for e, h in zip(old["epochs"], old["heatmaps"]) if e in snap_epochs}
 
     def on_epoch_end(epoch, val_out):
@@ -162,23 +191,17 @@ def train_heatmap_model(model, train_loader, val_loader, num_epochs=30, out_dir=
             kept = sorted(e for e in by_epoch if e <= epoch)
             torch_save(snap_path, {"epochs": kept, "heatmaps": torch.stack([by_epoch[e] for e in kept]),
                                    "images": ds.images[:n].clone(), "keypoints": ds.keypoints[:n].clone(),
-                                   "run_id": (provenance or {}).get("run_id")})
+                                   "run_id": (io.provenance or {}).get("run_id")})
 
-    extra = {"data": {"sigma": ds.sigma, "hm_size": ds.heatmap_size, "canonical_hands": ds.canonical_hands},
-             **({"provenance": provenance} if provenance else {})}
-    return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, on_epoch_end, log=log, hand_loss=hand_loss, resume_path=resume_path, loss=loss, schedule=schedule)
+    return fit(model, train_loader, val_loader, {**(recipe or {}), "epochs": num_epochs}, io, on_epoch_end)
 
 
-def train_regression_model(model, train_loader, val_loader, num_epochs=30, out_dir=RESULTS_DIR, device="cpu",
-                           precision="fp32", lr=DEFAULTS["lr"], ckpt_name="regression_model.pth", log=print,
-                           hand_loss="strict", provenance=None, resume_path=None, loss="mse", schedule="constant"):
-    """Train RegressionNet (or any coordinate-target model) on unit [0, 1] coordinates (MSE); best-by-val-loss
-    checkpoint to out_dir/ckpt_name."""
-    extra = {"data": {"canonical_hands": val_loader.dataset.canonical_hands},
-             **({"provenance": provenance} if provenance else {})}
-    return fit(model, train_loader, val_loader, num_epochs, lr, device, precision, Path(out_dir) / ckpt_name,
-               extra, log=log, hand_loss=hand_loss, resume_path=resume_path, loss=loss, schedule=schedule)
+def train_regression_model(model, train_loader, val_loader, num_epochs=30, recipe=None, io=None):
+    """Train RegressionNet (or any coordinate-target model) on unit [0, 1] coordinates (MSE) for num_epochs (the rest
+    of the recipe: DEFAULTS or `recipe`); best-by-val-loss checkpoint to io.out_dir/regression_model.pth (or
+    io.ckpt_name)."""
+    io = replace(io or TrainIO(), ckpt_name=(io and io.ckpt_name) or "regression_model.pth")
+    return fit(model, train_loader, val_loader, {**(recipe or {}), "epochs": num_epochs}, io)
 
 
 def loss_misfit(method, loss):
@@ -190,17 +213,19 @@ def loss_misfit(method, loss):
     return None
 
 
-def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], lr=DEFAULTS["lr"],
-                batch_size=DEFAULTS["batch_size"], heatmap_size=DEFAULTS["heatmap_size"], sigma=DEFAULTS["sigma"],
-                hand_loss=DEFAULTS["hand_loss"], canonical_hands=False, num_train=None, precision="fp32",
-                model_kwargs=None, loss="mse", schedule="constant"):
-    """Every argument that changes a trained model's numbers, normalised: a run's key and provenance. data:
-    dataset.data_fingerprint. Heatmap size/sigma (hm px) enter only the target of heatmap methods (the method row's
-    own values win) and constructors that take hm_size; loss and schedule only when not the spec's."""
-    row = METHODS[method]
+def make_recipe(method, data, **options):
+    """Every setting that changes a trained model's numbers, normalised: a run's key and provenance. data:
+    dataset.data_fingerprint; options: any of DEFAULTS. Heatmap size/sigma (hm px) enter only the target of heatmap
+    methods (the method row's own values win) and constructors that take hm_size; loss and schedule only when not
+    the spec's."""
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"make_recipe: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
+    o = {**DEFAULTS, **options}
+    row, loss, heatmap_size = METHODS[method], o["loss"], o["heatmap_size"]
     if loss_misfit(method, loss):
         raise ValueError(loss_misfit(method, loss))
-    model_kwargs = dict(model_kwargs or {})
+    model_kwargs = dict(o["model_kwargs"] or {})
     if method in LIKELIHOOD_METHODS:
         model_kwargs.setdefault("flow", loss == "rle")
     for name, param in inspect.signature(row["model"]).parameters.items():  # every constructor option, explicit
@@ -208,18 +233,21 @@ def make_recipe(method, data, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], 
             model_kwargs.setdefault(name, heatmap_size if name == "hm_size" else param.default)
     target = {"type": row["target"]}
     if row["target"] == "heatmap":
-        target.update({"hm_size": model_kwargs.get("hm_size", heatmap_size), "sigma": float(sigma), **row["target_kwargs"]})
+        target.update({"hm_size": model_kwargs.get("hm_size", heatmap_size), "sigma": float(o["sigma"]),
+                       **row["target_kwargs"]})
     n_avail = data["split_sizes"]["train"]
-    return {"method": method, "model": model_kwargs, "target": target, "epochs": epochs, "lr": lr,
-            "batch_size": batch_size, "seed": seed, "hand_loss": hand_loss, "canonical_hands": bool(canonical_hands),
-            "num_train": n_avail if num_train is None else min(num_train, n_avail), "precision": precision,
-            "data": data, **({"loss": loss} if loss != "mse" else {}),
-            **({"schedule": schedule} if schedule != "constant" else {})}
+    return {"method": method, "model": model_kwargs, "target": target, "epochs": o["epochs"], "lr": o["lr"],
+            "batch_size": o["batch_size"], "seed": o["seed"], "hand_loss": o["hand_loss"],
+            "canonical_hands": bool(o["canonical_hands"]),
+            "num_train": n_avail if o["num_train"] is None else min(o["num_train"], n_avail),
+            "precision": o["precision"], "data": data, **({"loss": loss} if loss != "mse" else {}),
+            **({"schedule": o["schedule"]} if o["schedule"] != "constant" else {})}
 
 
-def train_recipe(recipe, kp_dir, out_dir, run_id, device, ckpt_name, log=print, resume_path=None):
-    """Train one method with one recipe (make_recipe) into out_dir; returns fit's history."""
-    method, target = recipe["method"], recipe["target"]
+def train_recipe(recipe, kp_dir, run_dir, device="cpu", log=print):
+    """Train one method with one recipe (make_recipe) into run_dir (the run store's layout: the best checkpoint as
+    runs.CHECKPOINT, the training state as resume.pth while it trains); returns fit's history."""
+    target = recipe["target"]
     output_type = target["type"]  # 'heatmap' | 'regression', the dataset's output_type
     hm_size, sigma = target.get("hm_size", DEFAULTS["heatmap_size"]), target.get("sigma", DEFAULTS["sigma"])
     train_ds = load_split(kp_dir, "train", output_type, hm_size, sigma, recipe["canonical_hands"], recipe["num_train"])
@@ -227,14 +255,12 @@ def train_recipe(recipe, kp_dir, out_dir, run_id, device, ckpt_name, log=print, 
     train_loader = make_loader(train_ds, recipe["batch_size"], shuffle=True, seed=recipe["seed"])
     val_loader = make_loader(val_ds, 64)
     set_seed(recipe["seed"])  # each method starts from the same RNG state, whatever ran before it
-    model = build_model(method, **recipe["model"])
-    provenance = {"run_id": run_id, "recipe": recipe, "code_version": code_version(), "device": device,
+    model = build_model(recipe["method"], **recipe["model"])
+    provenance = {"run_id": recipe_key(recipe), "recipe": recipe, "code_version": code_version(), "device": device,
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    common = dict(out_dir=out_dir, device=device, precision=recipe["precision"], lr=recipe["lr"], log=log,
-                  hand_loss=recipe["hand_loss"], provenance=provenance, ckpt_name=ckpt_name, resume_path=resume_path,
-                  loss=recipe.get("loss", "mse"), schedule=recipe.get("schedule", "constant"))
+    io = TrainIO(Path(run_dir), CHECKPOINT, device, log, provenance, Path(run_dir) / "resume.pth")
     train = train_heatmap_model if output_type == "heatmap" else train_regression_model
-    return train(model, train_loader, val_loader, recipe["epochs"], **common)
+    return train(model, train_loader, val_loader, recipe["epochs"], {**DEFAULTS, **recipe}, io)
 
 
 def add_recipe_args(p):
@@ -245,16 +271,16 @@ def add_recipe_args(p):
     p.add_argument("--data-dir", default=None, help="course-layout folder (<root> or <root>/keypoints); "
                    "default: generate/use problem2/data")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (auto: CUDA when present)")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda[:N] (auto: CUDA when present)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
     p.add_argument("--threads", type=positive(int, 0), default=0, help="torch CPU threads (0: torch's default)")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train HeatmapNet and RegressionNet with the spec recipe.")
+    p = ArgumentParser(description="Train HeatmapNet and RegressionNet with the spec recipe.")
     add_recipe_args(p)
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+    p.add_argument("--seed", type=positive(int, 0), default=DEFAULTS["seed"],
                    help="seeds init, shuffling and dropout (the default dataset is always generated with seed 0)")
     p.add_argument("--num-train", type=positive(int, 1), default=None,
                    help="use only the first N training images (N >= batch size)")
@@ -298,10 +324,8 @@ def main(argv=None):
     settings.update(methods=methods, jobs=jobs)  # what runs: duplicates once, at most one job per method
     run_log = {"run_id": run_id, "config": {**settings, "data": data, "precision": precision,
                                             "machine": machine_info(device, precision, jobs)}}
-    recipes = [make_recipe(method, data, args.seed, args.epochs, args.lr, args.batch_size, args.heatmap_size,
-                           args.sigma, args.hand_loss, args.canonical_hands, args.num_train, precision,
-                           loss=args.loss, schedule=args.schedule)
-               for method in methods]
+    options = {k: getattr(args, k) for k in DEFAULTS if hasattr(args, k)}
+    recipes = [make_recipe(method, data, **{**options, "precision": precision}) for method in methods]
     if not args.replace_results:
         refuse_to_replace_the_deliverable(args.out_dir, recipes)
     print(f"run {run_id}: device {device}, precision {precision}, {torch.get_num_threads()} threads"
@@ -311,8 +335,8 @@ def main(argv=None):
         stored = {recipe_key(r): read_stored(run_dir_of(runs_root, r))[0] for r in recipes}
         # on the default data, evaluated like the studies' runs (the shifted test set too), so they share them
         shifted = shifted_test_dir() if args.data_dir is None else None
-        got = run_many(recipes, kp_dir, runs_root, train_recipe, shifted, jobs, device, need_checkpoints=True,
-                       force=args.force)
+        got = run_many(recipes, Store(args.out_dir, kp_dir, train_recipe, shifted, device, jobs, force=args.force),
+                       need_checkpoints=True)
         # every method has finished: its files go into out_dir now, the log last (evaluate.py refuses a half-copied mix)
         for r in recipes:
             info, rdir = got[recipe_key(r)][0], run_dir_of(runs_root, r)
@@ -333,4 +357,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    run_cli(main)

@@ -22,3 +22,24 @@ def tiny_data(tmp_path_factory):
 def tiny_shifted(tiny_data):
     """A 16-image translation test set next to tiny_data (the default one has 200 images: slow to score)."""
     return dataset.shifted_test_dir(tiny_data.parent / "shifted", 16)
+
+
+def child_pids(pid):
+    """pids whose parent is `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def is_running(pid):
+    """True while `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

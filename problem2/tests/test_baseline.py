@@ -5,18 +5,24 @@ import torch
 
 import baseline
 import dataset
+import train
+from runs import Store
 from codec import encode_heatmaps, img_to_unit
 from dataset import load_split, make_loader
 from evaluate import pck_normalizer
 from model import HeatmapNet
 
 
+def _store(out, kp_dir, shifted, **kw):
+    return Store(out, kp_dir, train.train_recipe, shifted, "cpu", **kw)
+
+
 @pytest.fixture(scope="module")
 def ablation_run(tiny_data, tiny_shifted, tmp_path_factory):
     out = tmp_path_factory.mktemp("ablation")
     logs = []
-    res = baseline.ablation_study(tiny_data, HeatmapNet, epochs=1, out_dir=out, log=logs.append,
-                                  shifted_dir=tiny_shifted)
+    res = baseline.ablation_study(tiny_data, HeatmapNet, store=_store(out, tiny_data, tiny_shifted, log=logs.append),
+                                  options={"epochs": 1})
     return out, res, logs
 
 
@@ -53,14 +59,16 @@ def test_every_study_writes_documented_json(ablation_run):
 def test_resume_is_keyed_by_recipe_and_data(ablation_run, tiny_data, tiny_shifted, tmp_path):
     out, res, _ = ablation_run
     logs = []
-    again = baseline.ablation_study(tiny_data, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append,
-                                    shifted_dir=tiny_shifted)
+    again = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), store=_store(out, tiny_data, tiny_shifted,
+                                                                                   log=logs.append),
+                                    options={"epochs": 1})
     assert sum("reusing (same recipe" in line for line in logs) == 2 and not any(": training (" in ln for ln in logs)
     assert again["variants"]["hm64_sigma2_noskip"] == res["variants"]["hm64_sigma2_noskip"]
     other = dataset.generate_dataset(tmp_path / "other", {"train": 40, "val": 8, "test": 8}, seed=9)
     logs = []
-    moved = baseline.ablation_study(other, HeatmapNet, studies=("skip",), epochs=1, out_dir=out, log=logs.append,
-                                    shifted_dir=tiny_shifted)
+    moved = baseline.ablation_study(other, HeatmapNet, ("skip",), store=_store(out, other, tiny_shifted,
+                                                                               log=logs.append),
+                                    options={"epochs": 1})
     assert sum(": training (no stored run with this recipe)" in line for line in logs) == 2  # other data: never reused
     assert moved["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"] != res["variants"]["hm64_sigma2_noskip"]["runs"][0]["run"]
 
@@ -138,12 +146,12 @@ def test_jobs_2_gives_the_same_ablation_numbers_as_jobs_1(tiny_data, tiny_shifte
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        seq = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "seq", log=quiet, jobs=1,
-                                      shifted_dir=tiny_shifted)
+        seq = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), store=_store(
+            tmp_path / "seq", tiny_data, tiny_shifted, log=quiet, jobs=1), options={"epochs": 1})
     finally:
         torch.set_num_threads(threads)
-    par = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), 1, tmp_path / "par", log=quiet, jobs=2,
-                                  shifted_dir=tiny_shifted)
+    par = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), store=_store(
+        tmp_path / "par", tiny_data, tiny_shifted, log=quiet, jobs=2), options={"epochs": 1})
     for name, v in seq["variants"].items():
         (a,), (b,) = v["runs"], par["variants"][name]["runs"]
         assert a["test"] == b["test"] and a["best_val_loss"] == b["best_val_loss"] and a["run"] == b["run"]
@@ -158,20 +166,19 @@ def test_partial_records_the_stored_runs_and_trains_none(ablation_run, tiny_data
     out, res, _ = ablation_run
     shutil.copytree(out / "runs", tmp_path / "runs")
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("--partial trained a run"))
-    part = baseline.ablation_study(tiny_data, HeatmapNet, epochs=1, out_dir=tmp_path, log=lambda *a: None,
-                                   seeds=(0, 1), shifted_dir=tiny_shifted, partial=True)
+    quiet = _store(tmp_path, tiny_data, tiny_shifted, log=lambda *a: None, partial=True)
+    part = baseline.ablation_study(tiny_data, HeatmapNet, seeds=(0, 1), store=quiet, options={"epochs": 1})
     assert part["partial"] and part["seeds"] == [0, 1] and part["variants"].keys() == res["variants"].keys()
     assert all(v["runs"] == res["variants"][n]["runs"] for n, v in part["variants"].items())    # seed 0 only
-    none = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), epochs=2, out_dir=tmp_path, log=lambda *a: None,
-                                   shifted_dir=tiny_shifted, partial=True)
+    none = baseline.ablation_study(tiny_data, HeatmapNet, ("skip",), store=quiet, options={"epochs": 2})
     assert none["variants"] == {}
 
 
 def test_the_seeded_table_and_figures_have_their_own_files(ablation_run, tiny_data, tiny_shifted):
     out, res, _ = ablation_run
     before = (out / "ablation_results.json").read_bytes()
-    seeded = baseline.ablation_study(tiny_data, HeatmapNet, epochs=1, out_dir=out, seeds=(0, 1), partial=True,
-                                     log=lambda *a: None, shifted_dir=tiny_shifted)
+    seeded = baseline.ablation_study(tiny_data, HeatmapNet, seeds=(0, 1), options={"epochs": 1}, store=_store(
+        out, tiny_data, tiny_shifted, log=lambda *a: None, partial=True))
     assert (out / "ablation_results.json").read_bytes() == before       # the main command's table is kept
     assert json.loads((out / "ablation_seeds.json").read_text())["seeds"] == [0, 1] == seeded["seeds"]
     baseline.plot_ablations(seeded, out / "vis_seeds")

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import dataset
+from common import UsageError
 from codec import KEYPOINT_NAMES, canonicalize_hands, encode_heatmaps, hm_to_img, img_to_hm, img_to_unit, unit_to_img
 from dataset import (COURSE_CENTER_RANGE, KeypointDataset, data_fingerprint, figure_centre, generate_dataset,
                      load_split, make_loader, resolve_keypoints_dir, sample_shifted_figure, split_paths)
@@ -16,6 +17,7 @@ from dataset import (COURSE_CENTER_RANGE, KeypointDataset, data_fingerprint, fig
 # data_fingerprint of the default dataset (1000/200/200, seed 0) as made by the reference generator (code
 # 0340f35, which produced the committed results): the generator must keep reproducing it byte for byte.
 REFERENCE_DEFAULT_ANNOTATIONS_SHA256 = "9f0cbf123ac0cf5c"
+REFERENCE_DEFAULT_PIXELS_SHA256 = "e02f4186272ae2f3"  # the images every stored run trained on
 
 
 def test_coordinate_convention_round_trip_and_known_values():
@@ -113,7 +115,7 @@ def test_default_dataset_is_the_reference_one(tmp_path):
     kp_dir = generate_dataset(tmp_path)
     fp = data_fingerprint(kp_dir)
     assert fp == {"annotations_sha256": REFERENCE_DEFAULT_ANNOTATIONS_SHA256,
-                  "split_sizes": {"train": 1000, "val": 200, "test": 200}, "generator_seed": 0,
+                  "pixels_sha256": REFERENCE_DEFAULT_PIXELS_SHA256, "split_sizes": {"train": 1000, "val": 200, "test": 200}, "generator_seed": 0,
                   "generator_sampler": "course"}
 
 
@@ -163,40 +165,40 @@ def _copy(tiny_data, tmp_path):
 def test_bad_inputs_give_clear_errors(tiny_data, tmp_path):
     d = _copy(tiny_data, tmp_path)
     ann_path = d / "train_annotations.json"
-    with pytest.raises(SystemExit, match=r"image file .*nope/000000.png \(id 0\) is missing"):
+    with pytest.raises(UsageError, match=r"image file .*nope/000000.png \(id 0\) is missing"):
         KeypointDataset(d / "nope", ann_path)
-    with pytest.raises(SystemExit, match="annotation file .*missing.json not found"):
+    with pytest.raises(UsageError, match="annotation file .*missing.json not found"):
         KeypointDataset(d / "train", d / "missing.json")
-    with pytest.raises(SystemExit, match="no train_annotations.json in"):
+    with pytest.raises(UsageError, match="no train_annotations.json in"):
         resolve_keypoints_dir(tmp_path / "empty")
     good = json.loads(ann_path.read_text())
 
     ann_path.write_text("{not json")
-    with pytest.raises(SystemExit, match="train_annotations.json: malformed JSON"):
+    with pytest.raises(UsageError, match="train_annotations.json: malformed JSON"):
         KeypointDataset(d / "train", ann_path)
     bad = json.loads(json.dumps(good))
     bad["images"][2]["keypoints"] = bad["images"][2]["keypoints"][:4]
     ann_path.write_text(json.dumps(bad))
-    with pytest.raises(SystemExit, match=r"images\[2\] \(id 2\): 'keypoints' must be 5 numeric"):
+    with pytest.raises(UsageError, match=r"images\[2\] \(id 2\): 'keypoints' must be 5 numeric"):
         KeypointDataset(d / "train", ann_path)
     bad["images"][2]["keypoints"] = [[1, "x"]] * 5
     ann_path.write_text(json.dumps(bad))
-    with pytest.raises(SystemExit, match=r"id 2"):
+    with pytest.raises(UsageError, match=r"id 2"):
         KeypointDataset(d / "train", ann_path)
     del bad["images"][3]["file_name"]
     bad["images"][2] = good["images"][2]
     ann_path.write_text(json.dumps(bad))
-    with pytest.raises(SystemExit, match=r"images\[3\] \(id 3\): each entry needs"):
+    with pytest.raises(UsageError, match=r"images\[3\] \(id 3\): each entry needs"):
         KeypointDataset(d / "train", ann_path)
     ann_path.write_text(json.dumps({"keypoint_names": KEYPOINT_NAMES}))
-    with pytest.raises(SystemExit, match="'images' list"):
+    with pytest.raises(UsageError, match="'images' list"):
         KeypointDataset(d / "train", ann_path)
     ann_path.write_text(json.dumps(good))
     (d / "train" / "000005.png").unlink()
-    with pytest.raises(SystemExit, match=r"000005.png \(id 5\) is missing"):
+    with pytest.raises(UsageError, match=r"000005.png \(id 5\) is missing"):
         KeypointDataset(d / "train", ann_path)
     (d / "train" / "000005.png").write_bytes(b"not a png")
-    with pytest.raises(SystemExit, match=r"000005.png \(id 5\) cannot be decoded"):
+    with pytest.raises(UsageError, match=r"000005.png \(id 5\) cannot be decoded"):
         KeypointDataset(d / "train", ann_path)
     with pytest.raises(ValueError, match="output_type"):
         KeypointDataset(d / "train", ann_path, output_type="points")
@@ -216,15 +218,15 @@ def test_data_that_would_change_what_is_learned_is_refused_before_training(tiny_
     refused by the one validation pass every script runs (resolve_keypoints_dir), naming the file and id."""
     d = _copy(tiny_data, tmp_path)
     Image.open(d / "val" / "000048.png").resize((64, 64)).save(d / "val" / "000048.png")
-    with pytest.raises(SystemExit, match=r"000048.png \(id 48\) is 64x64, not 128x128"):
+    with pytest.raises(UsageError, match=r"000048.png \(id 48\) is 64x64, not 128x128"):
         resolve_keypoints_dir(d)
     shutil.copyfile(tiny_data / "val" / "000048.png", d / "val" / "000048.png")
     ann = json.loads((d / "train_annotations.json").read_text())
     ann["images"][7]["keypoints"][3] = [40, 140]
     (d / "train_annotations.json").write_text(json.dumps(ann))
-    with pytest.raises(SystemExit, match=r"images\[7\] \(id 7\): left_foot at \(40, 140\) lies outside the 128x128"):
+    with pytest.raises(UsageError, match=r"images\[7\] \(id 7\): left_foot at \(40, 140\) lies outside the 128x128"):
         resolve_keypoints_dir(d)
-    with pytest.raises(SystemExit, match="train_annotations.json.*left_foot at"):  # before anything is trained
+    with pytest.raises(UsageError, match="train_annotations.json.*left_foot at"):  # before anything is trained
         import train
         train.main(["--data-dir", str(d), "--out-dir", str(tmp_path / "out"), "--epochs", "1"])
     assert not (tmp_path / "out").exists()
@@ -232,12 +234,11 @@ def test_data_that_would_change_what_is_learned_is_refused_before_training(tiny_
 
 def test_dataset_cli_checks_its_arguments_and_leaves_no_temp_folder(tmp_path, capsys):
     for flags in (["--num-train", "-5"], ["--num-val", "0"]):
-        with pytest.raises(SystemExit):
+        with pytest.raises(UsageError, match="must be >="):
             dataset.main(["--out", str(tmp_path), *flags])
-        assert "must be >=" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []                          # nothing created
     dataset.main(["--out", str(tmp_path), "--num-train", "4", "--num-val", "2", "--num-test", "2"])
-    with pytest.raises(SystemExit, match="already exists; delete it first"):
+    with pytest.raises(UsageError, match="already exists; delete it first"):
         dataset.main(["--out", str(tmp_path), "--num-train", "4", "--num-val", "2"])
     assert [p.name for p in tmp_path.iterdir()] == ["keypoints"]   # no .keypoints.tmp folder left behind
 
@@ -251,7 +252,7 @@ def test_a_concurrent_writer_gets_one_line_and_no_temp_folder(tmp_path, monkeypa
         return real_replace(src, dst)
 
     monkeypatch.setattr(dataset.os, "replace", other_process_finishes_first)
-    with pytest.raises(SystemExit, match="written by another process"):
+    with pytest.raises(UsageError, match="written by another process"):
         dataset.generate_dataset(tmp_path, {"train": 2, "val": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["keypoints"]
 

@@ -13,6 +13,7 @@ from codec import decode, encode_heatmaps
 from dataset import load_split
 from evaluate import (compute_pck, extract_keypoints_from_heatmaps, keypoint_distances, pck_normalizer,
                       plot_pck_curves, spread_ratio, summarize, visualize_predictions)
+from common import UsageError
 from model import load_checkpoint
 
 
@@ -166,7 +167,7 @@ def test_main_end_to_end(tiny_data, trained, tmp_path):
 
 
 def test_missing_checkpoint_names_file_and_command(tiny_data, trained, tmp_path):
-    with pytest.raises(SystemExit, match="training_log.json not found; run `python problem2/train.py`"):
+    with pytest.raises(UsageError, match="training_log.json not found; run `python problem2/train.py`"):
         evaluate.main(["--out-dir", str(tmp_path / "empty")])
     out = _copy_run(trained, tmp_path)
     (out / "regression_model.pth").unlink()                          # a method the run trained: still an error
@@ -196,9 +197,9 @@ def test_val_split_writes_its_own_files_and_leaves_the_test_results_alone(tiny_d
 
 def _refused(tiny_data, out, match, *extra):
     before = _snapshot(out)
-    with pytest.raises(SystemExit, match=match) as e:
+    with pytest.raises(UsageError, match=match) as e:
         evaluate.main(["--data-dir", str(tiny_data), "--out-dir", str(out), *extra])
-    assert str(e.value.code).count("\n") == 0           # one line, no traceback
+    assert str(e.value).count("\n") == 0               # one line
     assert _snapshot(out) == before                     # nothing rewritten
 
 

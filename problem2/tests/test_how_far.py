@@ -9,7 +9,8 @@ from codec import NUM_KEYPOINTS, keypoint_loss, swap_hands
 from common import read_json
 from dataset import data_fingerprint
 from model import RealNVP
-from train import make_recipe
+from runs import Store
+from train import make_recipe, train_recipe
 
 
 def test_likelihood_losses_known_values():
@@ -59,8 +60,8 @@ def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
                                                "300 cosine": (3, "cosine")})
     figs, real = {}, how_far.save_figure
     monkeypatch.setattr(how_far, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))
-    res = how_far.how_far(tiny_data, tmp_path, seeds=(0,), precision="fp32", log=lambda *a: None,
-                          shifted_dir=tiny_shifted)
+    res = how_far.how_far(Store(tmp_path, tiny_data, train_recipe, tiny_shifted, log=lambda *a: None), seeds=(0,),
+                          precision="fp32")
     assert res["best_schedule"] in how_far.SCHEDULES and res["decoder"] in ("argmax", "quarter")
     assert [k for k in res["rows"] if k.startswith("schedule")] == [f"schedule: {n}" for n in how_far.SCHEDULES]
     assert [r["seed"] for r in res["rows"]["ladder: RLE"]] == [0]
@@ -96,7 +97,7 @@ def test_a_run_without_val_numbers_is_named(tiny_data):
     """A run whose eval.json (reshaped from the older layout) has no val numbers cannot take part in a choice on val:
     one error naming it and what to do, not a bare ValueError."""
     from common import UsageError
-    recipe = make_recipe("heatmap", data_fingerprint(tiny_data), 0, 1)
+    recipe = make_recipe("heatmap", data_fingerprint(tiny_data), seed=0, epochs=1)
     runs = [({"recipe": recipe}, {"val": None})]
     with pytest.raises(UsageError, match=r"heatmap-[0-9a-f]{12} \(evaluated by an older layout\).*delete those"):
         how_far.best_decoder(runs)

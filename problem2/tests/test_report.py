@@ -1,7 +1,7 @@
 import pytest
 
 import report
-from common import main_time
+from common import UsageError, main_time
 
 MACHINE = {"cpu": "Some CPU", "cores": 2, "device": "cpu", "precision": "bf16", "torch": "x"}
 
@@ -23,16 +23,16 @@ def test_a_placeholder_without_a_value_stops_with_its_name():
     ro = {"seeds": [0, 1, 2], "readouts": {"gap_fc": {"complete": True}}}
     assert report.render("a {{v:n_seeds}} b", {"study": {"readouts": ro}}) == "a 3 b"
     ro["readouts"]["gap_fc"]["complete"] = False                              # a seed missing: no 'n seeds' claim
-    with pytest.raises(SystemExit, match="missing runs"):
+    with pytest.raises(UsageError, match="missing runs"):
         report.render("{{v:n_seeds}}", {"study": {"readouts": ro}})
-    with pytest.raises(SystemExit, match=r"report_template.md: no value for \{\{v:no_such_value\}\}"):
+    with pytest.raises(UsageError, match=r"report_template.md: no value for \{\{v:no_such_value\}\}"):
         report.render("x {{v:no_such_value}}", {}, "report_template.md")
-    with pytest.raises(SystemExit, match=r"\{\{ro:gap_fc:px\}\}"):        # the study has not been run
+    with pytest.raises(UsageError, match=r"\{\{ro:gap_fc:px\}\}"):        # the study has not been run
         report.render("{{ro:gap_fc:px}}", {"study": {}})
     empty = {"study": {"readouts": {"readouts": {"gap_fc": {"per_seed": []}}}}}
-    with pytest.raises(SystemExit, match="no stored runs"):                  # never 'nan' in the document
+    with pytest.raises(UsageError, match="no stored runs"):                  # never 'nan' in the document
         report.render("{{ro:gap_fc:px}}", empty)
-    with pytest.raises(SystemExit, match="not one value"):
+    with pytest.raises(UsageError, match="not one value"):
         report.render("{{j:study.readouts}}", empty)
 
 
@@ -42,7 +42,7 @@ def test_a_stored_difference_by_its_path():
                                             "pck_bbox": {"diff": 0.0012, "ci95": [-0.003, 0.005], "n": 3}}}}}
     text = "{{ci:study.precision.paired:px}} and {{ci:study.precision.paired:pck_bbox}}"
     assert report.render(text, r) == "-0.61 [-0.80, -0.41] and +0.001 [-0.003, +0.005]°"
-    with pytest.raises(SystemExit, match=r"\{\{ci:study.precision.paired:px_sym\}\}"):
+    with pytest.raises(UsageError, match=r"\{\{ci:study.precision.paired:px_sym\}\}"):
         report.render("{{ci:study.precision.paired:px_sym}}", r)
 
 
@@ -82,7 +82,8 @@ def test_the_main_command_on_tiny_data_then_the_documents(tiny_data, tiny_shifte
     from common import RESULTS_DIR
     for name in ("study_results.json", "ablation_seeds.json", "how_far_results.json", "benchmark.json", "best"):
         (shutil.copytree if (RESULTS_DIR / name).is_dir() else shutil.copyfile)(RESULTS_DIR / name, tmp_path / name)
-    monkeypatch.setattr(baseline, "shifted_test_dir", lambda: tiny_shifted)
+    import runs
+    monkeypatch.setattr(runs, "shifted_test_dir", lambda: tiny_shifted)
     common = ["--data-dir", str(tiny_data), "--out-dir", str(tmp_path)]
     train.main([*common, "--epochs", "1", "--precision", "fp32"])
     evaluate.main(common)

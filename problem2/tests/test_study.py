@@ -1,14 +1,17 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
 import study
 import train
-from runs import run_many
+from runs import Store, run_many
 from train import make_recipe
 import common
 from dataset import data_fingerprint
 from evaluate import summarize
 from common import recipe_key
+from conftest import child_pids, is_running
 
 
 def test_paired_difference_interval():
@@ -31,8 +34,8 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
     shifted = tiny_shifted
     figs, real = {}, study.save_figure
     monkeypatch.setattr(study, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))
-    sec = study.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
-                                  shifted_dir=shifted)
+    store = Store(tmp_path, tiny_data, train.train_recipe, shifted, log=lambda *a: None)
+    sec = study.study_readouts(store, seeds=(0,), epochs=1)
     assert set(sec["readouts"]) == set(study.READOUTS)
     for name, r in sec["readouts"].items():
         (row,) = r["per_seed"]
@@ -53,8 +56,7 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
                                                                            "true centre + mean offsets"]
     assert fig.axes[0].get_ylabel().startswith("mean error (px") and "up to 1" in fig._suptitle.get_text()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
-    sec2 = study.study_readouts(tiny_data, tmp_path, seeds=(0,), epochs=1, log=lambda *a: None,
-                                   shifted_dir=shifted)
+    sec2 = study.study_readouts(store, seeds=(0,), epochs=1)
     assert sec2["readouts"] == sec["readouts"]                                 # every run reused
 
 
@@ -66,10 +68,10 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        seq = run_many(recipes, tiny_data, tmp_path / "seq", train.train_recipe, jobs=1, log=lambda *a: None)
+        seq = run_many(recipes, Store(tmp_path / "seq", tiny_data, train.train_recipe, jobs=1, log=lambda *a: None))
     finally:
         torch.set_num_threads(threads)
-    par = run_many(recipes, tiny_data, tmp_path / "par", train.train_recipe, jobs=2, log=lambda *a: None)
+    par = run_many(recipes, Store(tmp_path / "par", tiny_data, train.train_recipe, jobs=2, log=lambda *a: None))
     assert seq.keys() == par.keys()
     for info, ev in seq.values():                                       # eval.json: one checkpoint, one record shape
         assert ev["eval_key"]["version"] == 2 and ev["epoch"] == info["history"]["best_epoch"]
@@ -86,18 +88,17 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     """hand_loss trains through the run store and shares its runs (same recipe); --partial trains nothing. Numbers
     come from the committed eval.json: gone checkpoints retrain nothing."""
     from runs import run_dir_of
-    monkeypatch.setattr(study, "shifted_test_dir", lambda: tiny_shifted)
-    quiet = dict(log=lambda *a: None, epochs=1)
-    empty = study.study_hand_loss(tiny_data, tmp_path, (0, 1), partial=True, **quiet)
+    store = Store(tmp_path, tiny_data, train.train_recipe, tiny_shifted, log=lambda *a: None)
+    empty = study.study_hand_loss(replace(store, partial=True), (0, 1), epochs=1)
     assert empty["rows"] == {} and empty["paired"]["heatmap"]["px"]["diff"] is None
     assert not (tmp_path / "runs").exists()
     data = data_fingerprint(tiny_data)
-    stored = run_many([make_recipe(m, data, s, 1, precision="fp32") for m in study.METHODS for s in (0, 1)],
-                      tiny_data, tmp_path / "runs", train.train_recipe, tiny_shifted, log=lambda *a: None)
+    stored = run_many([make_recipe(m, data, seed=s, epochs=1, precision="fp32") for m in study.METHODS
+                       for s in (0, 1)], store)
     runs_root = tmp_path / "runs"
-    hl = study.study_hand_loss(tiny_data, tmp_path, (0, 1), **quiet)
+    hl = study.study_hand_loss(store, (0, 1), epochs=1)
     assert hl["rows"]["regression_strict"][1]["run"] == run_dir_of(runs_root, make_recipe(      # the stored run
-        "regression", data, 1, 1, precision="fp32")).name
+        "regression", data, seed=1, epochs=1, precision="fp32")).name
     assert {len(v) for v in hl["rows"].values()} == {2} and len(hl["rows"]) == 2 * len(study.METHODS)
     pair, rows = hl["paired"]["integral"], hl["rows"]
     by_hand = sum(rows["integral_symmetric"][s]["px_hands_sym"] - rows["integral_strict"][s]["px_hands_sym"]
@@ -107,8 +108,8 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json only
         ckpt.unlink()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
-    assert study.study_hand_loss(tiny_data, tmp_path, (0, 1), **quiet)["rows"] == hl["rows"]  # partial=False
-    ev = stored[recipe_key(make_recipe("regression", data, 0, 1, precision="fp32"))][1]
+    assert study.study_hand_loss(store, (0, 1), epochs=1)["rows"] == hl["rows"]  # partial=False
+    ev = stored[recipe_key(make_recipe("regression", data, seed=0, epochs=1, precision="fp32"))][1]
     assert ev["shifted"].keys() == ev["test"]["direct"].keys()            # the default decoder on the shifted set
     assert hl["rows"]["regression_strict"][0]["px_shifted"] == ev["shifted"]["px"]
 
@@ -120,29 +121,6 @@ def test_main_partial_trains_nothing(tiny_data, tmp_path):
     res = json.loads((tmp_path / "study_results.json").read_text())
     assert set(res) == set(study.STUDIES) and not list(tmp_path.glob("runs/*/run.json"))
     assert not any(r["complete"] or r["per_seed"] for r in res["readouts"]["readouts"].values())
-
-
-def _children(pid):
-    """pids whose parent is `pid` (Linux /proc)."""
-    from pathlib import Path
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def _running(pid):
-    """True while `pid` exists and is not a zombie."""
-    from pathlib import Path
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
@@ -157,11 +135,11 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
         pytest.skip("the check reads /proc (Linux); the behaviour itself is platform-independent")
     here = Path(__file__).resolve().parents[1]
     code = (f"import sys; sys.path.insert(0, {str(here)!r})\n"
-            "from dataset import data_fingerprint\nfrom train import make_recipe, train_recipe\nfrom runs import run_many\n"
+            "from dataset import data_fingerprint\nfrom train import make_recipe, train_recipe\nfrom runs import Store, run_many\n"
             "if __name__ == '__main__':\n"
             f"    kp = {str(tiny_data)!r}\n"
-            "    rs = [make_recipe('heatmap', data_fingerprint(kp), s, 50, precision='fp32') for s in (0, 1)]\n"
-            f"    run_many(rs, kp, {str(tmp_path / 'runs')!r}, train_recipe, jobs=2, log=lambda *a: None)\n")
+            "    rs = [make_recipe('heatmap', data_fingerprint(kp), seed=s, epochs=50, precision='fp32') for s in (0, 1)]\n"
+            f"    run_many(rs, Store({str(tmp_path)!r}, kp, train_recipe, jobs=2, log=lambda *a: None))\n")
     script = tmp_path / "driver.py"
     script.write_text(code)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -170,19 +148,19 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
         deadline = time.time() + 120
         while time.time() < deadline and not list(tmp_path.glob("runs/*/.lock")):  # workers started training
             time.sleep(0.5)
-        workers += _children(proc.pid)
+        workers += child_pids(proc.pid)
         assert len(workers) >= 2, "the driver did not start its workers"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         deadline = time.time() + 30
-        while time.time() < deadline and any(_running(w) for w in workers):
+        while time.time() < deadline and any(is_running(w) for w in workers):
             time.sleep(0.5)
-        alive = [w for w in workers if _running(w)]
+        alive = [w for w in workers if is_running(w)]
         assert not alive, f"workers still running after the driver was killed: {alive}"
     finally:
         if proc.poll() is None:
             proc.kill()
-        for w in workers + _children(proc.pid):  # never leave a training process behind, pass or fail
+        for w in workers + child_pids(proc.pid):  # never leave a training process behind, pass or fail
             try:
                 os.kill(w, signal.SIGKILL)
             except OSError:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import common
 import train
 from codec import decode
-from common import autocast, pick_precision, prepare_input
+from common import UsageError, autocast, pick_precision, prepare_input
 from dataset import load_split, make_loader
 from model import HeatmapNet, RegressionNet
 
@@ -93,19 +93,20 @@ def test_same_seed_same_log_in_any_order_and_with_jobs(tiny_data, tmp_path):
 def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tiny_data, tmp_path):
     ds = load_split(tiny_data, "train", "regression")
     loader = make_loader(ds, 16)
-    quiet = dict(out_dir=tmp_path, precision="fp32", log=lambda *a: None)
-    train.train_regression_model(RegressionNet(), loader, loader, 1, **quiet)
+    io = train.TrainIO(tmp_path, log=lambda *a: None)
+    train.train_regression_model(RegressionNet(), loader, loader, 1, io=io)
     good = (tmp_path / "regression_model.pth").read_bytes()
     ds.targets[3] = float("nan")
-    with pytest.raises(FloatingPointError, match="non-finite training loss at epoch 1.*last good checkpoint"):
-        train.train_regression_model(RegressionNet(), loader, loader, 1, **quiet)
+    with pytest.raises(UsageError, match=r"became non-finite at epoch 1 \(lr 0.001, fp32\): try a lower --lr") as e:
+        train.train_regression_model(RegressionNet(), loader, loader, 1, io=io)
+    assert "best checkpoint" not in str(e.value)                   # none was written by this training: none named
     assert (tmp_path / "regression_model.pth").read_bytes() == good
 
 
 def test_unwritable_out_dir_fails_at_start(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(SystemExit, match="cannot write results"):
+    with pytest.raises(UsageError, match="cannot write results"):
         train.main(["--out-dir", str(blocker / "sub")])
 
 
@@ -113,18 +114,19 @@ def test_unwritable_out_dir_fails_at_start(tmp_path):
     (["--epochs", "0"], "--epochs: must be >= 1"), (["--sigma", "0"], "--sigma: must be > 0"),
     (["--num-train", "-40"], "--num-train: must be >= 1"), (["--batch-size", "0"], "--batch-size: must be >= 1"),
     (["--lr", "-1"], "--lr: must be > 0"), (["--lr", "nan"], "--lr: must be > 0"), (["--threads", "-1"], "--threads"),
-    (["--num-train", "8", "--batch-size", "32"], "smaller than one batch")])
+    (["--num-train", "8", "--batch-size", "32"], "smaller than one batch"), (["--seed", "-1"], "--seed: must be >= 0"),
+    (["--device", "gpu0"], "'gpu0' is not auto, cpu, cuda or cuda:N"), (["--device", "cuda:7"], "CUDA GPU(s) here")])
 def test_bad_numbers_are_usage_errors_before_anything_is_created(tmp_path, capsys, flags, message):
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UsageError) as e:
         train.main(["--out-dir", str(out), *flags])
-    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert message in str(e.value) and "\n" not in str(e.value)
     assert not out.exists()
 
 
 def test_a_second_run_into_the_same_folder_is_refused_and_a_killed_runs_lock_is_free(tiny_data, tmp_path):
     with common.results_lock(tmp_path, "train.py"):                                   # a live owner
-        with pytest.raises(SystemExit, match=r"is in use by train.py \(pid"):
+        with pytest.raises(UsageError, match=r"is in use by train.py \(pid"):
             _run(tiny_data, tmp_path, "--methods", "regression")
     assert not (tmp_path / "regression_model.pth").exists()
     code = (f"import sys, os; sys.path.insert(0, {str(common.HERE)!r}); import common\n"
@@ -158,8 +160,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_data, tmp_path, met
                 raise KeyboardInterrupt
         if stop_after is None and out_dir.name == "b":
             torch.manual_seed(123)  # the resumed call must take the RNG state from the file, not from here
-        h = train.fit(model, train_loader, val_loader, 3, ckpt_path=out_dir / "m.pth", on_epoch_end=stop,
-                      resume_path=out_dir / "resume.pth", log=lambda s: logs.append(s))
+        io = train.TrainIO(out_dir, "m.pth", log=logs.append, resume_path=out_dir / "resume.pth")
+        h = train.fit(model, train_loader, val_loader, {"epochs": 3}, io, on_epoch_end=stop)
         return model, h
 
     logs = []
@@ -193,7 +195,8 @@ def _kill_in_epoch(monkeypatch, epoch):
 def test_heatmap_snapshots_survive_a_resume(tiny_data, tmp_path, monkeypatch):
     loaders = [make_loader(load_split(tiny_data, split, "heatmap"), 16, shuffle=split == "train") for split in ("train", "val")]
     _kill_in_epoch(monkeypatch, 3)
-    kw = dict(out_dir=tmp_path, snapshot_epochs=(1, 2, 3), resume_path=tmp_path / "r.pth", log=lambda *a: None)
+    monkeypatch.setattr(train, "SNAPSHOT_EPOCHS", (1, 2, 3))
+    kw = dict(io=train.TrainIO(tmp_path, resume_path=tmp_path / "r.pth", log=lambda *a: None))
     with pytest.raises(KeyboardInterrupt):
         train.train_heatmap_model(HeatmapNet(), *loaders, 3, **kw)
     assert torch.load(tmp_path / "heatmap_snapshots.pt")["epochs"] == [1, 2]
@@ -210,9 +213,10 @@ def test_a_resume_file_is_ignored_for_another_recipe_or_when_its_checkpoints_are
         def on_epoch_end(epoch, _):
             if epoch == stop:
                 raise KeyboardInterrupt
-        return train.fit(RegressionNet(), make_loader(ds, 16, shuffle=True), make_loader(val, 16), epochs,
-                         ckpt_path=tmp_path / "m.pth", ckpt_extra={"provenance": {"recipe": {"seed": seed}}},
-                         on_epoch_end=on_epoch_end, resume_path=tmp_path / "resume.pth", log=logs.append)
+        io = train.TrainIO(tmp_path, "m.pth", log=logs.append, provenance={"recipe": {"seed": seed}},
+                           resume_path=tmp_path / "resume.pth")
+        return train.fit(RegressionNet(), make_loader(ds, 16, shuffle=True), make_loader(val, 16), {"epochs": epochs},
+                         io, on_epoch_end)
     logs = []
     with pytest.raises(KeyboardInterrupt):
         run(0, 3, stop=2)
@@ -288,7 +292,7 @@ def test_the_committed_results_are_replaced_only_by_their_own_recipe(tiny_data, 
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     _run(tiny_data, tmp_path, "--epochs", "1", "--precision", "fp32")                      # the "committed" run
     before = _files(tmp_path)
-    with pytest.raises(SystemExit, match="differs from them in epochs: pass --out-dir .* or --replace-results"):
+    with pytest.raises(UsageError, match="differs from them in epochs: pass --out-dir .* or --replace-results"):
         _run(tiny_data, tmp_path, "--epochs", "2")
     assert _files(tmp_path) == before
     _run(tiny_data, tmp_path, "--epochs", "1", "--precision", "bf16", "--methods", "regression")  # precision: allowed
@@ -299,7 +303,7 @@ def test_the_committed_results_are_replaced_only_by_their_own_recipe(tiny_data, 
 def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(SystemExit, match="is a file, not a folder"):
+    with pytest.raises(UsageError, match="is a file, not a folder"):
         train.main(["--out-dir", str(blocker), "--epochs", "1"])
 
 
@@ -309,8 +313,8 @@ def test_cosine_schedule_sets_each_epochs_rate(tiny_data, monkeypatch):
     real_adam = torch.optim.Adam
     monkeypatch.setattr(torch.optim, "Adam", lambda *a, **k: opts.append(real_adam(*a, **k)) or opts[-1])
     ds = load_split(tiny_data, "val", "regression")
-    train.fit(RegressionNet(), make_loader(ds, 16, shuffle=True), make_loader(ds, 16), num_epochs=4, lr=1e-3,
-              schedule="cosine", on_epoch_end=lambda e, out: seen.append(opts[0].param_groups[0]["lr"]),
-              log=lambda *a: None)
+    train.fit(RegressionNet(), make_loader(ds, 16, shuffle=True), make_loader(ds, 16),
+              {"epochs": 4, "lr": 1e-3, "schedule": "cosine"}, train.TrainIO(log=lambda *a: None),
+              on_epoch_end=lambda e, out: seen.append(opts[0].param_groups[0]["lr"]))
     assert seen == pytest.approx([1e-3 * (1 + math.cos(math.pi * (e - 1) / 4)) / 2 for e in range(1, 5)])
     assert seen[0] == 1e-3 and seen[-1] < 2e-4                          # from the full rate towards 0
