@@ -5,6 +5,8 @@ guard of the committed results, and the paired statistics.
 """
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import functools
 import hashlib
@@ -43,11 +45,26 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
+def reuse_freed_memory():
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel: by default every
+    large activation buffer is a fresh mmap, unmapped on free, so each training step faults and zeroes the same pages
+    again (about a quarter of the CPU time went to the kernel on a 2-core CPU). M_MMAP_MAX = 0 serves every allocation
+    from the heap, M_TRIM_THRESHOLD = 1 GiB keeps its top. Changes speed, never numbers. Returns True when applied;
+    a silent no-op without glibc (macOS, musl)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def run_cli(main):
-    """Every script's entry point (`if __name__ == "__main__": run_cli(main)`) and the one place that exits: main()'s
-    int return is the exit status; a UsageError, or an interruption (Ctrl-C, SIGTERM), is one line on stderr and exit
+    """Every script's entry point (`if __name__ == "__main__": run_cli(main)`) and the one place that exits: the
+    allocator set for training (reuse_freed_memory), then main(), whose int return is the exit status; a UsageError, or an interruption (Ctrl-C, SIGTERM), is one line on stderr and exit
     status 1, without a traceback."""
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM unwinds like Ctrl-C: locks released, workers stopped
+    reuse_freed_memory()
     try:
         status = main()
     except UsageError as e:
@@ -305,6 +322,7 @@ def record_timing(out_dir, script, seconds, device="cpu", precision=None, jobs=1
 
 def _pool_init(threads, parent_pid):
     set_threads(threads)
+    reuse_freed_memory()
     code_version()  # cached now, while the imported code is what the working tree holds
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
 

@@ -23,7 +23,7 @@ THR = [str(t) for t in PCK_THRESHOLDS]
 NAMES = {m: METHODS[m]["name"] for m in ("heatmap", "regression", "integral")}
 FILES = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_seeds.json",
          "failures": "failure_cases.json", "study": "study_results.json", "timings": "timings.json",
-         "benchmark": "benchmark.json", "how_far": "how_far_results.json",
+         "benchmark": "benchmark.json", "how_far": "how_far_results.json", "main_command": "main_command.json",
          "best": "best/heatmap_model_test_metrics.json", "best_log": "best/training_log.json"}
 
 
@@ -226,12 +226,26 @@ TABLES = {
 
 
 # named values
-def fp32_train_estimate(r):
-    """train.py's training time in fp32, derived (not timed): images trained on over benchmark.py's images/s."""
-    speed = {x["method"]: x["images_per_s"] for x in r["benchmark"]["rows"]}
-    seconds = sum(r["log"][m]["recipe"]["epochs"] * r["log"][m]["recipe"]["num_train"] / speed[m]
-                  for m in speed if m in r["log"])
-    return f"about {seconds / 60:.0f} minutes (derived from `benchmark.py` on {machine_label(r['benchmark']['config']['machine'])})"
+def main_command_time(r, precision):
+    """'N minutes including the install (M of them), on <machine>' from main_command.json (time_main.py on a fresh
+    clone), with the source of a measurement time_main.py did not make."""
+    m = r["main_command"].get(precision)
+    if m is None:
+        return "not measured yet (`python problem2/time_main.py` on such a CPU records it)"
+    total, machine = (m["install_seconds"] + m["command_seconds"]) / 60, machine_label(m["machine"])
+    forced = " with `train.py --precision fp32`" if precision == "fp32" and m["machine"].get("native_bf16") else ""
+    return (f"{total:.1f} minutes including the install ({m['install_seconds'] / 60:.1f} of them), on {machine}{forced}"
+            + (f" ({m['source']})" if m.get("source") else ""))
+
+
+def allocator_gain(r):
+    """benchmark.py's fp32 speed with glibc's default allocator settings and with reuse_freed_memory, per network."""
+    rows = {(x["method"], x["allocator"]): x for x in r["benchmark"]["rows"]}
+    return "; ".join(f"{NAMES[m]} {rows[m, 'glibc default']['images_per_s']:.0f} -> "
+                     f"{rows[m, 'reuse_freed_memory']['images_per_s']:.0f} img/s (kernel "
+                     f"{rows[m, 'glibc default']['kernel_share']:.0%} -> {rows[m, 'reuse_freed_memory']['kernel_share']:.0%}"
+                     f" of the CPU time)" for m in ("heatmap", "regression")) + (
+        f", on {machine_label(r['benchmark']['config']['machine'])}")
 
 
 GOAL = (("px_hands_sym", "hands", "hands px sym"), ("px_sym", "all keypoints", "all keypoints px sym"),
@@ -256,7 +270,8 @@ VALUES = {
         "per_seed"]) for n in ("gap_fc", "heatmap_64")])),
     "hf_ratio": lambda r: "{:.0f}".format(np.divide(*[r["how_far"]["means"][hf_row(r["how_far"], n)]["px_sym"]
                                                       for n in ("best_regression", "best")])),
-    "main_time": lambda r: main_time(r["timings"]), "fp32_train_estimate": fp32_train_estimate, "goal": goal,
+    "main_time": lambda r: main_time(r["timings"]), "goal": goal, "allocator_gain": allocator_gain,
+    "main_bf16": lambda r: main_command_time(r, "bf16"), "main_fp32": lambda r: main_command_time(r, "fp32"),
     "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}"
                                      for k, _, label in GOAL),
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),
