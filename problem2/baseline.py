@@ -94,13 +94,13 @@ def plot_ablations(results, vis_dir):
     """Mean px error and PCK@0.05 vs sigma, vs resolution, and skip vs no-skip, per decoder (strict and
     symmetric), mean over seeds with each seed's value as a dot."""
     variants = results["variants"]
-    for study, xlabel in (("sigma", "σ (px of a 64x64 heatmap = 2 image px)"),
+    for study, xlabel in (("sigma", "σ of the Gaussian target (image px)"),
                           ("resolution", "heatmap resolution (cells per side)"), ("skip", "skip connections")):
         names = [n for n in results["studies"].get(study, []) if n in variants]
         if not names:
             continue
         cfgs = [variants[n]["config"] for n in names]
-        xs = {"sigma": [c["sigma_img"] / 2 for c in cfgs], "resolution": [c["hm_size"] for c in cfgs],
+        xs = {"sigma": [c["sigma_img"] for c in cfgs], "resolution": [c["hm_size"] for c in cfgs],
               "skip": ["with" if c["skip"] else "without" for c in cfgs]}[study]
         pos = list(range(len(xs))) if study == "skip" else xs
         fig, axes = plt().subplots(1, 2, figsize=(10, 3.8))
@@ -113,7 +113,7 @@ def plot_ablations(results, vis_dir):
                         ax.plot([x] * len(v), v, ".", color=color, alpha=0.35, ms=4)
         for ax, ylabel in zip(axes, ("PCK@0.05 (bbox)", "mean error (px, 128-px image)")):
             ax.set(xlabel=xlabel, ylabel=ylabel)
-            ax.set_xticks(pos, [str(x) for x in xs])
+            ax.set_xticks(pos, [f"{x:g}" if isinstance(x, float) else str(x) for x in xs])
             ax.grid(alpha=0.3)
         fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8)
         n_seeds = sorted({len(variants[n]["runs"]) for n in names})
@@ -138,11 +138,12 @@ def characterise(mask, gt):
                             "all": float(gaps.mean())}}
 
 
-def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4, device="cpu"):
+def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, device="cpu"):
     """Compare the two trained methods keypoint by keypoint (SUCCESS_RULE) on a non-shuffled test loader. model:
     {'heatmap': HeatmapNet, 'regression': RegressionNet} (or a 2-tuple in that order). Writes out_dir/failure_cases.json
     ({"rule", "num_images", "counts", "per_keypoint": {CATEGORIES key: ...}, "characterisation",
-    "fixed_by_symmetric_matching", "gallery"}) and a gallery PNG per category; returns the dict."""
+    "fixed_by_symmetric_matching", "gallery": {category: [{"image", "keypoint"}]}}) and a gallery PNG per category, one
+    row per keypoint that fails in it (its worst example); returns the dict."""
     hm_model, rg_model = (model["heatmap"], model["regression"]) if isinstance(model, dict) else model
     ds, gt = test_loader.dataset, test_loader.dataset.keypoints
     hm_out = run_model(hm_model.to(device), test_loader, device, "fp32")
@@ -160,17 +161,15 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
                                              "regression": int((ok_r_sym & ~ok_r).sum())}
     err_h, err_r = keypoint_distances(pred_h, gt), keypoint_distances(pred_r, gt)
     for cat, mask in cats.items():
-        # the worst examples: largest error of the failing method(s) on a keypoint of this category
+        # one row per keypoint that fails in this category: its worst example (largest error of the failing method)
         failing_err = {"heatmap_only": err_r, "regression_only": err_h, "both_fail": torch.maximum(err_h, err_r)}[cat]
         score = torch.where(mask, failing_err, torch.tensor(-1.0, dtype=failing_err.dtype))
-        worst = score.max(1)
-        order = [int(i) for i in worst.values.argsort(descending=True) if worst.values[i] >= 0][:per_gallery]
-        result["gallery"][cat] = order
-        if not order:
+        rows = [(int(score[:, k].argmax()), k) for k in range(len(KEYPOINT_NAMES)) if mask[:, k].any()]
+        result["gallery"][cat] = [{"image": i, "keypoint": KEYPOINT_NAMES[k]} for i, k in rows]
+        if not rows:
             continue
-        fig, axes = plt().subplots(len(order), 3, figsize=(8.4, 2.9 * len(order)), squeeze=False)
-        for row, i in zip(axes, order):  # HeatmapNet's and regression's predictions, the heatmap of keypoint k
-            k = int(worst.indices[i])
+        fig, axes = plt().subplots(len(rows), 3, figsize=(8.4, 2.9 * len(rows)), squeeze=False)
+        for row, (i, k) in zip(axes, rows):  # HeatmapNet's and regression's predictions, the heatmap of keypoint k
             for ax, method, pred in ((row[0], "heatmap", pred_h), (row[1], "regression", pred_r)):
                 err = (pred[i, k] - gt[i, k]).norm()
                 draw_keypoints(ax, ds.images[i], pred[i], gt[i], f"{method}: {err:.1f} px on {KEYPOINT_NAMES[k]}")
@@ -178,7 +177,9 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, per_gallery=4
             row[2].plot(*gt[i, k].numpy(), "c+", ms=9, mew=1.5)
             row[2].set(xticks=[], yticks=[])
             row[2].set_title(f"{KEYPOINT_NAMES[k]} heatmap (test #{i})", fontsize=9)
-        fig.suptitle(f"Failure cases: {CATEGORIES[cat]} (o = GT, x = prediction; rule: PCK@0.1 bbox)", fontsize=10)
+        counts = ", ".join(f"{KEYPOINT_NAMES[k]} {int(mask[:, k].sum())}" for _, k in rows)
+        fig.suptitle(f"Failure cases: {CATEGORIES[cat]} (rule: PCK@0.1 bbox; o = GT, x = prediction)\none row per "
+                     f"keypoint that fails here, its worst example; keypoints in this category: {counts}", fontsize=10)
         fig.tight_layout()
         save_figure(fig, Path(out_dir) / "visualizations" / f"failures_{cat}.png")
     write_json(Path(out_dir) / "failure_cases.json", result)

@@ -8,8 +8,9 @@ px tolerance absorbs float rounding), with norm_i
   'torso': head to the midpoint of the feet; constant (57 px) in the course distribution, so a fixed radius.
 Strict matching uses the labels as given; symmetric matching scores (left_hand, right_hand) in whichever order is
 closer (the hand labels of this data are ambiguous by construction).
-metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "decoder_selection" (px per
-decoder on val), "<method>": {"checkpoint", "decoders": {"<decoder>": summarize()}}}.
+metrics.json: {"split", "num_images", "thresholds", "refine_default", "provenance", "normaliser_px" (mean bbox
+diagonal and torso length, px), "decoder_selection" (px per decoder on val), "<method>": {"checkpoint", "decoders":
+{"<decoder>": summarize()}, "exact_fraction" (keypoints decoded to their label exactly, default decoder)}}.
 """
 import os
 import time
@@ -271,10 +272,14 @@ def main(argv=None):
         ds = load_split(kp_dir, args.split, "regression",
                         canonical_hands=training_log["config"].get("canonical_hands", False))
         metrics["num_images"], preds = len(ds), {}
+        metrics["normaliser_px"] = {n: float(pck_normalizer(ds.keypoints, n).mean()) for n in ("bbox", "torso")}
         for method, (model, ckpt) in loaded.items():
             preds[method] = predict_all_decoders(model, ds, device, precision)
+            default = preds[method][default_decoder(target_of(model))]
             metrics[method] = {"checkpoint": {k: ckpt[k] for k in ("epoch", "val_loss", "val_px_error") if k in ckpt},
-                               "decoders": {d: summarize(kp, ds.keypoints) for d, kp in preds[method].items()}}
+                               "decoders": {d: summarize(kp, ds.keypoints) for d, kp in preds[method].items()},
+                               "exact_fraction": float((keypoint_distances(default, ds.keypoints) < 1e-6).double()
+                                                       .mean())}
         if "heatmap" in loaded:  # the default decoder is chosen on val: store the measurement it rests on
             val_ds = load_split(kp_dir, "val", "regression")
             val_preds = predict_all_decoders(loaded["heatmap"][0], val_ds, device, precision)

@@ -6,6 +6,7 @@ PCK (a metric named 'pck...') to 3; "-0.61 [-0.80, -0.41]" is a mean difference 
 t-interval, a trailing ° marks one that includes 0 (within seed noise).
 """
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from baseline import ABLATION_METRICS, CATEGORIES, DEFAULT_VARIANT
 from common import ArgumentParser, RESULTS_DIR, UsageError, machine_label, main_time, read_json, run_cli, write_text
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from study import READOUTS
+from study import GAP_CHAIN, READOUT_LABELS, READOUTS
 
 HERE = Path(__file__).resolve().parent
 DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
@@ -41,10 +42,12 @@ class Results(dict):
 
 
 def load_results(results_dir=RESULTS_DIR):
-    """Each results JSON that exists, by its FILES key, and stored_runs: how many runs results/runs holds."""
+    """Each results JSON that exists, by its FILES key; stored_runs: how many runs results/runs holds; run_machines:
+    the machine label of each stored run, by folder name."""
     d = Path(results_dir)
+    runs = {p.parent.name: read_json(p).get("machine", {}) for p in (d / "runs").glob("*/run.json")}
     return Results({**{k: read_json(d / f) for k, f in FILES.items() if (d / f).exists()},
-                    "stored_runs": len(list((d / "runs").glob("*/run.json")))})
+                    "stored_runs": len(runs), "run_machines": {k: machine_label(m) for k, m in runs.items()}})
 
 
 # formatting; a missing value raises KeyError, which render() reports with the placeholder's name
@@ -140,88 +143,144 @@ SPEC_READOUTS = {"heatmap": "heatmap_64", "regression": "gap_fc", "integral": "i
 SPEC_STEPS = {("gap_fc", "heatmap_64"), ("gap_fc", "integral_64")}  # their differences, not readout steps
 
 
-def table_assignment(r):
-    """PCK at the four thresholds, bbox and torso, and mean px: mean ± std over the readout study's seeds of the three
-    spec methods, strict / symmetric hands."""
+MATCHING = {"": "as labelled", "_sym": "either order"}  # strict / symmetric hand matching, as the tables name them
+
+
+def table_assignment(r, norm="bbox"):
+    """PCK at the four thresholds (normalised by `norm`) and mean px: mean ± std over the readout study's seeds of the
+    three spec methods, one row per method and hand matching (strict, then symmetric)."""
     ro = complete(r["study"]["readouts"])
     rows = {m: ro["readouts"][name]["per_seed"] for m, name in SPEC_READOUTS.items()}
-    get = lambda k, t: (lambda x: x[k][t]) if t else (lambda x: x[k])  # noqa: E731
-    cell = lambda m, k, t: " / ".join(mean_sd(map(get(k + x, t), rows[m]), k) for x in ("", "_sym"))  # noqa: E731
-    return md([f"method ({len(ro['seeds'])} seeds)", "normalised by"] + [f"PCK@{t}" for t in THR] + ["mean px"],
-              [[NAMES[m], norm] + [cell(m, f"pck_{norm}", t) for t in THR] + [cell(m, "px", None)]
-               for m in SPEC_READOUTS for norm in ("bbox", "torso")])
+    return md(["method", "hands matched"] + [f"PCK@{t}" for t in THR] + ["mean error (px)"],
+              [[NAMES[m], label] + [mean_sd((x[f"pck_{norm}{sfx}"][t] for x in rows[m]), "pck") for t in THR]
+               + [mean_sd((x["px" + sfx] for x in rows[m]))] for sfx, label in MATCHING.items() for m in SPEC_READOUTS])
 
 
-def table_readouts(r):
-    """Each readout's mean ± std over seeds (study.py), then the references, which need no training."""
-    rs, cols = r["study"]["readouts"], ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted", "spread_ratio",
-                                        "pck_bbox_sym")
-    return md(["readout", "what it is", "params", "px", "px sym", "head+feet px", "hands px sym", "shifted px",
-               "spread ratio", "PCK@0.05 sym"],
-              [[f"`{n}`", READOUTS[n][1], f"{x['params'] / 1e6:.2f}M"] + sd_cells(x["per_seed"], cols)
+def table_gap_chain(r):
+    """The whole spec gap as a chain of one-factor readout steps (study.GAP_CHAIN), each with its share."""
+    steps = r["study"]["readouts"]["steps"]
+    return md(["step", "what changes", "share of the gap", "mean error change (px)"],
+              [[f"{i}. {READOUT_LABELS[a]} → {READOUT_LABELS[b]}", what, share(r, a, b), step(steps, a, b, "px")]
+               for i, (a, b, what) in enumerate(GAP_CHAIN, 1)])
+
+
+def table_readouts(r, full=False):
+    """Each readout's mean ± std over seeds (study.py), then the references, which need no training; full: the
+    appendix's columns."""
+    rs = r["study"]["readouts"]
+    cols = (("spread_ratio", "spread ratio"), ("pck_bbox", "PCK@0.05"), ("pck_bbox_sym", "PCK@0.05 sym")) if full else (
+        ("px", "px"), ("px_sym", "px sym"), ("px_head_feet", "head + feet px"), ("px_hands_sym", "hands px sym"),
+        ("px_shifted", "shifted px"))
+    keys = [k for k, _ in cols]
+    return md(["readout", "what it is" if full else "params"] + [label for _, label in cols],
+              [[READOUT_LABELS[n], READOUTS[n][1] if full else f"{x['params'] / 1e6:.2f}M"] + sd_cells(x["per_seed"], keys)
                for n, x in rs["readouts"].items()] +
-              [[f"*{n.replace('_', ' ')}*", "reference, no training", "0"] + [num(val(x, k), k) for k in cols]
+              [[f"*{n.replace('_', ' ')}* (no training)", "reference" if full else "0"] + [num(val(x, k), k) for k in keys]
                for n, x in rs["references"].items()])
 
 
-def table_how_far(r):
-    """how_far.py's recipes: mean ± std over seeds of the test numbers of the val-loss checkpoint."""
+CROSS_MACHINE = ("ladder: spec head", "spatial: soft-argmax 8x8, MSE")  # how_far rows trained on CPUs, not the GPU
+COMPARED = ("ladder: no dropout/sigmoid", "ladder: symmetric hand loss")  # GPU rows Appendix C compares them with
+
+
+def table_how_far(r, cross_machine=False):
+    """how_far.py's recipes: mean ± std over seeds of the test numbers of the val-loss checkpoint; the rows trained on
+    the GPU, or (cross_machine) the CPU rows with the GPU rows they are compared with in Appendix C."""
     h = r["how_far"]
     prefixes = {"schedule: ": "HeatmapNet, ", "ladder: ": "RegressionNet, 30 epochs: ", "long: ": "RegressionNet: ",
                 "spatial: ": "spatial readout, 30 epochs: "}
     label = lambda k: next(new + k[len(old):] for old, new in prefixes.items() if k.startswith(old))  # noqa: E731
-    return md([f"recipe (epochs, lr schedule; {h['precision']})", "trained on", "px", "px sym", "hands px sym",
-               "PCK@0.05 sym"], [[label(k), ", ".join(sorted({x["device"] for x in v}))]
-                                 + sd_cells(v, ("px", "px_sym", "px_hands_sym", "pck_bbox_sym"))
-                                 for k, v in h["rows"].items()])
+    return md(["recipe (epochs, learning-rate schedule)", "px", "px sym", "hands px sym", "PCK@0.05 sym"],
+              [[label(k)] + sd_cells(v, ("px", "px_sym", "px_hands_sym", "pck_bbox_sym"))
+               for k, v in h["rows"].items() if (k in CROSS_MACHINE + COMPARED) == cross_machine or (
+                   not cross_machine and k in COMPARED)])
+
+
+def variant_label(cfg):
+    """A plain name of an ablation variant: what differs from the default."""
+    return ", ".join(x for x in (f"{cfg['hm_size']}x{cfg['hm_size']}" if cfg["hm_size"] != 64 else "",
+                                 f"σ {cfg['sigma_img']:g} px" if cfg["sigma_img"] != 4 else "",
+                                 "no skips" if not cfg["skip"] else "") if x) or "default (64x64, σ 4 px, skips)"
 
 
 def table_ablation(r):
     """Every ablation variant (baseline.py): mean ± std over seeds, and its paired difference to the default."""
-    a = r["ablation"]
-    rows = []
+    a, rows = r["ablation"], []
     for n in dict.fromkeys(n for names in a["studies"].values() for n in names):
         v, cfg = a["variants"][n]["runs"], a["variants"][n]["config"]
         pairs = ["(default)"] * 2 if n == DEFAULT_VARIANT else [ci(a["variants"][n]["paired_to_default"][k], k)
                                                                 for k in ("px_quarter", "pck05")]
-        rows.append([f"`{n}`", cfg["hm_size"], f"{cfg['sigma_img'] / 2:g}", "on" if cfg["skip"] else "off"] +
-                    [mean_sd((of(x["test"]) for x in v), k) for k, of in ABLATION_METRICS.items()] + pairs)
-    return md(["variant", "heatmap size", "σ", "skips", "px argmax", "px quarter", "px sym", "PCK@0.05",
-               "px quarter − default", "PCK@0.05 − default"], rows)
+        rows.append([variant_label(cfg)] + [mean_sd((of(x["test"]) for x in v), k)
+                                            for k, of in ABLATION_METRICS.items() if k != "px_sym"] + pairs)
+    return md(["variant", "px argmax", "px quarter", "PCK@0.05", "px quarter − default", "PCK@0.05 − default"], rows)
 
 
 def table_pck(r, norm):
-    """The main command's seed-0 run, every decoder: PCK strict / symmetric."""
+    """The main command's seed-0 run, every decoder, one row per hand matching."""
     m = r["metrics"]
-    return md(["method", "decoder"] + [f"PCK@{t}" for t in THR] + ["mean px"],
-              [[NAMES[k], dec] + [f"{e[f'pck_{norm}'][t]:.3f} / {e[f'pck_{norm}_sym'][t]:.3f}" for t in THR]
-               + [f"{e['px']:.2f} / {e['px_sym']:.2f}"]
-               for k in NAMES if k in m for dec, e in m[k]["decoders"].items()])
+    return md(["method (decoder)", "hands matched"] + [f"PCK@{t}" for t in THR] + ["mean px"],
+              [[f"{NAMES[k]} ({dec})", label] + [f"{e[f'pck_{norm}{sfx}'][t]:.3f}" for t in THR] + [f"{e['px' + sfx]:.2f}"]
+               for k in NAMES if k in m for dec, e in m[k]["decoders"].items() for sfx, label in MATCHING.items()])
 
 
-HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym", "best_epoch")
+def table_steps(r, chain):
+    """The readout study's paired steps but the spec methods' differences: those of Section 1's chain, or the others."""
+    in_chain = {(a, b) for a, b, _ in GAP_CHAIN}
+    return md(["step (to − from)", "share of the gap", "px", "head + feet px", "hands px sym", "shifted px"],
+              [[f"{READOUT_LABELS[s['from']]} → {READOUT_LABELS[s['to']]}", share(r, s["from"], s["to"])]
+               + [ci(s[k]) for k in ("px", "px_head_feet", "px_hands_sym", "px_shifted")]
+               for s in r["study"]["readouts"]["steps"]
+               if (s["from"], s["to"]) not in SPEC_STEPS and ((s["from"], s["to"]) in in_chain) == chain])
+
+
+def table_failures(r):
+    """failure_cases.json: keypoints one method gets right and the other not, or neither, by body part."""
+    f, parts = r["failures"], {"head": ("head",), "hands": ("left_hand", "right_hand"),
+                               "feet": ("left_foot", "right_foot")}
+    return md(["keypoints where", "head", "hands", "feet", "all", "true hand gap of their images (px)"],
+              [[CATEGORIES[c]] + [sum(f["per_keypoint"][c][k] for k in ks) for ks in parts.values()] +
+               [n, num(f["characterisation"][c]["hand_gap_px"]["these"])] for c, n in f["counts"].items()])
+
+
+def table_machines(r):
+    """Where each part's runs were trained: the distinct machines of its stored runs, with counts."""
+    st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
+    parts = {"Tables 1-2, Sections 3-4 (readout study)": [x for v in st["readouts"]["readouts"].values()
+                                                         for x in v["per_seed"]],
+             "Section 5 (hand loss)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+             "Section 6, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
+             "Section 6, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
+                                            and k not in CROSS_MACHINE for x in v],
+             "Appendix C, first regression row": h["ladder: spec head"],
+             "Appendix C, spatial readout row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
+             "Section 7 (ablations)": [x for v in a.values() for x in v["runs"]]}
+    rows = []
+    for part, runs in parts.items():
+        counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
+        rows.append([part, len(runs), "; ".join(f"{m} ({n})" for m, n in counts.most_common())])
+    rows += [[f"committed models ({k})", 1, machine_label(r["log"][k]["machine"])] for k in ("heatmap", "regression")]
+    rows.append(["`results/best/`", 1, machine_label(r["best_log"]["config"]["machine"])])
+    return md(["part of the report", "runs", "trained on (runs)"], rows)
+
+
+HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
 TABLES = {
-    "assignment": table_assignment, "readouts": table_readouts, "how_far": table_how_far, "ablation": table_ablation,
+    "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso"),
+    "gap_chain": table_gap_chain, "readouts": table_readouts, "readouts_full": lambda r: table_readouts(r, True),
+    "how_far": table_how_far, "how_far_spatial": lambda r: table_how_far(r, True),
+    "ablation": table_ablation,
     "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso"),
-    "readout_steps": lambda r: md(  # each readout step but the spec methods' differences (Section 3), paired by seed
-        ["step (to − from)", "what changes", "share of the whole gap", "px", "head+feet px", "hands px sym",
-         "shifted px"], [[f"`{s['from']}` → `{s['to']}`", s["question"], share(r, s["from"], s["to"])]
-                         + [ci(s[k]) for k in ("px", "px_head_feet", "px_hands_sym", "px_shifted")]
-                         for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) not in SPEC_STEPS]),
+    "failures": table_failures, "machines": table_machines,
+    "readout_steps": lambda r: table_steps(r, chain=False), "chain_steps": lambda r: table_steps(r, chain=True),
     "hand_loss": lambda r: md(  # each method under the strict and the symmetric hand loss, mean ± std over seeds
-        ["method", "hand loss", "px", "px sym", "hands px sym",
-         f"hand gap px (true {r['study']['hand_loss']['hand_gap_px_ground_truth']:.1f})", "PCK@0.05", "PCK@0.05 sym"],
-        [[NAMES[m], loss] + sd_cells(r["study"]["hand_loss"]["rows"][f"{m}_{loss}"], HAND_KEYS[:-1])
+        ["method", "hand loss", "px", "px sym", "hands px sym", "hand gap px", "PCK@0.05 sym"],
+        [[NAMES[m], {"strict": "as labelled", "symmetric": "symmetric"}[loss]] + sd_cells(
+            r["study"]["hand_loss"]["rows"][f"{m}_{loss}"],
+                                     ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox_sym"))
          for m in NAMES for loss in ("strict", "symmetric")]),
     "hand_loss_pairs": lambda r: md(  # symmetric minus strict hand loss, paired by seed
-        ["symmetric − strict loss", "px", "px sym", "hands px sym", "hand gap px", "PCK@0.05", "PCK@0.05 sym",
-         "best val-loss epoch"], [[NAMES[m]] + [ci(p[k], k) for k in HAND_KEYS]
-                                  for m, p in r["study"]["hand_loss"]["paired"].items()]),
-    "failures": lambda r: md(  # failure_cases.json: keypoints one method gets right and the other not, or neither
-        ["keypoints where", "count", "which keypoints", "true hand gap px of their images"],
-        [[CATEGORIES[c], n, ", ".join(f"{k} {v}" for k, v in r["failures"]["per_keypoint"][c].items() if v),
-          "{these:.1f} (all {all:.1f})".format(**r["failures"]["characterisation"][c]["hand_gap_px"])]
-         for c, n in r["failures"]["counts"].items()]),
+        ["symmetric − as-labelled loss", "px", "px sym", "hands px sym", "hand gap px", "PCK@0.05", "PCK@0.05 sym"],
+        [[NAMES[m]] + [ci(p[k], k) for k in HAND_KEYS] for m, p in r["study"]["hand_loss"]["paired"].items()]),
 }
 
 
@@ -275,6 +334,11 @@ VALUES = {
     "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}"
                                      for k, _, label in GOAL),
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),
+    "bbox_px": lambda r: f"{r['metrics']['normaliser_px']['bbox']:.0f}",
+    "radius_05": lambda r: f"{0.05 * r['metrics']['normaliser_px']['bbox']:.1f}",
+    "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
+    "main_machine": lambda r: machine_label(r["log"]["config"]["machine"]),
+    "main_precision": lambda r: r["log"]["config"]["precision"],
     **{f"best_{k}": (lambda r, k=k: num(val(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]], k), k))
        for k in ("px_sym", "px_hands_sym", "pck_bbox_sym")},
 }
@@ -289,6 +353,8 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "share": share,
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
+    "pck": lambda r, name, t, sfx="": num(mean(x[f"pck_bbox{sfx}"][t] for x in r["study"]["readouts"]["readouts"][name][
+        "per_seed"]), "pck"),  # a readout's seed-mean PCK (bbox) at threshold t, sfx '_sym' for symmetric
 }
 
 

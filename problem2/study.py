@@ -37,11 +37,17 @@ READOUTS = {
     "coordconv_gap_fc": ("coordconv_gap_fc", "GAP + FC with x/y channels appended before every encoder conv"),
     "decoder64_gap_fc": ("decoder64_gap_fc", "HeatmapNet's decoder (skips) to 64x64, then GAP + the spec FC head"),
     "softargmax_8": ("softargmax_8", "1x1 conv to 5 maps at 8x8, spatial soft-argmax, coordinate loss"),
-    "heatmap_8": ("heatmap_8", "the same 1x1 conv at 8x8 trained as Gaussian heatmaps (σ = 8: one 8x8 cell), MSE"),
+    "heatmap_8": ("heatmap_8", "the same 1x1 conv at 8x8 trained as Gaussian heatmaps (σ = 16 image px, one cell), MSE"),
     "integral_64": ("integral", "HeatmapNet body + soft-argmax at 64x64, coordinate loss"),
     "heatmap_64": ("heatmap", "the spec HeatmapNet"),
 }
 SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
+READOUT_LABELS = {  # short plain names, for the figure and the report
+    "gap_fc": "pooled FC (RegressionNet)", "gap_fc_plain": "pooled FC, no dropout/sigmoid",
+    "flatten_fc": "flattened 8x8 + FC", "coordconv_gap_fc": "CoordConv + pooled FC",
+    "decoder64_gap_fc": "64x64 decoder + pooled FC", "softargmax_8": "soft-argmax at 8x8",
+    "heatmap_8": "heatmaps at 8x8", "integral_64": "soft-argmax at 64x64 (IntegralNet)",
+    "heatmap_64": "heatmaps at 64x64 (HeatmapNet)"}
 # the paired differences the report interprets (to - from, per seed), each with the question it answers
 STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("gap_fc", "flatten_fc", "is it the pooling? (the 8x8 map flattened: a 1x1 conv and more FC weights too)"),
@@ -56,6 +62,11 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("integral_64", "heatmap_64", "at 64x64: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
          ("gap_fc", "integral_64", "the spec head replaced by IntegralNet's decoder to 64x64 and soft-argmax"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
+# the whole gap as a chain of one-factor steps, RegressionNet to HeatmapNet: each a STEP, with what it changes
+GAP_CHAIN = [("gap_fc", "gap_fc_plain", "the head's dropout and sigmoid removed"),
+             ("gap_fc_plain", "softargmax_8", "pooling + FC layers replaced by a spatial readout on the 8x8 map"),
+             ("softargmax_8", "integral_64", "HeatmapNet's decoder to 64x64 added before the soft-argmax"),
+             ("integral_64", "heatmap_64", "soft-argmax + coordinate loss replaced by Gaussian heatmaps + MSE")]
 
 
 def reference_rows(kp_dir, shifted_dir):
@@ -116,7 +127,7 @@ def plot_readouts(section, vis_dir):
         ref = section["references"]
         ax.axhline(ref["mean_pose"][key], color="0.4", ls="--", lw=1, label="mean pose (no image)")
         ax.axhline(ref["centre_plus_mean_offsets"][key], color="C2", ls=":", lw=1.5, label="true centre + mean offsets")
-        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
+        ax.set_xticks(range(len(names)), [READOUT_LABELS[n] for n in names], rotation=35, ha="right", fontsize=9)
         ax.set(title=title, yscale="log")
         ax.minorticks_off()
         ax.grid(alpha=0.3, axis="y")

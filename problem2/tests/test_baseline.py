@@ -83,7 +83,8 @@ def test_figures(ablation_run, tiny_data, tmp_path, monkeypatch):
     sigma = figs["ablation_sigma.png"]
     assert sigma._suptitle.get_text().startswith("Ablation: sigma") and "1 seed(s)" in sigma._suptitle.get_text()
     assert [ax.get_ylabel() for ax in sigma.axes] == ["PCK@0.05 (bbox)", "mean error (px, 128-px image)"]
-    assert [t.get_text() for t in sigma.axes[1].get_xticklabels()] == ["1.0", "2.0", "3.0", "4.0"]  # 64x64-heatmap px
+    assert [t.get_text() for t in sigma.axes[1].get_xticklabels()] == ["2", "4", "6", "8"]  # image px
+    assert sigma.axes[1].get_xlabel() == "σ of the Gaussian target (image px)"
     assert len(sigma.legends[0].get_texts()) == 4                                  # 2 decoders x 2 matchings
 
 
@@ -128,7 +129,8 @@ def test_analyze_failure_cases_on_known_predictions(tiny_data, tmp_path, monkeyp
     assert res["counts"]["heatmap_only"] == 1 + swap_fails
     assert res["per_keypoint"]["heatmap_only"]["left_foot"] == 1
     assert res["counts"]["both_fail"] == 1 and res["per_keypoint"]["both_fail"]["right_foot"] == 1
-    assert res["gallery"]["regression_only"] == [0] and res["gallery"]["both_fail"] == [2]
+    assert res["gallery"]["regression_only"] == [{"image": 0, "keypoint": "head"}]      # one row per failing keypoint
+    assert res["gallery"]["both_fail"] == [{"image": 2, "keypoint": "right_foot"}]
     assert res["fixed_by_symmetric_matching"]["heatmap"] == 0
     assert res["fixed_by_symmetric_matching"]["regression"] == swap_fails
     assert (tmp_path / "visualizations" / "failures_both_fail.png").exists()

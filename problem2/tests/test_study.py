@@ -51,7 +51,7 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
     assert (tmp_path / "visualizations" / "study_readouts.png").exists()
     fig = figs["study_readouts.png"]                                   # what a reader of the figure sees
     assert [ax.get_title() for ax in fig.axes] == ["all keypoints (strict)", "head + feet", "hands, symmetric matching"]
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(study.READOUTS)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(study.READOUT_LABELS.values())
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["mean pose (no image)",
                                                                            "true centre + mean offsets"]
     assert fig.axes[0].get_ylabel().startswith("mean error (px") and "up to 1" in fig._suptitle.get_text()
