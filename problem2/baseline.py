@@ -143,7 +143,7 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, device="cpu")
     {'heatmap': HeatmapNet, 'regression': RegressionNet} (or a 2-tuple in that order). Writes out_dir/failure_cases.json
     ({"rule", "num_images", "counts", "per_keypoint": {CATEGORIES key: ...}, "characterisation",
     "fixed_by_symmetric_matching", "gallery": {category: [{"image", "keypoint"}]}}) and a gallery PNG per category, one
-    row per keypoint that fails in it (its worst example); returns the dict."""
+    row per keypoint that fails in it (its median-error example); returns the dict."""
     hm_model, rg_model = (model["heatmap"], model["regression"]) if isinstance(model, dict) else model
     ds, gt = test_loader.dataset, test_loader.dataset.keypoints
     hm_out = run_model(hm_model.to(device), test_loader, device, "fp32")
@@ -161,10 +161,14 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, device="cpu")
                                              "regression": int((ok_r_sym & ~ok_r).sum())}
     err_h, err_r = keypoint_distances(pred_h, gt), keypoint_distances(pred_r, gt)
     for cat, mask in cats.items():
-        # one row per keypoint that fails in this category: its worst example (largest error of the failing method)
+        # one row per keypoint that fails in this category: its typical example, the median error of the failing
+        # method(s) among the images where that keypoint is in the category
         failing_err = {"heatmap_only": err_r, "regression_only": err_h, "both_fail": torch.maximum(err_h, err_r)}[cat]
-        score = torch.where(mask, failing_err, torch.tensor(-1.0, dtype=failing_err.dtype))
-        rows = [(int(score[:, k].argmax()), k) for k in range(len(KEYPOINT_NAMES)) if mask[:, k].any()]
+        rows = []
+        for k in range(len(KEYPOINT_NAMES)):
+            images = torch.nonzero(mask[:, k]).flatten()
+            if len(images):
+                rows.append((int(images[failing_err[images, k].argsort()[(len(images) - 1) // 2]]), k))
         result["gallery"][cat] = [{"image": i, "keypoint": KEYPOINT_NAMES[k]} for i, k in rows]
         if not rows:
             continue
@@ -179,7 +183,8 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, device="cpu")
             row[2].set_title(f"{KEYPOINT_NAMES[k]} heatmap (test #{i})", fontsize=9)
         counts = ", ".join(f"{KEYPOINT_NAMES[k]} {int(mask[:, k].sum())}" for _, k in rows)
         fig.suptitle(f"Failure cases: {CATEGORIES[cat]} (rule: PCK@0.1 bbox; o = GT, x = prediction)\none row per "
-                     f"keypoint that fails here, its worst example; keypoints in this category: {counts}", fontsize=10)
+                     f"keypoint that fails here, its median-error example; keypoints in this category: {counts}",
+                     fontsize=10)
         fig.tight_layout()
         save_figure(fig, Path(out_dir) / "visualizations" / f"failures_{cat}.png")
     write_json(Path(out_dir) / "failure_cases.json", result)

@@ -61,8 +61,8 @@ def reuse_freed_memory():
 
 def run_cli(main):
     """Every script's entry point (`if __name__ == "__main__": run_cli(main)`) and the one place that exits: the
-    allocator set for training (reuse_freed_memory), then main(), whose int return is the exit status; a UsageError, or an interruption (Ctrl-C, SIGTERM), is one line on stderr and exit
-    status 1, without a traceback."""
+    allocator set for training (reuse_freed_memory), then main(), whose int return is the exit status; a UsageError,
+    or an interruption (Ctrl-C, SIGTERM), is one line on stderr and exit status 1, without a traceback."""
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM unwinds like Ctrl-C: locks released, workers stopped
     reuse_freed_memory()
     try:
@@ -359,7 +359,8 @@ def job_results(fn, tasks, jobs=1):
     on_main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
     try:
-        with multiprocessing.get_context("spawn").Pool(jobs, _pool_init, (threads, os.getpid())) as pool:  # exit: terminate()
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(jobs, _pool_init, (threads, os.getpid())) as pool:  # its exit terminates the workers
             yield pool.imap_unordered(fn, tasks)
     finally:
         if previous is not None:  # None: not on the main thread, or a handler installed outside Python

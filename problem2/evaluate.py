@@ -211,7 +211,8 @@ def score_checkpoint(path, kp_dir, split="test", device="cpu", out=None):
     existing file there that scored other data (or does not say which) is never replaced: a UsageError, checked before
     any scoring."""
     folder = Path(kp_dir).resolve()  # recorded relative to the repository when inside it (a committed file)
-    data = {"path": str(folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder), **data_fingerprint(kp_dir)}
+    data = {"path": str(folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder),
+            **data_fingerprint(kp_dir)}
     out = Path(out) if out is not None else Path(path).with_name(f"{Path(path).stem}_{split}_metrics.json")
     if out.exists():
         old = read_json(out).get("data") or {}
@@ -241,7 +242,7 @@ def main(argv=None):
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="split to report on (default: test; val selected checkpoints)")
     p.add_argument("--device", type=device_arg, default="auto")
-    p.add_argument("--num-samples", type=positive(int, 1), default=32, help="images in the prediction grid")
+    p.add_argument("--num-samples", type=positive(int, 1), default=16, help="images in the prediction grid")
     p.add_argument("--allow-mixed-runs", action="store_true",
                    help="evaluate checkpoints of different runs/data together anyway (recorded in metrics.json)")
     p.add_argument("--checkpoint", type=Path, default=None,

@@ -38,6 +38,7 @@ LADDER = {  # name: (method, loss, hand loss)
 PLAIN_MSE, LOSS_STEPS = "symmetric hand loss", ("symmetric hand loss", "L1", "Laplace NLL", "RLE")
 SPATIAL = {"soft-argmax 8x8, MSE": ("softargmax_8", "mse", "symmetric")}  # the readout study's, under the ladder's loss
 HEATMAP = {"HeatmapNet": ("heatmap", "mse", "symmetric")}
+TICK_LABELS = {"ladder: spec head": "RegressionNet as specified", "spatial: soft-argmax 8x8, MSE": "soft-argmax 8x8, MSE"}
 METRICS = {k: ROW_METRICS[k] for k in ("px", "px_sym", "px_hands_sym", "pck_bbox_sym")}
 
 
@@ -158,9 +159,10 @@ def plot_how_far(res, path):
         for i, k in enumerate(keys):
             bx.plot([i + off] * len(rows[k]), [r[key] for r in rows[k]], "k.", ms=4)
     bx.axvline(len(LADDER) - 0.5, color="0.5", lw=1)
-    bx.set_xticks(range(len(keys)), [k.split(": ", 1)[1] for k in keys], rotation=25, ha="right")
+    bx.set_xticks(range(len(keys)), [TICK_LABELS.get(k, k.split(": ", 1)[1]) for k in keys], rotation=25,
+                  ha="right")
     bx.set(ylabel="test mean error, symmetric matching (px)",
-           title="Regression at 30 epochs: the ladder (one change per bar) | the spatial readout")
+           title="Regression at 30 epochs, one change per bar | right of the line: a spatial readout")
     bx.grid(alpha=0.3, axis="y")
     bx.legend(fontsize=8)
     fig.suptitle(f"How far each method goes ({res['precision']}, seeds {', '.join(map(str, res['seeds']))}; "

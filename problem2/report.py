@@ -6,6 +6,7 @@ PCK (a metric named 'pck...') to 3; "-0.61 [-0.80, -0.41]" is a mean difference 
 t-interval, a trailing ° marks one that includes 0 (within seed noise).
 """
 import re
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -173,10 +174,10 @@ def table_readouts(r, full=False):
         ("px_shifted", "shifted px"))
     keys = [k for k, _ in cols]
     return md(["readout", "what it is" if full else "params"] + [label for _, label in cols],
-              [[READOUT_LABELS[n], READOUTS[n][1] if full else f"{x['params'] / 1e6:.2f}M"] + sd_cells(x["per_seed"], keys)
-               for n, x in rs["readouts"].items()] +
-              [[f"*{n.replace('_', ' ')}* (no training)", "reference" if full else "0"] + [num(val(x, k), k) for k in keys]
-               for n, x in rs["references"].items()])
+              [[READOUT_LABELS[n], READOUTS[n][1] if full else f"{x['params'] / 1e6:.2f}M"]
+               + sd_cells(x["per_seed"], keys) for n, x in rs["readouts"].items()] +
+              [[f"*{n.replace('_', ' ')}* (no training)", "reference" if full else "0"]
+               + [num(val(x, k), k) for k in keys] for n, x in rs["references"].items()])
 
 
 CROSS_MACHINE = ("ladder: spec head", "spatial: soft-argmax 8x8, MSE")  # how_far rows trained on CPUs, not the GPU
@@ -212,14 +213,16 @@ def table_ablation(r):
                                                                 for k in ("px_quarter", "pck05")]
         rows.append([variant_label(cfg)] + [mean_sd((of(x["test"]) for x in v), k)
                                             for k, of in ABLATION_METRICS.items() if k != "px_sym"] + pairs)
-    return md(["variant", "px argmax", "px quarter", "PCK@0.05", "px quarter − default", "PCK@0.05 − default"], rows)
+    return md(["variant", "px argmax", "px quarter", "PCK@0.05", "px quarter − default", "PCK@0.05 − default"],
+              rows)
 
 
 def table_pck(r, norm):
     """The main command's seed-0 run, every decoder, one row per hand matching."""
     m = r["metrics"]
     return md(["method (decoder)", "hands matched"] + [f"PCK@{t}" for t in THR] + ["mean px"],
-              [[f"{NAMES[k]} ({dec})", label] + [f"{e[f'pck_{norm}{sfx}'][t]:.3f}" for t in THR] + [f"{e['px' + sfx]:.2f}"]
+              [[f"{NAMES[k]} ({dec})", label] + [f"{e[f'pck_{norm}{sfx}'][t]:.3f}" for t in THR]
+               + [f"{e['px' + sfx]:.2f}"]
                for k in NAMES if k in m for dec, e in m[k]["decoders"].items() for sfx, label in MATCHING.items()])
 
 
@@ -300,10 +303,10 @@ def main_command_time(r, precision):
 def allocator_gain(r):
     """benchmark.py's fp32 speed with glibc's default allocator settings and with reuse_freed_memory, per network."""
     rows = {(x["method"], x["allocator"]): x for x in r["benchmark"]["rows"]}
-    return "; ".join(f"{NAMES[m]} {rows[m, 'glibc default']['images_per_s']:.0f} -> "
-                     f"{rows[m, 'reuse_freed_memory']['images_per_s']:.0f} img/s (kernel "
-                     f"{rows[m, 'glibc default']['kernel_share']:.0%} -> {rows[m, 'reuse_freed_memory']['kernel_share']:.0%}"
-                     f" of the CPU time)" for m in ("heatmap", "regression")) + (
+    before, after = "glibc default", "reuse_freed_memory"
+    return "; ".join(f"{NAMES[m]} {rows[m, before]['images_per_s']:.0f} -> {rows[m, after]['images_per_s']:.0f} img/s "
+                     f"(kernel {rows[m, before]['kernel_share']:.0%} -> {rows[m, after]['kernel_share']:.0%} of the "
+                     f"CPU time)" for m in ("heatmap", "regression")) + (
         f", on {machine_label(r['benchmark']['config']['machine'])}")
 
 
@@ -334,6 +337,7 @@ VALUES = {
     "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}"
                                      for k, _, label in GOAL),
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),
+    "argmax_px": lambda r: num(mean(x["test"]["argmax"]["px"] for x in r["ablation"]["variants"][DEFAULT_VARIANT]["runs"])),
     "bbox_px": lambda r: f"{r['metrics']['normaliser_px']['bbox']:.0f}",
     "radius_05": lambda r: f"{0.05 * r['metrics']['normaliser_px']['bbox']:.1f}",
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
@@ -374,12 +378,38 @@ def render(text, results, where="template"):
     return SLOT.sub(fill, text)
 
 
+def reflow(text, width=120):
+    """Prose paragraphs and bullets re-wrapped to `width` columns after the numbers are filled in (a filled number is
+    shorter than its placeholder); tables, headings, images, comments and code blocks are left as they are."""
+    out, para, in_code = [], [], False
+
+    def flush():
+        if para:
+            bullet = para[0].startswith("- ")
+            words = " ".join(line.strip() for line in para)
+            out.extend(textwrap.wrap(words, width, subsequent_indent="  " if bullet else "", break_long_words=False,
+                                     break_on_hyphens=False))
+            para.clear()
+    for line in text.split("\n"):
+        if line.startswith("```"):
+            in_code = not in_code
+        keep = in_code or line.startswith("```") or not line.strip() or line.startswith(("|", "#", "![", "<!--"))
+        if keep or line.startswith("- "):
+            flush()
+        if keep:
+            out.append(line)
+        else:
+            para.append(line)
+    flush()
+    return "\n".join(out)
+
+
 def main(argv=None):
     p = ArgumentParser(description="Write (or --check) report.md and README.md from their templates.")
     p.add_argument("--check", action="store_true", help="exit 1 if a document differs from what the JSON gives")
     args = p.parse_args(argv)
     results = load_results()
-    new = {doc: render(template.read_text(), results, template.name) for template, doc in DOCS.items()}
+    new = {doc: reflow(render(template.read_text(), results, template.name)) for template, doc in DOCS.items()}
     stale = [doc for doc, text in new.items() if not doc.exists() or doc.read_text() != text]
     if args.check and stale:
         print(f"out of date: {', '.join(d.name for d in stale)}; run `python problem2/report.py`")

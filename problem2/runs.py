@@ -104,7 +104,8 @@ def ensure_run(recipe, store, need_checkpoints=False):
             for f in ("run.json", "eval.json"):  # until trained and evaluated, a stored file would describe another
                 (rdir / f).unlink(missing_ok=True)  # training (resume.pth lets a killed run continue)
             version = code_version()  # of the code this process runs, read before training starts
-            history = store.train_fn(recipe, store.kp_dir, rdir, store.device, lambda line: log(f"  {rdir.name} {line}"))
+            history = store.train_fn(recipe, store.kp_dir, rdir, store.device,
+                                     lambda line: log(f"  {rdir.name} {line}"))
             info = {"recipe": recipe, "history": history, "machine": machine_info(store.device, recipe["precision"]),
                     "code_version": version}
             write_json(rdir / "run.json", info)
@@ -140,7 +141,7 @@ def run_many(recipes, store, need_checkpoints=False):
     unique = {recipe_key(r): r for r in recipes}
     tasks = [(r, store, need_checkpoints) for r in unique.values()]
     out, t0, trained = {}, time.time(), []
-    jobs = jobs_used(store.jobs, len(tasks))  # as job_results runs them; in this process log lines go through `log` live
+    jobs = jobs_used(store.jobs, len(tasks))  # as job_results runs them; in this process lines go through `log` live
     fn = functools.partial(_worker, live_log=log if jobs == 1 else functools.partial(print, flush=True))
     with job_results(fn, tasks, jobs) as results:
         for i, (recipe, info, ev, error, lines) in enumerate(results, 1):

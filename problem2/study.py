@@ -37,7 +37,7 @@ READOUTS = {
     "coordconv_gap_fc": ("coordconv_gap_fc", "GAP + FC with x/y channels appended before every encoder conv"),
     "decoder64_gap_fc": ("decoder64_gap_fc", "HeatmapNet's decoder (skips) to 64x64, then GAP + the spec FC head"),
     "softargmax_8": ("softargmax_8", "1x1 conv to 5 maps at 8x8, spatial soft-argmax, coordinate loss"),
-    "heatmap_8": ("heatmap_8", "the same 1x1 conv at 8x8 trained as Gaussian heatmaps (σ = 16 image px, one cell), MSE"),
+    "heatmap_8": ("heatmap_8", "the same 1x1 conv at 8x8 trained as Gaussian heatmaps (σ 16 image px: a cell), MSE"),
     "integral_64": ("integral", "HeatmapNet body + soft-argmax at 64x64, coordinate loss"),
     "heatmap_64": ("heatmap", "the spec HeatmapNet"),
 }
@@ -138,7 +138,7 @@ def plot_readouts(section, vis_dir):
     axes[0].set_ylabel("mean error (px, test, log scale)")
     axes[0].legend(fontsize=8, loc="lower left")
     n_seeds = max(len(section["readouts"][n]["per_seed"]) for n in names)
-    fig.suptitle(f"Readout study: one encoder, one readout changed at a time (bars = mean, dots = seeds, up to "
+    fig.suptitle(f"Readout study: nine readouts on the assignment's encoder (bars = mean, dots = seeds, up to "
                  f"{n_seeds}; red = pooled/flattened FC readouts, blue = spatial readouts; test split)", fontsize=11)
     fig.tight_layout()
     save_figure(fig, vis_dir / "study_readouts.png")
@@ -148,7 +148,8 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
     """The symmetric hand loss (train.py --hand-loss symmetric) on the faithful labels, for the three methods
     over seeds, next to the strict loss of the same recipe (run store, fp32)."""
     kp_dir, data = store.kp_dir, data_fingerprint(store.kp_dir)
-    recipes = {(m, loss, s): train.make_recipe(m, data, seed=s, epochs=epochs, hand_loss=loss, precision=STUDY_PRECISION)
+    recipes = {(m, loss, s): train.make_recipe(m, data, seed=s, epochs=epochs, hand_loss=loss,
+                                               precision=STUDY_PRECISION)
                for m in METHODS for loss in HAND_LOSSES for s in seeds}
     got = collect(recipes, store)
     rows = {}

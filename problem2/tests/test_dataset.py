@@ -115,7 +115,8 @@ def test_default_dataset_is_the_reference_one(tmp_path):
     kp_dir = generate_dataset(tmp_path)
     fp = data_fingerprint(kp_dir)
     assert fp == {"annotations_sha256": REFERENCE_DEFAULT_ANNOTATIONS_SHA256,
-                  "pixels_sha256": REFERENCE_DEFAULT_PIXELS_SHA256, "split_sizes": {"train": 1000, "val": 200, "test": 200}, "generator_seed": 0,
+                  "pixels_sha256": REFERENCE_DEFAULT_PIXELS_SHA256,
+                  "split_sizes": {"train": 1000, "val": 200, "test": 200}, "generator_seed": 0,
                   "generator_sampler": "course"}
 
 

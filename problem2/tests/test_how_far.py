@@ -89,7 +89,9 @@ def test_how_far_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     assert budget.get_title() == "Error against training budget" and budget.get_xlabel().startswith("training epochs")
     labels = [t.get_text() for t in budget.get_legend().get_texts()]
     assert labels[:2] == ["HeatmapNet, constant lr", "HeatmapNet, cosine lr"] and labels[-1].startswith("goal")
-    assert [t.get_text() for t in ladder.get_xticklabels()] == [*how_far.LADDER, *how_far.SPATIAL]
+    assert [t.get_text() for t in ladder.get_xticklabels()] == [
+        how_far.TICK_LABELS.get(k, k.split(": ")[1]) for k in [f"ladder: {n}" for n in how_far.LADDER]
+        + [f"spatial: {n}" for n in how_far.SPATIAL]]
     assert [t.get_text() for t in ladder.get_legend().get_texts()] == ["all keypoints", "hands"]
 
 

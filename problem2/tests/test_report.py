@@ -80,7 +80,8 @@ def test_the_main_command_on_tiny_data_then_the_documents(tiny_data, tiny_shifte
     import evaluate
     import train
     from common import RESULTS_DIR
-    for name in ("study_results.json", "ablation_seeds.json", "how_far_results.json", "benchmark.json", "main_command.json", "best"):
+    for name in ("study_results.json", "ablation_seeds.json", "how_far_results.json", "benchmark.json",
+                 "main_command.json", "best"):
         (shutil.copytree if (RESULTS_DIR / name).is_dir() else shutil.copyfile)(RESULTS_DIR / name, tmp_path / name)
     import runs
     monkeypatch.setattr(runs, "shifted_test_dir", lambda: tiny_shifted)

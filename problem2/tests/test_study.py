@@ -135,10 +135,12 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
         pytest.skip("the check reads /proc (Linux); the behaviour itself is platform-independent")
     here = Path(__file__).resolve().parents[1]
     code = (f"import sys; sys.path.insert(0, {str(here)!r})\n"
-            "from dataset import data_fingerprint\nfrom train import make_recipe, train_recipe\nfrom runs import Store, run_many\n"
+            "from dataset import data_fingerprint\nfrom train import make_recipe, train_recipe\n"
+            "from runs import Store, run_many\n"
             "if __name__ == '__main__':\n"
             f"    kp = {str(tiny_data)!r}\n"
-            "    rs = [make_recipe('heatmap', data_fingerprint(kp), seed=s, epochs=50, precision='fp32') for s in (0, 1)]\n"
+            "    rs = [make_recipe('heatmap', data_fingerprint(kp), seed=s, epochs=50, precision='fp32')\n"
+            "          for s in (0, 1)]\n"
             f"    run_many(rs, Store({str(tmp_path)!r}, kp, train_recipe, jobs=2, log=lambda *a: None))\n")
     script = tmp_path / "driver.py"
     script.write_text(code)
