@@ -322,6 +322,7 @@ def record_timing(out_dir, script, seconds, device="cpu", precision=None, jobs=1
 
 def _pool_init(threads, parent_pid):
     set_threads(threads)
+    signal.signal(signal.SIGTERM, _interrupt)  # Pool.terminate's SIGTERM unwinds the task: no temp file is left
     reuse_freed_memory()
     code_version()  # cached now, while the imported code is what the working tree holds
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
@@ -336,6 +337,15 @@ def _exit_with_parent(parent_pid):
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _task(fn, task):
+    """fn(task) in a worker; an interruption (the parent stopping the pool) ends the worker quietly once the task has
+    unwound (its writes cleaned up), instead of printing a traceback."""
+    try:
+        return fn(task)
+    except KeyboardInterrupt:
+        os._exit(1)
 
 
 def jobs_used(jobs, num_tasks):
@@ -361,7 +371,7 @@ def job_results(fn, tasks, jobs=1):
     try:
         context = multiprocessing.get_context("spawn")
         with context.Pool(jobs, _pool_init, (threads, os.getpid())) as pool:  # its exit terminates the workers
-            yield pool.imap_unordered(fn, tasks)
+            yield pool.imap_unordered(functools.partial(_task, fn), tasks)
     finally:
         if previous is not None:  # None: not on the main thread, or a handler installed outside Python
             signal.signal(signal.SIGTERM, previous)

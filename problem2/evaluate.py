@@ -219,7 +219,8 @@ def score_checkpoint(path, kp_dir, split="test", device="cpu", out=None):
         if {k: v for k, v in old.items() if k != "path"} != {k: v for k, v in data.items() if k != "path"}:
             raise UsageError(f"{out} holds the scores of other data ({old.get('path', 'not recorded')}), not of "
                              f"{kp_dir}; pass --metrics-out <file> to write these scores elsewhere")
-    if not os.access(out.parent, os.W_OK):
+    nearest = next(p for p in out.parents if p.exists())  # the first that exists: write_json makes the rest
+    if not (nearest.is_dir() and os.access(nearest, os.W_OK)):
         raise UsageError(f"cannot write {out}: its folder is not writable; pass --metrics-out <file>")
     model, ckpt = load_checkpoint(path)
     ds = load_split(kp_dir, split, "regression", canonical_hands=ckpt.get("data", {}).get("canonical_hands", False))

@@ -216,6 +216,12 @@ class LikelihoodRegressionNet(nn.Module):
         return self.head(self.encoder(x)[-1].mean((2, 3)))
 
 
+def with_plain_head(model):
+    """`model` with its spec FC head replaced by the same layers without dropout and sigmoid (fc_head plain=True)."""
+    model.head = fc_head(model.head[0].in_features, model.kwargs["num_keypoints"], plain=True)
+    return model
+
+
 # One row per method: constructor (with its fixed options), target representation (codec.encode/decode), display
 # name, target overrides (heatmap size / sigma in heatmap px). Adding a method = one row (+ a class if it is new).
 def _row(model, target, name, **target_kwargs):
@@ -228,6 +234,8 @@ METHODS = {
     "integral": _row(IntegralNet, "regression", "IntegralNet (soft-argmax)"),
     "gap_fc_plain": _row(lambda **kw: RegressionNet(**{**kw, "plain": True}), "regression", "GAP + FC, no dropout/sigmoid"),
     "flatten_fc": _row(FlattenRegressionNet, "regression", "flatten 8x8 + FC"),
+    "flatten_fc_plain": _row(lambda **kw: with_plain_head(FlattenRegressionNet(**kw)), "regression",
+                             "flatten 8x8 + FC, no dropout/sigmoid"),
     "coordconv_gap_fc": _row(lambda **kw: RegressionNet(**{**kw, "coordconv": True}), "regression", "CoordConv + GAP + FC"),
     "gap_fc_nll": _row(LikelihoodRegressionNet, "regression", "GAP + FC with a learned scale (likelihood loss)"),
     "decoder64_gap_fc": _row(DecoderRegressionNet, "regression", "decoder to 64x64 + GAP + FC"),

@@ -338,6 +338,7 @@ VALUES = {
                                      for k, _, label in GOAL),
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),
     "argmax_px": lambda r: num(mean(x["test"]["argmax"]["px"] for x in r["ablation"]["variants"][DEFAULT_VARIANT]["runs"])),
+    "heatmap_failures": lambda r: str(sum(r["failures"]["counts"][c] for c in ("regression_only", "both_fail"))),
     "bbox_px": lambda r: f"{r['metrics']['normaliser_px']['bbox']:.0f}",
     "radius_05": lambda r: f"{0.05 * r['metrics']['normaliser_px']['bbox']:.1f}",
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",

@@ -31,20 +31,23 @@ STUDIES = ("readouts", "hand_loss")
 
 # readout -> (method row, what changes from the row above it / what it isolates)
 READOUTS = {
-    "gap_fc": ("regression", "the spec RegressionNet: GAP + FC with dropout + sigmoid"),
-    "gap_fc_plain": ("gap_fc_plain", "the same FC head without dropout and sigmoid"),
-    "flatten_fc": ("flatten_fc", "no pooling: 1x1 conv to 32 ch on the 8x8 map, flatten, the spec FC head"),
-    "coordconv_gap_fc": ("coordconv_gap_fc", "GAP + FC with x/y channels appended before every encoder conv"),
-    "decoder64_gap_fc": ("decoder64_gap_fc", "HeatmapNet's decoder (skips) to 64x64, then GAP + the spec FC head"),
+    "gap_fc": ("regression", "RegressionNet as specified: global average pooling, FC layers with dropout, sigmoid"),
+    "gap_fc_plain": ("gap_fc_plain", "the same FC layers without dropout and sigmoid"),
+    "flatten_fc": ("flatten_fc", "no pooling: 1x1 conv to 32 channels, the 8x8 map flattened into the FC head"),
+    "flatten_fc_plain": ("flatten_fc_plain", "the same, its FC head without dropout and sigmoid"),
+    "coordconv_gap_fc": ("coordconv_gap_fc", "RegressionNet with x/y channels appended before every encoder conv"),
+    "decoder64_gap_fc": ("decoder64_gap_fc", "HeatmapNet's decoder (skips) to 64x64, then RegressionNet's head"),
     "softargmax_8": ("softargmax_8", "1x1 conv to 5 maps at 8x8, spatial soft-argmax, coordinate loss"),
     "heatmap_8": ("heatmap_8", "the same 1x1 conv at 8x8 trained as Gaussian heatmaps (σ 16 image px: a cell), MSE"),
-    "integral_64": ("integral", "HeatmapNet body + soft-argmax at 64x64, coordinate loss"),
-    "heatmap_64": ("heatmap", "the spec HeatmapNet"),
+    "integral_64": ("integral", "HeatmapNet's layers + soft-argmax at 64x64, coordinate loss"),
+    "heatmap_64": ("heatmap", "HeatmapNet as specified"),
 }
 SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
+FLATTENED = ("flatten_fc", "flatten_fc_plain")  # FC layers on the 8x8 map's layout; every other readout pools it
 READOUT_LABELS = {  # short plain names, for the figure and the report
     "gap_fc": "pooled FC (RegressionNet)", "gap_fc_plain": "pooled FC, no dropout/sigmoid",
-    "flatten_fc": "flattened 8x8 + FC", "coordconv_gap_fc": "CoordConv + pooled FC",
+    "flatten_fc": "flattened 8x8 + FC", "flatten_fc_plain": "flattened 8x8 + FC, no dropout/sigmoid",
+    "coordconv_gap_fc": "CoordConv + pooled FC",
     "decoder64_gap_fc": "64x64 decoder + pooled FC", "softargmax_8": "soft-argmax at 8x8",
     "heatmap_8": "heatmaps at 8x8", "integral_64": "soft-argmax at 64x64 (IntegralNet)",
     "heatmap_64": "heatmaps at 64x64 (HeatmapNet)"}
@@ -56,6 +59,9 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("gap_fc", "softargmax_8", "the spec head (FC, dropout, sigmoid) replaced by a shared-weight spatial readout"),
          ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid"),
          ("flatten_fc", "softargmax_8", "with the 8x8 layout kept either way: flattened FC head vs spatial readout"),
+         ("flatten_fc", "flatten_fc_plain", "the flattened FC head's dropout and sigmoid"),
+         ("gap_fc_plain", "flatten_fc_plain", "no dropout/sigmoid either way: global pooling vs the 8x8 map flattened"),
+         ("flatten_fc_plain", "softargmax_8", "8x8 layout kept, no dropout/sigmoid either way: flattened vs spatial"),
          ("decoder64_gap_fc", "integral_64", "on the same decoder to 64x64: GAP + FC head vs soft-argmax"),
          ("softargmax_8", "heatmap_8", "at 8x8: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
          ("softargmax_8", "integral_64", "the decoder to 64x64 under the spatial readout (coordinate loss)"),
@@ -64,7 +70,8 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
 # the whole gap as a chain of one-factor steps, RegressionNet to HeatmapNet: each a STEP, with what it changes
 GAP_CHAIN = [("gap_fc", "gap_fc_plain", "the head's dropout and sigmoid removed"),
-             ("gap_fc_plain", "softargmax_8", "pooling + FC layers replaced by a spatial readout on the 8x8 map"),
+             ("gap_fc_plain", "flatten_fc_plain", "global pooling replaced by the 8x8 map, flattened into the FC layers"),
+             ("flatten_fc_plain", "softargmax_8", "the FC layers replaced by a spatial soft-argmax on the same map"),
              ("softargmax_8", "integral_64", "HeatmapNet's decoder to 64x64 added before the soft-argmax"),
              ("integral_64", "heatmap_64", "soft-argmax + coordinate loss replaced by Gaussian heatmaps + MSE")]
 
@@ -119,7 +126,8 @@ def plot_readouts(section, vis_dir):
     fig, axes = plt().subplots(1, 3, figsize=(15, 4.6), sharey=True)
     for ax, (key, title) in zip(axes, panels):
         means = [np.mean([row[key] for row in section["readouts"][n]["per_seed"]]) for n in names]
-        ax.bar(range(len(names)), means, color=["C0" if n in SPATIAL else "C3" for n in names], alpha=0.6)
+        ax.bar(range(len(names)), means, alpha=0.6,
+               color=["C0" if n in SPATIAL else "C1" if n in FLATTENED else "C3" for n in names])
         for i, (n, m) in enumerate(zip(names, means)):
             vals = [row[key] for row in section["readouts"][n]["per_seed"]]
             ax.plot([i] * len(vals), vals, "k.", ms=6)
@@ -138,8 +146,9 @@ def plot_readouts(section, vis_dir):
     axes[0].set_ylabel("mean error (px, test, log scale)")
     axes[0].legend(fontsize=8, loc="lower left")
     n_seeds = max(len(section["readouts"][n]["per_seed"]) for n in names)
-    fig.suptitle(f"Readout study: nine readouts on the assignment's encoder (bars = mean, dots = seeds, up to "
-                 f"{n_seeds}; red = pooled/flattened FC readouts, blue = spatial readouts; test split)", fontsize=11)
+    fig.suptitle(f"Readout study: {len(names)} readouts on the assignment's encoder (bars = mean, dots = seeds, up to "
+                 f"{n_seeds}; red: the map pooled into FC layers, orange: the map flattened into FC layers, blue: spatial "
+                 f"readouts; test split)", fontsize=11)
     fig.tight_layout()
     save_figure(fig, vis_dir / "study_readouts.png")
 

@@ -113,6 +113,14 @@ def test_a_refused_write_is_one_line_and_leaves_no_temp_file(tmp_path):
                                                                                                       "report.md"]
 
 
+def test_scores_that_cannot_be_written_are_refused_before_scoring(run_dir, tiny_data, tmp_path, monkeypatch):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    monkeypatch.setattr(evaluate, "load_checkpoint", lambda *a, **k: pytest.fail("scored before the write check"))
+    with pytest.raises(UsageError, match="cannot write .*blocker/m.json: its folder is not writable"):
+        evaluate.main(["--data-dir", str(tiny_data), "--checkpoint", str(run_dir / "heatmap_model.pth"),
+                       "--metrics-out", str(tmp_path / "blocker" / "m.json")])
+
+
 def test_results_json_of_the_wrong_shape_names_its_file(run_dir, tiny_data, tmp_path):
     results = report.load_results(common.RESULTS_DIR)
     results["study"]["readouts"]["readouts"]["gap_fc"]["per_seed"][0]["px"] = "13.5"
