@@ -248,15 +248,15 @@ def table_failures(r):
 def table_machines(r):
     """Where each part's runs were trained: the distinct machines of its stored runs, with counts."""
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
-    parts = {"Tables 1-2, Sections 3-4 (readout study)": [x for v in st["readouts"]["readouts"].values()
+    parts = {"Tables 1-2, Sections 1, 3, 4 (readout study)": [x for v in st["readouts"]["readouts"].values()
                                                          for x in v["per_seed"]],
              "Section 5 (hand loss)": [x for v in st["hand_loss"]["rows"].values() for x in v],
-             "Section 6, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
-             "Section 6, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
+             "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
+             "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
-             "Appendix C, first regression row": h["ladder: spec head"],
-             "Appendix C, spatial readout row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Section 7 (ablations)": [x for v in a.values() for x in v["runs"]]}
+             "Appendix A, first regression row": h["ladder: spec head"],
+             "Appendix A, spatial readout row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
+             "Section 6 (ablations)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
@@ -339,6 +339,7 @@ VALUES = {
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),
     "argmax_px": lambda r: num(mean(x["test"]["argmax"]["px"] for x in r["ablation"]["variants"][DEFAULT_VARIANT]["runs"])),
     "heatmap_failures": lambda r: str(sum(r["failures"]["counts"][c] for c in ("regression_only", "both_fail"))),
+    "torso_px": lambda r: f"{r['metrics']['normaliser_px']['torso']:.0f}",
     "bbox_px": lambda r: f"{r['metrics']['normaliser_px']['bbox']:.0f}",
     "radius_05": lambda r: f"{0.05 * r['metrics']['normaliser_px']['bbox']:.1f}",
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
