@@ -166,7 +166,7 @@ def plot_how_far(res, path):
     bx.grid(alpha=0.3, axis="y")
     bx.legend(fontsize=8)
     fig.suptitle(f"How far each method goes ({res['precision']}, seeds {', '.join(map(str, res['seeds']))}; "
-                 f"HeatmapNet with the symmetric hand loss, decoder {res['decoder']} chosen on val)")
+                 f"HeatmapNet with the symmetric hand loss, decoding rule '{res['decoder']}' chosen on validation)")
     fig.tight_layout()
     save_figure(fig, path)
 

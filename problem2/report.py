@@ -147,14 +147,14 @@ SPEC_STEPS = {("gap_fc", "heatmap_64"), ("gap_fc", "integral_64")}  # their diff
 MATCHING = {"": "as labelled", "_sym": "either order"}  # strict / symmetric hand matching, as the tables name them
 
 
-def table_assignment(r, norm="bbox"):
+def table_assignment(r, norm="bbox", methods=("heatmap", "regression")):
     """PCK at the four thresholds (normalised by `norm`) and mean px: mean ± std over the readout study's seeds of the
-    three spec methods, one row per method and hand matching (strict, then symmetric)."""
+    spec methods, one row per method and hand matching (strict, then symmetric)."""
     ro = complete(r["study"]["readouts"])
-    rows = {m: ro["readouts"][name]["per_seed"] for m, name in SPEC_READOUTS.items()}
+    rows = {m: ro["readouts"][SPEC_READOUTS[m]]["per_seed"] for m in methods}
     return md(["method", "hands matched"] + [f"PCK@{t}" for t in THR] + ["mean error (px)"],
               [[NAMES[m], label] + [mean_sd((x[f"pck_{norm}{sfx}"][t] for x in rows[m]), "pck") for t in THR]
-               + [mean_sd((x["px" + sfx] for x in rows[m]))] for sfx, label in MATCHING.items() for m in SPEC_READOUTS])
+               + [mean_sd((x["px" + sfx] for x in rows[m]))] for sfx, label in MATCHING.items() for m in methods])
 
 
 def table_gap_chain(r):
@@ -169,9 +169,9 @@ def table_readouts(r, full=False):
     """Each readout's mean ± std over seeds (study.py), then the references, which need no training; full: the
     appendix's columns."""
     rs = r["study"]["readouts"]
-    cols = (("spread_ratio", "spread ratio"), ("pck_bbox", "PCK@0.05"), ("pck_bbox_sym", "PCK@0.05 sym")) if full else (
-        ("px", "px"), ("px_sym", "px sym"), ("px_head_feet", "head + feet px"), ("px_hands_sym", "hands px sym"),
-        ("px_shifted", "shifted px"))
+    cols = (("px_sym", "px sym"), ("px_shifted", "shifted px"), ("spread_ratio", "spread ratio"),
+            ("pck_bbox", "PCK@0.05"), ("pck_bbox_sym", "PCK@0.05 sym")) if full else (
+        ("px", "px"), ("px_head_feet", "head + feet px"), ("px_hands_sym", "hands px sym"))
     keys = [k for k, _ in cols]
     return md(["readout", "what it is" if full else "params"] + [label for _, label in cols],
               [[READOUT_LABELS[n], READOUTS[n][1] if full else f"{x['params'] / 1e6:.2f}M"]
@@ -220,7 +220,7 @@ def table_ablation(r):
 def table_pck(r, norm):
     """The main command's seed-0 run, every decoder, one row per hand matching."""
     m = r["metrics"]
-    return md(["method (decoder)", "hands matched"] + [f"PCK@{t}" for t in THR] + ["mean px"],
+    return md(["method (decoding rule)", "hands matched"] + [f"PCK@{t}" for t in THR] + ["mean px"],
               [[f"{NAMES[k]} ({dec})", label] + [f"{e[f'pck_{norm}{sfx}'][t]:.3f}" for t in THR]
                + [f"{e['px' + sfx]:.2f}"]
                for k in NAMES if k in m for dec, e in m[k]["decoders"].items() for sfx, label in MATCHING.items()])
@@ -268,18 +268,19 @@ def table_machines(r):
 
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
 TABLES = {
-    "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso"),
-    "gap_chain": table_gap_chain, "readouts": table_readouts, "readouts_full": lambda r: table_readouts(r, True),
+    "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
+    "gap_chain": table_gap_chain,
+    "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts": table_readouts, "readouts_full": lambda r: table_readouts(r, True),
     "how_far": table_how_far, "how_far_spatial": lambda r: table_how_far(r, True),
     "ablation": table_ablation,
     "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso"),
     "failures": table_failures, "machines": table_machines,
     "readout_steps": lambda r: table_steps(r, chain=False), "chain_steps": lambda r: table_steps(r, chain=True),
     "hand_loss": lambda r: md(  # each method under the strict and the symmetric hand loss, mean ± std over seeds
-        ["method", "hand loss", "px", "px sym", "hands px sym", "hand gap px", "PCK@0.05 sym"],
+        ["method", "hand loss", "px", "px sym", "hands px sym", "hand gap px"],
         [[NAMES[m], {"strict": "as labelled", "symmetric": "symmetric"}[loss]] + sd_cells(
             r["study"]["hand_loss"]["rows"][f"{m}_{loss}"],
-                                     ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox_sym"))
+                                     ("px", "px_sym", "px_hands_sym", "hand_gap_px"))
          for m in NAMES for loss in ("strict", "symmetric")]),
     "hand_loss_pairs": lambda r: md(  # symmetric minus strict hand loss, paired by seed
         ["symmetric − as-labelled loss", "px", "px sym", "hands px sym", "hand gap px", "PCK@0.05", "PCK@0.05 sym"],
