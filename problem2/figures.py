@@ -25,7 +25,7 @@ def draw_keypoints(ax, image, pred_keypoints, gt_keypoints, title=None):
         ax.set_title(title, fontsize=9)
 
 
-def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=4, nrow=8, split="test"):
+def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=4, nrow=4, split="test"):
     """Many images at a glance, drawn with torchvision (draw_keypoints, make_grid): per image the ground truth as
     large green dots and each method's keypoints as smaller dots on top (first method red, second blue, third
     purple), upscaled `scale`x (nearest), with a colour key above. Keypoints are mapped to the upscaled image by the

@@ -162,7 +162,7 @@ def plot_how_far(res, path):
     bx.set_xticks(range(len(keys)), [TICK_LABELS.get(k, k.split(": ", 1)[1]) for k in keys], rotation=25,
                   ha="right")
     bx.set(ylabel="test mean error, symmetric matching (px)",
-           title="Regression at 30 epochs, one change per bar | right of the line: a spatial readout")
+           title="Regression at 30 epochs, each bar adds one change to the one before | right: a spatial readout")
     bx.grid(alpha=0.3, axis="y")
     bx.legend(fontsize=8)
     fig.suptitle(f"How far each method goes ({res['precision']}, seeds {', '.join(map(str, res['seeds']))}; "
