@@ -322,7 +322,7 @@ def record_timing(out_dir, script, seconds, device="cpu", precision=None, jobs=1
 
 def _pool_init(threads, parent_pid):
     set_threads(threads)
-    signal.signal(signal.SIGTERM, _interrupt)  # Pool.terminate's SIGTERM unwinds the task: no temp file is left
+    signal.signal(signal.SIGTERM, _worker_interrupt)
     reuse_freed_memory()
     code_version()  # cached now, while the imported code is what the working tree holds
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
@@ -336,6 +336,15 @@ def _exit_with_parent(parent_pid):
 
 
 def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _worker_interrupt(signum, frame):
+    """A worker's SIGTERM (Pool.terminate): the task unwinds, so its writes clean up (no temp file is left), and the
+    worker ends within 5 s whatever the unwinding meets."""
+    timer = threading.Timer(5, os._exit, (1,))
+    timer.daemon = True
+    timer.start()
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
