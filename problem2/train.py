@@ -260,7 +260,7 @@ def train_recipe(recipe, kp_dir, run_dir, device="cpu", log=print):
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     io = TrainIO(Path(run_dir), CHECKPOINT, device, log, provenance, Path(run_dir) / "resume.pth")
     train = train_heatmap_model if output_type == "heatmap" else train_regression_model
-    return train(model, train_loader, val_loader, recipe["epochs"], {**DEFAULTS, **recipe}, io)
+    return train(model, train_loader, val_loader, recipe["epochs"], recipe, io)  # fit fills the defaults
 
 
 def add_recipe_args(p):
