@@ -105,10 +105,11 @@ def plot_ablations(results, vis_dir):
         pos = list(range(len(xs))) if study == "skip" else xs
         fig, axes = plt().subplots(1, 2, figsize=(10, 3.8))
         for decoder, style in zip(DECODERS, ("o:", "s--")):
-            for matching, sfx, color in (("strict", "", "C0"), ("symmetric", "_sym", "C2")):
+            for matching, sfx, color in (("as labelled", "", "C0"), ("either order", "_sym", "C2")):
                 for ax, get in ((axes[0], lambda e: e["pck_bbox" + sfx]["0.05"]), (axes[1], lambda e: e["px" + sfx])):
                     per_seed = [[get(r["test"][decoder]) for r in variants[n]["runs"]] for n in names]
-                    ax.plot(pos, [sum(v) / len(v) for v in per_seed], style, color=color, label=f"{decoder}, {matching}")
+                    label = f"{'quarter step' if decoder == 'quarter' else decoder}, hands {matching}"
+                    ax.plot(pos, [sum(v) / len(v) for v in per_seed], style, color=color, label=label)
                     for x, v in zip(pos, per_seed):
                         ax.plot([x] * len(v), v, ".", color=color, alpha=0.35, ms=4)
         for ax, ylabel in zip(axes, ("PCK@0.05 (bbox)", "mean error (px, 128-px image)")):

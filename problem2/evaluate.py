@@ -114,8 +114,8 @@ def plot_pck_curves(pck_heatmap, pck_regression, save_path, normalize_by="bbox",
     best; None: that method was not trained); extra_curves: optional {label: {threshold: accuracy}} drawn dashed
     (e.g. symmetric PCK). The assignment's thresholds are marked with dotted vertical lines."""
     fig, ax = plt().subplots(figsize=(6.4, 4.4))
-    curves = [(label, c, "-", color) for label, c, color in (("HeatmapNet", pck_heatmap, "C0"),
-                                                             ("RegressionNet", pck_regression, "C3")) if c]
+    curves = [(label, c, "-", color) for label, c, color in (("HeatmapNet (as labelled)", pck_heatmap, "C0"),
+                                                             ("RegressionNet (as labelled)", pck_regression, "C3")) if c]
     curves += [(label, c, "--", f"C{i + 4}") for i, (label, c) in enumerate((extra_curves or {}).items())]
     for label, pck, style, color in curves:
         t = sorted(float(k) for k in pck)
@@ -307,7 +307,7 @@ def write_figures(out_dir, split, ds, preds, loaded, training_log, num_samples):
     for norm in ("bbox", "torso"):
         dense = {m: {sym: compute_pck(final[m], gt, DENSE_THRESHOLDS, norm, sym) for sym in (False, True)}
                  for m in methods}
-        extra = {f"{METHODS[m]['name']} (symmetric hands)": dense[m][True] for m in ("heatmap", "regression")
+        extra = {f"{METHODS[m]['name']} (hands in either order)": dense[m][True] for m in ("heatmap", "regression")
                  if m in dense}
         extra.update({METHODS[m]["name"]: dense[m][False] for m in methods if m not in ("heatmap", "regression")})
         plot_pck_curves(dense.get("heatmap", {}).get(False), dense.get("regression", {}).get(False),

@@ -222,6 +222,13 @@ def with_plain_head(model):
     return model
 
 
+def head_without(model, layer_type):
+    """`model` with every `layer_type` layer of its FC head (nn.Dropout or nn.Sigmoid) replaced by nn.Identity; the
+    weights, and so the initialisation under a seed, stay the spec network's."""
+    model.head = nn.Sequential(*(nn.Identity() if isinstance(m, layer_type) else m for m in model.head))
+    return model
+
+
 # One row per method: constructor (with its fixed options), target representation (codec.encode/decode), display
 # name, target overrides (heatmap size / sigma in heatmap px). Adding a method = one row (+ a class if it is new).
 def _row(model, target, name, **target_kwargs):
@@ -233,6 +240,10 @@ METHODS = {
     "regression": _row(RegressionNet, "regression", "RegressionNet"),
     "integral": _row(IntegralNet, "regression", "IntegralNet (soft-argmax)"),
     "gap_fc_plain": _row(lambda **kw: RegressionNet(**{**kw, "plain": True}), "regression", "GAP + FC, no dropout/sigmoid"),
+    "gap_fc_nodropout": _row(lambda **kw: head_without(RegressionNet(**kw), nn.Dropout), "regression",
+                             "GAP + FC, no dropout (sigmoid kept)"),
+    "gap_fc_nosigmoid": _row(lambda **kw: head_without(RegressionNet(**kw), nn.Sigmoid), "regression",
+                             "GAP + FC, no sigmoid (dropout kept)"),
     "flatten_fc": _row(FlattenRegressionNet, "regression", "flatten 8x8 + FC"),
     "flatten_fc_plain": _row(lambda **kw: with_plain_head(FlattenRegressionNet(**kw)), "regression",
                              "flatten 8x8 + FC, no dropout/sigmoid"),

@@ -16,7 +16,7 @@ from baseline import ABLATION_METRICS, CATEGORIES, DEFAULT_VARIANT
 from common import ArgumentParser, RESULTS_DIR, UsageError, machine_label, main_time, read_json, run_cli, write_text
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from study import GAP_CHAIN, READOUT_LABELS, READOUTS
+from study import GAP_CHAIN, KEPT_MAP, ONE_FACTOR, POSITION, READOUT_LABELS, READOUTS
 
 HERE = Path(__file__).resolve().parent
 DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
@@ -119,11 +119,15 @@ def step(steps, a, b, metric):
     return ci(next(s for s in steps if (s["from"], s["to"]) == (a, b))[metric], metric)
 
 
-def share(r, a, b):
-    """Readout step a -> b as a share of the whole spec gap gap_fc -> heatmap_64 (a ratio of mean px)."""
+def gap_fraction(r, a, b):
+    """Readout step a -> b as a fraction of the whole spec gap gap_fc -> heatmap_64 (a ratio of mean px)."""
     m = {n: mean(x["px"] for x in r["study"]["readouts"]["readouts"][n]["per_seed"])
          for n in (a, b, "gap_fc", "heatmap_64")}
-    return f"{(m[b] - m[a]) / (m['heatmap_64'] - m['gap_fc']):.0%}"
+    return (m[b] - m[a]) / (m["heatmap_64"] - m["gap_fc"])
+
+
+def share(r, a, b):
+    return f"{gap_fraction(r, a, b):.0%}"
 
 
 def complete(readout_section):
@@ -163,6 +167,26 @@ def table_gap_chain(r):
     return md(["step", "what changes", "share of the gap", "mean error change (px)"],
               [[f"{i}. {READOUT_LABELS[a]} → {READOUT_LABELS[b]}", what, share(r, a, b), step(steps, a, b, "px")]
                for i, (a, b, what) in enumerate(GAP_CHAIN, 1)])
+
+
+def table_one_factor(r):
+    """RegressionNet, then each change of study.ONE_FACTOR made to it alone: seed-mean px, the paired change and its
+    share of the whole gap (gap_fc -> heatmap_64)."""
+    ro = complete(r["study"]["readouts"])
+    steps, rows = ro["steps"], ro["readouts"]
+    cells = lambda n: [f"{rows[n]['params'] / 1e6:.2f}M", mean_sd(x["px"] for x in rows[n]["per_seed"])]  # noqa: E731
+    return md(["change to RegressionNet, one at a time", "params", "mean error (px)", "change (px)", "share of the gap"],
+              [["none (RegressionNet as specified)"] + cells("gap_fc") + ["", ""]] +
+              [[what] + cells(n) + [step(steps, "gap_fc", n, "px"), share(r, "gap_fc", n)] for n, what in ONE_FACTOR])
+
+
+def table_kept_map(r):
+    """study.KEPT_MAP: once the map's layout is kept, how it is read; the seed-mean px after and the paired change."""
+    ro = complete(r["study"]["readouts"])
+    px = lambda n: mean_sd(x["px"] for x in ro["readouts"][n]["per_seed"])  # noqa: E731
+    return md(["from → to", "what changes", "mean error after (px)", "change (px)"],
+              [[f"{READOUT_LABELS[a]} → {READOUT_LABELS[b]}", what, px(b), step(ro["steps"], a, b, "px")]
+               for a, b, what in KEPT_MAP])
 
 
 def table_readouts(r, full=False):
@@ -213,7 +237,8 @@ def table_ablation(r):
                                                                 for k in ("px_quarter", "pck05")]
         rows.append([variant_label(cfg)] + [mean_sd((of(x["test"]) for x in v), k)
                                             for k, of in ABLATION_METRICS.items() if k != "px_sym"] + pairs)
-    return md(["variant", "px argmax", "px quarter", "PCK@0.05", "px quarter − default", "PCK@0.05 − default"],
+    return md(["variant", "mean error, argmax (px)", "mean error, quarter step (px)", "PCK@0.05",
+               "mean error change, quarter step (px)", "PCK@0.05 change"],
               rows)
 
 
@@ -226,21 +251,20 @@ def table_pck(r, norm):
                for k in NAMES if k in m for dec, e in m[k]["decoders"].items() for sfx, label in MATCHING.items()])
 
 
-def table_steps(r, chain):
-    """The readout study's paired steps but the spec methods' differences: those of Section 1's chain, or the others."""
-    in_chain = {(a, b) for a, b, _ in GAP_CHAIN}
+def table_steps(r):
+    """The readout study's paired steps, but the spec methods' differences."""
     return md(["step (to − from)", "share of the gap", "px", "head + feet px", "hands px sym", "shifted px"],
               [[f"{READOUT_LABELS[s['from']]} → {READOUT_LABELS[s['to']]}", share(r, s["from"], s["to"])]
                + [ci(s[k]) for k in ("px", "px_head_feet", "px_hands_sym", "px_shifted")]
                for s in r["study"]["readouts"]["steps"]
-               if (s["from"], s["to"]) not in SPEC_STEPS and ((s["from"], s["to"]) in in_chain) == chain])
+               if (s["from"], s["to"]) not in SPEC_STEPS])
 
 
 def table_failures(r):
     """failure_cases.json: keypoints one method gets right and the other not, or neither, by body part."""
     f, parts = r["failures"], {"head": ("head",), "hands": ("left_hand", "right_hand"),
                                "feet": ("left_foot", "right_foot")}
-    return md(["keypoints where", "head", "hands", "feet", "all", "true hand gap of their images (px)"],
+    return md(["keypoints where", "head", "hands", "feet", "all", "distance between the true hands (px)"],
               [[CATEGORIES[c]] + [sum(f["per_keypoint"][c][k] for k in ks) for ks in parts.values()] +
                [n, num(f["characterisation"][c]["hand_gap_px"]["these"])] for c, n in f["counts"].items()])
 
@@ -248,7 +272,7 @@ def table_failures(r):
 def table_machines(r):
     """Where each part's runs were trained: the distinct machines of its stored runs, with counts."""
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
-    parts = {"Tables 1-2, Sections 1, 3, 4 (readout study)": [x for v in st["readouts"]["readouts"].values()
+    parts = {"Tables 1-3, B1-B2 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
                                                          for x in v["per_seed"]],
              "Section 5 (hand loss)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
@@ -269,15 +293,16 @@ def table_machines(r):
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
 TABLES = {
     "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
-    "gap_chain": table_gap_chain,
+    "gap_chain": table_gap_chain, "one_factor": table_one_factor, "kept_map": table_kept_map,
     "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts": table_readouts, "readouts_full": lambda r: table_readouts(r, True),
     "how_far": table_how_far, "how_far_spatial": lambda r: table_how_far(r, True),
     "ablation": table_ablation,
     "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso"),
     "failures": table_failures, "machines": table_machines,
-    "readout_steps": lambda r: table_steps(r, chain=False), "chain_steps": lambda r: table_steps(r, chain=True),
+    "readout_steps": table_steps,
     "hand_loss": lambda r: md(  # each method under the strict and the symmetric hand loss, mean ± std over seeds
-        ["method", "hand loss", "px", "px sym", "hands px sym", "hand gap px"],
+        ["method", "hand loss", "all, as labelled (px)", "all, either order (px)", "hands, either order (px)",
+         "between the two predicted hands (px)"],
         [[NAMES[m], {"strict": "as labelled", "symmetric": "symmetric"}[loss]] + sd_cells(
             r["study"]["hand_loss"]["rows"][f"{m}_{loss}"],
                                      ("px", "px_sym", "px_hands_sym", "hand_gap_px"))
@@ -294,10 +319,10 @@ def main_command_time(r, precision):
     clone), with the source of a measurement time_main.py did not make."""
     m = r["main_command"].get(precision)
     if m is None:
-        return "not measured yet (`python problem2/time_main.py` on such a CPU records it)"
+        flag = " --precision fp32" if precision == "fp32_forced" else ""
+        return f"not measured yet (`python problem2/time_main.py{flag}` on such a CPU records it)"
     total, machine = (m["install_seconds"] + m["command_seconds"]) / 60, machine_label(m["machine"])
-    forced = " with `train.py --precision fp32`" if precision == "fp32" and m["machine"].get("native_bf16") else ""
-    return (f"{total:.1f} minutes including the install ({m['install_seconds'] / 60:.1f} of them), on {machine}{forced}"
+    return (f"{total:.1f} minutes including the install ({m['install_seconds'] / 60:.1f} of them), on {machine}"
             + (f" ({m['source']})" if m.get("source") else ""))
 
 
@@ -331,10 +356,13 @@ VALUES = {
     "splits": lambda r: " / ".join(f"{n} {k}" for k, n in r["metrics"]["provenance"]["data"]["split_sizes"].items()),
     "ratio": lambda r: "{:.1f}".format(np.divide(*[mean(x["px"] for x in r["study"]["readouts"]["readouts"][n][
         "per_seed"]) for n in ("gap_fc", "heatmap_64")])),
+    "position_shares": lambda r: "{:.0%} and {:.0%}".format(*(f(gap_fraction(r, "gap_fc", n) for n in POSITION)
+                                                              for f in (min, max))),
     "hf_ratio": lambda r: "{:.0f}".format(np.divide(*[r["how_far"]["means"][hf_row(r["how_far"], n)]["px_sym"]
                                                       for n in ("best_regression", "best")])),
     "main_time": lambda r: main_time(r["timings"]), "goal": goal, "allocator_gain": allocator_gain,
     "main_bf16": lambda r: main_command_time(r, "bf16"), "main_fp32": lambda r: main_command_time(r, "fp32"),
+    "main_fp32_forced": lambda r: main_command_time(r, "fp32_forced"),
     "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}"
                                      for k, _, label in GOAL),
     "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),

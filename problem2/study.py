@@ -32,6 +32,8 @@ STUDIES = ("readouts", "hand_loss")
 # readout -> (method row, what changes from the row above it / what it isolates)
 READOUTS = {
     "gap_fc": ("regression", "RegressionNet as specified: global average pooling, FC layers with dropout, sigmoid"),
+    "gap_fc_nodropout": ("gap_fc_nodropout", "RegressionNet's FC layers without dropout (sigmoid kept)"),
+    "gap_fc_nosigmoid": ("gap_fc_nosigmoid", "RegressionNet's FC layers without the sigmoid (dropout kept)"),
     "gap_fc_plain": ("gap_fc_plain", "the same FC layers without dropout and sigmoid"),
     "flatten_fc": ("flatten_fc", "no pooling: 1x1 conv to 32 channels, the 8x8 map flattened into the FC head"),
     "flatten_fc_plain": ("flatten_fc_plain", "the same, its FC head without dropout and sigmoid"),
@@ -45,7 +47,8 @@ READOUTS = {
 SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
 FLATTENED = ("flatten_fc", "flatten_fc_plain")  # FC layers on the 8x8 map's layout; every other readout pools it
 READOUT_LABELS = {  # short plain names, for the figure and the report
-    "gap_fc": "pooled FC (RegressionNet)", "gap_fc_plain": "pooled FC, no dropout/sigmoid",
+    "gap_fc": "pooled FC (RegressionNet)", "gap_fc_nodropout": "pooled FC, no dropout",
+    "gap_fc_nosigmoid": "pooled FC, no sigmoid", "gap_fc_plain": "pooled FC, no dropout/sigmoid",
     "flatten_fc": "flattened 8x8 + FC", "flatten_fc_plain": "flattened 8x8 + FC, no dropout/sigmoid",
     "coordconv_gap_fc": "CoordConv + pooled FC",
     "decoder64_gap_fc": "64x64 decoder + pooled FC", "softargmax_8": "soft-argmax at 8x8",
@@ -53,6 +56,8 @@ READOUT_LABELS = {  # short plain names, for the figure and the report
     "heatmap_64": "heatmaps at 64x64 (HeatmapNet)"}
 # the paired differences the report interprets (to - from, per seed), each with the question it answers
 STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
+         ("gap_fc", "gap_fc_nodropout", "the head's dropout alone"),
+         ("gap_fc", "gap_fc_nosigmoid", "the head's sigmoid alone"),
          ("gap_fc", "flatten_fc", "is it the pooling? (the 8x8 map flattened: a 1x1 conv and more FC weights too)"),
          ("gap_fc", "coordconv_gap_fc", "can pooled features carry position when the input gives it?"),
          ("gap_fc", "decoder64_gap_fc", "is it the decoder and resolution, with the pooling kept?"),
@@ -68,6 +73,21 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("integral_64", "heatmap_64", "at 64x64: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
          ("gap_fc", "integral_64", "the spec head replaced by IntegralNet's decoder to 64x64 and soft-argmax"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
+# one change at a time to RegressionNet (each a STEP from gap_fc), with what it changes: Section 4's table
+ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
+              ("gap_fc_nosigmoid", "the final sigmoid removed"),
+              ("gap_fc_plain", "both removed"),
+              ("flatten_fc", "pooling replaced by flattening the 8x8 map (after a 1x1 conv to 32 channels)"),
+              ("coordconv_gap_fc", "x/y coordinate channels added to every encoder conv's input (CoordConv)"),
+              ("decoder64_gap_fc", "HeatmapNet's decoder to 64x64 inserted before the pooling"),
+              ("heatmap_64", "all of the head replaced by HeatmapNet's decoder and heatmaps: HeatmapNet")]
+POSITION = ("flatten_fc", "coordconv_gap_fc", "decoder64_gap_fc")  # the ONE_FACTOR changes that give the FC position
+# with the map's layout kept: how it is read, one change at a time (each a STEP)
+KEPT_MAP = [("flatten_fc_plain", "softargmax_8", "the FC layers replaced by a soft-argmax on the same 8x8 map"),
+            ("softargmax_8", "heatmap_8", "at 8x8: soft-argmax and coordinate loss replaced by heatmap targets and MSE"),
+            ("softargmax_8", "integral_64", "HeatmapNet's decoder to 64x64 added before the soft-argmax"),
+            ("integral_64", "heatmap_64", "at 64x64: soft-argmax and coordinate loss replaced by heatmap targets and "
+                                          "MSE (IntegralNet → HeatmapNet)")]
 # the whole gap as a chain of one-factor steps, RegressionNet to HeatmapNet: each a STEP, with what it changes
 GAP_CHAIN = [("gap_fc", "gap_fc_plain", "the head's dropout and sigmoid removed"),
              ("gap_fc_plain", "flatten_fc_plain", "global pooling replaced by the 8x8 map, flattened into the FC layers"),
@@ -121,8 +141,8 @@ def plot_readouts(section, vis_dir):
     names = [n for n, r in section["readouts"].items() if r["per_seed"]]
     if not names:
         return
-    panels = (("px", "all keypoints (strict)"), ("px_head_feet", "head + feet"),
-              ("px_hands_sym", "hands, symmetric matching"))
+    panels = (("px", "all keypoints, hands as labelled"), ("px_head_feet", "head + feet"),
+              ("px_hands_sym", "hands, either order"))
     fig, axes = plt().subplots(1, 3, figsize=(15, 4.6), sharey=True)
     for ax, (key, title) in zip(axes, panels):
         means = [np.mean([row[key] for row in section["readouts"][n]["per_seed"]]) for n in names]
@@ -133,8 +153,8 @@ def plot_readouts(section, vis_dir):
             ax.plot([i] * len(vals), vals, "k.", ms=6)
             ax.text(i, max(m, *vals) * 1.12, f"{m:.2f}", ha="center", va="bottom", fontsize=8)  # above every dot
         ref = section["references"]
-        ax.axhline(ref["mean_pose"][key], color="0.4", ls="--", lw=1, label="mean pose (no image)")
-        ax.axhline(ref["centre_plus_mean_offsets"][key], color="C2", ls=":", lw=1.5, label="true centre + mean offsets")
+        ax.axhline(ref["mean_pose"][key], color="0.4", ls="--", lw=1, label="mean pose (no training)")
+        ax.axhline(ref["centre_plus_mean_offsets"][key], color="C2", ls=":", lw=1.5, label="true centre + mean offsets (no training)")
         ax.set_xticks(range(len(names)), [READOUT_LABELS[n] for n in names], rotation=35, ha="right", fontsize=9)
         ax.set(title=title, yscale="log")
         ax.minorticks_off()
@@ -146,9 +166,9 @@ def plot_readouts(section, vis_dir):
     axes[0].set_ylabel("mean error (px, test, log scale)")
     axes[0].legend(fontsize=8, loc="lower left")
     n_seeds = max(len(section["readouts"][n]["per_seed"]) for n in names)
-    fig.suptitle(f"Readout study: {len(names)} readouts on the assignment's encoder (bars = mean, dots = seeds, up to "
-                 f"{n_seeds}; red: the map pooled into FC layers, orange: the map flattened into FC layers, blue: spatial "
-                 f"readouts; test split)", fontsize=11)
+    fig.suptitle(f"{len(names)} heads on the assignment's encoder, test split (bars = mean, dots = seeds, up to "
+                 f"{n_seeds})\nred: the 8x8 map pooled into FC layers; orange: the map flattened into FC layers; "
+                 f"blue: the map read as a map (soft-argmax or heatmap)", fontsize=11)
     fig.tight_layout()
     save_figure(fig, vis_dir / "study_readouts.png")
 

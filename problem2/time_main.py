@@ -1,9 +1,11 @@
 """How long a new user waits: `python time_main.py` clones this repository's HEAD into a temp folder and times there,
 as the README says to run them, the install and the main command (train.py, evaluate.py, baseline.py, report.py),
-then records both in results/main_command.json under the precision train.py trained in: {"bf16" | "fp32":
+then records both in results/main_command.json under the precision train.py trained in: {"bf16" | "fp32" |
+"fp32_forced" (fp32 on a CPU with native bf16):
 {"install_seconds", "command_seconds", "steps" (the clone's timings.json: each script's own timer and machine),
 "machine", "code_version", "date", "same_numbers" (the clone's metrics.json equals the committed one but for its run
-id)}}. --precision fp32 times the fp32 path on a CPU with native bf16 (train.py --precision fp32).
+id)}}. --precision fp32 times the fp32 path on a CPU with native bf16 (train.py and baseline.py --precision fp32, as
+the committed models were made).
 """
 import subprocess
 import tempfile
@@ -44,13 +46,15 @@ def main(argv=None):
         subprocess.run(["git", "clone", "-q", str(HERE.parent), str(clone)], check=True)
         install = timed("python3 -m venv .venv && "
                         ".venv/bin/pip install -q -r requirements.txt", clone)
-        flags = {"train.py": "" if args.precision == "auto" else f" --precision {args.precision}"}
+        flag = "" if args.precision == "auto" else f" --precision {args.precision}"
+        flags = {"train.py": flag, "baseline.py": flag}
         command = " && ".join(f"../.venv/bin/python {s}{flags.get(s, '')}" for s in STEPS)
         seconds = timed(command, clone / "problem2")
         steps = read_json(clone / "problem2" / "results" / "timings.json")
         same = without_run_id(read_json(clone / "problem2" / "results" / "metrics.json")) == without_run_id(
             read_json(RESULTS_DIR / "metrics.json"))
-    precision = steps["train.py"]["machine"]["precision"]
+    machine = steps["train.py"]["machine"]
+    precision = machine["precision"] + ("_forced" if machine["precision"] == "fp32" and machine["native_bf16"] else "")
     path = RESULTS_DIR / "main_command.json"
     record = read_json(path, default={})
     record[precision] = {"install_seconds": round(install, 1), "command_seconds": round(seconds, 1),

@@ -104,7 +104,8 @@ def test_figures_show_what_their_reader_needs(tiny_data, trained, tmp_path, monk
     assert ax.get_title() == "PCK curves on the val split (bbox-normalised)"
     assert ax.get_xlabel().startswith("threshold") and ax.get_ylabel().startswith("PCK")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "HeatmapNet", "RegressionNet", "HeatmapNet (symmetric hands)", "RegressionNet (symmetric hands)"]
+        "HeatmapNet (as labelled)", "RegressionNet (as labelled)", "HeatmapNet (hands in either order)",
+        "RegressionNet (hands in either order)"]
     grid_legend = figs["val_grid.png"].axes[0].get_legend()
     assert [t.get_text() for t in grid_legend.get_texts()] == ["ground truth", "HeatmapNet", "RegressionNet"]
     assert grid_legend.get_title().get_text() == "the first 3 images of the val split"

@@ -35,6 +35,23 @@ def test_regression_output_shape_and_range():
     assert model.head[0].in_features == 256 and model.head[-2].out_features == 10
 
 
+@pytest.mark.parametrize("method, gone, kept", [("gap_fc_nodropout", torch.nn.Dropout, torch.nn.Sigmoid),
+                                                ("gap_fc_nosigmoid", torch.nn.Sigmoid, torch.nn.Dropout),
+                                                ("gap_fc_plain", (torch.nn.Dropout, torch.nn.Sigmoid), ())])
+def test_single_factor_heads_remove_one_layer_kind_and_keep_the_spec_init(method, gone, kept):
+    """The one-factor variants of RegressionNet's head differ from it only in the removed layers: under one seed they
+    start from RegressionNet's very weights, so a paired difference measures the removal alone."""
+    torch.manual_seed(0)
+    spec = build_model("regression")
+    torch.manual_seed(0)
+    variant = build_model(method)
+    kinds = [type(m) for m in variant.head]
+    assert not any(issubclass(k, gone) for k in kinds) and (not kept or kept in kinds)
+    assert [k for k in kinds if k is not torch.nn.Identity] == [
+        type(m) for m in spec.head if not isinstance(m, gone) and not isinstance(m, torch.nn.Identity)]
+    assert all(torch.equal(a, b) for a, b in zip(spec.state_dict().values(), variant.state_dict().values()))
+
+
 def test_encoder_is_shared_code():
     encoders = [build_model(m).encoder if hasattr(build_model(m), "encoder") else build_model(m).body.encoder
                 for m in METHODS if m != "coordconv_gap_fc"]

@@ -50,10 +50,11 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
     assert step["pck_bbox"]["diff"] == rows["heatmap_64"]["pck_bbox"]["0.05"] - rows["gap_fc"]["pck_bbox"]["0.05"]
     assert (tmp_path / "visualizations" / "study_readouts.png").exists()
     fig = figs["study_readouts.png"]                                   # what a reader of the figure sees
-    assert [ax.get_title() for ax in fig.axes] == ["all keypoints (strict)", "head + feet", "hands, symmetric matching"]
+    assert [ax.get_title() for ax in fig.axes] == ["all keypoints, hands as labelled", "head + feet",
+                                                   "hands, either order"]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(study.READOUT_LABELS.values())
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["mean pose (no image)",
-                                                                           "true centre + mean offsets"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "mean pose (no training)", "true centre + mean offsets (no training)"]
     assert fig.axes[0].get_ylabel().startswith("mean error (px") and "up to 1" in fig._suptitle.get_text()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
     sec2 = study.study_readouts(store, seeds=(0,), epochs=1)
