@@ -33,7 +33,8 @@ DEFAULT_VARIANT = "hm64_sigma2_skip"
 # the numbers of a variant compared with the default: name -> value of one run's "test" (evaluate.summarize per decoder)
 ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["px"]) for d in DECODERS},
                     "px_sym": lambda t: t[REFINE_DEFAULT]["px_sym"],
-                    "pck05": lambda t: t[REFINE_DEFAULT]["pck_bbox"]["0.05"]}
+                    "pck05": lambda t: t[REFINE_DEFAULT]["pck_bbox"]["0.05"],
+                    "pck05_sym": lambda t: t[REFINE_DEFAULT]["pck_bbox_sym"]["0.05"]}
 CATEGORIES = {"heatmap_only": "heatmap succeeds, regression fails", "regression_only": "regression succeeds, heatmap fails",
               "both_fail": "both fail"}  # failure_cases.json's keys, named by who succeeds
 SUCCESS_RULE = "a keypoint succeeds when its strict error <= 0.1 x bbox diagonal (PCK@0.1, bbox)"
@@ -186,7 +187,9 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, device="cpu")
         fig.suptitle(f"Failure cases: {CATEGORIES[cat]} (rule: PCK@0.1 bbox; o = GT, x = prediction)\none row per "
                      f"keypoint that fails here, its median-error example; keypoints in this category: {counts}",
                      fontsize=10)
-        fig.tight_layout()
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len(KEYPOINT_NAMES), fontsize=8,
+                   title="colour of each keypoint (x = prediction, o = ground truth)", title_fontsize=8)
+        fig.tight_layout(rect=(0, 0.12 / len(rows), 1, 1))
         save_figure(fig, Path(out_dir) / "visualizations" / f"failures_{cat}.png")
     write_json(Path(out_dir) / "failure_cases.json", result)
     return result

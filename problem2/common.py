@@ -285,8 +285,9 @@ def code_version():
 
 
 def machine_label(m):
-    """'AMD EPYC (native bf16), 2 cores, cpu' from a machine_info record."""
-    bf16 = {True: " (native bf16)", False: " (no native bf16)"}.get(m.get("native_bf16"), "")
+    """'AMD EPYC (bf16-capable), 2 cores, cpu' from a machine_info record (whether the CPU has native bf16, not the
+    precision a run used)."""
+    bf16 = {True: " (bf16-capable)", False: " (no native bf16)"}.get(m.get("native_bf16"), "")
     return ", ".join(str(x) for x in (m.get("gpu") or m.get("cpu", "?") + bf16, f"{m.get('cores')} cores",
                                       m.get("device")) if x)
 

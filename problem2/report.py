@@ -16,11 +16,12 @@ from baseline import ABLATION_METRICS, CATEGORIES, DEFAULT_VARIANT
 from common import ArgumentParser, RESULTS_DIR, UsageError, machine_label, main_time, read_json, run_cli, write_text
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from study import GAP_CHAIN, KEPT_MAP, ONE_FACTOR, POSITION, READOUT_LABELS, READOUTS
+from study import ONE_FACTOR, READOUT_LABELS, READOUTS, WHY_ROWS
 
 HERE = Path(__file__).resolve().parent
 DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
 SLOT = re.compile(r"\{\{([^{}]+?)\}\}")
+LIST_ITEM = re.compile(r"- |\d+\. ")  # a bullet or numbered item starts a paragraph of its own
 THR = [str(t) for t in PCK_THRESHOLDS]
 NAMES = {m: METHODS[m]["name"] for m in ("heatmap", "regression", "integral")}
 FILES = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_seeds.json",
@@ -44,11 +45,12 @@ class Results(dict):
 
 def load_results(results_dir=RESULTS_DIR):
     """Each results JSON that exists, by its FILES key; stored_runs: how many runs results/runs holds; run_machines:
-    the machine label of each stored run, by folder name."""
+    the machine label of each stored run, by folder name; run_cpus: the CPU model of each run trained on a CPU."""
     d = Path(results_dir)
     runs = {p.parent.name: read_json(p).get("machine", {}) for p in (d / "runs").glob("*/run.json")}
     return Results({**{k: read_json(d / f) for k, f in FILES.items() if (d / f).exists()},
-                    "stored_runs": len(runs), "run_machines": {k: machine_label(m) for k, m in runs.items()}})
+                    "stored_runs": len(runs), "run_machines": {k: machine_label(m) for k, m in runs.items()},
+                    "run_cpus": {k: m.get("cpu") for k, m in runs.items() if m.get("device", "cpu") == "cpu"}})
 
 
 # formatting; a missing value raises KeyError, which render() reports with the placeholder's name
@@ -72,7 +74,12 @@ def ci(d, metric=""):
     if d["ci95"] is None:
         return f"{diff} (1 seed)"
     lo, hi = d["ci95"]
-    return f"{diff} [{num(lo, metric, '+')}, {num(hi, metric, '+')}]" + ("°" if lo <= 0 <= hi else "")
+    return f"{diff} [{bound(lo, metric)}, {bound(hi, metric)}]" + ("°" if lo <= 0 <= hi else "")
+
+
+def bound(x, metric):
+    """An interval bound as num() writes it, but one that is not 0 and would round to 0 keeps a significant digit."""
+    return num(x, metric, "+") if x == 0 or float(num(x, metric)) else f"{x:+.1g}"
 
 
 def mean_sd(vals, metric=""):
@@ -119,15 +126,16 @@ def step(steps, a, b, metric):
     return ci(next(s for s in steps if (s["from"], s["to"]) == (a, b))[metric], metric)
 
 
-def gap_fraction(r, a, b):
-    """Readout step a -> b as a fraction of the whole spec gap gap_fc -> heatmap_64 (a ratio of mean px)."""
-    m = {n: mean(x["px"] for x in r["study"]["readouts"]["readouts"][n]["per_seed"])
+def gap_fraction(r, a, b, metric="px"):
+    """Readout step a -> b as a fraction of the whole spec gap gap_fc -> heatmap_64, in `metric` (px, or pck_bbox:
+    PCK@0.05), a ratio of seed means."""
+    m = {n: mean(val(x, metric) for x in r["study"]["readouts"]["readouts"][n]["per_seed"])
          for n in (a, b, "gap_fc", "heatmap_64")}
     return (m[b] - m[a]) / (m["heatmap_64"] - m["gap_fc"])
 
 
-def share(r, a, b):
-    return f"{gap_fraction(r, a, b):.0%}"
+def share(r, a, b, metric="px"):
+    return f"{round(100 * gap_fraction(r, a, b, metric))}%"  # round() of a float is an int: never '-0%'
 
 
 def complete(readout_section):
@@ -161,43 +169,38 @@ def table_assignment(r, norm="bbox", methods=("heatmap", "regression")):
                + [mean_sd((x["px" + sfx] for x in rows[m]))] for sfx, label in MATCHING.items() for m in methods])
 
 
-def table_gap_chain(r):
-    """The whole spec gap as a chain of one-factor readout steps (study.GAP_CHAIN), each with its share."""
-    steps = r["study"]["readouts"]["steps"]
-    return md(["step", "what changes", "share of the gap", "mean error change (px)"],
-              [[f"{i}. {READOUT_LABELS[a]} → {READOUT_LABELS[b]}", what, share(r, a, b), step(steps, a, b, "px")]
-               for i, (a, b, what) in enumerate(GAP_CHAIN, 1)])
-
-
 def table_one_factor(r):
-    """RegressionNet, then each change of study.ONE_FACTOR made to it alone: seed-mean px, the paired change and its
-    share of the whole gap (gap_fc -> heatmap_64)."""
+    """RegressionNet, then each change of study.ONE_FACTOR made to it alone: parameters, seed-mean PCK@0.05, its
+    paired change, and the seed-mean px."""
     ro = complete(r["study"]["readouts"])
-    steps, rows = ro["steps"], ro["readouts"]
-    cells = lambda n: [f"{rows[n]['params'] / 1e6:.2f}M", mean_sd(x["px"] for x in rows[n]["per_seed"])]  # noqa: E731
-    return md(["change to RegressionNet, one at a time", "params", "mean error (px)", "change (px)", "share of the gap"],
-              [["none (RegressionNet as specified)"] + cells("gap_fc") + ["", ""]] +
-              [[what] + cells(n) + [step(steps, "gap_fc", n, "px"), share(r, "gap_fc", n)] for n, what in ONE_FACTOR])
+    rows = ro["readouts"]
+    cells = lambda n, d: [f"{rows[n]['params'] / 1e6:.2f}M", mean_sd((val(x, "pck_bbox") for x in rows[n]["per_seed"]),  # noqa: E731
+                                                                     "pck"), d, mean_sd(x["px"] for x in rows[n]["per_seed"])]
+    return md(["change to RegressionNet, one at a time", "params", "PCK@0.05", "PCK@0.05 change", "mean error (px)"],
+              [["none: RegressionNet as specified"] + cells("gap_fc", "")] +
+              [[what] + cells(n, step(ro["steps"], "gap_fc", n, "pck_bbox")) for n, what in ONE_FACTOR])
 
 
-def table_kept_map(r):
-    """study.KEPT_MAP: once the map's layout is kept, how it is read; the seed-mean px after and the paired change."""
+def table_why(r):
+    """study.WHY_ROWS: parameters, seed-mean PCK@0.05, and the paired PCK@0.05 change against the row named."""
     ro = complete(r["study"]["readouts"])
-    px = lambda n: mean_sd(x["px"] for x in ro["readouts"][n]["per_seed"])  # noqa: E731
-    return md(["from → to", "what changes", "mean error after (px)", "change (px)"],
-              [[f"{READOUT_LABELS[a]} → {READOUT_LABELS[b]}", what, px(b), step(ro["steps"], a, b, "px")]
-               for a, b, what in KEPT_MAP])
+    rows = ro["readouts"]
+    return md(["variant", "what it is", "params", "PCK@0.05", "compared with", "PCK@0.05 change"],
+              [[READOUT_LABELS[n], what, f"{rows[n]['params'] / 1e6:.2f}M",
+                mean_sd((val(x, "pck_bbox") for x in rows[n]["per_seed"]), "pck"),
+                READOUT_LABELS[base] if base else "", step(ro["steps"], base, n, "pck_bbox") if base else ""]
+               for n, base, what in WHY_ROWS])
 
 
 def table_readouts(r, full=False):
     """Each readout's mean ± std over seeds (study.py), then the references, which need no training; full: the
     appendix's columns."""
     rs = r["study"]["readouts"]
-    cols = (("px_sym", "px sym"), ("px_shifted", "shifted px"), ("spread_ratio", "spread ratio"),
+    cols = (("px", "px"), ("px_sym", "px sym"), ("px_shifted", "shifted px"), ("spread_ratio", "spread ratio"),
             ("pck_bbox", "PCK@0.05"), ("pck_bbox_sym", "PCK@0.05 sym")) if full else (
         ("px", "px"), ("px_head_feet", "head + feet px"), ("px_hands_sym", "hands px sym"))
     keys = [k for k, _ in cols]
-    return md(["readout", "what it is" if full else "params"] + [label for _, label in cols],
+    return md(["variant", "what it is" if full else "params"] + [label for _, label in cols],
               [[READOUT_LABELS[n], READOUTS[n][1] if full else f"{x['params'] / 1e6:.2f}M"]
                + sd_cells(x["per_seed"], keys) for n, x in rs["readouts"].items()] +
               [[f"*{n.replace('_', ' ')}* (no training)", "reference" if full else "0"]
@@ -205,27 +208,27 @@ def table_readouts(r, full=False):
 
 
 CROSS_MACHINE = ("ladder: spec head", "spatial: soft-argmax 8x8, MSE")  # how_far rows trained on CPUs, not the GPU
-COMPARED = ("ladder: no dropout/sigmoid", "ladder: symmetric hand loss")  # GPU rows Appendix C compares them with
 
 
 def table_how_far(r, cross_machine=False):
     """how_far.py's recipes: mean ± std over seeds of the test numbers of the val-loss checkpoint; the rows trained on
-    the GPU, or (cross_machine) the CPU rows with the GPU rows they are compared with in Appendix C."""
+    the GPU, or (cross_machine) the rows trained on CPUs."""
     h = r["how_far"]
     prefixes = {"schedule: ": "HeatmapNet, ", "ladder: ": "RegressionNet, 30 epochs: ", "long: ": "RegressionNet: ",
-                "spatial: ": "spatial readout, 30 epochs: "}
-    label = lambda k: next(new + k[len(old):] for old, new in prefixes.items() if k.startswith(old))  # noqa: E731
+                "spatial: ": "the 8x8 map read by a soft-argmax, 30 epochs: "}
+    label = lambda k: next(new + k[len(old):] for old, new in prefixes.items()  # noqa: E731
+                           if k.startswith(old)).replace("spec head", "as specified").replace(
+        "soft-argmax 8x8, MSE", "symmetric hand loss, MSE")
     return md(["recipe (epochs, learning-rate schedule)", "px", "px sym", "hands px sym", "PCK@0.05 sym"],
               [[label(k)] + sd_cells(v, ("px", "px_sym", "px_hands_sym", "pck_bbox_sym"))
-               for k, v in h["rows"].items() if (k in CROSS_MACHINE + COMPARED) == cross_machine or (
-                   not cross_machine and k in COMPARED)])
+               for k, v in h["rows"].items() if (k in CROSS_MACHINE) == cross_machine])
 
 
 def variant_label(cfg):
     """A plain name of an ablation variant: what differs from the default."""
     return ", ".join(x for x in (f"{cfg['hm_size']}x{cfg['hm_size']}" if cfg["hm_size"] != 64 else "",
-                                 f"σ {cfg['sigma_img']:g} px" if cfg["sigma_img"] != 4 else "",
-                                 "no skips" if not cfg["skip"] else "") if x) or "default (64x64, σ 4 px, skips)"
+                                 f"σ {cfg['sigma_img']:g} image px" if cfg["sigma_img"] != 4 else "",
+                                 "no skips" if not cfg["skip"] else "") if x) or "default (64x64, σ 4 image px, skips)"
 
 
 def table_ablation(r):
@@ -235,27 +238,18 @@ def table_ablation(r):
         v, cfg = a["variants"][n]["runs"], a["variants"][n]["config"]
         pairs = ["(default)"] * 2 if n == DEFAULT_VARIANT else [ci(a["variants"][n]["paired_to_default"][k], k)
                                                                 for k in ("px_quarter", "pck05")]
-        rows.append([variant_label(cfg)] + [mean_sd((of(x["test"]) for x in v), k)
-                                            for k, of in ABLATION_METRICS.items() if k != "px_sym"] + pairs)
+        rows.append([variant_label(cfg)] + [mean_sd((ABLATION_METRICS[k](x["test"]) for x in v), k)
+                                            for k in ("px_argmax", "px_quarter", "pck05")] + pairs)
     return md(["variant", "mean error, argmax (px)", "mean error, quarter step (px)", "PCK@0.05",
                "mean error change, quarter step (px)", "PCK@0.05 change"],
               rows)
 
 
-def table_pck(r, norm):
-    """The main command's seed-0 run, every decoder, one row per hand matching."""
-    m = r["metrics"]
-    return md(["method (decoding rule)", "hands matched"] + [f"PCK@{t}" for t in THR] + ["mean px"],
-              [[f"{NAMES[k]} ({dec})", label] + [f"{e[f'pck_{norm}{sfx}'][t]:.3f}" for t in THR]
-               + [f"{e['px' + sfx]:.2f}"]
-               for k in NAMES if k in m for dec, e in m[k]["decoders"].items() for sfx, label in MATCHING.items()])
-
-
 def table_steps(r):
     """The readout study's paired steps, but the spec methods' differences."""
-    return md(["step (to − from)", "share of the gap", "px", "head + feet px", "hands px sym", "shifted px"],
-              [[f"{READOUT_LABELS[s['from']]} → {READOUT_LABELS[s['to']]}", share(r, s["from"], s["to"])]
-               + [ci(s[k]) for k in ("px", "px_head_feet", "px_hands_sym", "px_shifted")]
+    return md(["step (to − from)", "px", "head + feet px", "hands px sym", "shifted px", "PCK@0.05"],
+              [[f"{READOUT_LABELS[s['from']]} → {READOUT_LABELS[s['to']]}"]
+               + [ci(s[k], k) for k in ("px", "px_head_feet", "px_hands_sym", "px_shifted", "pck_bbox")]
                for s in r["study"]["readouts"]["steps"]
                if (s["from"], s["to"]) not in SPEC_STEPS])
 
@@ -269,18 +263,31 @@ def table_failures(r):
                [n, num(f["characterisation"][c]["hand_gap_px"]["these"])] for c, n in f["counts"].items()])
 
 
+def main_text_runs(r):
+    """The per-seed rows of the runs behind the main text: the readout study, the hand loss, the ablations."""
+    st, a = r["study"], r["ablation"]["variants"]
+    return ([x for v in st["readouts"]["readouts"].values() for x in v["per_seed"]]
+            + [x for v in st["hand_loss"]["rows"].values() for x in v] + [x for v in a.values() for x in v["runs"]])
+
+
+def main_cpus(r):
+    """'N CPU models (A, B, ...)' that trained the main text's runs (from each run's run.json)."""
+    cpus = sorted({r["run_cpus"][x["run"]] for x in main_text_runs(r) if x["run"] in r["run_cpus"]})
+    return f"{len(cpus)} CPU model{'s' * (len(cpus) != 1)} ({'; '.join(cpus)})"
+
+
 def table_machines(r):
     """Where each part's runs were trained: the distinct machines of its stored runs, with counts."""
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
-    parts = {"Tables 1-3, B1-B2 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
+    parts = {"Tables 1-2, B1-B2, C1-C3 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
                                                          for x in v["per_seed"]],
-             "Section 5 (hand loss)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+             "Table 3 (Section 5)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
              "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
-             "Appendix A, spatial readout row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Section 6 (ablations)": [x for v in a.values() for x in v["runs"]]}
+             "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
+             "Table 4 (Section 6)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
@@ -290,25 +297,30 @@ def table_machines(r):
     return md(["part of the report", "runs", "trained on (runs)"], rows)
 
 
+def table_hand_loss(r, cols):
+    """Each method under the strict and the symmetric hand loss: mean ± std over seeds of `cols` {key: header}."""
+    return md(["method", "hand loss"] + list(cols.values()),
+              [[NAMES[m], {"strict": "as labelled", "symmetric": "symmetric"}[loss]]
+               + sd_cells(r["study"]["hand_loss"]["rows"][f"{m}_{loss}"], cols) for m in NAMES
+               for loss in ("strict", "symmetric")])
+
+
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
 TABLES = {
     "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
-    "gap_chain": table_gap_chain, "one_factor": table_one_factor, "kept_map": table_kept_map,
+    "one_factor": table_one_factor, "why": table_why,
     "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts": table_readouts, "readouts_full": lambda r: table_readouts(r, True),
     "how_far": table_how_far, "how_far_spatial": lambda r: table_how_far(r, True),
     "ablation": table_ablation,
-    "pck_bbox": lambda r: table_pck(r, "bbox"), "pck_torso": lambda r: table_pck(r, "torso"),
     "failures": table_failures, "machines": table_machines,
     "readout_steps": table_steps,
-    "hand_loss": lambda r: md(  # each method under the strict and the symmetric hand loss, mean ± std over seeds
-        ["method", "hand loss", "all, as labelled (px)", "all, either order (px)", "hands, either order (px)",
-         "between the two predicted hands (px)"],
-        [[NAMES[m], {"strict": "as labelled", "symmetric": "symmetric"}[loss]] + sd_cells(
-            r["study"]["hand_loss"]["rows"][f"{m}_{loss}"],
-                                     ("px", "px_sym", "px_hands_sym", "hand_gap_px"))
-         for m in NAMES for loss in ("strict", "symmetric")]),
+    "hand_loss": lambda r: table_hand_loss(r, {"pck_bbox_sym": "PCK@0.05, either order",
+                                               "hand_gap_px": "between the two predicted hands (px)"}),
+    "hand_loss_full": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05", "pck_bbox_sym": "PCK@0.05 sym", "px": "px",
+                                                    "px_sym": "px sym", "px_hands_sym": "hands px sym"}),
     "hand_loss_pairs": lambda r: md(  # symmetric minus strict hand loss, paired by seed
-        ["symmetric − as-labelled loss", "px", "px sym", "hands px sym", "hand gap px", "PCK@0.05", "PCK@0.05 sym"],
+        ["symmetric − as-labelled loss", "px", "px sym", "hands px sym", "between the predicted hands (px)", "PCK@0.05",
+         "PCK@0.05 sym"],
         [[NAMES[m]] + [ci(p[k], k) for k in HAND_KEYS] for m, p in r["study"]["hand_loss"]["paired"].items()]),
 }
 
@@ -356,8 +368,6 @@ VALUES = {
     "splits": lambda r: " / ".join(f"{n} {k}" for k, n in r["metrics"]["provenance"]["data"]["split_sizes"].items()),
     "ratio": lambda r: "{:.1f}".format(np.divide(*[mean(x["px"] for x in r["study"]["readouts"]["readouts"][n][
         "per_seed"]) for n in ("gap_fc", "heatmap_64")])),
-    "position_shares": lambda r: "{:.0%} and {:.0%}".format(*(f(gap_fraction(r, "gap_fc", n) for n in POSITION)
-                                                              for f in (min, max))),
     "hf_ratio": lambda r: "{:.0f}".format(np.divide(*[r["how_far"]["means"][hf_row(r["how_far"], n)]["px_sym"]
                                                       for n in ("best_regression", "best")])),
     "main_time": lambda r: main_time(r["timings"]), "goal": goal, "allocator_gain": allocator_gain,
@@ -370,8 +380,12 @@ VALUES = {
     "heatmap_failures": lambda r: str(sum(r["failures"]["counts"][c] for c in ("regression_only", "both_fail"))),
     "torso_px": lambda r: f"{r['metrics']['normaliser_px']['torso']:.0f}",
     "bbox_px": lambda r: f"{r['metrics']['normaliser_px']['bbox']:.0f}",
-    "radius_05": lambda r: f"{0.05 * r['metrics']['normaliser_px']['bbox']:.1f}",
+    **{f"radius_{k}": (lambda r, t=t: f"{t * r['metrics']['normaliser_px']['bbox']:.1f}")  # PCK@t's radius, px
+       for k, t in (("05", 0.05), ("10", 0.1))},
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
+    "main_cpus": main_cpus,
+    "flatten_extra_params": lambda r: "{:.2f}M".format(np.subtract(*(r["study"]["readouts"]["readouts"][n]["params"]
+                                                                    for n in ("flatten_fc", "gap_fc"))) / 1e6),
     "main_machine": lambda r: machine_label(r["log"]["config"]["machine"]),
     "main_precision": lambda r: r["log"]["config"]["precision"],
     **{f"best_{k}": (lambda r, k=k: num(val(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]], k), k))
@@ -385,7 +399,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
-    "share": share,
+    "share": share,  # {{share:a:b}} in mean px, {{share:a:b:pck_bbox}} in PCK@0.05
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
     "pck": lambda r, name, t, sfx="": num(mean(x[f"pck_bbox{sfx}"][t] for x in r["study"]["readouts"]["readouts"][name][
@@ -416,16 +430,16 @@ def reflow(text, width=120):
 
     def flush():
         if para:
-            bullet = para[0].startswith("- ")
+            item = LIST_ITEM.match(para[0])
             words = " ".join(line.strip() for line in para)
-            out.extend(textwrap.wrap(words, width, subsequent_indent="  " if bullet else "", break_long_words=False,
-                                     break_on_hyphens=False))
+            out.extend(textwrap.wrap(words, width, subsequent_indent=" " * len(item.group()) if item else "",
+                                     break_long_words=False, break_on_hyphens=False))
             para.clear()
     for line in text.split("\n"):
         if line.startswith("```"):
             in_code = not in_code
         keep = in_code or line.startswith("```") or not line.strip() or line.startswith(("|", "#", "![", "<!--"))
-        if keep or line.startswith("- "):
+        if keep or LIST_ITEM.match(line):
             flush()
         if keep:
             out.append(line)

@@ -46,14 +46,13 @@ READOUTS = {
 }
 SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
 FLATTENED = ("flatten_fc", "flatten_fc_plain")  # FC layers on the 8x8 map's layout; every other readout pools it
-READOUT_LABELS = {  # short plain names, for the figure and the report
-    "gap_fc": "pooled FC (RegressionNet)", "gap_fc_nodropout": "pooled FC, no dropout",
+READOUT_LABELS = {  # short plain names, for the report's tables and the figure
+    "gap_fc": "RegressionNet (pooled FC)", "gap_fc_nodropout": "pooled FC, no dropout",
     "gap_fc_nosigmoid": "pooled FC, no sigmoid", "gap_fc_plain": "pooled FC, no dropout/sigmoid",
-    "flatten_fc": "flattened 8x8 + FC", "flatten_fc_plain": "flattened 8x8 + FC, no dropout/sigmoid",
-    "coordconv_gap_fc": "CoordConv + pooled FC",
-    "decoder64_gap_fc": "64x64 decoder + pooled FC", "softargmax_8": "soft-argmax at 8x8",
-    "heatmap_8": "heatmaps at 8x8", "integral_64": "soft-argmax at 64x64 (IntegralNet)",
-    "heatmap_64": "heatmaps at 64x64 (HeatmapNet)"}
+    "flatten_fc": "flattened FC", "flatten_fc_plain": "flattened FC, no dropout/sigmoid",
+    "coordconv_gap_fc": "CoordConv + pooled FC", "decoder64_gap_fc": "64x64 decoder + pooled FC",
+    "softargmax_8": "soft-argmax at 8x8", "heatmap_8": "heatmaps at 8x8",
+    "integral_64": "IntegralNet (soft-argmax at 64x64)", "heatmap_64": "HeatmapNet (heatmaps at 64x64)"}
 # the paired differences the report interprets (to - from, per seed), each with the question it answers
 STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("gap_fc", "gap_fc_nodropout", "the head's dropout alone"),
@@ -80,20 +79,16 @@ ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("flatten_fc", "pooling replaced by flattening the 8x8 map (after a 1x1 conv to 32 channels)"),
               ("coordconv_gap_fc", "x/y coordinate channels added to every encoder conv's input (CoordConv)"),
               ("decoder64_gap_fc", "HeatmapNet's decoder to 64x64 inserted before the pooling"),
-              ("heatmap_64", "all of the head replaced by HeatmapNet's decoder and heatmaps: HeatmapNet")]
-POSITION = ("flatten_fc", "coordconv_gap_fc", "decoder64_gap_fc")  # the ONE_FACTOR changes that give the FC position
-# with the map's layout kept: how it is read, one change at a time (each a STEP)
-KEPT_MAP = [("flatten_fc_plain", "softargmax_8", "the FC layers replaced by a soft-argmax on the same 8x8 map"),
-            ("softargmax_8", "heatmap_8", "at 8x8: soft-argmax and coordinate loss replaced by heatmap targets and MSE"),
-            ("softargmax_8", "integral_64", "HeatmapNet's decoder to 64x64 added before the soft-argmax"),
-            ("integral_64", "heatmap_64", "at 64x64: soft-argmax and coordinate loss replaced by heatmap targets and "
-                                          "MSE (IntegralNet → HeatmapNet)")]
-# the whole gap as a chain of one-factor steps, RegressionNet to HeatmapNet: each a STEP, with what it changes
-GAP_CHAIN = [("gap_fc", "gap_fc_plain", "the head's dropout and sigmoid removed"),
-             ("gap_fc_plain", "flatten_fc_plain", "global pooling replaced by the 8x8 map, flattened into the FC layers"),
-             ("flatten_fc_plain", "softargmax_8", "the FC layers replaced by a spatial soft-argmax on the same map"),
-             ("softargmax_8", "integral_64", "HeatmapNet's decoder to 64x64 added before the soft-argmax"),
-             ("integral_64", "heatmap_64", "soft-argmax + coordinate loss replaced by Gaussian heatmaps + MSE")]
+              ("heatmap_64", "everything after the encoder replaced by HeatmapNet's decoder and heatmaps: HeatmapNet")]
+# Section 4's table: (readout, the readout it is paired with or None, what it is)
+WHY_ROWS = [("gap_fc", None, "as specified: pooled FC with dropout, sigmoid"),
+            ("flatten_fc", "gap_fc", "the map (after a 1x1 conv to 32 channels) flattened instead of pooled"),
+            ("coordconv_gap_fc", "gap_fc", "pooled, but x/y coordinate channels added to the encoder's inputs"),
+            ("gap_fc_nodropout", "gap_fc", "pooled, FC layers without dropout"),
+            ("flatten_fc_plain", "flatten_fc", "flattened, without dropout and sigmoid"),
+            ("integral_64", None, "HeatmapNet's network trained on coordinates through a soft-argmax"),
+            ("heatmap_64", "integral_64", "as specified: heatmap targets")]
+
 
 
 def reference_rows(kp_dir, shifted_dir):
@@ -166,7 +161,7 @@ def plot_readouts(section, vis_dir):
     axes[0].set_ylabel("mean error (px, test, log scale)")
     axes[0].legend(fontsize=8, loc="lower left")
     n_seeds = max(len(section["readouts"][n]["per_seed"]) for n in names)
-    fig.suptitle(f"{len(names)} heads on the assignment's encoder, test split (bars = mean, dots = seeds, up to "
+    fig.suptitle(f"{len(names)} variants of the assignment's networks, test split (bars = mean, dots = seeds, up to "
                  f"{n_seeds})\nred: the 8x8 map pooled into FC layers; orange: the map flattened into FC layers; "
                  f"blue: the map read as a map (soft-argmax or heatmap)", fontsize=11)
     fig.tight_layout()
