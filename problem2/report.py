@@ -214,7 +214,7 @@ def table_how_far(r, cross_machine=False):
     """how_far.py's recipes: mean ± std over seeds of the test numbers of the val-loss checkpoint; the rows trained on
     the GPU, or (cross_machine) the rows trained on CPUs."""
     h = r["how_far"]
-    prefixes = {"schedule: ": "HeatmapNet, ", "ladder: ": "RegressionNet, 30 epochs: ", "long: ": "RegressionNet: ",
+    prefixes = {"schedule: ": "HeatmapNet, ", "ladder: ": "pooled regression, 30 epochs: ", "long: ": "pooled regression: ",
                 "spatial: ": "the 8x8 map read by a soft-argmax, 30 epochs: "}
     label = lambda k: next(new + k[len(old):] for old, new in prefixes.items()  # noqa: E731
                            if k.startswith(old)).replace("spec head", "as specified").replace(
@@ -240,7 +240,7 @@ def table_ablation(r):
                                                                 for k in ("px_quarter", "pck05")]
         rows.append([variant_label(cfg)] + [mean_sd((ABLATION_METRICS[k](x["test"]) for x in v), k)
                                             for k in ("px_argmax", "px_quarter", "pck05")] + pairs)
-    return md(["variant", "mean error, argmax (px)", "mean error, quarter step (px)", "PCK@0.05",
+    return md(["variant", "mean error, argmax (px)", "mean error, quarter step (px)", "PCK@0.05 (quarter step)",
                "mean error change, quarter step (px)", "PCK@0.05 change"],
               rows)
 
@@ -398,6 +398,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "ci": lambda r, path, k: ci(get(r, path)[k], k),  # a paired difference a study script stored
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
+    "hle": lambda r, row: ", ".join(str(x["best_epoch"]) for x in r["study"]["hand_loss"]["rows"][row]),  # saved epochs
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
     "share": share,  # {{share:a:b}} in mean px, {{share:a:b:pck_bbox}} in PCK@0.05
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean

@@ -72,7 +72,7 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("integral_64", "heatmap_64", "at 64x64: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
          ("gap_fc", "integral_64", "the spec head replaced by IntegralNet's decoder to 64x64 and soft-argmax"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
-# one change at a time to RegressionNet (each a STEP from gap_fc), with what it changes: Section 4's table
+# one change at a time to RegressionNet (each a STEP from gap_fc), with what it changes: Appendix C's Table C1
 ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("gap_fc_nosigmoid", "the final sigmoid removed"),
               ("gap_fc_plain", "both removed"),
@@ -83,11 +83,11 @@ ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
 # Section 4's table: (readout, the readout it is paired with or None, what it is)
 WHY_ROWS = [("gap_fc", None, "as specified: pooled FC with dropout, sigmoid"),
             ("flatten_fc", "gap_fc", "the map (after a 1x1 conv to 32 channels) flattened instead of pooled"),
-            ("coordconv_gap_fc", "gap_fc", "pooled, but x/y coordinate channels added to the encoder's inputs"),
+            ("coordconv_gap_fc", "gap_fc", "pooled, but x/y coordinate channels added to every encoder conv's input"),
             ("gap_fc_nodropout", "gap_fc", "pooled, FC layers without dropout"),
             ("flatten_fc_plain", "flatten_fc", "flattened, without dropout and sigmoid"),
             ("integral_64", None, "HeatmapNet's network trained on coordinates through a soft-argmax"),
-            ("heatmap_64", "integral_64", "as specified: heatmap targets")]
+            ("heatmap_64", None, "as specified: heatmap targets")]
 
 
 
