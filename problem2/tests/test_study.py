@@ -50,12 +50,13 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
     assert step["pck_bbox"]["diff"] == rows["heatmap_64"]["pck_bbox"]["0.05"] - rows["gap_fc"]["pck_bbox"]["0.05"]
     assert (tmp_path / "visualizations" / "study_readouts.png").exists()
     fig = figs["study_readouts.png"]                                   # what a reader of the figure sees
-    assert [ax.get_title() for ax in fig.axes] == ["all keypoints, hands as labelled", "head + feet",
-                                                   "hands, either order"]
+    assert [ax.get_title() for ax in fig.axes] == ["PCK@0.05, hands as labelled (higher is better)",
+                                                   "mean error, hands as labelled (px, log scale; lower is better)"]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(study.READOUT_LABELS.values())
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
         "mean pose (no training)", "true centre + mean offsets (no training)"]
-    assert fig.axes[0].get_ylabel().startswith("mean error (px") and "up to 1" in fig._suptitle.get_text()
+    assert fig.axes[0].get_ylabel() == "PCK@0.05 (test)" and fig.axes[1].get_ylabel().startswith("mean error (px")
+    assert "up to 1" in fig._suptitle.get_text()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
     sec2 = study.study_readouts(store, seeds=(0,), epochs=1)
     assert sec2["readouts"] == sec["readouts"]                                 # every run reused
