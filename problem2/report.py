@@ -297,11 +297,11 @@ def table_machines(r):
     return md(["part of the report", "runs", "trained on (runs)"], rows)
 
 
-def table_hand_loss(r, cols):
+def table_hand_loss(r, cols, methods=tuple(NAMES)):
     """Each method under the strict and the symmetric hand loss: mean ± std over seeds of `cols` {key: header}."""
     return md(["method", "hand loss"] + list(cols.values()),
               [[NAMES[m], {"strict": "as labelled", "symmetric": "symmetric"}[loss]]
-               + sd_cells(r["study"]["hand_loss"]["rows"][f"{m}_{loss}"], cols) for m in NAMES
+               + sd_cells(r["study"]["hand_loss"]["rows"][f"{m}_{loss}"], cols) for m in methods
                for loss in ("strict", "symmetric")])
 
 
@@ -315,7 +315,8 @@ TABLES = {
     "failures": table_failures, "machines": table_machines,
     "readout_steps": table_steps,
     "hand_loss": lambda r: table_hand_loss(r, {"pck_bbox_sym": "PCK@0.05, either order",
-                                               "hand_gap_px": "between the two predicted hands (px)"}),
+                                               "hand_gap_px": "between the two predicted hands (px)"},
+                                           ("heatmap", "integral")),
     "hand_loss_full": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05", "pck_bbox_sym": "PCK@0.05 sym", "px": "px",
                                                     "px_sym": "px sym", "px_hands_sym": "hands px sym"}),
     "hand_loss_pairs": lambda r: md(  # symmetric minus strict hand loss, paired by seed
