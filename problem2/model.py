@@ -35,12 +35,12 @@ def conv_block(in_ch, out_ch, coordconv=False):
                          nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
 
-def fc_head(in_features, num_keypoints, plain=False):
+def fc_head(in_features, num_keypoints, plain=False, width=128):
     """The spec FC head: FC in->128 -> ReLU -> Dropout(0.5) -> FC 128->64 -> ReLU -> Dropout(0.5) -> FC 64->2K
-    -> Sigmoid. plain=True drops the dropouts and the sigmoid (same layers otherwise)."""
+    -> Sigmoid. plain=True drops the dropouts and the sigmoid (same layers otherwise); width: the first layer's."""
     drop = (lambda: nn.Identity()) if plain else (lambda: nn.Dropout(0.5))
-    return nn.Sequential(nn.Linear(in_features, 128), nn.ReLU(inplace=True), drop(),
-                         nn.Linear(128, 64), nn.ReLU(inplace=True), drop(),
+    return nn.Sequential(nn.Linear(in_features, width), nn.ReLU(inplace=True), drop(),
+                         nn.Linear(width, 64), nn.ReLU(inplace=True), drop(),
                          nn.Linear(64, num_keypoints * 2), nn.Identity() if plain else nn.Sigmoid())
 
 
@@ -222,6 +222,18 @@ def with_plain_head(model):
     return model
 
 
+def with_wide_head(model):
+    """`model` (a RegressionNet) with its FC head's first layer widened until the head has as many parameters as
+    FlattenRegressionNet's 1x1 conv and FC head together: flattening's extra weights, without the 8x8 layout."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    with torch.device("meta"):  # counted, not initialised: the seed's random stream stays the spec network's
+        k2, flat = model.kwargs["num_keypoints"] * 2, FlattenRegressionNet(model.kwargs["num_keypoints"])
+    # head params = (256 + 1 + 64) * width + 64 + (64 + 1) * 2K, solved for width
+    width = round((count(flat.reduce) + count(flat.head) - 64 - 65 * k2) / (256 + 1 + 64))
+    model.head = fc_head(256, model.kwargs["num_keypoints"], width=width)
+    return model
+
+
 def head_without(model, layer_type):
     """`model` with every `layer_type` layer of its FC head (nn.Dropout or nn.Sigmoid) replaced by nn.Identity; the
     weights, and so the initialisation under a seed, stay the spec network's."""
@@ -247,6 +259,8 @@ METHODS = {
     "flatten_fc": _row(FlattenRegressionNet, "regression", "flatten 8x8 + FC"),
     "flatten_fc_plain": _row(lambda **kw: with_plain_head(FlattenRegressionNet(**kw)), "regression",
                              "flatten 8x8 + FC, no dropout/sigmoid"),
+    "gap_fc_wide": _row(lambda **kw: with_wide_head(RegressionNet(**kw)), "regression",
+                        "GAP + FC, first FC layer widened to flattening's parameter count"),
     "coordconv_gap_fc": _row(lambda **kw: RegressionNet(**{**kw, "coordconv": True}), "regression", "CoordConv + GAP + FC"),
     "gap_fc_nll": _row(LikelihoodRegressionNet, "regression", "GAP + FC with a learned scale (likelihood loss)"),
     "decoder64_gap_fc": _row(DecoderRegressionNet, "regression", "decoder to 64x64 + GAP + FC"),

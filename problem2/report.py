@@ -16,7 +16,7 @@ from baseline import ABLATION_METRICS, CATEGORIES, DEFAULT_VARIANT
 from common import ArgumentParser, RESULTS_DIR, UsageError, machine_label, main_time, read_json, run_cli, write_text
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from study import ONE_FACTOR, READOUT_LABELS, READOUTS, WHY_ROWS
+from study import LADDER, ONE_FACTOR, POSITION_ROWS, READOUT_LABELS, READOUTS
 
 HERE = Path(__file__).resolve().parent
 DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
@@ -126,18 +126,6 @@ def step(steps, a, b, metric):
     return ci(next(s for s in steps if (s["from"], s["to"]) == (a, b))[metric], metric)
 
 
-def gap_fraction(r, a, b, metric="px"):
-    """Readout step a -> b as a fraction of the whole spec gap gap_fc -> heatmap_64, in `metric` (px, or pck_bbox:
-    PCK@0.05), a ratio of seed means."""
-    m = {n: mean(val(x, metric) for x in r["study"]["readouts"]["readouts"][n]["per_seed"])
-         for n in (a, b, "gap_fc", "heatmap_64")}
-    return (m[b] - m[a]) / (m["heatmap_64"] - m["gap_fc"])
-
-
-def share(r, a, b, metric="px"):
-    return f"{round(100 * gap_fraction(r, a, b, metric))}%"  # round() of a float is an int: never '-0%'
-
-
 def complete(readout_section):
     """The readout study's section, refused (KeyError) while any readout misses a seed: its tables say 'n seeds'."""
     if not all(x["complete"] for x in readout_section["readouts"].values()):
@@ -181,30 +169,39 @@ def table_one_factor(r):
               [[what] + cells(n, step(ro["steps"], "gap_fc", n, "pck_bbox")) for n, what in ONE_FACTOR])
 
 
-def table_why(r):
-    """study.WHY_ROWS: parameters, seed-mean PCK@0.05, and the paired PCK@0.05 change against the row named."""
+def table_ladder(r):
+    """study.LADDER: each row one change from the row above, its seed-mean PCK@0.05 as labelled and in either order,
+    and the paired PCK@0.05 change from the row above."""
     ro = complete(r["study"]["readouts"])
     rows = ro["readouts"]
-    return md(["variant", "what it is", "params", "PCK@0.05", "compared with", "PCK@0.05 change"],
-              [[READOUT_LABELS[n], what, f"{rows[n]['params'] / 1e6:.2f}M",
-                mean_sd((val(x, "pck_bbox") for x in rows[n]["per_seed"]), "pck"),
-                READOUT_LABELS[base] if base else "", step(ro["steps"], base, n, "pck_bbox") if base else ""]
-               for n, base, what in WHY_ROWS])
+    return md(["step", "change from the row above", "params", "PCK@0.05", "PCK@0.05, either order",
+               "PCK@0.05 change"],
+              [[str(i), what, f"{rows[n]['params'] / 1e6:.2f}M"] + sd_cells(rows[n]["per_seed"], ("pck_bbox", "pck_bbox_sym"))
+               + [step(ro["steps"], LADDER[i - 1][0], n, "pck_bbox") if i else ""]
+               for i, (n, what) in enumerate(LADDER)])
 
 
-def table_readouts(r, full=False):
-    """Each readout's mean ± std over seeds (study.py), then the references, which need no training; full: the
-    appendix's columns."""
+def table_position(r):
+    """study.POSITION_ROWS: params, seed-mean PCK@0.05, its paired change from RegressionNet, and PCK@0.05 on the
+    shifted test set."""
+    ro = complete(r["study"]["readouts"])
+    rows = ro["readouts"]
+    return md(["network", "params", "PCK@0.05", "PCK@0.05 change", "PCK@0.05, shifted figures"],
+              [[what, f"{rows[n]['params'] / 1e6:.2f}M", *sd_cells(rows[n]["per_seed"], ("pck_bbox",)),
+                step(ro["steps"], "gap_fc", n, "pck_bbox") if n != "gap_fc" else "",
+                *sd_cells(rows[n]["per_seed"], ("pck_bbox_shifted",))] for n, what in POSITION_ROWS])
+
+
+def table_readouts(r):
+    """Each readout's mean ± std over seeds (study.py), then the references, which need no training."""
     rs = r["study"]["readouts"]
     cols = (("px", "px"), ("px_sym", "px sym"), ("px_shifted", "shifted px"), ("spread_ratio", "spread ratio"),
-            ("pck_bbox", "PCK@0.05"), ("pck_bbox_sym", "PCK@0.05 sym")) if full else (
-        ("px", "px"), ("px_head_feet", "head + feet px"), ("px_hands_sym", "hands px sym"))
+            ("pck_bbox", "PCK@0.05"), ("pck_bbox_sym", "PCK@0.05 sym"))
     keys = [k for k, _ in cols]
-    return md(["variant", "what it is" if full else "params"] + [label for _, label in cols],
-              [[READOUT_LABELS[n], READOUTS[n][1] if full else f"{x['params'] / 1e6:.2f}M"]
-               + sd_cells(x["per_seed"], keys) for n, x in rs["readouts"].items()] +
-              [[f"*{n.replace('_', ' ')}* (no training)", "reference" if full else "0"]
-               + [num(val(x, k), k) for k in keys] for n, x in rs["references"].items()])
+    return md(["variant", "what it is"] + [label for _, label in cols],
+              [[READOUT_LABELS[n], READOUTS[n][1]] + sd_cells(x["per_seed"], keys) for n, x in rs["readouts"].items()]
+              + [[f"*{n.replace('_', ' ')}* (no training)", "reference"] + [num(val(x, k), k) for k in keys]
+                 for n, x in rs["references"].items()])
 
 
 CROSS_MACHINE = ("ladder: spec head", "spatial: soft-argmax 8x8, MSE")  # how_far rows trained on CPUs, not the GPU
@@ -232,17 +229,17 @@ def variant_label(cfg):
 
 
 def table_ablation(r):
-    """Every ablation variant (baseline.py): mean ± std over seeds, and its paired difference to the default."""
+    """Every ablation variant (baseline.py), decoded with the quarter step: mean ± std over seeds of PCK@0.05 (as
+    labelled, and in either order) and px, with the paired differences to the default."""
     a, rows = r["ablation"], []
     for n in dict.fromkeys(n for names in a["studies"].values() for n in names):
         v, cfg = a["variants"][n]["runs"], a["variants"][n]["config"]
-        pairs = ["(default)"] * 2 if n == DEFAULT_VARIANT else [ci(a["variants"][n]["paired_to_default"][k], k)
-                                                                for k in ("px_quarter", "pck05")]
-        rows.append([variant_label(cfg)] + [mean_sd((ABLATION_METRICS[k](x["test"]) for x in v), k)
-                                            for k in ("px_argmax", "px_quarter", "pck05")] + pairs)
-    return md(["variant", "mean error, argmax (px)", "mean error, quarter step (px)", "PCK@0.05 (quarter step)",
-               "mean error change, quarter step (px)", "PCK@0.05 change"],
-              rows)
+        pair = lambda k: "(default)" if n == DEFAULT_VARIANT else ci(a["variants"][n]["paired_to_default"][k], k)  # noqa: E731
+        cell = lambda k: mean_sd((ABLATION_METRICS[k](x["test"]) for x in v), k)  # noqa: E731
+        rows.append([variant_label(cfg), cell("pck05"), pair("pck05"), cell("pck05_sym"), cell("px_quarter"),
+                     pair("px_quarter")])
+    return md(["variant", "PCK@0.05", "PCK@0.05 change", "PCK@0.05, either order", "mean error (px)",
+               "mean error change (px)"], rows)
 
 
 def table_steps(r):
@@ -279,15 +276,15 @@ def main_cpus(r):
 def table_machines(r):
     """Where each part's runs were trained: the distinct machines of its stored runs, with counts."""
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
-    parts = {"Tables 1-2, B1-B2, C1-C3 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
+    parts = {"Tables 1-3, B1-B2, C1-C3 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
                                                          for x in v["per_seed"]],
-             "Table 3 (Section 5)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+             "Table 4 (Section 5)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
              "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
              "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Table 4 (Section 6)": [x for v in a.values() for x in v["runs"]]}
+             "Table 5 (Section 6)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
@@ -297,28 +294,35 @@ def table_machines(r):
     return md(["part of the report", "runs", "trained on (runs)"], rows)
 
 
-def table_hand_loss(r, cols, methods=tuple(NAMES)):
-    """Each method under the strict and the symmetric hand loss: mean ± std over seeds of `cols` {key: header}."""
-    return md(["method", "hand loss"] + list(cols.values()),
-              [[NAMES[m], {"strict": "as labelled", "symmetric": "symmetric"}[loss]]
-               + sd_cells(r["study"]["hand_loss"]["rows"][f"{m}_{loss}"], cols) for m in methods
-               for loss in ("strict", "symmetric")])
+HAND_LOSS_ROWS = {"strict": "as labelled", "strict_last": "as labelled (last epoch)", "symmetric": "symmetric"}
+HAND_LOSS_NAMES = {**NAMES, "softargmax_8": READOUT_LABELS["softargmax_8"]}
+
+
+def table_hand_loss(r, cols, methods=tuple(NAMES), epochs=False):
+    """Each method under each hand loss stored (study.py hand_loss; IntegralNet also keeping its last epoch): mean ±
+    std over seeds of `cols` {key: header}; epochs: a column of each seed's kept epoch first."""
+    rows = r["study"]["hand_loss"]["rows"]
+    return md(["method", "hand loss"] + ["epochs kept"] * epochs + list(cols.values()),
+              [[HAND_LOSS_NAMES[m], label] + [", ".join(str(x["best_epoch"]) for x in rows[f"{m}_{loss}"])] * epochs
+               + sd_cells(rows[f"{m}_{loss}"], cols) for m in methods
+               for loss, label in HAND_LOSS_ROWS.items() if f"{m}_{loss}" in rows])
 
 
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
 TABLES = {
     "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
-    "one_factor": table_one_factor, "why": table_why,
-    "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts": table_readouts, "readouts_full": lambda r: table_readouts(r, True),
+    "one_factor": table_one_factor, "ladder": table_ladder, "position": table_position,
+    "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts_full": table_readouts,
     "how_far": table_how_far, "how_far_spatial": lambda r: table_how_far(r, True),
     "ablation": table_ablation,
     "failures": table_failures, "machines": table_machines,
     "readout_steps": table_steps,
-    "hand_loss": lambda r: table_hand_loss(r, {"pck_bbox_sym": "PCK@0.05, either order",
+    "hand_loss": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05", "pck_bbox_sym": "PCK@0.05, either order",
                                                "hand_gap_px": "between the two predicted hands (px)"},
-                                           ("heatmap", "integral")),
+                                           ("heatmap", "integral"), epochs=True),
     "hand_loss_full": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05", "pck_bbox_sym": "PCK@0.05 sym", "px": "px",
-                                                    "px_sym": "px sym", "px_hands_sym": "hands px sym"}),
+                                                    "px_sym": "px sym", "px_hands_sym": "hands px sym"},
+                                                tuple(HAND_LOSS_NAMES), epochs=True),
     "hand_loss_pairs": lambda r: md(  # symmetric minus strict hand loss, paired by seed
         ["symmetric − as-labelled loss", "px", "px sym", "hands px sym", "between the predicted hands (px)", "PCK@0.05",
          "PCK@0.05 sym"],
@@ -364,19 +368,12 @@ def goal(r):
 
 VALUES = {
     "n_seeds": lambda r: str(len(complete(r["study"]["readouts"])["seeds"])),
-    "n_readouts": lambda r: str(len(r["study"]["readouts"]["readouts"])),
-    "ablation_seeds": lambda r: ", ".join(map(str, r["ablation"]["seeds"])),
     "splits": lambda r: " / ".join(f"{n} {k}" for k, n in r["metrics"]["provenance"]["data"]["split_sizes"].items()),
-    "ratio": lambda r: "{:.1f}".format(np.divide(*[mean(x["px"] for x in r["study"]["readouts"]["readouts"][n][
-        "per_seed"]) for n in ("gap_fc", "heatmap_64")])),
-    "hf_ratio": lambda r: "{:.0f}".format(np.divide(*[r["how_far"]["means"][hf_row(r["how_far"], n)]["px_sym"]
-                                                      for n in ("best_regression", "best")])),
     "main_time": lambda r: main_time(r["timings"]), "goal": goal, "allocator_gain": allocator_gain,
     "main_bf16": lambda r: main_command_time(r, "bf16"), "main_fp32": lambda r: main_command_time(r, "fp32"),
     "main_fp32_forced": lambda r: main_command_time(r, "fp32_forced"),
     "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}"
                                      for k, _, label in GOAL),
-    "best_machine": lambda r: machine_label(r["best_log"]["config"]["machine"]),
     "argmax_px": lambda r: num(mean(x["test"]["argmax"]["px"] for x in r["ablation"]["variants"][DEFAULT_VARIANT]["runs"])),
     "heatmap_failures": lambda r: str(sum(r["failures"]["counts"][c] for c in ("regression_only", "both_fail"))),
     "torso_px": lambda r: f"{r['metrics']['normaliser_px']['torso']:.0f}",
@@ -385,10 +382,10 @@ VALUES = {
        for k, t in (("05", 0.05), ("10", 0.1))},
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
     "main_cpus": main_cpus,
+    "softargmax_epochs": lambda r: ", ".join(str(x["best_epoch"]) for x in r["study"]["hand_loss"]["rows"][
+        "softargmax_8_strict"]),  # the epochs its as-labelled runs keep
     "flatten_extra_params": lambda r: "{:.2f}M".format(np.subtract(*(r["study"]["readouts"]["readouts"][n]["params"]
                                                                     for n in ("flatten_fc", "gap_fc"))) / 1e6),
-    "main_machine": lambda r: machine_label(r["log"]["config"]["machine"]),
-    "main_precision": lambda r: r["log"]["config"]["precision"],
     **{f"best_{k}": (lambda r, k=k: num(val(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]], k), k))
        for k in ("px_sym", "px_hands_sym", "pck_bbox_sym")},
 }
@@ -399,9 +396,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "ci": lambda r, path, k: ci(get(r, path)[k], k),  # a paired difference a study script stored
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
-    "hle": lambda r, row: ", ".join(str(x["best_epoch"]) for x in r["study"]["hand_loss"]["rows"][row]),  # saved epochs
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
-    "share": share,  # {{share:a:b}} in mean px, {{share:a:b:pck_bbox}} in PCK@0.05
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
     "pck": lambda r, name, t, sfx="": num(mean(x[f"pck_bbox{sfx}"][t] for x in r["study"]["readouts"]["readouts"][name][

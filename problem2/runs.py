@@ -29,7 +29,7 @@ CHECKPOINT = "model.pth"  # the epoch with the lowest val loss
 # the numbers of a run_row that studies pair by seed, by name (PCK at 0.05, bbox)
 ROW_METRICS = {**{k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted",
                                                          "hand_gap_px", "best_epoch")},
-               **{k: (lambda row, k=k: row[k]["0.05"]) for k in ("pck_bbox", "pck_bbox_sym")}}
+               **{k: (lambda row, k=k: row[k]["0.05"]) for k in ("pck_bbox", "pck_bbox_sym", "pck_bbox_shifted")}}
 
 
 def run_name(recipe):
@@ -176,8 +176,8 @@ def collect(recipes, store):
 
 def run_row(seed, info, ev, decoder=None):
     """One stored run's numbers, the one row shape every store study records: evaluate.summarize() of its checkpoint
-    on the test split with `decoder` (default: the run's default), the shifted test set's px (default decoder), the
-    checkpoint's epoch, the training time."""
+    on the test split with `decoder` (default: the run's default), the shifted test set's px and PCK (default decoder), the
+    checkpoint's epoch (best_epoch: the epoch whose weights were kept), the training time."""
     return {"seed": seed, "run": run_name(info["recipe"]), **ev["test"][decoder or ev["decoder"]],
-            "px_shifted": ev["shifted"]["px"],
-            "best_epoch": info["history"]["best_epoch"], "train_seconds": info["history"]["train_seconds"]}
+            "px_shifted": ev["shifted"]["px"], "pck_bbox_shifted": ev["shifted"]["pck_bbox"],
+            "best_epoch": info["history"].get("saved_epoch", info["history"]["best_epoch"]), "train_seconds": info["history"]["train_seconds"]}

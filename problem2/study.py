@@ -7,7 +7,9 @@ nothing and writes each study from the runs stored). study_results.json holds a 
               "params", "complete", "per_seed": [runs.run_row]}}, "references": {name: evaluate.summarize() +
               "px_shifted"}, "steps": [{"from", "to", "question", "seeds", metric: difference}] (to minus from),
               "shift": {name: px on the shifted test set minus px on the test set}}.
-  hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32).
+  hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); the EARLY_EPOCH methods'
+              strict runs again keeping their last epoch (rows <method>_strict_last; last_minus_best; key
+              strict_last of heatmap_minus_integral).
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
 import time
@@ -27,6 +29,7 @@ from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, run_row
 
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss")
+EARLY_EPOCH = ("softargmax_8", "integral")  # as labelled, their val loss is lowest early: rerun keeping the last epoch
 
 
 # readout -> (method row, what changes from the row above it / what it isolates)
@@ -35,6 +38,7 @@ READOUTS = {
     "gap_fc_nodropout": ("gap_fc_nodropout", "RegressionNet's FC layers without dropout (sigmoid kept)"),
     "gap_fc_nosigmoid": ("gap_fc_nosigmoid", "RegressionNet's FC layers without the sigmoid (dropout kept)"),
     "gap_fc_plain": ("gap_fc_plain", "the same FC layers without dropout and sigmoid"),
+    "gap_fc_wide": ("gap_fc_wide", "RegressionNet with its first FC layer widened to flattened FC's parameter count"),
     "flatten_fc": ("flatten_fc", "no pooling: 1x1 conv to 32 channels, the 8x8 map flattened into the FC head"),
     "flatten_fc_plain": ("flatten_fc_plain", "the same, its FC head without dropout and sigmoid"),
     "coordconv_gap_fc": ("coordconv_gap_fc", "RegressionNet with x/y channels appended before every encoder conv"),
@@ -49,7 +53,7 @@ FLATTENED = ("flatten_fc", "flatten_fc_plain")  # FC layers on the 8x8 map's lay
 READOUT_LABELS = {  # short plain names, for the report's tables and the figure
     "gap_fc": "RegressionNet (pooled FC)", "gap_fc_nodropout": "pooled FC, no dropout",
     "gap_fc_nosigmoid": "pooled FC, no sigmoid", "gap_fc_plain": "pooled FC, no dropout/sigmoid",
-    "flatten_fc": "flattened FC", "flatten_fc_plain": "flattened FC, no dropout/sigmoid",
+    "gap_fc_wide": "pooled FC, wider", "flatten_fc": "flattened FC", "flatten_fc_plain": "flattened FC, no dropout/sigmoid",
     "coordconv_gap_fc": "CoordConv + pooled FC", "decoder64_gap_fc": "64x64 decoder + pooled FC",
     "softargmax_8": "soft-argmax at 8x8", "heatmap_8": "heatmaps at 8x8",
     "integral_64": "IntegralNet (soft-argmax at 64x64)", "heatmap_64": "HeatmapNet (heatmaps at 64x64)"}
@@ -58,7 +62,10 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("gap_fc", "gap_fc_nodropout", "the head's dropout alone"),
          ("gap_fc", "gap_fc_nosigmoid", "the head's sigmoid alone"),
          ("gap_fc", "flatten_fc", "is it the pooling? (the 8x8 map flattened: a 1x1 conv and more FC weights too)"),
+         ("gap_fc", "gap_fc_wide", "is it flattening's extra weights? (pooled, as many parameters as flattened)"),
+         ("gap_fc_wide", "flatten_fc", "with the parameter count equal: pooled vs the 8x8 map flattened"),
          ("gap_fc", "coordconv_gap_fc", "can pooled features carry position when the input gives it?"),
+         ("gap_fc", "flatten_fc_plain", "Table 2's first two steps together: flattened, no dropout/sigmoid"),
          ("gap_fc", "decoder64_gap_fc", "is it the decoder and resolution, with the pooling kept?"),
          ("gap_fc", "softargmax_8", "the spec head (FC, dropout, sigmoid) replaced by a shared-weight spatial readout"),
          ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid"),
@@ -77,17 +84,23 @@ ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("gap_fc_nosigmoid", "the final sigmoid removed"),
               ("gap_fc_plain", "both removed"),
               ("flatten_fc", "pooling replaced by flattening the 8x8 map (after a 1x1 conv to 32 channels)"),
+              ("gap_fc_wide", "the first FC layer widened to the flattened network's parameter count"),
               ("coordconv_gap_fc", "x/y coordinate channels added to every encoder conv's input (CoordConv)"),
               ("decoder64_gap_fc", "HeatmapNet's decoder to 64x64 inserted before the pooling"),
               ("heatmap_64", "everything after the encoder replaced by HeatmapNet's decoder and heatmaps: HeatmapNet")]
-# Section 4's table: (readout, the readout it is paired with or None, what it is)
-WHY_ROWS = [("gap_fc", None, "as specified: pooled FC with dropout, sigmoid"),
-            ("flatten_fc", "gap_fc", "the map (after a 1x1 conv to 32 channels) flattened instead of pooled"),
-            ("coordconv_gap_fc", "gap_fc", "pooled, but x/y coordinate channels added to every encoder conv's input"),
-            ("gap_fc_nodropout", "gap_fc", "pooled, FC layers without dropout"),
-            ("flatten_fc_plain", "flatten_fc", "flattened, without dropout and sigmoid"),
-            ("integral_64", None, "HeatmapNet's network trained on coordinates through a soft-argmax"),
-            ("heatmap_64", None, "as specified: heatmap targets")]
+# Section 4's Table 2: RegressionNet turned into HeatmapNet one change at a time, each row a STEP from the row above
+LADDER = [("gap_fc", "RegressionNet as specified"),
+          ("flatten_fc", "the 8x8 map (1x1 conv to 32 channels) flattened into the FC layers, not averaged"),
+          ("flatten_fc_plain", "dropout and the sigmoid removed"),
+          ("softargmax_8", "the FC layers replaced by a soft-argmax on 5 maps of 8x8"),
+          ("integral_64", "HeatmapNet's decoder to 64x64 maps added (IntegralNet)"),
+          ("heatmap_64", "trained on heatmaps instead of coordinates (HeatmapNet)")]
+# Section 4's Table 3: what the first step changes, each row a STEP from RegressionNet
+POSITION_ROWS = [("gap_fc", "RegressionNet as specified: the 8x8 map averaged into the FC layers"),
+                 ("gap_fc_wide", "averaged, first FC layer widened to the flattened network's parameter count"),
+                 ("coordconv_gap_fc", "averaged, x/y coordinate channels added to every encoder convolution's input"),
+                 ("flatten_fc", "flattened into the FC layers (step 1 of Table 2)"),
+                 ("heatmap_64", "HeatmapNet, for comparison")]
 
 
 
@@ -179,6 +192,10 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
     recipes = {(m, loss, s): train.make_recipe(m, data, seed=s, epochs=epochs, hand_loss=loss,
                                                precision=STUDY_PRECISION)
                for m in METHODS for loss in HAND_LOSSES for s in seeds}
+    # trained as labelled, the soft-argmax networks keep an early epoch by val loss: again, keeping the last epoch
+    recipes.update({(m, rule, s): train.make_recipe(m, data, seed=s, epochs=epochs, precision=STUDY_PRECISION,
+                                                    keep="last" if rule == "strict_last" else "best")
+                    for m in EARLY_EPOCH for rule in ("strict", "strict_last") for s in seeds})
     got = collect(recipes, store)
     rows = {}
     for (m, loss, s), run in got.items():
@@ -189,8 +206,10 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
             "paired": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_symmetric", []), ROW_METRICS)
                        for m in METHODS},  # symmetric minus strict loss; below, HeatmapNet minus IntegralNet
             "heatmap_minus_integral": {loss: paired_metrics(rows.get(f"integral_{loss}", []),
-                                                            rows.get(f"heatmap_{loss}", []), ROW_METRICS)
-                                       for loss in HAND_LOSSES}}
+                                                            rows.get(f"heatmap_{loss.split('_')[0]}", []), ROW_METRICS)
+                                       for loss in (*HAND_LOSSES, "strict_last")},
+            "last_minus_best": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_strict_last", []),
+                                                  ROW_METRICS) for m in EARLY_EPOCH}}
 
 
 def main(argv=None):

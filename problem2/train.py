@@ -33,9 +33,10 @@ from runs import CHECKPOINT, Store, read_stored, run_dir_of, run_many
 # defaults (the spec recipe): every option of make_recipe, each a CLI flag of train.py
 TRAIN_METHODS = ("heatmap", "regression")  # the assignment's two networks
 SCHEDULES = ("constant", "cosine")
+KEEPS = ("best", "last")  # which epoch's weights a run keeps: lowest val loss (the spec) or the final epoch
 DEFAULTS = dict(seed=0, epochs=30, lr=1e-3, batch_size=32, heatmap_size=64, sigma=2.0, hand_loss="strict",
                 canonical_hands=False, num_train=None, precision="fp32", model_kwargs=None, loss="mse",
-                schedule="constant")
+                schedule="constant", keep="best")
 SNAPSHOT_EPOCHS, NUM_SNAPSHOT_IMAGES = (1, 5, 10, 20, 30), 4  # heatmap_snapshots.pt: val predictions while training
 
 
@@ -53,8 +54,8 @@ class TrainIO:
 def fit(model, train_loader, val_loader, recipe=None, io=None, on_epoch_end=None):
     """The one training loop over recipe["epochs"] (a make_recipe dict; None: DEFAULTS): keypoint_loss(outputs,
     targets, hand_loss, loss), Adam(lr); schedule='cosine' sets epoch e's rate to lr * (1 + cos(pi * (e - 1) /
-    epochs)) / 2. After each epoch: validation, the checkpoint with the lowest val loss to io.out_dir/io.ckpt_name
-    (when named), on_epoch_end(epoch, val_outputs). io.resume_path: the training state after every epoch; called
+    epochs)) / 2. After each epoch: validation, the checkpoint with the lowest val loss (keep='last': every epoch's,
+    so the final one stays) to io.out_dir/io.ckpt_name (when named), on_epoch_end(epoch, val_outputs). io.resume_path: the training state after every epoch; called
     again, fit continues after the last finished epoch to an uninterrupted run's weights; deleted at the end. Returns
     the history."""
     recipe, io = {**DEFAULTS, **(recipe or {})}, io or TrainIO()
@@ -84,6 +85,8 @@ def fit(model, train_loader, val_loader, recipe=None, io=None, on_epoch_end=None
         best = val_loss < history["best_val_loss"]
         if best:
             history.update(best_epoch=epoch, best_val_loss=val_loss, best_val_px_error=val_px)
+        if best or recipe["keep"] == "last":
+            history["saved_epoch"] = epoch
             if ckpt_path is not None:
                 save_checkpoint(ckpt_path, model, epoch=epoch, val_loss=val_loss, val_px_error=val_px,
                                 data=checkpoint_data(model, val_loader.dataset),
@@ -217,7 +220,7 @@ def make_recipe(method, data, **options):
     """Every setting that changes a trained model's numbers, normalised: a run's key and provenance. data:
     dataset.data_fingerprint; options: any of DEFAULTS. Heatmap size/sigma (hm px) enter only the target of heatmap
     methods (the method row's own values win) and constructors that take hm_size; loss and schedule only when not
-    the spec's."""
+    the spec's, and keep only when 'last'."""
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"make_recipe: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
@@ -241,7 +244,8 @@ def make_recipe(method, data, **options):
             "canonical_hands": bool(o["canonical_hands"]),
             "num_train": n_avail if o["num_train"] is None else min(o["num_train"], n_avail),
             "precision": o["precision"], "data": data, **({"loss": loss} if loss != "mse" else {}),
-            **({"schedule": o["schedule"]} if o["schedule"] != "constant" else {})}
+            **({"schedule": o["schedule"]} if o["schedule"] != "constant" else {}),
+            **({"keep": o["keep"]} if o["keep"] != "best" else {})}
 
 
 def train_recipe(recipe, kp_dir, run_dir, device="cpu", log=print):
@@ -293,6 +297,8 @@ def parse_args(argv=None):
                    help="mse (the spec) | l1 (coordinates) | laplace, rle (likelihood losses; --methods gap_fc_nll)")
     p.add_argument("--schedule", default="constant", choices=SCHEDULES,
                    help="learning rate over the epochs: constant (the spec) or cosine decay to 0")
+    p.add_argument("--keep", default=DEFAULTS["keep"], choices=KEEPS,
+                   help="the weights kept: the epoch with the lowest val loss (the spec) or the last epoch")
     p.add_argument("--methods", nargs="+", default=list(TRAIN_METHODS), choices=list(METHODS),
                    help="rows of model.METHODS (default: the assignment's two networks; add integral for IntegralNet)")
     p.add_argument("--jobs", type=positive(int, 1), default=1, help="methods trained side by side (CPU threads split)")

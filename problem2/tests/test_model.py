@@ -52,6 +52,20 @@ def test_single_factor_heads_remove_one_layer_kind_and_keep_the_spec_init(method
     assert all(torch.equal(a, b) for a, b in zip(spec.state_dict().values(), variant.state_dict().values()))
 
 
+def test_the_wide_pooled_head_matches_the_flattened_networks_parameter_count_and_the_spec_encoder():
+    """gap_fc_wide, the capacity control for flattening: as many parameters as flatten_fc (to one unit of its width)
+    and, under one seed, RegressionNet's encoder weights."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    torch.manual_seed(0)
+    spec = build_model("regression")
+    torch.manual_seed(0)
+    wide = build_model("gap_fc_wide")
+    assert abs(count(wide) - count(build_model("flatten_fc"))) <= 256 + 1 + 64
+    assert count(wide) > count(spec) + 200_000 and wide.head[0].out_features > 128
+    assert all(torch.equal(a, b) for a, b in zip(spec.encoder.state_dict().values(), wide.encoder.state_dict().values()))
+    assert wide(torch.zeros(2, 1, 128, 128)).shape == (2, 10)
+
+
 def test_encoder_is_shared_code():
     encoders = [build_model(m).encoder if hasattr(build_model(m), "encoder") else build_model(m).body.encoder
                 for m in METHODS if m != "coordconv_gap_fc"]

@@ -48,13 +48,26 @@ def test_a_stored_difference_by_its_path():
         report.render("{{ci:study.precision.paired:px_sym}}", r)
 
 
-def test_share_of_the_gap_is_a_ratio_of_mean_differences():
-    def rows(px, shifted):
-        return [{"seed": s, "px": p, "px_shifted": q} for s, (p, q) in enumerate(zip(px, shifted))]
-    r = {"study": {"readouts": {"readouts": {
-        "gap_fc": {"per_seed": rows([13, 13, 13], [26, 26, 27])}, "softargmax_8": {"per_seed": rows([4, 4, 4], [5, 5, 5])},
-        "heatmap_64": {"per_seed": rows([3, 3, 3], [3, 3, 3])}}}}}
-    assert report.share(r, "gap_fc", "softargmax_8") == "90%"           # 9 of the whole 10 px
+def test_the_ladder_table_pairs_each_step_with_the_row_above():
+    """Table 2 (study.LADDER): each row's change is its stored step from the row above; known per-seed PCKs give
+    known changes, and the changes add up to the whole gap."""
+    from common import paired_metrics
+    from runs import ROW_METRICS
+    from study import LADDER
+    pck = dict(zip((n for n, _ in LADDER), (0.1, 0.3, 0.6, 0.65, 0.65, 0.85)))
+    rows = {n: [{"seed": s, "pck_bbox": {"0.05": p + 0.01 * s}, "pck_bbox_sym": {"0.05": p}} for s in range(3)]
+            for n, p in pck.items()}
+    metrics = {k: ROW_METRICS[k] for k in ("pck_bbox",)}
+    steps = [{"from": a, "to": b, **paired_metrics(rows[a], rows[b], metrics)}
+             for (a, _), (b, _) in zip(LADDER, LADDER[1:])]
+    r = {"study": {"readouts": {"readouts": {n: {"complete": True, "params": 1e6, "per_seed": v}
+                                             for n, v in rows.items()}, "steps": steps}}}
+    table = report.table_ladder(r).splitlines()
+    changes = [line.split(" | ")[-1].rstrip(" |") for line in table[2:]]
+    assert changes == ["", "+0.200 [+0.200, +0.200]", "+0.300 [+0.300, +0.300]", "+0.050 [+0.050, +0.050]",
+                       "+0.000 [+0.000, +0.000]°", "+0.200 [+0.200, +0.200]"]
+    assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["heatmap_64"] - pck["gap_fc"])
+    assert table[2].startswith("| 0 | RegressionNet as specified | 1.00M | 0.110 ± 0.010 | 0.100 ± 0.000 |")
 
 
 def test_main_time_is_one_number_on_one_machine_and_names_each_machine_otherwise():

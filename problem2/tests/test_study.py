@@ -101,7 +101,13 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     hl = study.study_hand_loss(store, (0, 1), epochs=1)
     assert hl["rows"]["regression_strict"][1]["run"] == run_dir_of(runs_root, make_recipe(      # the stored run
         "regression", data, seed=1, epochs=1, precision="fp32")).name
-    assert {len(v) for v in hl["rows"].values()} == {2} and len(hl["rows"]) == 2 * len(study.METHODS)
+    assert {len(v) for v in hl["rows"].values()} == {2}
+    assert set(hl["rows"]) == {f"{m}_{loss}" for m in study.METHODS for loss in ("strict", "symmetric")} | {
+        f"{m}_{rule}" for m in study.EARLY_EPOCH for rule in ("strict", "strict_last")}
+    last = hl["rows"]["integral_strict_last"]                        # IntegralNet as labelled, its last epoch kept
+    assert [x["best_epoch"] for x in last] == [1, 1] and last[0]["run"] != hl["rows"]["integral_strict"][0]["run"]
+    assert hl["heatmap_minus_integral"]["strict_last"]["pck_bbox"]["n"] == 2
+    assert hl["last_minus_best"]["softargmax_8"]["px"]["n"] == 2
     pair, rows = hl["paired"]["integral"], hl["rows"]
     by_hand = sum(rows["integral_symmetric"][s]["px_hands_sym"] - rows["integral_strict"][s]["px_hands_sym"]
                   for s in (0, 1)) / 2                                           # symmetric minus strict, per seed
@@ -169,3 +175,14 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
                 os.kill(w, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_the_report_tables_rows_are_stored_steps():
+    """Table 2 (LADDER) goes from RegressionNet to HeatmapNet, each row one STEP from the row above; Table 3
+    (POSITION_ROWS) pairs each row with RegressionNet: every difference they print is one the study stores."""
+    steps = {(a, b) for a, b, _ in study.STEPS}
+    names = [n for n, _ in study.LADDER]
+    assert names[0] == "gap_fc" and names[-1] == "heatmap_64" and set(names) <= set(study.READOUTS)
+    assert all((a, b) in steps for a, b in zip(names, names[1:]))
+    assert all(("gap_fc", n) in steps for n, _ in study.POSITION_ROWS if n != "gap_fc")
+    assert ("gap_fc_wide", "flatten_fc") in steps   # the parameter-matched comparison Section 4 quotes

@@ -318,3 +318,14 @@ def test_cosine_schedule_sets_each_epochs_rate(tiny_data, monkeypatch):
               on_epoch_end=lambda e, out: seen.append(opts[0].param_groups[0]["lr"]))
     assert seen == pytest.approx([1e-3 * (1 + math.cos(math.pi * (e - 1) / 4)) / 2 for e in range(1, 5)])
     assert seen[0] == 1e-3 and seen[-1] < 2e-4                          # from the full rate towards 0
+
+
+def test_keep_last_saves_the_final_epoch_and_enters_the_recipe_only_when_set(tiny_data, tmp_path):
+    """--keep last: the checkpoint is the last epoch's whatever the val loss did; the spec's 'best' leaves every
+    stored recipe (and so its run key) as it was."""
+    log = _run(tiny_data, tmp_path, "--methods", "regression", "--epochs", "3", "--keep", "last")
+    assert log["regression"]["recipe"]["keep"] == "last" and log["regression"]["saved_epoch"] == 3
+    assert torch.load(tmp_path / "regression_model.pth", weights_only=False)["epoch"] == 3
+    data = log["config"]["data"]
+    assert "keep" not in train.make_recipe("regression", data)
+    assert train.make_recipe("regression", data, keep="last")["keep"] == "last"
