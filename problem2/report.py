@@ -397,6 +397,9 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
+    "d": lambda r, a, b, k: num(next(s for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) == (a, b))[k][
+        "diff"], k),  # the same difference's mean alone, unsigned: Section 1's plain numbers
+    "cd": lambda r, path, k: num(get(r, path)[k]["diff"], k),  # a stored difference's mean alone
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
     "pck": lambda r, name, t, sfx="": num(mean(x[f"pck_bbox{sfx}"][t] for x in r["study"]["readouts"]["readouts"][name][
