@@ -171,14 +171,14 @@ def table_one_factor(r):
 
 def table_ladder(r):
     """study.LADDER: each row one change from the row above, its seed-mean PCK@0.05 as labelled and in either order,
-    and the paired PCK@0.05 change from the row above."""
+    the paired PCK@0.05 change from the row above, and PCK@0.05 on the shifted test set."""
     ro = complete(r["study"]["readouts"])
     rows = ro["readouts"]
     return md(["step", "change from the row above", "params", "PCK@0.05", "PCK@0.05, either order",
-               "PCK@0.05 change"],
+               "PCK@0.05 change", "PCK@0.05, shifted figures"],
               [[str(i), what, f"{rows[n]['params'] / 1e6:.2f}M"] + sd_cells(rows[n]["per_seed"], ("pck_bbox", "pck_bbox_sym"))
                + [step(ro["steps"], LADDER[i - 1][0], n, "pck_bbox") if i else ""]
-               for i, (n, what) in enumerate(LADDER)])
+               + sd_cells(rows[n]["per_seed"], ("pck_bbox_shifted",)) for i, (n, what) in enumerate(LADDER)])
 
 
 def table_position(r):

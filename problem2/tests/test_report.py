@@ -55,7 +55,8 @@ def test_the_ladder_table_pairs_each_step_with_the_row_above():
     from runs import ROW_METRICS
     from study import LADDER
     pck = dict(zip((n for n, _ in LADDER), (0.1, 0.3, 0.6, 0.65, 0.65, 0.85)))
-    rows = {n: [{"seed": s, "pck_bbox": {"0.05": p + 0.01 * s}, "pck_bbox_sym": {"0.05": p}} for s in range(3)]
+    rows = {n: [{"seed": s, "pck_bbox": {"0.05": p + 0.01 * s}, "pck_bbox_sym": {"0.05": p},
+                 "pck_bbox_shifted": {"0.05": p / 2}} for s in range(3)]
             for n, p in pck.items()}
     metrics = {k: ROW_METRICS[k] for k in ("pck_bbox",)}
     steps = [{"from": a, "to": b, **paired_metrics(rows[a], rows[b], metrics)}
@@ -63,11 +64,12 @@ def test_the_ladder_table_pairs_each_step_with_the_row_above():
     r = {"study": {"readouts": {"readouts": {n: {"complete": True, "params": 1e6, "per_seed": v}
                                              for n, v in rows.items()}, "steps": steps}}}
     table = report.table_ladder(r).splitlines()
-    changes = [line.split(" | ")[-1].rstrip(" |") for line in table[2:]]
+    changes = [line.split(" | ")[-2] for line in table[2:]]
     assert changes == ["", "+0.200 [+0.200, +0.200]", "+0.300 [+0.300, +0.300]", "+0.050 [+0.050, +0.050]",
                        "+0.000 [+0.000, +0.000]°", "+0.200 [+0.200, +0.200]"]
     assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["heatmap_64"] - pck["gap_fc"])
     assert table[2].startswith("| 0 | RegressionNet as specified | 1.00M | 0.110 ± 0.010 | 0.100 ± 0.000 |")
+    assert table[2].endswith("| 0.050 ± 0.000 |")                      # PCK@0.05 on the shifted figures
 
 
 def test_main_time_is_one_number_on_one_machine_and_names_each_machine_otherwise():
