@@ -121,9 +121,18 @@ def j(r, path):
     return num(x) if isinstance(x, float) else str(x)
 
 
+def stored_step(steps, a, b, metric):
+    """The {diff, ci95, n} of b minus a, paired by seed, from a stored list of {from, to, metric: {diff, ci95, n}}."""
+    return next(s for s in steps if (s["from"], s["to"]) == (a, b))[metric]
+
+
 def step(steps, a, b, metric):
-    """b minus a, paired by seed, from a stored list of {from, to, metric: {diff, ci95, n}}."""
-    return ci(next(s for s in steps if (s["from"], s["to"]) == (a, b))[metric], metric)
+    return ci(stored_step(steps, a, b, metric), metric)
+
+
+def kept_epochs(rows):
+    """'29, 30, 30': the epoch each seed's run kept."""
+    return ", ".join(str(x["best_epoch"]) for x in rows)
 
 
 def complete(readout_section):
@@ -176,7 +185,8 @@ def table_ladder(r):
     rows = ro["readouts"]
     return md(["step", "change from the row above", "params", "PCK@0.05", "PCK@0.05, either order",
                "PCK@0.05 change", "PCK@0.05, shifted figures"],
-              [[str(i), what, f"{rows[n]['params'] / 1e6:.2f}M"] + sd_cells(rows[n]["per_seed"], ("pck_bbox", "pck_bbox_sym"))
+              [[str(i), what, f"{rows[n]['params'] / 1e6:.2f}M"]
+               + sd_cells(rows[n]["per_seed"], ("pck_bbox", "pck_bbox_sym"))
                + [step(ro["steps"], LADDER[i - 1][0], n, "pck_bbox") if i else ""]
                + sd_cells(rows[n]["per_seed"], ("pck_bbox_shifted",)) for i, (n, what) in enumerate(LADDER)])
 
@@ -303,7 +313,7 @@ def table_hand_loss(r, cols, methods=tuple(NAMES), epochs=False):
     std over seeds of `cols` {key: header}; epochs: a column of each seed's kept epoch first."""
     rows = r["study"]["hand_loss"]["rows"]
     return md(["method", "hand loss"] + ["epochs kept"] * epochs + list(cols.values()),
-              [[HAND_LOSS_NAMES[m], label] + [", ".join(str(x["best_epoch"]) for x in rows[f"{m}_{loss}"])] * epochs
+              [[HAND_LOSS_NAMES[m], label] + [kept_epochs(rows[f"{m}_{loss}"])] * epochs
                + sd_cells(rows[f"{m}_{loss}"], cols) for m in methods
                for loss, label in HAND_LOSS_ROWS.items() if f"{m}_{loss}" in rows])
 
@@ -382,8 +392,7 @@ VALUES = {
        for k, t in (("05", 0.05), ("10", 0.1))},
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
     "main_cpus": main_cpus,
-    "softargmax_epochs": lambda r: ", ".join(str(x["best_epoch"]) for x in r["study"]["hand_loss"]["rows"][
-        "softargmax_8_strict"]),  # the epochs its as-labelled runs keep
+    "softargmax_epochs": lambda r: kept_epochs(r["study"]["hand_loss"]["rows"]["softargmax_8_strict"]),
     "flatten_extra_params": lambda r: "{:.2f}M".format(np.subtract(*(r["study"]["readouts"]["readouts"][n]["params"]
                                                                     for n in ("flatten_fc", "gap_fc"))) / 1e6),
     **{f"best_{k}": (lambda r, k=k: num(val(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]], k), k))
@@ -397,8 +406,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
-    "d": lambda r, a, b, k: num(next(s for s in r["study"]["readouts"]["steps"] if (s["from"], s["to"]) == (a, b))[k][
-        "diff"], k),  # the same difference's mean alone, unsigned: Section 1's plain numbers
+    "d": lambda r, a, b, k: num(stored_step(r["study"]["readouts"]["steps"], a, b, k)["diff"], k),  # its mean alone
     "cd": lambda r, path, k: num(get(r, path)[k]["diff"], k),  # a stored difference's mean alone
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),

@@ -176,8 +176,9 @@ def collect(recipes, store):
 
 def run_row(seed, info, ev, decoder=None):
     """One stored run's numbers, the one row shape every store study records: evaluate.summarize() of its checkpoint
-    on the test split with `decoder` (default: the run's default), the shifted test set's px and PCK (default decoder), the
-    checkpoint's epoch (best_epoch: the epoch whose weights were kept), the training time."""
+    on the test split with `decoder` (default: the run's default), the shifted test set's px and PCK (default
+    decoder), the checkpoint's epoch (best_epoch: the epoch whose weights were kept), the training time."""
     return {"seed": seed, "run": run_name(info["recipe"]), **ev["test"][decoder or ev["decoder"]],
             "px_shifted": ev["shifted"]["px"], "pck_bbox_shifted": ev["shifted"]["pck_bbox"],
-            "best_epoch": info["history"].get("saved_epoch", info["history"]["best_epoch"]), "train_seconds": info["history"]["train_seconds"]}
+            "best_epoch": info["history"].get("saved_epoch", info["history"]["best_epoch"]),
+            "train_seconds": info["history"]["train_seconds"]}

@@ -53,7 +53,8 @@ FLATTENED = ("flatten_fc", "flatten_fc_plain")  # FC layers on the 8x8 map's lay
 READOUT_LABELS = {  # short plain names, for the report's tables and the figure
     "gap_fc": "RegressionNet (pooled FC)", "gap_fc_nodropout": "pooled FC, no dropout",
     "gap_fc_nosigmoid": "pooled FC, no sigmoid", "gap_fc_plain": "pooled FC, no dropout/sigmoid",
-    "gap_fc_wide": "pooled FC, wider", "flatten_fc": "flattened FC", "flatten_fc_plain": "flattened FC, no dropout/sigmoid",
+    "gap_fc_wide": "pooled FC, wider", "flatten_fc": "flattened FC",
+    "flatten_fc_plain": "flattened FC, no dropout/sigmoid",
     "coordconv_gap_fc": "CoordConv + pooled FC", "decoder64_gap_fc": "64x64 decoder + pooled FC",
     "softargmax_8": "soft-argmax at 8x8", "heatmap_8": "heatmaps at 8x8",
     "integral_64": "IntegralNet (soft-argmax at 64x64)", "heatmap_64": "HeatmapNet (heatmaps at 64x64)"}

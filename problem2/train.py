@@ -55,9 +55,9 @@ def fit(model, train_loader, val_loader, recipe=None, io=None, on_epoch_end=None
     """The one training loop over recipe["epochs"] (a make_recipe dict; None: DEFAULTS): keypoint_loss(outputs,
     targets, hand_loss, loss), Adam(lr); schedule='cosine' sets epoch e's rate to lr * (1 + cos(pi * (e - 1) /
     epochs)) / 2. After each epoch: validation, the checkpoint with the lowest val loss (keep='last': every epoch's,
-    so the final one stays) to io.out_dir/io.ckpt_name (when named), on_epoch_end(epoch, val_outputs). io.resume_path: the training state after every epoch; called
-    again, fit continues after the last finished epoch to an uninterrupted run's weights; deleted at the end. Returns
-    the history."""
+    so the final one stays) to io.out_dir/io.ckpt_name (when named), on_epoch_end(epoch, val_outputs).
+    io.resume_path: the training state after every epoch; called again, fit continues after the last finished epoch
+    to an uninterrupted run's weights; deleted at the end. Returns the history."""
     recipe, io = {**DEFAULTS, **(recipe or {})}, io or TrainIO()
     num_epochs, lr, device, log = recipe["epochs"], recipe["lr"], io.device, io.log
     name, model = model_config(model)["method"], model.to(device).to(memory_format=torch.channels_last)
