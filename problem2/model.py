@@ -257,6 +257,8 @@ METHODS = {
     "gap_fc_nosigmoid": _row(lambda **kw: head_without(RegressionNet(**kw), nn.Sigmoid), "regression",
                              "GAP + FC, no sigmoid (dropout kept)"),
     "flatten_fc": _row(FlattenRegressionNet, "regression", "flatten 8x8 + FC"),
+    "flatten_fc_nodropout": _row(lambda **kw: head_without(FlattenRegressionNet(**kw), nn.Dropout), "regression",
+                                 "flatten 8x8 + FC, no dropout (sigmoid kept)"),
     "flatten_fc_plain": _row(lambda **kw: with_plain_head(FlattenRegressionNet(**kw)), "regression",
                              "flatten 8x8 + FC, no dropout/sigmoid"),
     "gap_fc_wide": _row(lambda **kw: with_wide_head(RegressionNet(**kw)), "regression",

@@ -21,7 +21,7 @@ from study import LADDER, ONE_FACTOR, POSITION_ROWS, READOUT_LABELS, READOUTS
 HERE = Path(__file__).resolve().parent
 DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
 SLOT = re.compile(r"\{\{([^{}]+?)\}\}")
-LIST_ITEM = re.compile(r"- |\d+\. ")  # a bullet or numbered item starts a paragraph of its own
+LIST_ITEM = re.compile(r" *(- |\d+\. )")  # a bullet or numbered item (nested: indented) starts a paragraph
 THR = [str(t) for t in PCK_THRESHOLDS]
 NAMES = {m: METHODS[m]["name"] for m in ("heatmap", "regression", "integral")}
 FILES = {"metrics": "metrics.json", "log": "training_log.json", "ablation": "ablation_seeds.json",
@@ -288,13 +288,13 @@ def table_machines(r):
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
     parts = {"Tables 1-3, B1-B2, C1-C3 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
                                                          for x in v["per_seed"]],
-             "Table 4 (Section 5)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+             "Table 4 (Section 4.3)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
              "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
              "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Table 5 (Section 6)": [x for v in a.values() for x in v["runs"]]}
+             "Table 5 (Section 5)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
@@ -438,9 +438,10 @@ def reflow(text, width=120):
 
     def flush():
         if para:
-            item = LIST_ITEM.match(para[0])
+            item, indent = LIST_ITEM.match(para[0]), len(para[0]) - len(para[0].lstrip())
             words = " ".join(line.strip() for line in para)
-            out.extend(textwrap.wrap(words, width, subsequent_indent=" " * len(item.group()) if item else "",
+            out.extend(textwrap.wrap(words, width, initial_indent=" " * indent,
+                                     subsequent_indent=" " * (len(item.group()) if item else indent),
                                      break_long_words=False, break_on_hyphens=False))
             para.clear()
     for line in text.split("\n"):

@@ -40,6 +40,7 @@ READOUTS = {
     "gap_fc_plain": ("gap_fc_plain", "the same FC layers without dropout and sigmoid"),
     "gap_fc_wide": ("gap_fc_wide", "RegressionNet with its first FC layer widened to flattened FC's parameter count"),
     "flatten_fc": ("flatten_fc", "no pooling: 1x1 conv to 32 channels, the 8x8 map flattened into the FC head"),
+    "flatten_fc_nodropout": ("flatten_fc_nodropout", "the same, its FC head without dropout (sigmoid kept)"),
     "flatten_fc_plain": ("flatten_fc_plain", "the same, its FC head without dropout and sigmoid"),
     "coordconv_gap_fc": ("coordconv_gap_fc", "RegressionNet with x/y channels appended before every encoder conv"),
     "decoder64_gap_fc": ("decoder64_gap_fc", "HeatmapNet's decoder (skips) to 64x64, then RegressionNet's head"),
@@ -49,12 +50,13 @@ READOUTS = {
     "heatmap_64": ("heatmap", "HeatmapNet as specified"),
 }
 SPATIAL = ("softargmax_8", "heatmap_8", "integral_64", "heatmap_64")  # readouts that keep a spatial map
-FLATTENED = ("flatten_fc", "flatten_fc_plain")  # FC layers on the 8x8 map's layout; every other readout pools it
+# FC layers on the 8x8 map's layout; every other readout pools it
+FLATTENED = ("flatten_fc", "flatten_fc_nodropout", "flatten_fc_plain")
 READOUT_LABELS = {  # short plain names, for the report's tables and the figure
     "gap_fc": "RegressionNet (pooled FC)", "gap_fc_nodropout": "pooled FC, no dropout",
     "gap_fc_nosigmoid": "pooled FC, no sigmoid", "gap_fc_plain": "pooled FC, no dropout/sigmoid",
     "gap_fc_wide": "pooled FC, wider", "flatten_fc": "flattened FC",
-    "flatten_fc_plain": "flattened FC, no dropout/sigmoid",
+    "flatten_fc_nodropout": "flattened FC, no dropout", "flatten_fc_plain": "flattened FC, no dropout/sigmoid",
     "coordconv_gap_fc": "CoordConv + pooled FC", "decoder64_gap_fc": "64x64 decoder + pooled FC",
     "softargmax_8": "soft-argmax at 8x8", "heatmap_8": "heatmaps at 8x8",
     "integral_64": "IntegralNet (soft-argmax at 64x64)", "heatmap_64": "HeatmapNet (heatmaps at 64x64)"}
@@ -66,12 +68,15 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("gap_fc", "gap_fc_wide", "is it flattening's extra weights? (pooled, as many parameters as flattened)"),
          ("gap_fc_wide", "flatten_fc", "with the parameter count equal: pooled vs the 8x8 map flattened"),
          ("gap_fc", "coordconv_gap_fc", "can pooled features carry position when the input gives it?"),
-         ("gap_fc", "flatten_fc_plain", "Table 2's first two steps together: flattened, no dropout/sigmoid"),
+         ("gap_fc", "flatten_fc_nodropout", "Table 2's first two steps together: flattened, no dropout"),
+         ("gap_fc", "flatten_fc_plain", "Table 2's first three steps together: flattened, no dropout/sigmoid"),
          ("gap_fc", "decoder64_gap_fc", "is it the decoder and resolution, with the pooling kept?"),
          ("gap_fc", "softargmax_8", "the spec head (FC, dropout, sigmoid) replaced by a shared-weight spatial readout"),
          ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid"),
          ("flatten_fc", "softargmax_8", "with the 8x8 layout kept either way: flattened FC head vs spatial readout"),
          ("flatten_fc", "flatten_fc_plain", "the flattened FC head's dropout and sigmoid"),
+         ("flatten_fc", "flatten_fc_nodropout", "the flattened FC head's dropout alone"),
+         ("flatten_fc_nodropout", "flatten_fc_plain", "the flattened FC head's sigmoid, once dropout is gone"),
          ("gap_fc_plain", "flatten_fc_plain", "no dropout/sigmoid either way: global pooling vs the 8x8 map flattened"),
          ("flatten_fc_plain", "softargmax_8", "8x8 layout kept, no dropout/sigmoid either way: flattened vs spatial"),
          ("decoder64_gap_fc", "integral_64", "on the same decoder to 64x64: GAP + FC head vs soft-argmax"),
@@ -91,13 +96,14 @@ ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("heatmap_64", "everything after the encoder replaced by HeatmapNet's decoder and heatmaps: HeatmapNet")]
 # Section 4's Table 2: RegressionNet turned into HeatmapNet one change at a time, each row a STEP from the row above
 LADDER = [("gap_fc", "RegressionNet as specified"),
-          ("flatten_fc", "the 8x8 map (1x1 conv to 32 channels) flattened into the FC layers, not averaged"),
-          ("flatten_fc_plain", "dropout and the sigmoid removed"),
+          ("flatten_fc", "the 8x8 grid (1x1 conv to 32 channels) flattened into the FC layers, not averaged"),
+          ("flatten_fc_nodropout", "dropout removed from the FC layers"),
+          ("flatten_fc_plain", "the final sigmoid removed"),
           ("softargmax_8", "the FC layers replaced by a soft-argmax on 5 maps of 8x8"),
           ("integral_64", "HeatmapNet's decoder to 64x64 maps added (IntegralNet)"),
           ("heatmap_64", "trained on heatmaps, read at their peaks, instead of on coordinates (HeatmapNet)")]
 # Section 4's Table 3: what the first step changes, each row a STEP from RegressionNet
-POSITION_ROWS = [("gap_fc", "RegressionNet as specified: the 8x8 map averaged into the FC layers"),
+POSITION_ROWS = [("gap_fc", "RegressionNet as specified: the 8x8 grid averaged into the FC layers"),
                  ("gap_fc_wide", "averaged, first FC layer widened to the flattened network's parameter count"),
                  ("coordconv_gap_fc", "averaged, x/y coordinate channels added to every encoder convolution's input"),
                  ("flatten_fc", "flattened into the FC layers (step 1 of Table 2)"),
@@ -180,8 +186,8 @@ def plot_readouts(section, vis_dir):
     axes[0].legend(fontsize=8, loc="upper left")
     n_seeds = max(len(section["readouts"][n]["per_seed"]) for n in names)
     fig.suptitle(f"{len(names)} variants of the assignment's networks, test split (bars = mean, dots = seeds, up to "
-                 f"{n_seeds})\nred: the 8x8 map pooled into FC layers; orange: the map flattened into FC layers; "
-                 f"blue: the map read as a map (soft-argmax or heatmap)", fontsize=11)
+                 f"{n_seeds})\nred: the encoder's 8x8 grid averaged into FC layers; orange: the grid flattened into FC "
+                 f"layers; blue: maps read as maps (soft-argmax or heatmap)", fontsize=11)
     fig.tight_layout()
     save_figure(fig, vis_dir / "study_readouts.png")
 

@@ -54,7 +54,7 @@ def test_the_ladder_table_pairs_each_step_with_the_row_above():
     from common import paired_metrics
     from runs import ROW_METRICS
     from study import LADDER
-    pck = dict(zip((n for n, _ in LADDER), (0.1, 0.3, 0.6, 0.65, 0.65, 0.85)))
+    pck = dict(zip((n for n, _ in LADDER), (0.1, 0.3, 0.5, 0.6, 0.65, 0.65, 0.85)))
     rows = {n: [{"seed": s, "pck_bbox": {"0.05": p + 0.01 * s}, "pck_bbox_sym": {"0.05": p},
                  "pck_bbox_shifted": {"0.05": p / 2}} for s in range(3)]
             for n, p in pck.items()}
@@ -65,8 +65,8 @@ def test_the_ladder_table_pairs_each_step_with_the_row_above():
                                              for n, v in rows.items()}, "steps": steps}}}
     table = report.table_ladder(r).splitlines()
     changes = [line.split(" | ")[-2] for line in table[2:]]
-    assert changes == ["", "+0.200 [+0.200, +0.200]", "+0.300 [+0.300, +0.300]", "+0.050 [+0.050, +0.050]",
-                       "+0.000 [+0.000, +0.000]°", "+0.200 [+0.200, +0.200]"]
+    assert changes == ["", "+0.200 [+0.200, +0.200]", "+0.200 [+0.200, +0.200]", "+0.100 [+0.100, +0.100]",
+                       "+0.050 [+0.050, +0.050]", "+0.000 [+0.000, +0.000]°", "+0.200 [+0.200, +0.200]"]
     assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["heatmap_64"] - pck["gap_fc"])
     assert table[2].startswith("| 0 | RegressionNet as specified | 1.00M | 0.110 ± 0.010 | 0.100 ± 0.000 |")
     assert table[2].endswith("| 0.050 ± 0.000 |")                      # PCK@0.05 on the shifted figures
