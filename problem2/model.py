@@ -119,7 +119,7 @@ class RegressionNet(nn.Module):
 
 
 class FlattenRegressionNet(nn.Module):
-    """No pooling: 1x1 conv 256->32 on the 8x8 map, flatten (32*8*8), the spec FC head."""
+    """No pooling: 1x1 conv 256->32 (+ ReLU) on the 8x8 map, flatten (32*8*8), the spec FC head."""
 
     def __init__(self, num_keypoints=5):
         super().__init__()
@@ -127,9 +127,11 @@ class FlattenRegressionNet(nn.Module):
         self.encoder = Encoder()
         self.reduce = nn.Sequential(nn.Conv2d(256, 32, 1), nn.ReLU(inplace=True))
         self.head = fc_head(32 * 8 * 8, num_keypoints)
+        self.pool = False  # with_pooled_reduce sets it
 
     def forward(self, x):
-        return self.head(self.reduce(self.encoder(x)[-1]).flatten(1))
+        z = self.reduce(self.encoder(x)[-1])
+        return self.head(z.mean((2, 3)) if self.pool else z.flatten(1))
 
 
 class DecoderRegressionNet(nn.Module):
@@ -234,6 +236,13 @@ def with_wide_head(model):
     return model
 
 
+def with_pooled_reduce(model):
+    """`model` (a FlattenRegressionNet) averaging its 32 reduced channels over the 8x8 map, as RegressionNet does,
+    instead of flattening them: flattening's 1x1 conv without the map's layout."""
+    model.pool, model.head = True, fc_head(32, model.kwargs["num_keypoints"])
+    return model
+
+
 def head_without(model, layer_type):
     """`model` with every `layer_type` layer of its FC head (nn.Dropout or nn.Sigmoid) replaced by nn.Identity; the
     weights, and so the initialisation under a seed, stay the spec network's."""
@@ -261,6 +270,8 @@ METHODS = {
                                  "flatten 8x8 + FC, no dropout (sigmoid kept)"),
     "flatten_fc_plain": _row(lambda **kw: with_plain_head(FlattenRegressionNet(**kw)), "regression",
                              "flatten 8x8 + FC, no dropout/sigmoid"),
+    "reduce_gap_fc": _row(lambda **kw: with_pooled_reduce(FlattenRegressionNet(**kw)), "regression",
+                          "1x1 conv to 32 channels + GAP + FC"),
     "gap_fc_wide": _row(lambda **kw: with_wide_head(RegressionNet(**kw)), "regression",
                         "GAP + FC, first FC layer widened to flattening's parameter count"),
     "coordconv_gap_fc": _row(lambda **kw: RegressionNet(**{**kw, "coordconv": True}), "regression", "CoordConv + GAP + FC"),

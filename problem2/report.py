@@ -363,27 +363,12 @@ def allocator_gain(r):
         f", on {machine_label(r['benchmark']['config']['machine'])}")
 
 
-GOAL = (("px_hands_sym", "hands", "hands px sym"), ("px_sym", "all keypoints", "all keypoints px sym"),
-        ("pck_bbox_sym", "PCK@0.05", "PCK@0.05 sym"))  # how_far.py's goal: key, short and long label
-
-
-def goal(r):
-    """'met', or 'not met (...)' naming each missed criterion of how_far.py's goal with its test mean."""
-    h = r["how_far"]
-    means = h["means"][f"schedule: {h['best_schedule']}"]
-    missed = [f"{label} {num(means[k], k)} {'<' if 'pck' in k else '>'} {h['goal'][k]}" for k, label, _ in GOAL
-              if (means[k] < h["goal"][k] if "pck" in k else means[k] > h["goal"][k])]
-    return "met" if not missed else "not met (" + ", ".join(missed) + ")"
-
-
 VALUES = {
     "n_seeds": lambda r: str(len(complete(r["study"]["readouts"])["seeds"])),
     "splits": lambda r: " / ".join(f"{n} {k}" for k, n in r["metrics"]["provenance"]["data"]["split_sizes"].items()),
-    "main_time": lambda r: main_time(r["timings"]), "goal": goal, "allocator_gain": allocator_gain,
+    "main_time": lambda r: main_time(r["timings"]), "allocator_gain": allocator_gain,
     "main_bf16": lambda r: main_command_time(r, "bf16"), "main_fp32": lambda r: main_command_time(r, "fp32"),
     "main_fp32_forced": lambda r: main_command_time(r, "fp32_forced"),
-    "goal_text": lambda r: ", ".join(f"{label} {'≥' if 'pck' in k else '≤'} {r['how_far']['goal'][k]}"
-                                     for k, _, label in GOAL),
     "argmax_px": lambda r: num(mean(x["test"]["argmax"]["px"] for x in r["ablation"]["variants"][DEFAULT_VARIANT]["runs"])),
     "heatmap_failures": lambda r: str(sum(r["failures"]["counts"][c] for c in ("regression_only", "both_fail"))),
     "torso_px": lambda r: f"{r['metrics']['normaliser_px']['torso']:.0f}",

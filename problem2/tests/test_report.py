@@ -80,14 +80,6 @@ def test_main_time_is_one_number_on_one_machine_and_names_each_machine_otherwise
     assert "`evaluate.py` on Other CPU" in main_time(t)
 
 
-def test_goal_names_each_missed_criterion():
-    h = {"best_schedule": "300 constant", "goal": {"px_hands_sym": 0.5, "px_sym": 0.25, "pck_bbox_sym": 0.99},
-         "means": {"schedule: 300 constant": {"px_hands_sym": 0.57, "px_sym": 0.2, "pck_bbox_sym": 0.989}}}
-    assert report.goal({"how_far": h}) == "not met (hands 0.57 > 0.5, PCK@0.05 0.989 < 0.99)"
-    h["means"]["schedule: 300 constant"].update(px_hands_sym=0.4, pck_bbox_sym=0.995)
-    assert report.goal({"how_far": h}) == "met"
-
-
 def test_the_main_command_on_tiny_data_then_the_documents(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     """train.py, evaluate.py and baseline.py (tiny data) into a folder holding the committed study results, then
     both templates render, and the tables the main command owns show its new numbers."""
