@@ -5,7 +5,7 @@ of runs.py in --precision (each row names the device that trained it).
 Schedules (HeatmapNet, symmetric hand loss): SCHEDULES; the best schedule and its decoder have the lowest mean val px
 (sym). Ladder (30 epochs): LADDER, one change per row; SPATIAL: the 8x8 soft-argmax under the ladder's plain loss.
 Then the plain-MSE step and the best loss (on val) at the best schedule and at LONG.
-how_far_results.json: {"precision", "seeds", "goal", "decoder", "val_px_sym": {schedule: [val px, decoder]},
+how_far_results.json: {"precision", "seeds", "decoder", "val_px_sym": {schedule: [val px, decoder]},
 "best_schedule", "best_loss", "long_schedules", "means", "rows": {"<kind>: <name>": [runs.run_row + "device",
 "epochs", "val_px_sym"]}, "steps": [{"from", "to", "seeds", metric: {"diff", "ci95", "n"}}]}; kind is schedule,
 ladder, spatial or long ("<step> @ <schedule>").
@@ -21,7 +21,6 @@ from dataset import data_fingerprint, resolve_keypoints_dir
 from runs import ROW_METRICS, Store, collect, run_name, run_row
 from train import make_recipe, train_recipe
 
-GOAL = {"px_hands_sym": 0.5, "px_sym": 0.25, "pck_bbox_sym": 0.99}  # mean over seeds, test split; <=, <=, >= (PCK@0.05)
 SCHEDULES = {"30 constant": (30, "constant"), "100 constant": (100, "constant"), "100 cosine": (100, "cosine"),
              "300 constant": (300, "constant"), "300 cosine": (300, "cosine")}
 LONG = ("300 constant", "300 cosine")  # the regression steps are trained at these and the best schedule
@@ -118,7 +117,7 @@ def how_far(store, seeds=(0, 1, 2), precision="bf16"):
     pairs += [(f"long: {n} @ {a}", f"long: {n} @ {b}") for n in long_steps for a, b in zip(long_schedules, long_schedules[1:])]
     pairs += [(f"long: {best_loss} @ {best_schedule}", f"schedule: {best_schedule}")]
     means = {k: seed_means(v) for k, v in rows.items()}
-    res = {"precision": precision, "seeds": list(seeds), "goal": GOAL, "decoder": decoder, "val_px_sym": val_sched,
+    res = {"precision": precision, "seeds": list(seeds), "decoder": decoder, "val_px_sym": val_sched,
            "best_schedule": best_schedule, "best_loss": best_loss, "long_schedules": list(long_schedules),
            "means": means, "rows": rows,
            "steps": [{"from": a, "to": b, **paired_metrics(rows[a], rows[b], METRICS)} for a, b in pairs]}
@@ -148,7 +147,6 @@ def plot_how_far(res, path):
     ax.set_xticks([30, 100, 300], ["30", "100", "300"])
     ax.set_yticks([0.2, 0.3, 0.5, 1, 2, 5, 10], ["0.2", "0.3", "0.5", "1", "2", "5", "10"])
     ax.minorticks_off()
-    ax.axhline(res["goal"]["px_sym"], color="0.5", ls=":", lw=1, label=f"goal, all keypoints: {res['goal']['px_sym']} px")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     keys = [f"ladder: {n}" for n in LADDER] + [f"spatial: {n}" for n in SPATIAL]

@@ -288,7 +288,7 @@ def table_machines(r):
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
     parts = {"Tables 1-3, B1-B2, C1-C3 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
                                                          for x in v["per_seed"]],
-             "Table 4 (Section 4.3)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+             "Table 4 (Section 4.2)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
              "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
