@@ -9,7 +9,7 @@ nothing and writes each study from the runs stored). study_results.json holds a 
               "shift": {name: px on the shifted test set minus px on the test set}}.
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); the EARLY_EPOCH methods'
               strict runs again keeping their last epoch (rows <method>_strict_last; last_minus_best; key
-              strict_last of heatmap_minus_integral).
+              strict_last of heatmap_minus_integral; integral_minus_softargmax_8_last).
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
 import time
@@ -220,7 +220,10 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
                                                             rows.get(f"heatmap_{loss.split('_')[0]}", []), ROW_METRICS)
                                        for loss in (*HAND_LOSSES, "strict_last")},
             "last_minus_best": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_strict_last", []),
-                                                  ROW_METRICS) for m in EARLY_EPOCH}}
+                                                  ROW_METRICS) for m in EARLY_EPOCH},
+            # Table 2's step 5 (the decoder to 64x64 under the soft-argmax) with both networks at their last epoch
+            "integral_minus_softargmax_8_last": paired_metrics(rows.get("softargmax_8_strict_last", []),
+                                                               rows.get("integral_strict_last", []), ROW_METRICS)}
 
 
 def main(argv=None):
