@@ -151,7 +151,35 @@ def study_readouts(store, seeds=(0, 1, 2), precision=STUDY_PRECISION, epochs=tra
     section["shift"] = {r: paired_by_seed(rows[r], rows[r], ROW_METRICS["px"], ROW_METRICS["px_shifted"])[1]
                         for r in READOUTS}
     plot_readouts(section, Path(store.out_dir) / "visualizations")
+    plot_ladder(section, Path(store.out_dir) / "visualizations")
     return section
+
+
+def plot_ladder(section, vis_dir):
+    """Table 2 as a figure: each LADDER row's PCK@0.05 (hands as labelled) on the test split and on the shifted
+    figures (bars: seed mean, dots: seeds)."""
+    rows = [section["readouts"].get(n, {}).get("per_seed") for n, _ in LADDER]
+    if not all(rows):
+        return
+    fig, ax = plt().subplots(figsize=(11, 4.6))
+    x = np.arange(len(LADDER))
+    for off, (key, label, color) in zip((-0.2, 0.2), (("pck_bbox", "test split", "C0"),
+                                                      ("pck_bbox_shifted", "shifted figures", "C1"))):
+        per_seed = [[row[key]["0.05"] for row in r] for r in rows]
+        means = [float(np.mean(v)) for v in per_seed]
+        ax.bar(x + off, means, 0.4, color=color, alpha=0.6, label=label)
+        for i, (vals, m) in enumerate(zip(per_seed, means)):
+            ax.plot([i + off] * len(vals), vals, "k.", ms=5)
+            ax.text(i + off, max(m, *vals) + 0.015, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [f"{i}: {READOUT_LABELS[n]}" for i, (n, _) in enumerate(LADDER)], rotation=20, ha="right",
+                  fontsize=9)
+    ax.set(ylim=(0, 1.05), ylabel="PCK@0.05, hands as labelled")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=9, loc="upper left")
+    ax.set_title(f"From RegressionNet (step 0) to HeatmapNet (step {len(LADDER) - 1}), one change per step "
+                 f"(bars: mean of the seeds; dots: seeds)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, vis_dir / "study_ladder.png")
 
 
 def plot_readouts(section, vis_dir):

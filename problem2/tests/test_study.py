@@ -57,6 +57,12 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
         "mean pose (no training)", "true centre + mean offsets (no training)"]
     assert fig.axes[0].get_ylabel() == "PCK@0.05 (test)" and fig.axes[1].get_ylabel().startswith("mean error (px")
     assert "up to 1" in fig._suptitle.get_text()
+    ladder = figs["study_ladder.png"].axes[0]                           # Table 2 as a figure
+    assert ladder.get_title().startswith("From RegressionNet (step 0) to HeatmapNet (step 6)")
+    assert [t.get_text() for t in ladder.get_xticklabels()] == [f"{i}: {study.READOUT_LABELS[n]}"
+                                                               for i, (n, _) in enumerate(study.LADDER)]
+    assert [t.get_text() for t in ladder.get_legend().get_texts()] == ["test split", "shifted figures"]
+    assert len(ladder.patches) == 2 * len(study.LADDER)                # a test and a shifted bar per step
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
     sec2 = study.study_readouts(store, seeds=(0,), epochs=1)
     assert sec2["readouts"] == sec["readouts"]                                 # every run reused
