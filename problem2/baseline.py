@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from codec import DECODERS, HANDS, KEYPOINT_NAMES, REFINE_DEFAULT, decode
+from codec import DECODERS, HANDS, KEYPOINT_NAMES, REFINE_DEFAULT, decode, hand_gap
 from common import (ArgumentParser, RESULTS_DIR, fmt_time, main_time, paired_by_seed, pick_device, pick_precision, plt,
                     positive, read_json, record_timing, results_lock, run_cli, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
-from evaluate import hand_gap, keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
+from evaluate import keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
 from figures import draw_keypoints
 from model import HeatmapNet, run_model
 from runs import STUDY_PRECISION, Store, collect, run_name

@@ -136,6 +136,12 @@ def swap_hands(x, dim=1):
     return x.index_select(dim, torch.tensor(idx, device=x.device))
 
 
+def hand_gap(kp_img_px):
+    """Distance between the two hands [N] in px (predicted or true)."""
+    kp = torch.as_tensor(kp_img_px, dtype=torch.float64)
+    return (kp[:, LEFT_HAND] - kp[:, RIGHT_HAND]).norm(dim=-1)
+
+
 def canonicalize_hands(kp):
     """Relabel hands so left_hand is the one with the smaller x (ties keep their order). kp: [..., K, 2]."""
     swap = kp[..., LEFT_HAND, 0] > kp[..., RIGHT_HAND, 0]

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, LEFT_HAND, REFINE_DEFAULT, RIGHT_HAND, decode,
-                   decode_heatmaps, swap_hands)
+from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, REFINE_DEFAULT, decode, decode_heatmaps, hand_gap,
+                   swap_hands)
 from common import (ArgumentParser, RESULTS_DIR, UsageError, device_arg, pick_device, plt, positive, read_json,
                     record_timing, results_lock, run_cli, save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
@@ -76,12 +76,6 @@ def compute_pck(predictions, ground_truths, thresholds, normalize_by='bbox', sym
     in image px, normalize_by 'bbox' or 'torso', hands matched in the better order when symmetric."""
     ok = pck_matrix(predictions, ground_truths, thresholds, normalize_by, symmetric)
     return {float(t): float(a) for t, a in zip(thresholds, ok.double().mean((1, 2)))}
-
-
-def hand_gap(kp_img_px):
-    """Distance between the two hands [N] in px (predicted or true)."""
-    kp = torch.as_tensor(kp_img_px, dtype=torch.float64)
-    return (kp[:, LEFT_HAND] - kp[:, RIGHT_HAND]).norm(dim=-1)
 
 
 def spread_ratio(predictions, ground_truths):

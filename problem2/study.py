@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import HAND_LOSSES
+from codec import HAND_LOSSES, hand_gap
 from common import (ArgumentParser, RESULTS_DIR, fmt_time, paired_by_seed, paired_metrics, plt, positive, read_json,
                     results_lock, run_cli, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, figure_centre, load_split, resolve_keypoints_dir, shifted_test_dir
-from evaluate import hand_gap, summarize
+from evaluate import summarize
 from model import build_model
 import train
 from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, run_row
