@@ -287,15 +287,15 @@ def main_cpus(r):
 def table_machines(r):
     """Where each part's runs were trained: the distinct machines of its stored runs, with counts."""
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
-    parts = {"Tables 1-3, B1-B2, C1-C3 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
+    parts = {"Tables 1-2, B1-B2, C1-C3, C5 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
                                                          for x in v["per_seed"]],
-             "Table 4 (Section 4.2)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+             "Table 3 (Section 4.2)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
              "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
              "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Table 5 (Section 5)": [x for v in a.values() for x in v["runs"]]}
+             "Table 4 (Section 5)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)

@@ -105,7 +105,7 @@ LADDER = [("gap_fc", "RegressionNet as specified"),
           ("softargmax_8", "the FC layers replaced by a soft-argmax on 5 maps of 8x8"),
           ("integral_64", "HeatmapNet's decoder to 64x64 maps added (IntegralNet)"),
           ("heatmap_64", "trained on heatmaps, read at their peaks, instead of on coordinates (HeatmapNet)")]
-# Section 4's Table 3: what the first step changes, each row a STEP from RegressionNet
+# Appendix C's Table C5: what Table 2's first step changes, each row a STEP from RegressionNet
 POSITION_ROWS = [("gap_fc", "RegressionNet as specified: the 8x8 grid averaged into the FC layers"),
                  ("gap_fc_wide", "averaged, first FC layer widened to the flattened network's parameter count"),
                  ("reduce_gap_fc", "averaged after the flattened network's 1x1 convolution to 32 channels"),

@@ -185,7 +185,7 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
 
 def test_the_report_tables_rows_are_stored_steps():
     """Table 2 (LADDER) goes from RegressionNet to HeatmapNet, each row one STEP from the row above; Table 3
-    (POSITION_ROWS) pairs each row with RegressionNet: every difference they print is one the study stores."""
+    (POSITION_ROWS, Table C5) pairs each row with RegressionNet: every difference they print is one the study stores."""
     steps = {(a, b) for a, b, _ in study.STEPS}
     names = [n for n, _ in study.LADDER]
     assert names[0] == "gap_fc" and names[-1] == "heatmap_64" and set(names) <= set(study.READOUTS)
