@@ -287,15 +287,15 @@ def main_cpus(r):
 def table_machines(r):
     """Where each part's runs were trained: the distinct machines of its stored runs, with counts."""
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
-    parts = {"Tables 1-2, B1-B2, C1-C3, C5 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
+    parts = {"Tables 1, 3, B1-B2, C1-C3, C5 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
                                                          for x in v["per_seed"]],
-             "Table 3 (Section 4.2)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+             "Tables 2, 4 (Section 4)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
              "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
              "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Table 4 (Section 5)": [x for v in a.values() for x in v["runs"]]}
+             "Table 5 (Section 5)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
@@ -319,10 +319,26 @@ def table_hand_loss(r, cols, methods=tuple(NAMES), epochs=False):
                for loss, label in HAND_LOSS_ROWS.items() if f"{m}_{loss}" in rows])
 
 
+# Section 4's Table 2: the spec networks and IntegralNet, which has HeatmapNet's layers and RegressionNet's targets
+WHY_ROWS = {"regression": ("the 8x8 grid averaged into FC layers", "coordinates"),
+            "integral": ("HeatmapNet's decoder to 64x64 maps", "coordinates"),
+            "heatmap": ("HeatmapNet's decoder to 64x64 maps", "heatmaps")}
+
+
+def table_why(r):
+    """WHY_ROWS under each hand loss (study.py hand_loss): PCK@0.05 as labelled and in either order with the
+    as-labelled loss, in either order with the symmetric loss (mean ± std over seeds)."""
+    rows = r["study"]["hand_loss"]["rows"]
+    return md(["network", "after the encoder", "trained on", "as-labelled loss: PCK@0.05",
+               "as-labelled loss: PCK@0.05, either order", "symmetric loss: PCK@0.05, either order"],
+              [[NAMES[m], layers, target, *sd_cells(rows[f"{m}_strict"], ("pck_bbox", "pck_bbox_sym")),
+                *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))] for m, (layers, target) in WHY_ROWS.items()])
+
+
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
 TABLES = {
     "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
-    "one_factor": table_one_factor, "ladder": table_ladder, "position": table_position,
+    "one_factor": table_one_factor, "ladder": table_ladder, "position": table_position, "why": table_why,
     "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts_full": table_readouts,
     "how_far": table_how_far, "how_far_spatial": lambda r: table_how_far(r, True),
     "ablation": table_ablation,

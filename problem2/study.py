@@ -9,7 +9,8 @@ nothing and writes each study from the runs stored). study_results.json holds a 
               "shift": {name: px on the shifted test set minus px on the test set}}.
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); the EARLY_EPOCH methods'
               strict runs again keeping their last epoch (rows <method>_strict_last; last_minus_best; key
-              strict_last of heatmap_minus_integral; integral_minus_softargmax_8_last).
+              strict_last of heatmap_minus_integral; integral_minus_softargmax_8_last); integral_minus_regression
+              per hand loss.
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
 import time
@@ -71,8 +72,8 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("gap_fc", "reduce_gap_fc", "is it flattening's 1x1 conv? (added, the map still pooled)"),
          ("reduce_gap_fc", "flatten_fc", "with the 1x1 conv either way: pooled vs the 8x8 map flattened"),
          ("gap_fc", "coordconv_gap_fc", "can pooled features carry position when the input gives it?"),
-         ("gap_fc", "flatten_fc_nodropout", "Table 2's first two steps together: flattened, no dropout"),
-         ("gap_fc", "flatten_fc_plain", "Table 2's first three steps together: flattened, no dropout/sigmoid"),
+         ("gap_fc", "flatten_fc_nodropout", "Table 3's first two steps together: flattened, no dropout"),
+         ("gap_fc", "flatten_fc_plain", "Table 3's first three steps together: flattened, no dropout/sigmoid"),
          ("gap_fc", "decoder64_gap_fc", "is it the decoder and resolution, with the pooling kept?"),
          ("gap_fc", "softargmax_8", "the spec head (FC, dropout, sigmoid) replaced by a shared-weight spatial readout"),
          ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid"),
@@ -97,7 +98,7 @@ ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("coordconv_gap_fc", "x/y coordinate channels added to every encoder conv's input (CoordConv)"),
               ("decoder64_gap_fc", "HeatmapNet's decoder to 64x64 inserted before the pooling"),
               ("heatmap_64", "everything after the encoder replaced by HeatmapNet's decoder and heatmaps: HeatmapNet")]
-# Section 4's Table 2: RegressionNet turned into HeatmapNet one change at a time, each row a STEP from the row above
+# Section 4's Table 3: RegressionNet turned into HeatmapNet one change at a time, each row a STEP from the row above
 LADDER = [("gap_fc", "RegressionNet as specified"),
           ("flatten_fc", "the 8x8 grid (1x1 conv to 32 channels) flattened into the FC layers, not averaged"),
           ("flatten_fc_nodropout", "dropout removed from the FC layers"),
@@ -105,12 +106,12 @@ LADDER = [("gap_fc", "RegressionNet as specified"),
           ("softargmax_8", "the FC layers replaced by a soft-argmax on 5 maps of 8x8"),
           ("integral_64", "HeatmapNet's decoder to 64x64 maps added (IntegralNet)"),
           ("heatmap_64", "trained on heatmaps, read at their peaks, instead of on coordinates (HeatmapNet)")]
-# Appendix C's Table C5: what Table 2's first step changes, each row a STEP from RegressionNet
+# Appendix C's Table C5: what Table 3's first step changes, each row a STEP from RegressionNet
 POSITION_ROWS = [("gap_fc", "RegressionNet as specified: the 8x8 grid averaged into the FC layers"),
                  ("gap_fc_wide", "averaged, first FC layer widened to the flattened network's parameter count"),
                  ("reduce_gap_fc", "averaged after the flattened network's 1x1 convolution to 32 channels"),
                  ("coordconv_gap_fc", "averaged, x/y coordinate channels added to every encoder convolution's input"),
-                 ("flatten_fc", "flattened into the FC layers (step 1 of Table 2)"),
+                 ("flatten_fc", "flattened into the FC layers (step 1 of Table 3)"),
                  ("heatmap_64", "HeatmapNet, for comparison")]
 
 
@@ -156,7 +157,7 @@ def study_readouts(store, seeds=(0, 1, 2), precision=STUDY_PRECISION, epochs=tra
 
 
 def plot_ladder(section, vis_dir):
-    """Table 2 as a figure: each LADDER row's PCK@0.05 (hands as labelled) on the test split and on the shifted
+    """Table 3 as a figure: each LADDER row's PCK@0.05 (hands as labelled) on the test split and on the shifted
     figures (bars: seed mean, dots: seeds)."""
     rows = [section["readouts"].get(n, {}).get("per_seed") for n, _ in LADDER]
     if not all(rows):
@@ -244,12 +245,15 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
             "hand_gap_px_ground_truth": float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean()),
             "paired": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_symmetric", []), ROW_METRICS)
                        for m in METHODS},  # symmetric minus strict loss; below, HeatmapNet minus IntegralNet
+            "integral_minus_regression": {loss: paired_metrics(rows.get(f"regression_{loss}", []),
+                                                               rows.get(f"integral_{loss}", []), ROW_METRICS)
+                                          for loss in HAND_LOSSES},  # HeatmapNet's layers vs RegressionNet's
             "heatmap_minus_integral": {loss: paired_metrics(rows.get(f"integral_{loss}", []),
                                                             rows.get(f"heatmap_{loss.split('_')[0]}", []), ROW_METRICS)
                                        for loss in (*HAND_LOSSES, "strict_last")},
             "last_minus_best": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_strict_last", []),
                                                   ROW_METRICS) for m in EARLY_EPOCH},
-            # Table 2's step 5 (the decoder to 64x64 under the soft-argmax) with both networks at their last epoch
+            # Table 3's step 5 (the decoder to 64x64 under the soft-argmax) with both networks at their last epoch
             "integral_minus_softargmax_8_last": paired_metrics(rows.get("softargmax_8_strict_last", []),
                                                                rows.get("integral_strict_last", []), ROW_METRICS)}
 

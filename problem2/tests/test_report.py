@@ -49,7 +49,7 @@ def test_a_stored_difference_by_its_path():
 
 
 def test_the_ladder_table_pairs_each_step_with_the_row_above():
-    """Table 2 (study.LADDER): each row's change is its stored step from the row above; known per-seed PCKs give
+    """Table 3 (study.LADDER): each row's change is its stored step from the row above; known per-seed PCKs give
     known changes, and the changes add up to the whole gap."""
     from common import paired_metrics
     from runs import ROW_METRICS
@@ -70,6 +70,18 @@ def test_the_ladder_table_pairs_each_step_with_the_row_above():
     assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["heatmap_64"] - pck["gap_fc"])
     assert table[2].startswith("| 0 | RegressionNet as specified | 1.00M | 0.110 ± 0.010 | 0.100 ± 0.000 |")
     assert table[2].endswith("| 0.050 ± 0.000 |")                      # PCK@0.05 on the shifted figures
+
+
+def test_the_why_table_puts_each_network_under_both_hand_losses():
+    """Table 2 (report.WHY_ROWS): per network, the as-labelled loss's PCK@0.05 as labelled and in either order, then the
+    symmetric loss's in either order; known per-seed values give known cells."""
+    def rows(p):
+        return [{"seed": s, "pck_bbox": {"0.05": p + 0.01 * s}, "pck_bbox_sym": {"0.05": p + 0.1}} for s in range(3)]
+    hand = {f"{m}_{loss}": rows(p + (0.2 if loss == "symmetric" else 0)) for m, p in
+            (("regression", 0.1), ("integral", 0.5), ("heatmap", 0.6)) for loss in ("strict", "symmetric")}
+    lines = report.table_why({"study": {"hand_loss": {"rows": hand}}}).splitlines()
+    assert [line.split(" | ")[0].lstrip("| ") for line in lines[2:]] == [report.NAMES[m] for m in report.WHY_ROWS]
+    assert lines[3].endswith("| coordinates | 0.510 ± 0.010 | 0.600 ± 0.000 | 0.800 ± 0.000 |")   # IntegralNet
 
 
 def test_main_time_is_one_number_on_one_machine_and_names_each_machine_otherwise():

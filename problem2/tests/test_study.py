@@ -57,7 +57,7 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
         "mean pose (no training)", "true centre + mean offsets (no training)"]
     assert fig.axes[0].get_ylabel() == "PCK@0.05 (test)" and fig.axes[1].get_ylabel().startswith("mean error (px")
     assert "up to 1" in fig._suptitle.get_text()
-    ladder = figs["study_ladder.png"].axes[0]                           # Table 2 as a figure
+    ladder = figs["study_ladder.png"].axes[0]                           # Table 3 as a figure
     assert ladder.get_title().startswith("From RegressionNet (step 0) to HeatmapNet (step 6)")
     assert [t.get_text() for t in ladder.get_xticklabels()] == [f"{i}: {study.READOUT_LABELS[n]}"
                                                                for i, (n, _) in enumerate(study.LADDER)]
@@ -184,7 +184,7 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
 
 
 def test_the_report_tables_rows_are_stored_steps():
-    """Table 2 (LADDER) goes from RegressionNet to HeatmapNet, each row one STEP from the row above; Table 3
+    """Table 3 (LADDER) goes from RegressionNet to HeatmapNet, each row one STEP from the row above; Table 4
     (POSITION_ROWS, Table C5) pairs each row with RegressionNet: every difference they print is one the study stores."""
     steps = {(a, b) for a, b, _ in study.STEPS}
     names = [n for n, _ in study.LADDER]
