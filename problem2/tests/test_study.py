@@ -109,7 +109,7 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
         "regression", data, seed=1, epochs=1, precision="fp32")).name
     assert {len(v) for v in hl["rows"].values()} == {2}
     assert set(hl["rows"]) == {f"{m}_{loss}" for m in study.METHODS for loss in ("strict", "symmetric")} | {
-        f"{m}_{rule}" for m in study.EARLY_EPOCH for rule in ("strict", "strict_last")}
+        f"{m}_{rule}" for m in study.LAST_EPOCH_RERUN for rule in ("strict", "strict_last")}
     last = hl["rows"]["integral_strict_last"]                        # IntegralNet as labelled, its last epoch kept
     assert [x["best_epoch"] for x in last] == [1, 1] and last[0]["run"] != hl["rows"]["integral_strict"][0]["run"]
     assert hl["heatmap_minus_integral"]["strict_last"]["pck_bbox"]["n"] == 2
