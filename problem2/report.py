@@ -16,7 +16,7 @@ from baseline import ABLATION_METRICS, CATEGORIES, DEFAULT_VARIANT
 from common import ArgumentParser, RESULTS_DIR, UsageError, machine_label, main_time, read_json, run_cli, write_text
 from evaluate import PCK_THRESHOLDS
 from model import METHODS
-from study import LADDER, ONE_FACTOR, POSITION_ROWS, READOUT_LABELS, READOUTS
+from study import LADDER, LAST_EPOCH_RERUN, ONE_FACTOR, POSITION_ROWS, READOUT_LABELS, READOUTS
 
 HERE = Path(__file__).resolve().parent
 DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
@@ -191,6 +191,19 @@ def table_ladder(r):
                + sd_cells(rows[n]["per_seed"], ("pck_bbox_shifted",)) for i, (n, what) in enumerate(LADDER)])
 
 
+def table_ladder_last(r):
+    """Table 3's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
+    seed-mean PCK@0.05 as labelled and in either order, the paired change from the row above, the shifted PCK@0.05."""
+    hl = r["study"]["hand_loss"]
+    steps = {(x["from"], x["to"]): x["pck_bbox"] for x in hl["ladder_last"]}
+    rows = [(i, n, what) for i, (n, what) in enumerate(LADDER) if READOUTS[n][0] in LAST_EPOCH_RERUN]
+    return md(["step", "change from the row above", "PCK@0.05", "PCK@0.05, either order", "PCK@0.05 change",
+               "PCK@0.05, shifted figures"],
+              [[str(i), what, *sd_cells(hl["rows"][f"{READOUTS[n][0]}_strict_last"], ("pck_bbox", "pck_bbox_sym")),
+                ci(steps[LADDER[i - 1][0], n], "pck_bbox") if i else "",
+                *sd_cells(hl["rows"][f"{READOUTS[n][0]}_strict_last"], ("pck_bbox_shifted",))] for i, n, what in rows])
+
+
 def table_position(r):
     """study.POSITION_ROWS: params, seed-mean PCK@0.05, its paired change from RegressionNet, and PCK@0.05 on the
     shifted test set."""
@@ -339,6 +352,7 @@ HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbo
 TABLES = {
     "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
     "one_factor": table_one_factor, "ladder": table_ladder, "position": table_position, "why": table_why,
+    "ladder_last": table_ladder_last,
     "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts_full": table_readouts,
     "how_far": table_how_far, "how_far_spatial": lambda r: table_how_far(r, True),
     "ablation": table_ablation,

@@ -84,6 +84,28 @@ def test_the_why_table_puts_each_network_under_both_hand_losses():
     assert lines[3].endswith("| coordinates | 0.510 ± 0.010 | 0.600 ± 0.000 | 0.800 ± 0.000 |")   # IntegralNet
 
 
+def test_the_last_epoch_ladder_shows_the_rerun_rows_with_their_stored_steps():
+    """Table C6 (report.table_ladder_last): Table 3's rows whose networks were rerun keeping the last epoch, each with
+    its stored change from the row above (study hand_loss ladder_last)."""
+    from common import paired_metrics
+    from runs import ROW_METRICS
+    from study import LADDER, LAST_EPOCH_RERUN, READOUTS
+    names = [n for n, _ in LADDER if READOUTS[n][0] in LAST_EPOCH_RERUN]
+    pck = dict(zip(names, (0.1, 0.3, 0.6, 0.55, 0.7, 0.75)))
+    rows = {f"{READOUTS[n][0]}_strict_last": [{"seed": s, "pck_bbox": {"0.05": p}, "pck_bbox_sym": {"0.05": p},
+                                                "pck_bbox_shifted": {"0.05": p / 2}} for s in range(3)]
+            for n, p in pck.items()}
+    metrics = {k: ROW_METRICS[k] for k in ("pck_bbox",)}
+    steps = [{"from": a, "to": b, **paired_metrics(rows[f"{READOUTS[a][0]}_strict_last"],
+                                                   rows[f"{READOUTS[b][0]}_strict_last"], metrics)}
+             for a, b in zip(names, names[1:])]
+    table = report.table_ladder_last({"study": {"hand_loss": {"rows": rows, "ladder_last": steps}}}).splitlines()
+    assert [line.split(" | ")[0].lstrip("| ") for line in table[2:]] == [str(i) for i in range(len(names))]
+    assert [line.split(" | ")[-2] for line in table[2:]] == ["", "+0.200 [+0.200, +0.200]", "+0.300 [+0.300, +0.300]",
+                                                              "-0.050 [-0.050, -0.050]", "+0.150 [+0.150, +0.150]",
+                                                              "+0.050 [+0.050, +0.050]"]
+
+
 def test_main_time_is_one_number_on_one_machine_and_names_each_machine_otherwise():
     t = {k: {"seconds": s, "machine": MACHINE} for k, s in (("train.py", 480.0), ("evaluate.py", 30.0),
                                                             ("baseline.py", 30.0))}
