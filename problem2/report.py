@@ -410,6 +410,7 @@ VALUES = {
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
     "main_cpus": main_cpus,
     "softargmax_epochs": lambda r: kept_epochs(r["study"]["hand_loss"]["rows"]["softargmax_8_strict"]),
+    "heatmap_epochs": lambda r: kept_epochs(r["study"]["hand_loss"]["rows"]["heatmap_strict"]),
     "flatten_extra_params": lambda r: "{:.2f}M".format(np.subtract(*(r["study"]["readouts"]["readouts"][n]["params"]
                                                                     for n in ("flatten_fc", "gap_fc"))) / 1e6),
     **{f"best_{k}": (lambda r, k=k: num(val(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]], k), k))
