@@ -127,11 +127,9 @@ class FlattenRegressionNet(nn.Module):
         self.encoder = Encoder()
         self.reduce = nn.Sequential(nn.Conv2d(256, 32, 1), nn.ReLU(inplace=True))
         self.head = fc_head(32 * 8 * 8, num_keypoints)
-        self.pool = False  # with_pooled_reduce sets it
 
     def forward(self, x):
-        z = self.reduce(self.encoder(x)[-1])
-        return self.head(z.mean((2, 3)) if self.pool else z.flatten(1))
+        return self.head(self.reduce(self.encoder(x)[-1]).flatten(1))
 
 
 class DecoderRegressionNet(nn.Module):
@@ -239,7 +237,8 @@ def with_wide_head(model):
 def with_pooled_reduce(model):
     """`model` (a FlattenRegressionNet) averaging its 32 reduced channels over the 8x8 map, as RegressionNet does,
     instead of flattening them: flattening's 1x1 conv without the map's layout."""
-    model.pool, model.head = True, fc_head(32, model.kwargs["num_keypoints"])
+    model.reduce.append(nn.AdaptiveAvgPool2d(1))  # no parameters: the state dict and the seed stream are unchanged
+    model.head = fc_head(32, model.kwargs["num_keypoints"])
     return model
 
 

@@ -121,13 +121,9 @@ def j(r, path):
     return num(x) if isinstance(x, float) else str(x)
 
 
-def stored_step(steps, a, b, metric):
-    """The {diff, ci95, n} of b minus a, paired by seed, from a stored list of {from, to, metric: {diff, ci95, n}}."""
-    return next(s for s in steps if (s["from"], s["to"]) == (a, b))[metric]
-
-
 def step(steps, a, b, metric):
-    return ci(stored_step(steps, a, b, metric), metric)
+    """b minus a, paired by seed, from a stored list of {from, to, metric: {diff, ci95, n}}."""
+    return ci(next(s for s in steps if (s["from"], s["to"]) == (a, b))[metric], metric)
 
 
 def kept_epochs(rows):
@@ -195,12 +191,11 @@ def table_ladder_last(r):
     """Table 3's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
     seed-mean PCK@0.05 as labelled and in either order, the paired change from the row above, the shifted PCK@0.05."""
     hl = r["study"]["hand_loss"]
-    steps = {(x["from"], x["to"]): x["pck_bbox"] for x in hl["ladder_last"]}
     rows = [(i, n, what) for i, (n, what) in enumerate(LADDER) if READOUTS[n][0] in LAST_EPOCH_RERUN]
     return md(["step", "change from the row above", "PCK@0.05", "PCK@0.05, either order", "PCK@0.05 change",
                "PCK@0.05, shifted figures"],
               [[str(i), what, *sd_cells(hl["rows"][f"{READOUTS[n][0]}_strict_last"], ("pck_bbox", "pck_bbox_sym")),
-                ci(steps[LADDER[i - 1][0], n], "pck_bbox") if i else "",
+                ci(hl["ladder_last"][n]["pck_bbox"], "pck_bbox") if i else "",
                 *sd_cells(hl["rows"][f"{READOUTS[n][0]}_strict_last"], ("pck_bbox_shifted",))] for i, n, what in rows])
 
 
@@ -409,8 +404,6 @@ VALUES = {
        for k, t in (("05", 0.05), ("10", 0.1))},
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
     "main_cpus": main_cpus,
-    "softargmax_epochs": lambda r: kept_epochs(r["study"]["hand_loss"]["rows"]["softargmax_8_strict"]),
-    "heatmap_epochs": lambda r: kept_epochs(r["study"]["hand_loss"]["rows"]["heatmap_strict"]),
     "flatten_extra_params": lambda r: "{:.2f}M".format(np.subtract(*(r["study"]["readouts"]["readouts"][n]["params"]
                                                                     for n in ("flatten_fc", "gap_fc"))) / 1e6),
     **{f"best_{k}": (lambda r, k=k: num(val(r["best"]["heatmap"]["decoders"][r["how_far"]["decoder"]], k), k))
@@ -424,8 +417,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
-    "d": lambda r, a, b, k: num(stored_step(r["study"]["readouts"]["steps"], a, b, k)["diff"], k),  # its mean alone
-    "cd": lambda r, path, k: num(get(r, path)[k]["diff"], k),  # a stored difference's mean alone
+    "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
     "pck": lambda r, name, t, sfx="": num(mean(x[f"pck_bbox{sfx}"][t] for x in r["study"]["readouts"]["readouts"][name][

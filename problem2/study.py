@@ -9,8 +9,8 @@ nothing and writes each study from the runs stored). study_results.json holds a 
               "shift": {name: px on the shifted test set minus px on the test set}}.
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); the LAST_EPOCH_RERUN methods'
               strict runs, and again keeping their last epoch (rows <method>_strict_last; last_minus_best; key
-              strict_last of heatmap_minus_integral; integral_minus_softargmax_8_last; ladder_last: Table 3's steps 0-5
-              at the last epoch); integral_minus_regression per hand loss.
+              strict_last of heatmap_minus_integral; ladder_last: Table 3's steps 1-5 at the last epoch, keyed by the
+              row); integral_minus_regression per hand loss.
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
 import time
@@ -255,14 +255,10 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
                                        for loss in (*HAND_LOSSES, "strict_last")},
             "last_minus_best": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_strict_last", []),
                                                   ROW_METRICS) for m in LAST_EPOCH_RERUN},
-            # Table 3's steps 0-5 with every network at its last epoch: each row minus the row above, paired by seed
-            "ladder_last": [{"from": a, "to": b, **paired_metrics(rows.get(f"{READOUTS[a][0]}_strict_last", []),
-                                                                  rows.get(f"{READOUTS[b][0]}_strict_last", []),
-                                                                  ROW_METRICS)}
-                            for (a, _), (b, _) in zip(LADDER, LADDER[1:]) if READOUTS[b][0] in LAST_EPOCH_RERUN],
-            # Table 3's step 5 (the decoder to 64x64 under the soft-argmax) with both networks at their last epoch
-            "integral_minus_softargmax_8_last": paired_metrics(rows.get("softargmax_8_strict_last", []),
-                                                               rows.get("integral_strict_last", []), ROW_METRICS)}
+            # Table 3's steps 1-5 with every network at its last epoch, keyed by the row: it minus the row above
+            "ladder_last": {b: {"from": a, **paired_metrics(rows.get(f"{READOUTS[a][0]}_strict_last", []),
+                                                            rows.get(f"{READOUTS[b][0]}_strict_last", []), ROW_METRICS)}
+                            for (a, _), (b, _) in zip(LADDER, LADDER[1:]) if READOUTS[b][0] in LAST_EPOCH_RERUN}}
 
 
 def main(argv=None):

@@ -96,9 +96,9 @@ def test_the_last_epoch_ladder_shows_the_rerun_rows_with_their_stored_steps():
                                                 "pck_bbox_shifted": {"0.05": p / 2}} for s in range(3)]
             for n, p in pck.items()}
     metrics = {k: ROW_METRICS[k] for k in ("pck_bbox",)}
-    steps = [{"from": a, "to": b, **paired_metrics(rows[f"{READOUTS[a][0]}_strict_last"],
-                                                   rows[f"{READOUTS[b][0]}_strict_last"], metrics)}
-             for a, b in zip(names, names[1:])]
+    steps = {b: {"from": a, **paired_metrics(rows[f"{READOUTS[a][0]}_strict_last"],
+                                             rows[f"{READOUTS[b][0]}_strict_last"], metrics)}
+             for a, b in zip(names, names[1:])}
     table = report.table_ladder_last({"study": {"hand_loss": {"rows": rows, "ladder_last": steps}}}).splitlines()
     assert [line.split(" | ")[0].lstrip("| ") for line in table[2:]] == [str(i) for i in range(len(names))]
     assert [line.split(" | ")[-2] for line in table[2:]] == ["", "+0.200 [+0.200, +0.200]", "+0.300 [+0.300, +0.300]",
