@@ -175,20 +175,19 @@ def table_one_factor(r):
 
 
 def table_ladder(r):
-    """study.LADDER: each row one change from the row above, its seed-mean PCK@0.05 as labelled and in either order,
-    the paired PCK@0.05 change from the row above, and PCK@0.05 on the shifted test set."""
+    """study.LADDER's steps 0-5 (RegressionNet to IntegralNet: the output layers, trained on coordinates): each row one
+    change from the row above, its seed-mean PCK@0.05, the paired change from the row above, and PCK@0.05 on the
+    shifted test set. Step 6 (the targets) is Table 2's."""
     ro = complete(r["study"]["readouts"])
     rows = ro["readouts"]
-    return md(["step", "change from the row above", "params", "PCK@0.05", "PCK@0.05, either order",
-               "PCK@0.05 change", "PCK@0.05, shifted figures"],
-              [[str(i), what, f"{rows[n]['params'] / 1e6:.2f}M"]
-               + sd_cells(rows[n]["per_seed"], ("pck_bbox", "pck_bbox_sym"))
+    return md(["step", "change from the row above", "PCK@0.05", "PCK@0.05 change", "PCK@0.05, shifted figures"],
+              [[str(i), what] + sd_cells(rows[n]["per_seed"], ("pck_bbox",))
                + [step(ro["steps"], LADDER[i - 1][0], n, "pck_bbox") if i else ""]
-               + sd_cells(rows[n]["per_seed"], ("pck_bbox_shifted",)) for i, (n, what) in enumerate(LADDER)])
+               + sd_cells(rows[n]["per_seed"], ("pck_bbox_shifted",)) for i, (n, what) in enumerate(LADDER[:-1])])
 
 
 def table_ladder_last(r):
-    """Table 3's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
+    """Table C1's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
     seed-mean PCK@0.05 as labelled and in either order, the paired change from the row above, the shifted PCK@0.05."""
     hl = r["study"]["hand_loss"]
     rows = [(i, n, what) for i, (n, what) in enumerate(LADDER) if READOUTS[n][0] in LAST_EPOCH_RERUN]
@@ -303,7 +302,7 @@ def table_machines(r):
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
              "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Table 5 (Section 5)": [x for v in a.values() for x in v["runs"]]}
+             "Table 3 (Section 5)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
@@ -317,14 +316,13 @@ HAND_LOSS_ROWS = {"strict": "as labelled", "strict_last": "as labelled (last epo
 HAND_LOSS_NAMES = {**NAMES, "softargmax_8": READOUT_LABELS["softargmax_8"]}
 
 
-def table_hand_loss(r, cols, methods=tuple(NAMES), epochs=False):
-    """Each method under each hand loss stored (study.py hand_loss; IntegralNet also keeping its last epoch): mean ±
+def table_hand_loss(r, cols, methods=tuple(NAMES), epochs=False, losses=tuple(HAND_LOSS_ROWS)):
+    """Each method under each of `losses` stored (study.py hand_loss; some also keeping their last epoch): mean ±
     std over seeds of `cols` {key: header}; epochs: a column of each seed's kept epoch first."""
     rows = r["study"]["hand_loss"]["rows"]
     return md(["method", "hand loss"] + ["epochs kept"] * epochs + list(cols.values()),
-              [[HAND_LOSS_NAMES[m], label] + [kept_epochs(rows[f"{m}_{loss}"])] * epochs
-               + sd_cells(rows[f"{m}_{loss}"], cols) for m in methods
-               for loss, label in HAND_LOSS_ROWS.items() if f"{m}_{loss}" in rows])
+              [[HAND_LOSS_NAMES[m], HAND_LOSS_ROWS[loss]] + [kept_epochs(rows[f"{m}_{loss}"])] * epochs
+               + sd_cells(rows[f"{m}_{loss}"], cols) for m in methods for loss in losses if f"{m}_{loss}" in rows])
 
 
 # Section 4's Table 2: the spec networks and IntegralNet, which has HeatmapNet's layers and RegressionNet's targets
@@ -334,13 +332,15 @@ WHY_ROWS = {"regression": ("the 8x8 grid averaged into FC layers", "coordinates"
 
 
 def table_why(r):
-    """WHY_ROWS under each hand loss (study.py hand_loss): PCK@0.05 as labelled and in either order with the
-    as-labelled loss, in either order with the symmetric loss (mean ± std over seeds)."""
+    """WHY_ROWS in Section 4's settings (study.py hand_loss), mean ± std over seeds: trained and scored as labelled
+    (each seed's kept epoch, PCK@0.05; then PCK@0.05 keeping the last epoch), and trained with the symmetric hand loss,
+    scored in either order (PCK@0.05)."""
     rows = r["study"]["hand_loss"]["rows"]
-    return md(["network", "after the encoder", "trained on", "as-labelled loss: PCK@0.05",
-               "as-labelled loss: PCK@0.05, either order", "symmetric loss: PCK@0.05, either order"],
-              [[NAMES[m], layers, target, *sd_cells(rows[f"{m}_strict"], ("pck_bbox", "pck_bbox_sym")),
-                *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))] for m, (layers, target) in WHY_ROWS.items()])
+    return md(["network", "after the encoder", "trained on", "as labelled: epochs kept", "as labelled: PCK@0.05",
+               "as labelled, last epoch: PCK@0.05", "symmetric loss, either order: PCK@0.05"],
+              [[NAMES[m], layers, target, kept_epochs(rows[f"{m}_strict"]), *sd_cells(rows[f"{m}_strict"], ("pck_bbox",)),
+                *sd_cells(rows[f"{m}_strict_last"], ("pck_bbox",)), *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))]
+               for m, (layers, target) in WHY_ROWS.items()])
 
 
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
@@ -355,7 +355,7 @@ TABLES = {
     "readout_steps": table_steps,
     "hand_loss": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05", "pck_bbox_sym": "PCK@0.05, either order",
                                                "hand_gap_px": "between the two predicted hands (px)"},
-                                           ("heatmap", "integral"), epochs=True),
+                                           ("heatmap", "integral"), epochs=True, losses=("strict", "symmetric")),
     "hand_loss_full": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05", "pck_bbox_sym": "PCK@0.05, either order",
                                                     "px": "px", "px_sym": "px, either order",
                                                     "px_hands_sym": "hands px, either order"},

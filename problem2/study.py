@@ -8,9 +8,9 @@ nothing and writes each study from the runs stored). study_results.json holds a 
               "px_shifted"}, "steps": [{"from", "to", "question", "seeds", metric: difference}] (to minus from),
               "shift": {name: px on the shifted test set minus px on the test set}}.
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); the LAST_EPOCH_RERUN methods'
-              strict runs, and again keeping their last epoch (rows <method>_strict_last; last_minus_best; key
-              strict_last of heatmap_minus_integral; ladder_last: Table 3's steps 1-5 at the last epoch, keyed by the
-              row); integral_minus_regression per hand loss.
+              strict runs, and again keeping their last epoch (rows <method>_strict_last; last_minus_best; ladder_last:
+              the ladder's steps 1-6 at the last epoch, keyed by the row); integral_minus_regression and
+              heatmap_minus_integral per hand loss and at the last epoch (key strict_last).
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
 import time
@@ -31,8 +31,8 @@ from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, run_row
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss")
 # trained as labelled once more keeping the last epoch: the soft-argmax networks (their val loss is lowest early) and
-# the FC networks of Table 3, so the whole ladder can also be read at one epoch rule
-LAST_EPOCH_RERUN = ("softargmax_8", "integral", "regression", "flatten_fc", "flatten_fc_nodropout", "flatten_fc_plain")
+# the FC networks of Table C1, so the whole ladder can also be read at one epoch rule
+LAST_EPOCH_RERUN = ("softargmax_8", "integral", "heatmap", "regression", "flatten_fc", "flatten_fc_nodropout", "flatten_fc_plain")
 
 
 # readout -> (method row, what changes from the row above it / what it isolates)
@@ -74,8 +74,8 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("gap_fc", "reduce_gap_fc", "is it flattening's 1x1 conv? (added, the map still pooled)"),
          ("reduce_gap_fc", "flatten_fc", "with the 1x1 conv either way: pooled vs the 8x8 map flattened"),
          ("gap_fc", "coordconv_gap_fc", "can pooled features carry position when the input gives it?"),
-         ("gap_fc", "flatten_fc_nodropout", "Table 3's first two steps together: flattened, no dropout"),
-         ("gap_fc", "flatten_fc_plain", "Table 3's first three steps together: flattened, no dropout/sigmoid"),
+         ("gap_fc", "flatten_fc_nodropout", "the ladder's first two steps together: flattened, no dropout"),
+         ("gap_fc", "flatten_fc_plain", "the ladder's first three steps together: flattened, no dropout/sigmoid"),
          ("gap_fc", "decoder64_gap_fc", "is it the decoder and resolution, with the pooling kept?"),
          ("gap_fc", "softargmax_8", "the spec head (FC, dropout, sigmoid) replaced by a shared-weight spatial readout"),
          ("gap_fc_plain", "softargmax_8", "the same swap from the head without dropout and sigmoid"),
@@ -91,7 +91,7 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("integral_64", "heatmap_64", "at 64x64: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
          ("gap_fc", "integral_64", "the spec head replaced by IntegralNet's decoder to 64x64 and soft-argmax"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
-# one change at a time to RegressionNet (each a STEP from gap_fc), with what it changes: Appendix C's Table C1
+# one change at a time to RegressionNet (each a STEP from gap_fc), with what it changes: Appendix C's Table C3
 ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("gap_fc_nosigmoid", "the final sigmoid removed"),
               ("gap_fc_plain", "both removed"),
@@ -100,7 +100,7 @@ ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("coordconv_gap_fc", "x/y coordinate channels added to every encoder conv's input (CoordConv)"),
               ("decoder64_gap_fc", "HeatmapNet's decoder to 64x64 inserted before the pooling"),
               ("heatmap_64", "everything after the encoder replaced by HeatmapNet's decoder and heatmaps: HeatmapNet")]
-# Section 4's Table 3: RegressionNet turned into HeatmapNet one change at a time, each row a STEP from the row above
+# the ladder (Section 4's figure, Appendix C's Table C1): RegressionNet turned into HeatmapNet one change at a time, each row a STEP from the row above
 LADDER = [("gap_fc", "RegressionNet as specified"),
           ("flatten_fc", "the 8x8 grid (1x1 conv to 32 channels) flattened into the FC layers, not averaged"),
           ("flatten_fc_nodropout", "dropout removed from the FC layers"),
@@ -108,12 +108,16 @@ LADDER = [("gap_fc", "RegressionNet as specified"),
           ("softargmax_8", "the FC layers replaced by a soft-argmax on 5 maps of 8x8"),
           ("integral_64", "HeatmapNet's decoder to 64x64 maps added (IntegralNet)"),
           ("heatmap_64", "trained on heatmaps, read at their peaks, instead of on coordinates (HeatmapNet)")]
-# Appendix C's Table C5: what Table 3's first step changes, each row a STEP from RegressionNet
+LADDER_TICKS = {"gap_fc": "RegressionNet", "flatten_fc": "grid flattened", "flatten_fc_nodropout": "dropout removed",
+                "flatten_fc_plain": "sigmoid removed", "softargmax_8": "soft-argmax on 8x8 maps",
+                "integral_64": "decoder to 64x64 (IntegralNet)",
+                "heatmap_64": "heatmap targets (HeatmapNet)"}  # each LADDER row's change, as the figure names it
+# Appendix C's Table C7: what Table C1's first step changes, each row a STEP from RegressionNet
 POSITION_ROWS = [("gap_fc", "RegressionNet as specified: the 8x8 grid averaged into the FC layers"),
                  ("gap_fc_wide", "averaged, first FC layer widened to the flattened network's parameter count"),
                  ("reduce_gap_fc", "averaged after the flattened network's 1x1 convolution to 32 channels"),
                  ("coordconv_gap_fc", "averaged, x/y coordinate channels added to every encoder convolution's input"),
-                 ("flatten_fc", "flattened into the FC layers (step 1 of Table 3)"),
+                 ("flatten_fc", "flattened into the FC layers (step 1 of Table C1)"),
                  ("heatmap_64", "HeatmapNet, for comparison")]
 
 
@@ -159,7 +163,7 @@ def study_readouts(store, seeds=(0, 1, 2), precision=STUDY_PRECISION, epochs=tra
 
 
 def plot_ladder(section, vis_dir):
-    """Table 3 as a figure: each LADDER row's PCK@0.05 (hands as labelled) on the test split and on the shifted
+    """Table C1 as a figure: each LADDER row's PCK@0.05 (hands as labelled) on the test split and on the shifted
     figures (bars: seed mean, dots: seeds)."""
     rows = [section["readouts"].get(n, {}).get("per_seed") for n, _ in LADDER]
     if not all(rows):
@@ -174,13 +178,12 @@ def plot_ladder(section, vis_dir):
         for i, (vals, m) in enumerate(zip(per_seed, means)):
             ax.plot([i + off] * len(vals), vals, "k.", ms=5)
             ax.text(i + off, max(m, *vals) + 0.015, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, [f"{i}: {READOUT_LABELS[n]}" for i, (n, _) in enumerate(LADDER)], rotation=20, ha="right",
-                  fontsize=9)
+    ax.set_xticks(x, [f"{i}: {LADDER_TICKS[n]}" for i, (n, _) in enumerate(LADDER)], rotation=20, ha="right", fontsize=9)
     ax.set(ylim=(0, 1.05), ylabel="PCK@0.05, hands as labelled")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=9, loc="upper left")
-    ax.set_title(f"From RegressionNet (step 0) to HeatmapNet (step {len(LADDER) - 1}), one change per step "
-                 f"(bars: mean of the seeds; dots: seeds)", fontsize=10)
+    ax.set_title(f"From RegressionNet (step 0) to HeatmapNet (step {len(LADDER) - 1}), one change per step, each "
+                 f"kept from the step before (bars: mean of the seeds; dots: seeds)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, vis_dir / "study_ladder.png")
 
@@ -247,15 +250,16 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
             "hand_gap_px_ground_truth": float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean()),
             "paired": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_symmetric", []), ROW_METRICS)
                        for m in METHODS},  # symmetric minus strict loss; below, HeatmapNet minus IntegralNet
+            # Section 4's two one-factor steps, per hand loss and (strict_last) at the last epoch
             "integral_minus_regression": {loss: paired_metrics(rows.get(f"regression_{loss}", []),
                                                                rows.get(f"integral_{loss}", []), ROW_METRICS)
-                                          for loss in HAND_LOSSES},  # HeatmapNet's layers vs RegressionNet's
+                                          for loss in (*HAND_LOSSES, "strict_last")},  # the output layers
             "heatmap_minus_integral": {loss: paired_metrics(rows.get(f"integral_{loss}", []),
-                                                            rows.get(f"heatmap_{loss.split('_')[0]}", []), ROW_METRICS)
-                                       for loss in (*HAND_LOSSES, "strict_last")},
+                                                            rows.get(f"heatmap_{loss}", []), ROW_METRICS)
+                                       for loss in (*HAND_LOSSES, "strict_last")},  # the targets
             "last_minus_best": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_strict_last", []),
                                                   ROW_METRICS) for m in LAST_EPOCH_RERUN},
-            # Table 3's steps 1-5 with every network at its last epoch, keyed by the row: it minus the row above
+            # the ladder's steps 1-6 with every network at its last epoch, keyed by the row: it minus the row above
             "ladder_last": {b: {"from": a, **paired_metrics(rows.get(f"{READOUTS[a][0]}_strict_last", []),
                                                             rows.get(f"{READOUTS[b][0]}_strict_last", []), ROW_METRICS)}
                             for (a, _), (b, _) in zip(LADDER, LADDER[1:]) if READOUTS[b][0] in LAST_EPOCH_RERUN}}

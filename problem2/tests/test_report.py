@@ -49,8 +49,8 @@ def test_a_stored_difference_by_its_path():
 
 
 def test_the_ladder_table_pairs_each_step_with_the_row_above():
-    """Table 3 (study.LADDER): each row's change is its stored step from the row above; known per-seed PCKs give
-    known changes, and the changes add up to the whole gap."""
+    """Table C1 (study.LADDER's steps 0-5): each row's change is its stored step from the row above; known per-seed PCKs
+    give known changes, and the changes add up to IntegralNet minus RegressionNet."""
     from common import paired_metrics
     from runs import ROW_METRICS
     from study import LADDER
@@ -66,32 +66,35 @@ def test_the_ladder_table_pairs_each_step_with_the_row_above():
     table = report.table_ladder(r).splitlines()
     changes = [line.split(" | ")[-2] for line in table[2:]]
     assert changes == ["", "+0.200 [+0.200, +0.200]", "+0.200 [+0.200, +0.200]", "+0.100 [+0.100, +0.100]",
-                       "+0.050 [+0.050, +0.050]", "+0.000 [+0.000, +0.000]°", "+0.200 [+0.200, +0.200]"]
-    assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["heatmap_64"] - pck["gap_fc"])
-    assert table[2].startswith("| 0 | RegressionNet as specified | 1.00M | 0.110 ± 0.010 | 0.100 ± 0.000 |")
+                       "+0.050 [+0.050, +0.050]", "+0.000 [+0.000, +0.000]°"]
+    assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["integral_64"] - pck["gap_fc"])
+    assert table[2].startswith("| 0 | RegressionNet as specified | 0.110 ± 0.010 |  |")
     assert table[2].endswith("| 0.050 ± 0.000 |")                      # PCK@0.05 on the shifted figures
 
 
 def test_the_why_table_puts_each_network_under_both_hand_losses():
-    """Table 2 (report.WHY_ROWS): per network, the as-labelled loss's PCK@0.05 as labelled and in either order, then the
-    symmetric loss's in either order; known per-seed values give known cells."""
-    def rows(p):
-        return [{"seed": s, "pck_bbox": {"0.05": p + 0.01 * s}, "pck_bbox_sym": {"0.05": p + 0.1}} for s in range(3)]
-    hand = {f"{m}_{loss}": rows(p + (0.2 if loss == "symmetric" else 0)) for m, p in
-            (("regression", 0.1), ("integral", 0.5), ("heatmap", 0.6)) for loss in ("strict", "symmetric")}
+    """Table 2 (report.WHY_ROWS): per network, trained and scored as labelled (epochs kept, PCK@0.05), the same keeping
+    the last epoch, then trained with the symmetric loss and scored in either order; known per-seed values give known
+    cells."""
+    def rows(p, epoch):
+        return [{"seed": s, "best_epoch": epoch + s, "pck_bbox": {"0.05": p + 0.01 * s}, "pck_bbox_sym": {"0.05": p + 0.1}}
+                for s in range(3)]
+    shift = {"strict": 0, "strict_last": 0.05, "symmetric": 0.2}
+    hand = {f"{m}_{loss}": rows(p + shift[loss], 30 if loss == "strict_last" else 4) for m, p in
+            (("regression", 0.1), ("integral", 0.5), ("heatmap", 0.6)) for loss in shift}
     lines = report.table_why({"study": {"hand_loss": {"rows": hand}}}).splitlines()
     assert [line.split(" | ")[0].lstrip("| ") for line in lines[2:]] == [report.NAMES[m] for m in report.WHY_ROWS]
-    assert lines[3].endswith("| coordinates | 0.510 ± 0.010 | 0.600 ± 0.000 | 0.800 ± 0.000 |")   # IntegralNet
+    assert lines[3].endswith("| coordinates | 4, 5, 6 | 0.510 ± 0.010 | 0.560 ± 0.010 | 0.800 ± 0.000 |")  # IntegralNet
 
 
 def test_the_last_epoch_ladder_shows_the_rerun_rows_with_their_stored_steps():
-    """Table C6 (report.table_ladder_last): Table 3's rows whose networks were rerun keeping the last epoch, each with
+    """Table C8 (report.table_ladder_last): Table C1's rows whose networks were rerun keeping the last epoch, each with
     its stored change from the row above (study hand_loss ladder_last)."""
     from common import paired_metrics
     from runs import ROW_METRICS
     from study import LADDER, LAST_EPOCH_RERUN, READOUTS
     names = [n for n, _ in LADDER if READOUTS[n][0] in LAST_EPOCH_RERUN]
-    pck = dict(zip(names, (0.1, 0.3, 0.6, 0.55, 0.7, 0.75)))
+    pck = dict(zip(names, (0.1, 0.3, 0.6, 0.55, 0.7, 0.75, 0.8)))
     rows = {f"{READOUTS[n][0]}_strict_last": [{"seed": s, "pck_bbox": {"0.05": p}, "pck_bbox_sym": {"0.05": p},
                                                 "pck_bbox_shifted": {"0.05": p / 2}} for s in range(3)]
             for n, p in pck.items()}
@@ -103,7 +106,7 @@ def test_the_last_epoch_ladder_shows_the_rerun_rows_with_their_stored_steps():
     assert [line.split(" | ")[0].lstrip("| ") for line in table[2:]] == [str(i) for i in range(len(names))]
     assert [line.split(" | ")[-2] for line in table[2:]] == ["", "+0.200 [+0.200, +0.200]", "+0.300 [+0.300, +0.300]",
                                                               "-0.050 [-0.050, -0.050]", "+0.150 [+0.150, +0.150]",
-                                                              "+0.050 [+0.050, +0.050]"]
+                                                              "+0.050 [+0.050, +0.050]", "+0.050 [+0.050, +0.050]"]
 
 
 def test_main_time_is_one_number_on_one_machine_and_names_each_machine_otherwise():

@@ -57,9 +57,9 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
         "mean pose (no training)", "true centre + mean offsets (no training)"]
     assert fig.axes[0].get_ylabel() == "PCK@0.05 (test)" and fig.axes[1].get_ylabel().startswith("mean error (px")
     assert "up to 1" in fig._suptitle.get_text()
-    ladder = figs["study_ladder.png"].axes[0]                           # Table 3 as a figure
+    ladder = figs["study_ladder.png"].axes[0]                           # Table C1 as a figure
     assert ladder.get_title().startswith("From RegressionNet (step 0) to HeatmapNet (step 6)")
-    assert [t.get_text() for t in ladder.get_xticklabels()] == [f"{i}: {study.READOUT_LABELS[n]}"
+    assert [t.get_text() for t in ladder.get_xticklabels()] == [f"{i}: {study.LADDER_TICKS[n]}"
                                                                for i, (n, _) in enumerate(study.LADDER)]
     assert [t.get_text() for t in ladder.get_legend().get_texts()] == ["test split", "shifted figures"]
     assert len(ladder.patches) == 2 * len(study.LADDER)                # a test and a shifted bar per step
@@ -112,7 +112,10 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
         f"{m}_{rule}" for m in study.LAST_EPOCH_RERUN for rule in ("strict", "strict_last")}
     last = hl["rows"]["integral_strict_last"]                        # IntegralNet as labelled, its last epoch kept
     assert [x["best_epoch"] for x in last] == [1, 1] and last[0]["run"] != hl["rows"]["integral_strict"][0]["run"]
-    assert hl["heatmap_minus_integral"]["strict_last"]["pck_bbox"]["n"] == 2
+    assert hl["ladder_last"]["heatmap_64"]["from"] == "integral_64" and hl["ladder_last"]["heatmap_64"]["pck_bbox"]["n"] == 2
+    assert hl["integral_minus_regression"]["strict_last"]["pck_bbox"]["n"] == 2     # Table 2's last-epoch steps
+    assert hl["heatmap_minus_integral"]["strict_last"] == {k: v for k, v in hl["ladder_last"]["heatmap_64"].items()
+                                                           if k != "from"}   # the targets at the last epoch, both ways
     assert hl["last_minus_best"]["softargmax_8"]["px"]["n"] == 2
     pair, rows = hl["paired"]["integral"], hl["rows"]
     by_hand = sum(rows["integral_symmetric"][s]["px_hands_sym"] - rows["integral_strict"][s]["px_hands_sym"]
@@ -184,8 +187,8 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
 
 
 def test_the_report_tables_rows_are_stored_steps():
-    """Table 3 (LADDER) goes from RegressionNet to HeatmapNet, each row one STEP from the row above; Table 4
-    (POSITION_ROWS, Table C5) pairs each row with RegressionNet: every difference they print is one the study stores."""
+    """Table C1 (LADDER) goes from RegressionNet to HeatmapNet, each row one STEP from the row above; Table C7
+    (POSITION_ROWS) pairs each row with RegressionNet: every difference they print is one the study stores."""
     steps = {(a, b) for a, b, _ in study.STEPS}
     names = [n for n, _ in study.LADDER]
     assert names[0] == "gap_fc" and names[-1] == "heatmap_64" and set(names) <= set(study.READOUTS)
