@@ -86,6 +86,22 @@ def spread_ratio(predictions, ground_truths):
     return float((pred - pred.mean(0)).std() / (gt - gt.mean(0)).std())
 
 
+def hand_placement(predictions, ground_truths, threshold=0.05):
+    """Where the predicted hands land, over the images whose two true hands are more than 2 radii apart (radius:
+    threshold x the bbox diagonal, PCK's radius, px). Each predicted hand is 'on_a_hand' within the radius of either
+    true hand, else 'near_midpoint' within the radius of the midpoint between them, else 'elsewhere'; returns those
+    fractions of the predicted hands and 'images', how many images qualify (fractions None when none does)."""
+    pred = torch.as_tensor(predictions, dtype=torch.float64)[:, HANDS]
+    gt = torch.as_tensor(ground_truths, dtype=torch.float64)
+    radius = (threshold * pck_normalizer(gt, "bbox"))[:, None] + 1e-6
+    true = gt[:, HANDS]
+    far = (true[:, 0] - true[:, 1]).norm(dim=-1) > 2 * radius[:, 0]
+    on = (pred[:, :, None] - true[:, None]).norm(dim=-1).amin(-1) <= radius
+    mid = ~on & ((pred - true.mean(1, keepdim=True)).norm(dim=-1) <= radius)
+    frac = (lambda m: float(m[far].double().mean())) if far.any() else (lambda m: None)
+    return {"images": int(far.sum()), "on_a_hand": frac(on), "near_midpoint": frac(mid), "elsewhere": frac(~on & ~mid)}
+
+
 def summarize(predictions, ground_truths, thresholds=PCK_THRESHOLDS):
     """The one metrics record of predictions [N, K, 2] against the ground truth, flat; every script reads it.
 

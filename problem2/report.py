@@ -107,9 +107,9 @@ def md(header, rows):
 
 # one number: {{KIND:arg:...}}, see KINDS
 def get(r, path):
-    """The value at a dotted path of the results, e.g. failures.counts.both_fail."""
+    """The value at a dotted path of the results, e.g. failures.counts.both_fail (a list's item by its index)."""
     for key in path.split("."):
-        r = r[key]
+        r = r[int(key)] if isinstance(r, list) else r[key]
     return r
 
 
@@ -338,8 +338,9 @@ def table_why(r):
     rows = r["study"]["hand_loss"]["rows"]
     return md(["network", "after the encoder", "trained on", "as labelled: epochs kept", "as labelled: PCK@0.05",
                "as labelled, last epoch: PCK@0.05", "symmetric loss, either order: PCK@0.05"],
-              [[NAMES[m], layers, target, kept_epochs(rows[f"{m}_strict"]), *sd_cells(rows[f"{m}_strict"], ("pck_bbox",)),
-                *sd_cells(rows[f"{m}_strict_last"], ("pck_bbox",)), *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))]
+              [[NAMES[m], layers, target, kept_epochs(rows[f"{m}_strict"]),
+                *sd_cells(rows[f"{m}_strict"], ("pck_bbox",)), *sd_cells(rows[f"{m}_strict_last"], ("pck_bbox",)),
+                *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))]
                for m, (layers, target) in WHY_ROWS.items()])
 
 
@@ -403,6 +404,8 @@ VALUES = {
     **{f"radius_{k}": (lambda r, t=t: f"{t * r['metrics']['normaliser_px']['bbox']:.1f}")  # PCK@t's radius, px
        for k, t in (("05", 0.05), ("10", 0.1))},
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
+    "centre_reference_pck05": lambda r: num(r["study"]["readouts"]["references"]["centre_plus_mean_offsets"][
+        "pck_bbox"]["0.05"], "pck"),  # no training, told each figure's true centre
     "main_cpus": main_cpus,
     "flatten_extra_params": lambda r: "{:.2f}M".format(np.subtract(*(r["study"]["readouts"]["readouts"][n]["params"]
                                                                     for n in ("flatten_fc", "gap_fc"))) / 1e6),
@@ -418,6 +421,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
     "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
+    "pl": lambda r, m, k: num(mean(x[k] for x in r["study"]["hand_loss"]["placement"][m]), "pck"),  # hand placement
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
     "pck": lambda r, name, t, sfx="": num(mean(x[f"pck_bbox{sfx}"][t] for x in r["study"]["readouts"]["readouts"][name][

@@ -10,7 +10,8 @@ nothing and writes each study from the runs stored). study_results.json holds a 
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); the LAST_EPOCH_RERUN methods'
               strict runs, and again keeping their last epoch (rows <method>_strict_last; last_minus_best; ladder_last:
               the ladder's steps 1-6 at the last epoch, keyed by the row); integral_minus_regression and
-              heatmap_minus_integral per hand loss and at the last epoch (key strict_last).
+              heatmap_minus_integral per hand loss and at the last epoch (key strict_last); placement: {method:
+              [{"seed", evaluate.hand_placement()}]} of the PLACEMENT_METHODS kept at the last epoch.
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
 import time
@@ -26,13 +27,15 @@ from dataset import data_fingerprint, figure_centre, load_split, resolve_keypoin
 from evaluate import summarize
 from model import build_model
 import train
-from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, run_row
+from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, hand_placement_of, run_dir_of, run_row
 
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss")
-# trained as labelled once more keeping the last epoch: the soft-argmax networks (their val loss is lowest early) and
-# the FC networks of Table C1, so the whole ladder can also be read at one epoch rule
-LAST_EPOCH_RERUN = ("softargmax_8", "integral", "heatmap", "regression", "flatten_fc", "flatten_fc_nodropout", "flatten_fc_plain")
+# trained as labelled once more keeping the last epoch: the soft-argmax networks (their val loss is lowest early),
+# HeatmapNet and the FC networks of Table C1, so the whole ladder can also be read at one epoch rule
+LAST_EPOCH_RERUN = ("softargmax_8", "integral", "heatmap", "regression", "flatten_fc", "flatten_fc_nodropout",
+                    "flatten_fc_plain")
+PLACEMENT_METHODS = ("heatmap", "integral")  # heatmap vs coordinate targets: where their predicted hands land
 
 
 # readout -> (method row, what changes from the row above it / what it isolates)
@@ -100,7 +103,8 @@ ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("coordconv_gap_fc", "x/y coordinate channels added to every encoder conv's input (CoordConv)"),
               ("decoder64_gap_fc", "HeatmapNet's decoder to 64x64 inserted before the pooling"),
               ("heatmap_64", "everything after the encoder replaced by HeatmapNet's decoder and heatmaps: HeatmapNet")]
-# the ladder (Section 4's figure, Appendix C's Table C1): RegressionNet turned into HeatmapNet one change at a time, each row a STEP from the row above
+# the ladder (Section 4's figure, Appendix C's Table C1): RegressionNet turned into HeatmapNet one change at a time,
+# each row a STEP from the row above
 LADDER = [("gap_fc", "RegressionNet as specified"),
           ("flatten_fc", "the 8x8 grid (1x1 conv to 32 channels) flattened into the FC layers, not averaged"),
           ("flatten_fc_nodropout", "dropout removed from the FC layers"),
@@ -246,7 +250,13 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
     for (m, loss, s), run in got.items():
         if run is not None:
             rows.setdefault(f"{m}_{loss}", []).append(run_row(s, *run))
-    return {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": rows,
+    placement = {}  # where the predicted hands land, both target types kept at the last epoch (runs.hand_placement_of)
+    for (m, rule, s), run in got.items():
+        if m in PLACEMENT_METHODS and rule == "strict_last" and run is not None:
+            p = hand_placement_of(run_dir_of(store.root, recipes[m, rule, s]), recipes[m, rule, s], kp_dir)
+            if p is not None:
+                placement.setdefault(m, []).append({"seed": s, **{k: v for k, v in p.items() if k != "eval_key"}})
+    return {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": rows, "placement": placement,
             "hand_gap_px_ground_truth": float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean()),
             "paired": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_symmetric", []), ROW_METRICS)
                        for m in METHODS},  # symmetric minus strict loss; below, HeatmapNet minus IntegralNet

@@ -11,8 +11,8 @@ import evaluate
 import train
 from codec import decode, encode_heatmaps
 from dataset import load_split
-from evaluate import (compute_pck, extract_keypoints_from_heatmaps, keypoint_distances, pck_normalizer,
-                      plot_pck_curves, spread_ratio, summarize, visualize_predictions)
+from evaluate import (compute_pck, extract_keypoints_from_heatmaps, hand_placement, keypoint_distances,
+                      pck_normalizer, plot_pck_curves, spread_ratio, summarize, visualize_predictions)
 from common import UsageError
 from model import load_checkpoint
 
@@ -55,6 +55,20 @@ def test_symmetric_pck_on_swapped_hands():
     assert keypoint_distances(pred, gt, symmetric=True).max() == 0
     # symmetric never reorders a correctly labelled prediction
     assert torch.equal(keypoint_distances(gt, gt, True), keypoint_distances(gt, gt))
+
+
+def test_hand_placement_known_answers():
+    """Hands 30 px apart, PCK@0.05's radius 2.5 px: a predicted hand 1 or 2 px from a true hand is on a hand, 1 px
+    from their midpoint near it, far from all three elsewhere; an image whose hands are within 2 radii is left out."""
+    gt = _gt().repeat(3, 1, 1)
+    gt[2, 2] = torch.tensor([13.0, 25.0])                    # true hands 3 px apart: not counted
+    pred = gt.clone()
+    pred[0, 1], pred[0, 2] = torch.tensor([11.0, 25.0]), torch.tensor([25.0, 26.0])   # on a hand; near the midpoint
+    pred[1, 1], pred[1, 2] = torch.tensor([25.0, 40.0]), torch.tensor([40.0, 27.0])   # elsewhere; on a hand
+    pred[2, 1] = pred[2, 2] = torch.tensor([60.0, 60.0])
+    assert hand_placement(pred, gt) == {"images": 2, "on_a_hand": 0.5, "near_midpoint": 0.25, "elsewhere": 0.25}
+    assert hand_placement(pred[2:], gt[2:]) == {"images": 0, "on_a_hand": None, "near_midpoint": None,
+                                                "elsewhere": None}
 
 
 def test_seed_entry_point_decodes_heatmaps_in_image_px():

@@ -77,14 +77,14 @@ def test_the_why_table_puts_each_network_under_both_hand_losses():
     the last epoch, then trained with the symmetric loss and scored in either order; known per-seed values give known
     cells."""
     def rows(p, epoch):
-        return [{"seed": s, "best_epoch": epoch + s, "pck_bbox": {"0.05": p + 0.01 * s}, "pck_bbox_sym": {"0.05": p + 0.1}}
-                for s in range(3)]
+        return [{"seed": s, "best_epoch": epoch + s, "pck_bbox": {"0.05": p + 0.01 * s},
+                 "pck_bbox_sym": {"0.05": p + 0.1}} for s in range(3)]
     shift = {"strict": 0, "strict_last": 0.05, "symmetric": 0.2}
     hand = {f"{m}_{loss}": rows(p + shift[loss], 30 if loss == "strict_last" else 4) for m, p in
             (("regression", 0.1), ("integral", 0.5), ("heatmap", 0.6)) for loss in shift}
     lines = report.table_why({"study": {"hand_loss": {"rows": hand}}}).splitlines()
     assert [line.split(" | ")[0].lstrip("| ") for line in lines[2:]] == [report.NAMES[m] for m in report.WHY_ROWS]
-    assert lines[3].endswith("| coordinates | 4, 5, 6 | 0.510 ± 0.010 | 0.560 ± 0.010 | 0.800 ± 0.000 |")  # IntegralNet
+    assert lines[3].endswith("| coordinates | 4, 5, 6 | 0.510 ± 0.010 | 0.560 ± 0.010 | 0.800 ± 0.000 |")  # Integral
 
 
 def test_the_last_epoch_ladder_shows_the_rerun_rows_with_their_stored_steps():

@@ -112,11 +112,16 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
         f"{m}_{rule}" for m in study.LAST_EPOCH_RERUN for rule in ("strict", "strict_last")}
     last = hl["rows"]["integral_strict_last"]                        # IntegralNet as labelled, its last epoch kept
     assert [x["best_epoch"] for x in last] == [1, 1] and last[0]["run"] != hl["rows"]["integral_strict"][0]["run"]
-    assert hl["ladder_last"]["heatmap_64"]["from"] == "integral_64" and hl["ladder_last"]["heatmap_64"]["pck_bbox"]["n"] == 2
+    step6 = hl["ladder_last"]["heatmap_64"]                          # the targets at the last epoch
+    assert step6["from"] == "integral_64" and step6["pck_bbox"]["n"] == 2
     assert hl["integral_minus_regression"]["strict_last"]["pck_bbox"]["n"] == 2     # Table 2's last-epoch steps
     assert hl["heatmap_minus_integral"]["strict_last"] == {k: v for k, v in hl["ladder_last"]["heatmap_64"].items()
                                                            if k != "from"}   # the targets at the last epoch, both ways
     assert hl["last_minus_best"]["softargmax_8"]["px"]["n"] == 2
+    for m in study.PLACEMENT_METHODS:                                 # where the last-epoch runs' hands land
+        assert [p["seed"] for p in hl["placement"][m]] == [0, 1] and all(
+            p["images"] > 0 and sum(p[k] for k in ("on_a_hand", "near_midpoint", "elsewhere")) == pytest.approx(1)
+            for p in hl["placement"][m])
     pair, rows = hl["paired"]["integral"], hl["rows"]
     by_hand = sum(rows["integral_symmetric"][s]["px_hands_sym"] - rows["integral_strict"][s]["px_hands_sym"]
                   for s in (0, 1)) / 2                                           # symmetric minus strict, per seed
@@ -125,7 +130,8 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json only
         ckpt.unlink()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
-    assert study.study_hand_loss(store, (0, 1), epochs=1)["rows"] == hl["rows"]  # partial=False
+    again = study.study_hand_loss(store, (0, 1), epochs=1)                      # partial=False
+    assert again["rows"] == hl["rows"] and again["placement"] == hl["placement"]  # placement read from hands.json
     ev = stored[recipe_key(make_recipe("regression", data, seed=0, epochs=1, precision="fp32"))][1]
     assert ev["shifted"].keys() == ev["test"]["direct"].keys()            # the default decoder on the shifted set
     assert hl["rows"]["regression_strict"][0]["px_shifted"] == ev["shifted"]["px"]
