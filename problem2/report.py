@@ -294,15 +294,15 @@ def main_cpus(r):
 def table_machines(r):
     """Where each part's runs were trained: the distinct machines of its stored runs, with counts."""
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
-    parts = {"Tables 1, 3, B1-B2, C1-C3, C5 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
-                                                         for x in v["per_seed"]],
-             "Tables 2, 4 (Section 4)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+    parts = {"Tables 1, B1-B2, C1-C4, C6 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
+                                                             for x in v["per_seed"]],
+             "Tables 2, 3, C5, C7 (Section 4)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
              "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
              "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Table 3 (Section 5)": [x for v in a.values() for x in v["runs"]]}
+             "Table 4 (Section 5)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
@@ -332,16 +332,12 @@ WHY_ROWS = {"regression": ("the 8x8 grid averaged into FC layers", "coordinates"
 
 
 def table_why(r):
-    """WHY_ROWS in Section 4's settings (study.py hand_loss), mean ± std over seeds: trained and scored as labelled
-    (each seed's kept epoch, PCK@0.05; then PCK@0.05 keeping the last epoch), and trained with the symmetric hand loss,
-    scored in either order (PCK@0.05)."""
+    """WHY_ROWS trained and scored as labelled (study.py hand_loss): each seed's kept epoch, and PCK@0.05 (mean ± std
+    over seeds)."""
     rows = r["study"]["hand_loss"]["rows"]
-    return md(["network", "after the encoder", "trained on", "as labelled: epochs kept", "as labelled: PCK@0.05",
-               "as labelled, last epoch: PCK@0.05", "symmetric loss, either order: PCK@0.05"],
+    return md(["network", "after the encoder", "trained on", "epochs kept", "PCK@0.05"],
               [[NAMES[m], layers, target, kept_epochs(rows[f"{m}_strict"]),
-                *sd_cells(rows[f"{m}_strict"], ("pck_bbox",)), *sd_cells(rows[f"{m}_strict_last"], ("pck_bbox",)),
-                *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))]
-               for m, (layers, target) in WHY_ROWS.items()])
+                *sd_cells(rows[f"{m}_strict"], ("pck_bbox",))] for m, (layers, target) in WHY_ROWS.items()])
 
 
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
@@ -354,9 +350,10 @@ TABLES = {
     "ablation": table_ablation,
     "failures": table_failures, "machines": table_machines,
     "readout_steps": table_steps,
-    "hand_loss": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05", "pck_bbox_sym": "PCK@0.05, either order",
-                                               "hand_gap_px": "between the two predicted hands (px)"},
-                                           ("heatmap", "integral"), epochs=True, losses=("strict", "symmetric")),
+    "hand_loss": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05, as labelled",
+                                               "pck_bbox_sym": "PCK@0.05, either order"},
+                                           ("regression", "integral", "heatmap"), epochs=True,
+                                           losses=("strict", "symmetric")),
     "hand_loss_full": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05", "pck_bbox_sym": "PCK@0.05, either order",
                                                     "px": "px", "px_sym": "px, either order",
                                                     "px_hands_sym": "hands px, either order"},

@@ -94,7 +94,7 @@ STEPS = [("gap_fc", "gap_fc_plain", "is it the head's dropout and sigmoid?"),
          ("integral_64", "heatmap_64", "at 64x64: Gaussian heatmaps with MSE (argmax + quarter) vs soft-argmax"),
          ("gap_fc", "integral_64", "the spec head replaced by IntegralNet's decoder to 64x64 and soft-argmax"),
          ("gap_fc", "heatmap_64", "the whole gap between the spec networks")]
-# one change at a time to RegressionNet (each a STEP from gap_fc), with what it changes: Appendix C's Table C3
+# one change at a time to RegressionNet (each a STEP from gap_fc), with what it changes: Appendix C's Table C2
 ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("gap_fc_nosigmoid", "the final sigmoid removed"),
               ("gap_fc_plain", "both removed"),
@@ -116,7 +116,7 @@ LADDER_TICKS = {"gap_fc": "RegressionNet", "flatten_fc": "grid flattened", "flat
                 "flatten_fc_plain": "sigmoid removed", "softargmax_8": "soft-argmax on 8x8 maps",
                 "integral_64": "decoder to 64x64 (IntegralNet)",
                 "heatmap_64": "heatmap targets (HeatmapNet)"}  # each LADDER row's change, as the figure names it
-# Appendix C's Table C7: what Table C1's first step changes, each row a STEP from RegressionNet
+# Appendix C's Table C6: what Table C1's first step changes, each row a STEP from RegressionNet
 POSITION_ROWS = [("gap_fc", "RegressionNet as specified: the 8x8 grid averaged into the FC layers"),
                  ("gap_fc_wide", "averaged, first FC layer widened to the flattened network's parameter count"),
                  ("reduce_gap_fc", "averaged after the flattened network's 1x1 convolution to 32 channels"),

@@ -114,7 +114,7 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     assert [x["best_epoch"] for x in last] == [1, 1] and last[0]["run"] != hl["rows"]["integral_strict"][0]["run"]
     step6 = hl["ladder_last"]["heatmap_64"]                          # the targets at the last epoch
     assert step6["from"] == "integral_64" and step6["pck_bbox"]["n"] == 2
-    assert hl["integral_minus_regression"]["strict_last"]["pck_bbox"]["n"] == 2     # Table 2's last-epoch steps
+    assert hl["integral_minus_regression"]["strict_last"]["pck_bbox"]["n"] == 2     # Section 4's last-epoch check
     assert hl["heatmap_minus_integral"]["strict_last"] == {k: v for k, v in hl["ladder_last"]["heatmap_64"].items()
                                                            if k != "from"}   # the targets at the last epoch, both ways
     assert hl["last_minus_best"]["softargmax_8"]["px"]["n"] == 2
@@ -193,7 +193,7 @@ def test_killing_run_many_stops_its_workers(tiny_data, tmp_path):
 
 
 def test_the_report_tables_rows_are_stored_steps():
-    """Table C1 (LADDER) goes from RegressionNet to HeatmapNet, each row one STEP from the row above; Table C7
+    """Table C1 (LADDER) goes from RegressionNet to HeatmapNet, each row one STEP from the row above; Table C6
     (POSITION_ROWS) pairs each row with RegressionNet: every difference they print is one the study stores."""
     steps = {(a, b) for a, b, _ in study.STEPS}
     names = [n for n, _ in study.LADDER]
