@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, REFINE_DEFAULT, decode, decode_heatmaps, hand_gap,
-                   swap_hands)
+                   soft_argmax, swap_hands)
 from common import (ArgumentParser, RESULTS_DIR, UsageError, device_arg, pick_device, plt, positive, read_json,
                     record_timing, results_lock, run_cli, save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
 from figures import draw_keypoints, plot_heatmap_stages, plot_training_curves, prediction_grid
-from model import METHODS, load_checkpoint, model_config, run_model, target_of
+from model import METHODS, IntegralNet, load_checkpoint, model_config, run_model, target_of
 
 PCK_THRESHOLDS = [0.05, 0.1, 0.15, 0.2]
 REPO = Path(__file__).resolve().parents[1]
@@ -171,6 +171,16 @@ def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_s
     if target_of(model) == "heatmap":
         return {d: decode("heatmap", outputs, d) for d in DECODERS}
     return {"direct": decode("regression", outputs)}
+
+
+def predict_map_readouts(model, dataset, device="cpu", batch_size=64):
+    """{read-out: kp_img_px [N, K, 2]} of a network that ends in 64x64 maps: HeatmapNet's DECODERS; IntegralNet's own
+    soft-argmax ('soft-argmax') and the same DECODERS on its logit maps (a logit map and its softmax share their peak
+    and the quarter step's higher neighbour), so targets and read-out can be varied one at a time."""
+    if not isinstance(model, IntegralNet):
+        return predict_all_decoders(model, dataset, device, batch_size=batch_size)
+    maps = run_model(model.body.to(device), make_loader(dataset, batch_size), device)  # [N, K, S, S] logits
+    return {"soft-argmax": decode("regression", soft_argmax(maps)), **{d: decode_heatmaps(maps, d) for d in DECODERS}}
 
 
 def read_training_log(out_dir, default=None):

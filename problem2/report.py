@@ -296,7 +296,7 @@ def table_machines(r):
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
     parts = {"Tables 1, B1-B2, C1-C4, C6 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
                                                              for x in v["per_seed"]],
-             "Tables 2, 3, C5, C7 (Section 4)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+             "Tables 2, 3, C5, C7, C8 (Section 4)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
              "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
@@ -340,11 +340,23 @@ def table_why(r):
                 *sd_cells(rows[f"{m}_strict"], ("pck_bbox",))] for m, (layers, target) in WHY_ROWS.items()])
 
 
+READ_OUTS = {"soft-argmax": "soft-argmax (its own)", "argmax": "peak (argmax)", "quarter": "peak + quarter step"}
+
+
+def table_readouts_last(r):
+    """The probed networks kept at the last epoch (study hand_loss readouts_last), each under every read-out of its
+    maps: PCK@0.05 as labelled and in either order, mean error and the head and feet's (mean ± std over seeds)."""
+    ro = r["study"]["hand_loss"]["readouts_last"]
+    return md(["network", "read-out", "PCK@0.05", "PCK@0.05, either order", "mean error (px)", "head and feet (px)"],
+              [[NAMES[m], READ_OUTS[d], *sd_cells(rows, ("pck_bbox", "pck_bbox_sym", "px", "px_head_feet"))]
+               for m in ("heatmap", "integral") for d, rows in ro[m].items()])
+
+
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
 TABLES = {
     "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
     "one_factor": table_one_factor, "ladder": table_ladder, "position": table_position, "why": table_why,
-    "ladder_last": table_ladder_last,
+    "ladder_last": table_ladder_last, "readouts_last": table_readouts_last,
     "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts_full": table_readouts,
     "how_far": table_how_far, "how_far_spatial": lambda r: table_how_far(r, True),
     "ablation": table_ablation,

@@ -4,9 +4,9 @@
 <runs_root>/<method>-<recipe key>/ holds run.json {"recipe", "history" (train.fit's), "machine", "code_version"} and
 eval.json {"eval_key", "epoch", "decoder" (the default one), "val" | "test": {decoder: evaluate.summarize()},
 "shifted": summarize() of the default decoder}, both committed, so studies need no checkpoint (runs evaluated by an
-older layout were reshaped: null where it computed nothing, see "migrated"); for a run a study asks
-(hand_placement_of), hands.json {"eval_key", evaluate.hand_placement() on the test split}, committed too; and,
-gitignored, model.pth (best by val loss), heatmap_snapshots.pt and, while training, resume.pth (asked again, a killed
+older layout were reshaped: null where it computed nothing, see "migrated"); for a run a study probes
+(probe_of), probe.json {"eval_key", "placement": evaluate.hand_placement(), "readouts": {read-out: summarize()}} on
+the test split, committed too; and, gitignored, model.pth (best by val loss), heatmap_snapshots.pt and, while training, resume.pth (asked again, a killed
 run continues).
 run_many() trains independent recipes in `jobs` worker processes with the CPU threads split between them; a run's
 numbers depend on its thread count, so `jobs` runs with T threads each equal sequential runs with `--threads T`.
@@ -22,13 +22,13 @@ import numpy as np
 from common import (UsageError, code_version, fmt_time, job_results, jobs_used, machine_info, pick_device, read_json,
                     recipe_key, results_lock, write_json)
 from dataset import annotations_sha256, load_split, shifted_test_dir
-from evaluate import default_decoder, hand_placement, predict_all_decoders, summarize
+from evaluate import default_decoder, hand_placement, predict_all_decoders, predict_map_readouts, summarize
 from model import load_checkpoint, target_of
 
 EVAL_VERSION = 2
 STUDY_PRECISION = "fp32"  # the studies' runs: every CPU has fp32, so stored runs are reusable across machines
 CHECKPOINT = "model.pth"  # the epoch with the lowest val loss (or the last, with keep=last)
-PLACEMENT = "hands.json"  # where the run's predicted hands land (hand_placement_of)
+PROBE = "probe.json"  # what a study measures beyond eval.json with the checkpoint (probe_of)
 # the numbers of a run_row that studies pair by seed, by name (PCK at 0.05, bbox)
 ROW_METRICS = {**{k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted",
                                                          "hand_gap_px", "best_epoch")},
@@ -106,7 +106,7 @@ def ensure_run(recipe, store, need_checkpoints=False):
             log(f"[runs] {rdir.name}: training ({why})")
             # until trained and evaluated, a stored file would describe another training (resume.pth lets a killed
             # run continue)
-            for f in ("run.json", "eval.json", PLACEMENT):
+            for f in ("run.json", "eval.json", PROBE):
                 (rdir / f).unlink(missing_ok=True)
             version = code_version()  # of the code this process runs, read before training starts
             history = store.train_fn(recipe, store.kp_dir, rdir, store.device,
@@ -119,21 +119,25 @@ def ensure_run(recipe, store, need_checkpoints=False):
         return rdir, info, ev
 
 
-def hand_placement_of(rdir, recipe, kp_dir, device="cpu"):
-    """evaluate.hand_placement of a run's checkpoint on the test split (default decoder), stored in its hands.json
-    the first time while the checkpoint is on disk and read from there afterwards; None when neither is there."""
+def probe_of(rdir, recipe, kp_dir, device="cpu"):
+    """A map network's checkpoint on the test split beyond eval.json: where its predicted hands land
+    (evaluate.hand_placement, default read-out) and summarize() under every read-out of its maps
+    (evaluate.predict_map_readouts). Stored in the run's probe.json the first time, while the checkpoint is on disk,
+    and read from there afterwards; None when neither is there."""
     rdir, key = Path(rdir), eval_key(kp_dir, None)
-    stored = read_json(rdir / PLACEMENT, default={})
+    stored = read_json(rdir / PROBE, default={})
     if stored.get("eval_key") == key:
         return stored
     if not (rdir / CHECKPOINT).exists():
         return None
     model, _ = load_checkpoint(rdir / CHECKPOINT, method=recipe["method"])
     ds = load_split(kp_dir, "test", "regression", canonical_hands=recipe["canonical_hands"])
-    placement = {"eval_key": key, **hand_placement(predict_all_decoders(model, ds, device)[
-        default_decoder(target_of(model))], ds.keypoints)}
-    write_json(rdir / PLACEMENT, placement)
-    return placement
+    preds = predict_map_readouts(model, ds, device)
+    default = default_decoder(target_of(model)) if target_of(model) == "heatmap" else "soft-argmax"
+    probe = {"eval_key": key, "placement": hand_placement(preds[default], ds.keypoints),
+             "readouts": {name: summarize(kp, ds.keypoints) for name, kp in preds.items()}}
+    write_json(rdir / PROBE, probe)
+    return probe
 
 
 def read_stored(rdir):

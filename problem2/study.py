@@ -10,8 +10,11 @@ nothing and writes each study from the runs stored). study_results.json holds a 
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32); the LAST_EPOCH_RERUN methods'
               strict runs, and again keeping their last epoch (rows <method>_strict_last; last_minus_best; ladder_last:
               the ladder's steps 1-6 at the last epoch, keyed by the row); integral_minus_regression and
-              heatmap_minus_integral per hand loss and at the last epoch (key strict_last); placement: {method:
-              [{"seed", evaluate.hand_placement()}]} of the PLACEMENT_METHODS kept at the last epoch.
+              heatmap_minus_integral per hand loss and at the last epoch (key strict_last); for the PROBED networks kept at
+              the last epoch (runs.probe_of): placement {method: [{"seed", evaluate.hand_placement()}]},
+              readouts_last {method: {read-out: per-seed rows}}, targets_at_peak {decoder: HeatmapNet minus
+              IntegralNet, both read at their maps' peak} and peak_minus_soft {decoder: IntegralNet read at its
+              map's peak minus its soft-argmax}.
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
 import time
@@ -20,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import HAND_LOSSES, hand_gap
+from codec import DECODERS, HAND_LOSSES, hand_gap
 from common import (ArgumentParser, RESULTS_DIR, fmt_time, paired_by_seed, paired_metrics, plt, positive, read_json,
                     results_lock, run_cli, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, figure_centre, load_split, resolve_keypoints_dir, shifted_test_dir
 from evaluate import summarize
 from model import build_model
 import train
-from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, hand_placement_of, run_dir_of, run_row
+from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, probe_of, run_dir_of, run_row
 
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss")
@@ -35,7 +38,9 @@ STUDIES = ("readouts", "hand_loss")
 # HeatmapNet and the FC networks of Table C1, so the whole ladder can also be read at one epoch rule
 LAST_EPOCH_RERUN = ("softargmax_8", "integral", "heatmap", "regression", "flatten_fc", "flatten_fc_nodropout",
                     "flatten_fc_plain")
-PLACEMENT_METHODS = ("heatmap", "integral")  # heatmap vs coordinate targets: where their predicted hands land
+PROBED = ("heatmap", "integral")  # heatmap vs coordinate targets, kept at the last epoch: probed (runs.probe_of)
+PROBE_METRICS = {k: ROW_METRICS[k] for k in ("px", "px_sym", "px_head_feet", "px_hands_sym", "hand_gap_px", "pck_bbox",
+                                             "pck_bbox_sym")}  # the metrics a probe's read-out rows have
 
 
 # readout -> (method row, what changes from the row above it / what it isolates)
@@ -250,13 +255,25 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
     for (m, loss, s), run in got.items():
         if run is not None:
             rows.setdefault(f"{m}_{loss}", []).append(run_row(s, *run))
-    placement = {}  # where the predicted hands land, both target types kept at the last epoch (runs.hand_placement_of)
-    for (m, rule, s), run in got.items():
-        if m in PLACEMENT_METHODS and rule == "strict_last" and run is not None:
-            p = hand_placement_of(run_dir_of(store.root, recipes[m, rule, s]), recipes[m, rule, s], kp_dir)
+    probes = {}  # the PROBED networks kept at the last epoch: where their hands land, and each read-out of their maps
+    for (m, rule, s), run in sorted(got.items()):
+        if m in PROBED and rule == "strict_last" and run is not None:
+            p = probe_of(run_dir_of(store.root, recipes[m, rule, s]), recipes[m, rule, s], kp_dir)
             if p is not None:
-                placement.setdefault(m, []).append({"seed": s, **{k: v for k, v in p.items() if k != "eval_key"}})
+                probes.setdefault(m, []).append((s, p))
+    placement = {m: [{"seed": s, **p["placement"]} for s, p in v] for m, v in probes.items()}
+    readouts = {m: {r: [{"seed": s, **p["readouts"][r]} for s, p in v] for r in v[0][1]["readouts"]}
+                for m, v in probes.items()}
+    both = set(readouts) == set(PROBED)  # the pairs below need both networks probed
     return {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": rows, "placement": placement,
+            "readouts_last": readouts,  # {method: {read-out: per-seed summarize()}}, both kept at the last epoch
+            # targets at one read-out (HeatmapNet minus IntegralNet, both read at the peak of their maps), and the
+            # read-out at one target (IntegralNet read at its map's peak minus its own soft-argmax)
+            "targets_at_peak": {d: paired_metrics(readouts["integral"][d], readouts["heatmap"][d], PROBE_METRICS)
+                                for d in DECODERS} if both else {},
+            "peak_minus_soft": {d: paired_metrics(readouts["integral"]["soft-argmax"], readouts["integral"][d],
+                                                 PROBE_METRICS)
+                                for d in DECODERS} if both else {},
             "hand_gap_px_ground_truth": float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean()),
             "paired": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_symmetric", []), ROW_METRICS)
                        for m in METHODS},  # symmetric minus strict loss; below, HeatmapNet minus IntegralNet

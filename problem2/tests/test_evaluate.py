@@ -12,7 +12,8 @@ import train
 from codec import decode, encode_heatmaps
 from dataset import load_split
 from evaluate import (compute_pck, extract_keypoints_from_heatmaps, hand_placement, keypoint_distances,
-                      pck_normalizer, plot_pck_curves, spread_ratio, summarize, visualize_predictions)
+                      pck_normalizer, plot_pck_curves, predict_all_decoders, predict_map_readouts, spread_ratio,
+                      summarize, visualize_predictions)
 from common import UsageError
 from model import load_checkpoint
 
@@ -69,6 +70,23 @@ def test_hand_placement_known_answers():
     assert hand_placement(pred, gt) == {"images": 2, "on_a_hand": 0.5, "near_midpoint": 0.25, "elsewhere": 0.25}
     assert hand_placement(pred[2:], gt[2:]) == {"images": 0, "on_a_hand": None, "near_midpoint": None,
                                                 "elsewhere": None}
+
+
+def test_integralnet_read_at_its_maps_peak_or_by_its_own_soft_argmax(tiny_data):
+    """predict_map_readouts: IntegralNet's 'soft-argmax' is its own output; its DECODERS read the peak of its logit
+    maps, as they read a heatmap; a heatmap network gets its usual decoders."""
+    from codec import DECODERS, decode_heatmaps
+    from model import build_model
+    torch.manual_seed(0)
+    ds = load_split(tiny_data, "test", "regression")
+    net = build_model("integral").eval()
+    reads = predict_map_readouts(net, ds)
+    assert set(reads) == {"soft-argmax", *DECODERS}
+    assert torch.allclose(reads["soft-argmax"], predict_all_decoders(net, ds)["direct"], atol=1e-4)
+    with torch.no_grad():
+        maps = net.body(torch.stack([ds[i][0] for i in range(len(ds))]))
+    assert torch.allclose(reads["argmax"], decode_heatmaps(maps, "argmax"), atol=1e-4)
+    assert set(predict_map_readouts(build_model("heatmap").eval(), ds)) == set(DECODERS)
 
 
 def test_seed_entry_point_decodes_heatmaps_in_image_px():

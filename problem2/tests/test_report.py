@@ -82,6 +82,22 @@ def test_the_why_table_gives_each_network_its_kept_epochs_and_pck():
     assert lines[3].endswith("| coordinates | 4, 5, 6 | 0.510 ± 0.010 |")  # IntegralNet
 
 
+def test_the_readouts_table_lists_each_probed_network_under_each_read_out():
+    """Table C8 (report.table_readouts_last): one row per network and read-out of its maps, known per-seed values
+    giving known cells."""
+    def rows(p):
+        return [{"seed": s, "pck_bbox": {"0.05": p}, "pck_bbox_sym": {"0.05": p + 0.1}, "px": 2.0 + s,
+                 "px_head_feet": 1.0} for s in range(3)]
+    ro = {"heatmap": {"argmax": rows(0.8), "quarter": rows(0.85)},
+          "integral": {"soft-argmax": rows(0.75), "argmax": rows(0.6), "quarter": rows(0.65)}}
+    lines = report.table_readouts_last({"study": {"hand_loss": {"readouts_last": ro}}}).splitlines()[2:]
+    assert [line.split(" | ")[1] for line in lines] == [report.READ_OUTS[d] for d in ("argmax", "quarter",
+                                                                                       "soft-argmax", "argmax",
+                                                                                       "quarter")]
+    assert lines[2] == ("| IntegralNet (soft-argmax) | soft-argmax (its own) | 0.750 ± 0.000 | 0.850 ± 0.000 | "
+                        "3.00 ± 1.00 | 1.00 ± 0.00 |")
+
+
 def test_the_last_epoch_ladder_shows_the_rerun_rows_with_their_stored_steps():
     """Table C7 (report.table_ladder_last): Table C1's rows whose networks were rerun keeping the last epoch, each with
     its stored change from the row above (study hand_loss ladder_last)."""

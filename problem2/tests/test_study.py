@@ -8,6 +8,7 @@ import train
 from runs import Store, run_many
 from train import make_recipe
 import common
+from codec import DECODERS
 from dataset import data_fingerprint
 from evaluate import summarize
 from common import recipe_key
@@ -118,7 +119,7 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     assert hl["heatmap_minus_integral"]["strict_last"] == {k: v for k, v in hl["ladder_last"]["heatmap_64"].items()
                                                            if k != "from"}   # the targets at the last epoch, both ways
     assert hl["last_minus_best"]["softargmax_8"]["px"]["n"] == 2
-    for m in study.PLACEMENT_METHODS:                                 # where the last-epoch runs' hands land
+    for m in study.PROBED:                                            # where the last-epoch runs' hands land
         assert [p["seed"] for p in hl["placement"][m]] == [0, 1] and all(
             p["images"] > 0 and sum(p[k] for k in ("on_a_hand", "near_midpoint", "elsewhere")) == pytest.approx(1)
             for p in hl["placement"][m])
@@ -130,8 +131,11 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json only
         ckpt.unlink()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
+    assert set(hl["readouts_last"]["integral"]) == {"soft-argmax", *DECODERS}     # IntegralNet read both ways
+    assert hl["peak_minus_soft"]["quarter"]["pck_bbox"]["n"] == 2 and hl["targets_at_peak"]["argmax"]["px"]["n"] == 2
     again = study.study_hand_loss(store, (0, 1), epochs=1)                      # partial=False
-    assert again["rows"] == hl["rows"] and again["placement"] == hl["placement"]  # placement read from hands.json
+    assert again["rows"] == hl["rows"] and again["placement"] == hl["placement"]  # read from probe.json
+    assert again["readouts_last"] == hl["readouts_last"]
     ev = stored[recipe_key(make_recipe("regression", data, seed=0, epochs=1, precision="fp32"))][1]
     assert ev["shifted"].keys() == ev["test"]["direct"].keys()            # the default decoder on the shifted set
     assert hl["rows"]["regression_strict"][0]["px_shifted"] == ev["shifted"]["px"]
