@@ -111,6 +111,18 @@ def soft_argmax(logits):
     return torch.stack([x_unit, y_unit], -1).flatten(1)
 
 
+def heatmap_mean(heatmaps):
+    """A heatmap's soft read-out: the mean (x, y) under each channel's positive part normalised to sum 1 (the
+    integral read-out of a heatmap): [B, K, S, S] -> keypoints [B, K, 2] in image px (a channel with no positive
+    value reads as the map's centre)."""
+    w = heatmaps.float().clamp(min=0)
+    s = w.shape[-1]
+    w = torch.where(w.flatten(2).sum(-1)[..., None, None] > 0, w, torch.ones_like(w))
+    w = w / w.flatten(2).sum(-1)[..., None, None]
+    centres = hm_to_img(torch.arange(s, dtype=w.dtype, device=w.device), s)
+    return torch.stack([(w.sum(2) * centres).sum(-1), (w.sum(3) * centres).sum(-1)], -1)
+
+
 def encode(target, kp_img_px, hm_size=64, sigma=2.0):
     """Training targets of representation `target` ('heatmap' | 'regression') for keypoints in image px."""
     if target == "heatmap":

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, REFINE_DEFAULT, decode, decode_heatmaps, hand_gap,
-                   soft_argmax, swap_hands)
+                   heatmap_mean, soft_argmax, swap_hands)
 from common import (ArgumentParser, RESULTS_DIR, UsageError, device_arg, pick_device, plt, positive, read_json,
                     record_timing, results_lock, run_cli, save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
@@ -174,13 +174,14 @@ def predict_all_decoders(model, dataset, device="cpu", precision="fp32", batch_s
 
 
 def predict_map_readouts(model, dataset, device="cpu", batch_size=64):
-    """{read-out: kp_img_px [N, K, 2]} of a network that ends in 64x64 maps: HeatmapNet's DECODERS; IntegralNet's own
-    soft-argmax ('soft-argmax') and the same DECODERS on its logit maps (a logit map and its softmax share their peak
-    and the quarter step's higher neighbour), so targets and read-out can be varied one at a time."""
-    if not isinstance(model, IntegralNet):
-        return predict_all_decoders(model, dataset, device, batch_size=batch_size)
-    maps = run_model(model.body.to(device), make_loader(dataset, batch_size), device)  # [N, K, S, S] logits
-    return {"soft-argmax": decode("regression", soft_argmax(maps)), **{d: decode_heatmaps(maps, d) for d in DECODERS}}
+    """{read-out: kp_img_px [N, K, 2]} of a network that ends in 64x64 maps, read at the peak (DECODERS, on a logit
+    map as on a heatmap: a logit map and its softmax share their peak and the quarter step's higher neighbour) and by
+    the mean position under the map ('mean': IntegralNet's own soft-argmax output; for a heatmap, codec.heatmap_mean),
+    so that targets and read-out can be varied one at a time."""
+    body = model.body if isinstance(model, IntegralNet) else model
+    maps = run_model(body.to(device), make_loader(dataset, batch_size), device)  # [N, K, S, S]
+    mean = decode("regression", soft_argmax(maps)) if body is not model else heatmap_mean(maps)
+    return {"mean": mean, **{d: decode_heatmaps(maps, d) for d in DECODERS}}
 
 
 def read_training_log(out_dir, default=None):

@@ -340,7 +340,7 @@ def table_why(r):
                 *sd_cells(rows[f"{m}_strict"], ("pck_bbox",))] for m, (layers, target) in WHY_ROWS.items()])
 
 
-READ_OUTS = {"soft-argmax": "soft-argmax (its own)", "argmax": "peak (argmax)", "quarter": "peak + quarter step"}
+READ_OUTS = {"mean": "mean position under the map", "argmax": "peak (argmax)", "quarter": "peak + quarter step"}
 
 
 def table_readouts_last(r):
@@ -431,6 +431,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
     "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
     "pl": lambda r, m, k: num(mean(x[k] for x in r["study"]["hand_loss"]["placement"][m]), "pck"),  # hand placement
+    "rl": lambda r, m, d, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["readouts_last"][m][d]), k),
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
     "pck": lambda r, name, t, sfx="": num(mean(x[f"pck_bbox{sfx}"][t] for x in r["study"]["readouts"]["readouts"][name][

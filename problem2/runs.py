@@ -124,7 +124,7 @@ def probe_of(rdir, recipe, kp_dir, device="cpu"):
     (evaluate.hand_placement, default read-out) and summarize() under every read-out of its maps
     (evaluate.predict_map_readouts). Stored in the run's probe.json the first time, while the checkpoint is on disk,
     and read from there afterwards; None when neither is there."""
-    rdir, key = Path(rdir), eval_key(kp_dir, None)
+    rdir, key = Path(rdir), {**eval_key(kp_dir, None), "probe_version": 2}
     stored = read_json(rdir / PROBE, default={})
     if stored.get("eval_key") == key:
         return stored
@@ -133,7 +133,7 @@ def probe_of(rdir, recipe, kp_dir, device="cpu"):
     model, _ = load_checkpoint(rdir / CHECKPOINT, method=recipe["method"])
     ds = load_split(kp_dir, "test", "regression", canonical_hands=recipe["canonical_hands"])
     preds = predict_map_readouts(model, ds, device)
-    default = default_decoder(target_of(model)) if target_of(model) == "heatmap" else "soft-argmax"
+    default = default_decoder(target_of(model)) if target_of(model) == "heatmap" else "mean"  # IntegralNet's own
     probe = {"eval_key": key, "placement": hand_placement(preds[default], ds.keypoints),
              "readouts": {name: summarize(kp, ds.keypoints) for name, kp in preds.items()}}
     write_json(rdir / PROBE, probe)

@@ -13,8 +13,8 @@ nothing and writes each study from the runs stored). study_results.json holds a 
               heatmap_minus_integral per hand loss and at the last epoch (key strict_last); for the PROBED networks kept at
               the last epoch (runs.probe_of): placement {method: [{"seed", evaluate.hand_placement()}]},
               readouts_last {method: {read-out: per-seed rows}}, targets_at_peak {decoder: HeatmapNet minus
-              IntegralNet, both read at their maps' peak} and peak_minus_soft {decoder: IntegralNet read at its
-              map's peak minus its soft-argmax}.
+              IntegralNet, both read at their maps' peak}, targets_at_mean (the same, both read at the mean under their
+              maps) and peak_minus_mean {decoder: IntegralNet read at its map's peak minus its own soft-argmax}.
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
 """
 import time
@@ -271,7 +271,9 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
             # read-out at one target (IntegralNet read at its map's peak minus its own soft-argmax)
             "targets_at_peak": {d: paired_metrics(readouts["integral"][d], readouts["heatmap"][d], PROBE_METRICS)
                                 for d in DECODERS} if both else {},
-            "peak_minus_soft": {d: paired_metrics(readouts["integral"]["soft-argmax"], readouts["integral"][d],
+            "targets_at_mean": paired_metrics(readouts["integral"]["mean"], readouts["heatmap"]["mean"], PROBE_METRICS)
+            if both else {},
+            "peak_minus_mean": {d: paired_metrics(readouts["integral"]["mean"], readouts["integral"][d],
                                                  PROBE_METRICS)
                                 for d in DECODERS} if both else {},
             "hand_gap_px_ground_truth": float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean()),

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from codec import (decode, decode_heatmaps, encode, encode_heatmaps, hm_to_img, img_to_hm, img_to_unit,
+from codec import (decode, decode_heatmaps, encode, encode_heatmaps, heatmap_mean, hm_to_img, img_to_hm, img_to_unit,
                    keypoint_loss, soft_argmax, swap_hands)
 
 
@@ -81,3 +81,18 @@ def test_symmetric_hand_loss(target):
     assert keypoint_loss(out, head_moved, "symmetric") > 1.3 * strict                 # other keypoints still count
     with pytest.raises(ValueError):
         keypoint_loss(out, t, "loose")
+
+
+def test_heatmap_mean_known_answers():
+    """One positive cell reads as that cell's centre in image px; two equal peaks as their midpoint; negative values
+    are ignored; a map with nothing positive reads as its centre (63.5 px)."""
+    hm = torch.zeros(1, 3, 64, 64)
+    hm[0, 0, 10, 20] = 1.0                                   # row 10, column 20
+    hm[0, 1, 10, 20] = hm[0, 1, 10, 40] = 0.5
+    hm[0, 1, 30, 30] = -1.0
+    hm[0, 2] = -0.1
+    kp = heatmap_mean(hm)[0]
+    assert kp[0].tolist() == pytest.approx([hm_to_img(torch.tensor(20.0), 64).item(), hm_to_img(torch.tensor(10.0),
+                                                                                                64).item()])
+    assert kp[1, 0].item() == pytest.approx(hm_to_img(torch.tensor(30.0), 64).item())
+    assert kp[2].tolist() == pytest.approx([63.5, 63.5])

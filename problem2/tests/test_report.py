@@ -89,12 +89,12 @@ def test_the_readouts_table_lists_each_probed_network_under_each_read_out():
         return [{"seed": s, "pck_bbox": {"0.05": p}, "pck_bbox_sym": {"0.05": p + 0.1}, "px": 2.0 + s,
                  "px_head_feet": 1.0} for s in range(3)]
     ro = {"heatmap": {"argmax": rows(0.8), "quarter": rows(0.85)},
-          "integral": {"soft-argmax": rows(0.75), "argmax": rows(0.6), "quarter": rows(0.65)}}
+          "integral": {"mean": rows(0.75), "argmax": rows(0.6), "quarter": rows(0.65)}}
     lines = report.table_readouts_last({"study": {"hand_loss": {"readouts_last": ro}}}).splitlines()[2:]
     assert [line.split(" | ")[1] for line in lines] == [report.READ_OUTS[d] for d in ("argmax", "quarter",
-                                                                                       "soft-argmax", "argmax",
+                                                                                       "mean", "argmax",
                                                                                        "quarter")]
-    assert lines[2] == ("| IntegralNet (soft-argmax) | soft-argmax (its own) | 0.750 ± 0.000 | 0.850 ± 0.000 | "
+    assert lines[2] == ("| IntegralNet (soft-argmax) | mean position under the map | 0.750 ± 0.000 | 0.850 ± 0.000 | "
                         "3.00 ± 1.00 | 1.00 ± 0.00 |")
 
 

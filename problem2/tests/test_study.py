@@ -131,8 +131,9 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json only
         ckpt.unlink()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
-    assert set(hl["readouts_last"]["integral"]) == {"soft-argmax", *DECODERS}     # IntegralNet read both ways
-    assert hl["peak_minus_soft"]["quarter"]["pck_bbox"]["n"] == 2 and hl["targets_at_peak"]["argmax"]["px"]["n"] == 2
+    assert all(set(hl["readouts_last"][m]) == {"mean", *DECODERS} for m in study.PROBED)  # each map read both ways
+    assert hl["peak_minus_mean"]["quarter"]["pck_bbox"]["n"] == 2 and hl["targets_at_peak"]["argmax"]["px"]["n"] == 2
+    assert hl["targets_at_mean"]["pck_bbox"]["n"] == 2
     again = study.study_hand_loss(store, (0, 1), epochs=1)                      # partial=False
     assert again["rows"] == hl["rows"] and again["placement"] == hl["placement"]  # read from probe.json
     assert again["readouts_last"] == hl["readouts_last"]
