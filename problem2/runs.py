@@ -6,8 +6,8 @@ eval.json {"eval_key", "epoch", "decoder" (the default one), "val" | "test": {de
 "shifted": summarize() of the default decoder}, both committed, so studies need no checkpoint (runs evaluated by an
 older layout were reshaped: null where it computed nothing, see "migrated"); for a run a study probes
 (probe_of), probe.json {"eval_key", "placement": evaluate.hand_placement(), "readouts": {read-out: summarize()}} on
-the test split, committed too; and, gitignored, model.pth (best by val loss), heatmap_snapshots.pt and, while training, resume.pth (asked again, a killed
-run continues).
+the test split, committed too; and, gitignored, model.pth (best by val loss), heatmap_snapshots.pt and, while
+training, resume.pth (asked again, a killed run continues).
 run_many() trains independent recipes in `jobs` worker processes with the CPU threads split between them; a run's
 numbers depend on its thread count, so `jobs` runs with T threads each equal sequential runs with `--threads T`.
 """

@@ -264,18 +264,17 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
     placement = {m: [{"seed": s, **p["placement"]} for s, p in v] for m, v in probes.items()}
     readouts = {m: {r: [{"seed": s, **p["readouts"][r]} for s, p in v] for r in v[0][1]["readouts"]}
                 for m, v in probes.items()}
-    both = set(readouts) == set(PROBED)  # the pairs below need both networks probed
+    pairs = dict.fromkeys(("targets_at_peak", "targets_at_mean", "peak_minus_mean"), {})  # need both probed
+    if set(readouts) == set(PROBED):
+        hm, it = readouts["heatmap"], readouts["integral"]
+        pairs = {"targets_at_peak": {d: paired_metrics(it[d], hm[d], PROBE_METRICS) for d in DECODERS},
+                 "targets_at_mean": paired_metrics(it["mean"], hm["mean"], PROBE_METRICS),
+                 "peak_minus_mean": {d: paired_metrics(it["mean"], it[d], PROBE_METRICS) for d in DECODERS}}
     return {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": rows, "placement": placement,
             "readouts_last": readouts,  # {method: {read-out: per-seed summarize()}}, both kept at the last epoch
-            # targets at one read-out (HeatmapNet minus IntegralNet, both read at the peak of their maps), and the
-            # read-out at one target (IntegralNet read at its map's peak minus its own soft-argmax)
-            "targets_at_peak": {d: paired_metrics(readouts["integral"][d], readouts["heatmap"][d], PROBE_METRICS)
-                                for d in DECODERS} if both else {},
-            "targets_at_mean": paired_metrics(readouts["integral"]["mean"], readouts["heatmap"]["mean"], PROBE_METRICS)
-            if both else {},
-            "peak_minus_mean": {d: paired_metrics(readouts["integral"]["mean"], readouts["integral"][d],
-                                                 PROBE_METRICS)
-                                for d in DECODERS} if both else {},
+            # targets at one read-out (HeatmapNet minus IntegralNet, read the same way), and the read-out at one
+            # target (IntegralNet read at its map's peak minus its own soft-argmax, the mean)
+            **pairs,
             "hand_gap_px_ground_truth": float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean()),
             "paired": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_symmetric", []), ROW_METRICS)
                        for m in METHODS},  # symmetric minus strict loss; below, HeatmapNet minus IntegralNet
