@@ -160,8 +160,8 @@ def plot_how_far(res, path):
     bx.set_xticks(range(len(keys)), [TICK_LABELS.get(k, k.split(": ", 1)[1]) for k in keys], rotation=25,
                   ha="right")
     bx.set(ylabel="test mean error, hands in either order (px)",
-           title="Regression at 30 epochs: bars 2-3 each add one change to the bar before; L1, Laplace NLL\n"
-                 "and RLE each replace MSE in bar 3 | right of the line: soft-argmax on the 8x8 map")
+           title="Regression at 30 epochs: bars 2-3 each add one change to the bar before;\n"
+                 "L1, Laplace NLL and RLE each replace MSE in bar 3;\nright of the line: soft-argmax on the 8x8 map")
     bx.grid(alpha=0.3, axis="y")
     bx.legend(fontsize=8)
     fig.suptitle(f"How far each method goes ({res['precision']}, seeds {', '.join(map(str, res['seeds']))}; "
