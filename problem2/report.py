@@ -83,10 +83,12 @@ def bound(x, metric):
 
 
 def mean_sd(vals, metric=""):
+    """'mean ± std' over seeds; a std that would round to 0 keeps a significant digit (float noise below 1e-9 is 0)."""
     vals = list(vals)
     if len(vals) == 1:
         return num(vals[0], metric) + " (1 seed)"
-    return f"{num(mean(vals), metric)} ± {num(np.std(vals, ddof=1), metric)}"
+    sd = float(np.std(vals, ddof=1))
+    return f"{num(mean(vals), metric)} ± {bound(sd if sd > 1e-9 else 0.0, metric).lstrip('+')}"
 
 
 def val(row, k):
@@ -342,10 +344,11 @@ def table_why(r):
                 *sd_cells(rows[f"{m}_symmetric_last"], ("pck_bbox_sym",))] for m, (layers, target) in WHY_ROWS.items()])
 
 
-# Section 4's Table 3: the two steps of Table 2 under each choice measured (key in study hand_loss, PCK key, or the
+# Appendix C's Table C9: Section 4's two steps under each choice measured (key in study hand_loss, PCK key, or the
 # path of a targets-only difference)
-TWO_STEPS = [("as labelled, last epoch (Table 2)", "strict_last", "pck_bbox", None),
-             ("symmetric loss, scored in either order, last epoch (Table 2)", "symmetric_last", "pck_bbox_sym", None),
+TWO_STEPS = [("as labelled, last epoch (Section 4)", "strict_last", "pck_bbox", None),
+             ("symmetric loss, scored in either order, last epoch (Section 4)", "symmetric_last", "pck_bbox_sym",
+              None),
              ("as labelled, epoch of lowest validation loss (Table C5)", "strict", "pck_bbox", None),
              ("symmetric loss, scored in either order, epoch of lowest validation loss (Table C5)", "symmetric",
               "pck_bbox_sym", None),
