@@ -10,9 +10,9 @@ nothing and writes each study from the runs stored). study_results.json holds a 
   hand_loss   The symmetric hand loss vs the strict one, three methods x --seeds (fp32), both losses also keeping
               the last epoch (rows <method>_symmetric_last; the LAST_EPOCH_RERUN methods' strict runs:
               <method>_strict_last; last_minus_best; ladder_last: the ladder's steps 1-6 at the last epoch, keyed by
-              the row); integral_minus_regression, heatmap_minus_integral and heatmap_minus_regression per hand
-              loss and at the last epoch (keys strict_last, symmetric_last); for the PROBED networks kept at the last
-              epoch (runs.probe_of): placement {method: [{"seed", evaluate.hand_placement()}]},
+              the row); integral_minus_regression and heatmap_minus_integral per hand loss and at the last epoch
+              (keys strict_last, symmetric_last); for the PROBED networks kept at the last epoch (runs.probe_of):
+              placement {method: [{"seed", evaluate.hand_placement()}]},
               readouts_last {method: {read-out: per-seed rows}}, targets_at_peak {decoder: HeatmapNet minus
               IntegralNet, both read at their maps' peak}, targets_at_mean (the same, both read at the mean under their
               maps) and peak_minus_mean {decoder: IntegralNet read at its map's peak minus its own soft-argmax}.
@@ -169,14 +169,14 @@ def study_readouts(store, seeds=(0, 1, 2), precision=STUDY_PRECISION, epochs=tra
     section["shift"] = {r: paired_by_seed(rows[r], rows[r], ROW_METRICS["px"], ROW_METRICS["px_shifted"])[1]
                         for r in READOUTS}
     plot_readouts(section, Path(store.out_dir) / "visualizations")
+    plot_ladder(section, Path(store.out_dir) / "visualizations")
     return section
 
 
-def plot_ladder(rows, vis_dir):
-    """Section 4's ladder as a figure, every network kept at its last epoch (`rows`: {name: per-seed rows}, the
-    hand_loss study's <method>_strict_last): each LADDER row's PCK@0.05 (hands as labelled) on the test split and on
-    the shifted figures (bars: seed mean, dots: seeds)."""
-    rows = [rows.get(f"{READOUTS[n][0]}_strict_last") for n, _ in LADDER]
+def plot_ladder(section, vis_dir):
+    """Table C1 as a figure: each LADDER row's PCK@0.05 (hands as labelled) on the test split and on the shifted
+    figures (bars: seed mean, dots: seeds)."""
+    rows = [section["readouts"].get(n, {}).get("per_seed") for n, _ in LADDER]
     if not all(rows):
         return
     fig, ax = plt().subplots(figsize=(11, 4.6))
@@ -194,8 +194,7 @@ def plot_ladder(rows, vis_dir):
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=9, loc="upper left")
     ax.set_title(f"From RegressionNet (step 0) to HeatmapNet (step {len(LADDER) - 1}), one change per step, each "
-                 f"kept from the step before; every network at its last epoch\n(bars: mean of the seeds; dots: "
-                 f"seeds)", fontsize=10)
+                 f"kept from the step before (bars: mean of the seeds; dots: seeds)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, vis_dir / "study_ladder.png")
 
@@ -253,7 +252,7 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
     recipes.update({(m, rule, s): train.make_recipe(m, data, seed=s, epochs=epochs, precision=STUDY_PRECISION,
                                                     keep="last" if rule == "strict_last" else "best")
                     for m in LAST_EPOCH_RERUN for rule in ("strict", "strict_last") for s in seeds})
-    # and the three methods with the symmetric hand loss kept at the last epoch: Section 4 at one epoch rule
+    # and the three methods with the symmetric hand loss kept at the last epoch: Table C9 at one epoch rule
     recipes.update({(m, "symmetric_last", s): train.make_recipe(m, data, seed=s, epochs=epochs, hand_loss="symmetric",
                                                                 precision=STUDY_PRECISION, keep="last")
                     for m in METHODS for s in seeds})
@@ -268,7 +267,6 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
             p = probe_of(run_dir_of(store.root, recipes[m, rule, s]), recipes[m, rule, s], kp_dir)
             if p is not None:
                 probes.setdefault(m, []).append((s, p))
-    plot_ladder(rows, Path(store.out_dir) / "visualizations")
     placement = {m: [{"seed": s, **p["placement"]} for s, p in v] for m, v in probes.items()}
     readouts = {m: {r: [{"seed": s, **p["readouts"][r]} for s, p in v] for r in v[0][1]["readouts"]}
                 for m, v in probes.items()}
@@ -286,16 +284,13 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
             "hand_gap_px_ground_truth": float(hand_gap(load_split(kp_dir, "test", "regression").keypoints).mean()),
             "paired": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_symmetric", []), ROW_METRICS)
                        for m in METHODS},  # symmetric minus strict loss; below, HeatmapNet minus IntegralNet
-            # Section 4's two one-factor steps, per hand loss and (strict_last) at the last epoch
+            # Section 4's two one-factor steps, per hand loss and (LAST_RULES) at the last epoch
             "integral_minus_regression": {loss: paired_metrics(rows.get(f"regression_{loss}", []),
                                                                rows.get(f"integral_{loss}", []), ROW_METRICS)
                                           for loss in (*HAND_LOSSES, *LAST_RULES)},  # the output layers
             "heatmap_minus_integral": {loss: paired_metrics(rows.get(f"integral_{loss}", []),
                                                             rows.get(f"heatmap_{loss}", []), ROW_METRICS)
                                        for loss in (*HAND_LOSSES, *LAST_RULES)},  # the targets
-            "heatmap_minus_regression": {loss: paired_metrics(rows.get(f"regression_{loss}", []),
-                                                              rows.get(f"heatmap_{loss}", []), ROW_METRICS)
-                                         for loss in (*HAND_LOSSES, *LAST_RULES)},  # the whole gap
             "last_minus_best": {m: paired_metrics(rows.get(f"{m}_strict", []), rows.get(f"{m}_strict_last", []),
                                                   ROW_METRICS) for m in LAST_EPOCH_RERUN},
             # the ladder's steps 1-6 with every network at its last epoch, keyed by the row: it minus the row above

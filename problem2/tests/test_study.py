@@ -59,6 +59,14 @@ def test_readout_study_on_tiny_data(tiny_data, tiny_shifted, tmp_path, monkeypat
         "mean pose (no training)", "true centre + mean offsets (no training)"]
     assert fig.axes[0].get_ylabel() == "PCK@0.05 (test)" and fig.axes[1].get_ylabel().startswith("mean error (px")
     assert "up to 1" in fig._suptitle.get_text()
+    ladder = figs["study_ladder.png"].axes[0]                           # Table C1 as a figure
+    assert ladder.get_title().startswith("From RegressionNet (step 0) to HeatmapNet (step 6)")
+    assert [t.get_text() for t in ladder.get_xticklabels()] == [f"{i}: {study.LADDER_TICKS[n]}"
+                                                               for i, (n, _) in enumerate(study.LADDER)]
+    assert [t.get_text() for t in ladder.get_legend().get_texts()] == ["test split", "shifted figures"]
+    assert len(ladder.patches) == 2 * len(study.LADDER)                # a test and a shifted bar per step
+    means = [float(np.mean([x["pck_bbox"]["0.05"] for x in sec["readouts"][n]["per_seed"]])) for n, _ in study.LADDER]
+    assert [p.get_height() for p in ladder.patches[:len(study.LADDER)]] == pytest.approx(means)  # test-split bars
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
     sec2 = study.study_readouts(store, seeds=(0,), epochs=1)
     assert sec2["readouts"] == sec["readouts"]                                 # every run reused
@@ -90,10 +98,8 @@ def test_jobs_give_the_same_numbers_as_a_sequential_run(tiny_data, tmp_path):
 
 def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifted, tmp_path, monkeypatch):
     """hand_loss trains through the run store and shares its runs (same recipe); --partial trains nothing. Numbers
-    come from the committed eval.json: gone checkpoints retrain nothing. It draws the ladder at the last epoch."""
+    come from the committed eval.json: gone checkpoints retrain nothing."""
     from runs import run_dir_of
-    figs, real = {}, study.save_figure
-    monkeypatch.setattr(study, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))
     store = Store(tmp_path, tiny_data, train.train_recipe, tiny_shifted, log=lambda *a: None)
     empty = study.study_hand_loss(replace(store, partial=True), (0, 1), epochs=1)
     assert empty["rows"] == {} and empty["paired"]["heatmap"]["px"]["diff"] is None
@@ -119,16 +125,6 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     assert hl["heatmap_minus_integral"]["strict_last"] == {k: v for k, v in hl["ladder_last"]["heatmap_64"].items()
                                                            if k != "from"}   # the targets at the last epoch, both ways
     assert hl["last_minus_best"]["softargmax_8"]["px"]["n"] == 2
-    ladder = figs["study_ladder.png"].axes[0]                           # Section 4's ladder, last epoch
-    assert ladder.get_title().startswith("From RegressionNet (step 0) to HeatmapNet (step 6)")
-    assert "every network at its last epoch" in ladder.get_title()
-    assert [t.get_text() for t in ladder.get_xticklabels()] == [f"{i}: {study.LADDER_TICKS[n]}"
-                                                               for i, (n, _) in enumerate(study.LADDER)]
-    assert [t.get_text() for t in ladder.get_legend().get_texts()] == ["test split", "shifted figures"]
-    assert len(ladder.patches) == 2 * len(study.LADDER)                # a test and a shifted bar per step
-    means = [float(np.mean([x["pck_bbox"]["0.05"] for x in hl["rows"][f"{study.READOUTS[n][0]}_strict_last"]]))
-             for n, _ in study.LADDER]
-    assert [p.get_height() for p in ladder.patches[:len(study.LADDER)]] == pytest.approx(means)  # test-split bars
     for m in study.PROBED:                                            # where the last-epoch runs' hands land
         assert [p["seed"] for p in hl["placement"][m]] == [0, 1] and all(
             p["images"] > 0 and sum(p[k] for k in ("on_a_hand", "near_midpoint", "elsewhere")) == pytest.approx(1)
