@@ -440,9 +440,6 @@ VALUES = {
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
     "centre_reference_pck05": lambda r: num(r["study"]["readouts"]["references"]["centre_plus_mean_offsets"][
         "pck_bbox"]["0.05"], "pck"),  # no training, told each figure's true centre
-    "late_epoch_min": lambda r: str(min(x["best_epoch"] for k, rows in r["study"]["hand_loss"]["rows"].items()
-                                        if k in {f"{m}_{loss}" for m in WHY_ROWS for loss in ("strict", "symmetric")}
-                                        and k != "integral_strict" for x in rows)),  # Table 2's kept epochs but one
     "main_cpus": main_cpus,
     "flatten_extra_params": lambda r: "{:.2f}M".format(np.subtract(*(r["study"]["readouts"]["readouts"][n]["params"]
                                                                     for n in ("flatten_fc", "gap_fc"))) / 1e6),
@@ -455,8 +452,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "table": lambda r, name: TABLES[name](r), "v": lambda r, name: VALUES[name](r), "j": j,
     "ci": lambda r, path, k: ci(get(r, path)[k], k),  # a paired difference a study script stored
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
-    "hl": lambda r, row, k, t="0.05": num(mean(x[k][t] if isinstance(x[k], dict) else x[k]
-                                              for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean (PCK@t)
+    "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
     "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
     "pl": lambda r, m, k: num(mean(x[k] for x in r["study"]["hand_loss"]["placement"][m]), "pck"),  # hand placement
