@@ -319,13 +319,14 @@ HAND_LOSS_ROWS = {"strict": "as labelled", "strict_last": "as labelled (last epo
 HAND_LOSS_NAMES = {**NAMES, "softargmax_8": READOUT_LABELS["softargmax_8"]}
 
 
-def table_hand_loss(r, cols, methods=tuple(NAMES), epochs=False, losses=tuple(HAND_LOSS_ROWS)):
-    """Each method under each of `losses` stored (study.py hand_loss; some also keeping their last epoch): mean ±
-    std over seeds of `cols` {key: header}; epochs: a column of each seed's kept epoch first."""
+def table_hand_loss(r, cols, methods=tuple(NAMES), epochs=False):
+    """Each method under each hand loss stored (study.py hand_loss; some also keeping their last epoch): mean ± std
+    over seeds of `cols` {key: header}; epochs: a column of each seed's kept epoch first."""
     rows = r["study"]["hand_loss"]["rows"]
     return md(["method", "hand loss"] + ["epochs kept"] * epochs + list(cols.values()),
               [[HAND_LOSS_NAMES[m], HAND_LOSS_ROWS[loss]] + [kept_epochs(rows[f"{m}_{loss}"])] * epochs
-               + sd_cells(rows[f"{m}_{loss}"], cols) for m in methods for loss in losses if f"{m}_{loss}" in rows])
+               + sd_cells(rows[f"{m}_{loss}"], cols)
+               for m in methods for loss in HAND_LOSS_ROWS if f"{m}_{loss}" in rows])
 
 
 # Section 4's Table 2: the spec networks and IntegralNet, which has HeatmapNet's layers and RegressionNet's targets
@@ -388,10 +389,6 @@ TABLES = {
     "ablation": table_ablation,
     "failures": table_failures, "machines": table_machines,
     "readout_steps": table_steps,
-    "hand_loss": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05, as labelled",
-                                               "pck_bbox_sym": "PCK@0.05, either order"},
-                                           ("regression", "integral", "heatmap"), epochs=True,
-                                           losses=("strict", "symmetric")),
     "hand_loss_full": lambda r: table_hand_loss(r, {"pck_bbox": "PCK@0.05", "pck_bbox_sym": "PCK@0.05, either order",
                                                     "px": "px", "px_sym": "px, either order",
                                                     "px_hands_sym": "hands px, either order"},
