@@ -123,9 +123,20 @@ def j(r, path):
     return num(x) if isinstance(x, float) else str(x)
 
 
+def stored_step(steps, a, b):
+    """The stored {from, to, metric: {diff, ci95, n}} of b minus a."""
+    return next(s for s in steps if (s["from"], s["to"]) == (a, b))
+
+
 def step(steps, a, b, metric):
-    """b minus a, paired by seed, from a stored list of {from, to, metric: {diff, ci95, n}}."""
-    return ci(next(s for s in steps if (s["from"], s["to"]) == (a, b))[metric], metric)
+    """b minus a, paired by seed, as ci() writes it."""
+    return ci(stored_step(steps, a, b)[metric], metric)
+
+
+def share(steps, a, b, metric="pck_bbox"):
+    """'78 %': b minus a as a share of HeatmapNet minus RegressionNet (the gap of Table 1), seed-mean differences."""
+    gap = stored_step(steps, "gap_fc", "heatmap_64")[metric]["diff"]
+    return f"{stored_step(steps, a, b)[metric]['diff'] / gap:.0%}".replace("%", " %")
 
 
 def kept_epochs(rows):
@@ -177,15 +188,15 @@ def table_one_factor(r):
 
 
 def table_ladder(r):
-    """study.LADDER's steps 0-5 (RegressionNet to IntegralNet: the output layers, trained on coordinates): each row one
-    change from the row above, its seed-mean PCK@0.05, the paired change from the row above, and PCK@0.05 on the
-    shifted test set. Step 6 (the targets) is Table 2's."""
+    """study.LADDER's steps 0-6 (steps 1-5 change RegressionNet's output layers into IntegralNet's, step 6 the targets,
+    to HeatmapNet): each row one change from the row above, its seed-mean PCK@0.05, the paired change from the row
+    above, and PCK@0.05 on the shifted test set."""
     ro = complete(r["study"]["readouts"])
     rows = ro["readouts"]
     return md(["step", "change from the row above", "PCK@0.05", "PCK@0.05 change", "PCK@0.05, shifted figures"],
               [[str(i), what] + sd_cells(rows[n]["per_seed"], ("pck_bbox",))
                + [step(ro["steps"], LADDER[i - 1][0], n, "pck_bbox") if i else ""]
-               + sd_cells(rows[n]["per_seed"], ("pck_bbox_shifted",)) for i, (n, what) in enumerate(LADDER[:-1])])
+               + sd_cells(rows[n]["per_seed"], ("pck_bbox_shifted",)) for i, (n, what) in enumerate(LADDER)])
 
 
 def table_ladder_last(r):
@@ -352,8 +363,8 @@ TWO_STEPS = [("as labelled, epoch of lowest validation loss (Section 4)", "stric
               "pck_bbox_sym", None),
              ("as labelled, last epoch", "strict_last", "pck_bbox", None),
              ("symmetric loss, scored in either order, last epoch", "symmetric_last", "pck_bbox_sym", None),
-             ("as labelled, last epoch, both read at the peak + quarter step (Table C8)", None, "pck_bbox",
-              "targets_at_peak.quarter")]
+             ("as labelled, epoch of lowest validation loss, both read at the peak + quarter step (Table C7)", None,
+              "pck_bbox", "targets_at_peak.quarter")]
 
 
 def table_two_steps(r):
@@ -369,10 +380,10 @@ def table_two_steps(r):
 READ_OUTS = {"mean": "mean position under the map", "argmax": "peak (argmax)", "quarter": "peak + quarter step"}
 
 
-def table_readouts_last(r):
-    """The probed networks kept at the last epoch (study hand_loss readouts_last), each under every read-out of its
-    maps: PCK@0.05 as labelled and in either order, mean error and the head and feet's (mean ± std over seeds)."""
-    ro = r["study"]["hand_loss"]["readouts_last"]
+def table_readouts_probed(r):
+    """The probed networks, as labelled at their epoch of lowest val loss (study hand_loss readouts_probed), each under
+    every read-out of their maps: PCK@0.05 as labelled and in either order, mean error and the head and feet's (mean ± std over seeds)."""
+    ro = r["study"]["hand_loss"]["readouts_probed"]
     return md(["network", "read-out", "PCK@0.05", "PCK@0.05, either order", "mean error (px)", "head and feet (px)"],
               [[NAMES[m], READ_OUTS[d], *sd_cells(rows, ("pck_bbox", "pck_bbox_sym", "px", "px_head_feet"))]
                for m in ("heatmap", "integral") for d, rows in ro[m].items()])
@@ -383,7 +394,7 @@ TABLES = {
     "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
     "one_factor": table_one_factor, "ladder": table_ladder, "position": table_position, "why": table_why,
     "two_steps": table_two_steps,
-    "ladder_last": table_ladder_last, "readouts_last": table_readouts_last,
+    "ladder_last": table_ladder_last, "readouts_probed": table_readouts_probed,
     "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts_full": table_readouts,
     "how_far": table_how_far, "how_far_spatial": lambda r: table_how_far(r, True),
     "ablation": table_ablation,
@@ -434,6 +445,8 @@ VALUES = {
     "bbox_px": lambda r: f"{r['metrics']['normaliser_px']['bbox']:.0f}",
     **{f"radius_{k}": (lambda r, t=t: f"{t * r['metrics']['normaliser_px']['bbox']:.1f}")  # PCK@t's radius, px
        for k, t in (("05", 0.05), ("10", 0.1))},
+    **{f"{k}sigma_px": (lambda r, f=f: f"{f * r['log']['config']['sigma'] * 128 / r['log']['config']['heatmap_size']:g}")
+       for k, f in (("", 1), ("two_", 2))},  # the committed HeatmapNet's σ (and 2σ) in image px
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
     "centre_reference_pck05": lambda r: num(r["study"]["readouts"]["references"]["centre_plus_mean_offsets"][
         "pck_bbox"]["0.05"], "pck"),  # no training, told each figure's true centre
@@ -451,9 +464,10 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "ro": lambda r, name, k: num(mean(val(x, k) for x in r["study"]["readouts"]["readouts"][name]["per_seed"]), k),
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
+    "share": lambda r, a, b: share(r["study"]["readouts"]["steps"], a, b),  # b - a as a share of the PCK@0.05 gap
     "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
-    "pl": lambda r, m, k: num(mean(x[k] for x in r["study"]["hand_loss"]["placement"][m]), "pck"),  # hand placement
-    "rl": lambda r, m, d, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["readouts_last"][m][d]), k),
+    "pl": lambda r, m, k, key="placement": num(mean(x[k] for x in r["study"]["hand_loss"][key][m]), "pck"),  # placement
+    "rl": lambda r, m, d, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["readouts_probed"][m][d]), k),
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
     "pck": lambda r, name, t, sfx="": num(mean(x[f"pck_bbox{sfx}"][t] for x in r["study"]["readouts"]["readouts"][name][

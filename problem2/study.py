@@ -11,9 +11,10 @@ nothing and writes each study from the runs stored). study_results.json holds a 
               the last epoch (rows <method>_symmetric_last; the LAST_EPOCH_RERUN methods' strict runs:
               <method>_strict_last; last_minus_best; ladder_last: the ladder's steps 1-6 at the last epoch, keyed by
               the row); integral_minus_regression and heatmap_minus_integral per hand loss and at the last epoch
-              (keys strict_last, symmetric_last); for the PROBED networks kept at the last epoch (runs.probe_of):
-              placement {method: [{"seed", evaluate.hand_placement()}]},
-              readouts_last {method: {read-out: per-seed rows}}, targets_at_peak {decoder: HeatmapNet minus
+              (keys strict_last, symmetric_last); for the PROBED networks trained as labelled and kept at their epoch
+              of lowest val loss, as Section 4's Table 2 (runs.probe_of; checkpoints retrained where missing):
+              placement {method: [{"seed", evaluate.hand_placement()}]} (placement_last: kept at the last epoch),
+              readouts_probed {method: {read-out: per-seed rows}}, targets_at_peak {decoder: HeatmapNet minus
               IntegralNet, both read at their maps' peak}, targets_at_mean (the same, both read at the mean under their
               maps) and peak_minus_mean {decoder: IntegralNet read at its map's peak minus its own soft-argmax}.
 Differences are paired by seed: {"diff", "ci95", "n"} (common.paired_difference).
@@ -31,7 +32,7 @@ from dataset import data_fingerprint, figure_centre, load_split, resolve_keypoin
 from evaluate import summarize
 from model import build_model
 import train
-from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, probe_of, run_dir_of, run_row
+from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, probe_of, run_dir_of, run_many, run_row
 
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss")
@@ -40,7 +41,7 @@ STUDIES = ("readouts", "hand_loss")
 LAST_EPOCH_RERUN = ("softargmax_8", "integral", "heatmap", "regression", "flatten_fc", "flatten_fc_nodropout",
                     "flatten_fc_plain")
 LAST_RULES = ("strict_last", "symmetric_last")  # the hand losses, every network kept at its last epoch
-PROBED = ("heatmap", "integral")  # heatmap vs coordinate targets, kept at the last epoch: probed (runs.probe_of)
+PROBED = ("heatmap", "integral")  # heatmap vs coordinate targets, as labelled, best epoch: probed (runs.probe_of)
 PROBE_METRICS = {k: ROW_METRICS[k] for k in ("px", "px_sym", "px_head_feet", "px_hands_sym", "hand_gap_px", "pck_bbox",
                                              "pck_bbox_sym")}  # the metrics a probe's read-out rows have
 
@@ -256,18 +257,25 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
     recipes.update({(m, "symmetric_last", s): train.make_recipe(m, data, seed=s, epochs=epochs, hand_loss="symmetric",
                                                                 precision=STUDY_PRECISION, keep="last")
                     for m in METHODS for s in seeds})
+    probed = {k: r for k, r in recipes.items() if k[0] in PROBED and k[1] in ("strict", "strict_last")}
+    if not store.partial:  # a probe needs the checkpoint (gitignored): retrain a probed run with neither stored
+        missing = [r for r in probed.values() if probe_of(run_dir_of(store.root, r), r, kp_dir) is None]
+        if missing:
+            run_many(missing, store, need_checkpoints=True)
     got = collect(recipes, store)
     rows = {}
     for (m, loss, s), run in got.items():
         if run is not None:
             rows.setdefault(f"{m}_{loss}", []).append(run_row(s, *run))
-    probes = {}  # the PROBED networks kept at the last epoch: where their hands land, and each read-out of their maps
-    for (m, rule, s), run in sorted(got.items()):
-        if m in PROBED and rule == "strict_last" and run is not None:
-            p = probe_of(run_dir_of(store.root, recipes[m, rule, s]), recipes[m, rule, s], kp_dir)
+    probes = {}  # the PROBED networks trained as labelled, by epoch rule: where their hands land, each read-out
+    for (m, rule, s), recipe in sorted(probed.items()):
+        if got[m, rule, s] is not None:
+            p = probe_of(run_dir_of(store.root, recipe), recipe, kp_dir)
             if p is not None:
-                probes.setdefault(m, []).append((s, p))
-    placement = {m: [{"seed": s, **p["placement"]} for s, p in v] for m, v in probes.items()}
+                probes.setdefault(rule, {}).setdefault(m, []).append((s, p))
+    placement = {rule: {m: [{"seed": s, **p["placement"]} for s, p in v] for m, v in by_m.items()}
+                 for rule, by_m in probes.items()}
+    probes = probes.get("strict", {})  # the read-outs: at the main body's epoch rule only
     readouts = {m: {r: [{"seed": s, **p["readouts"][r]} for s, p in v] for r in v[0][1]["readouts"]}
                 for m, v in probes.items()}
     pairs = dict.fromkeys(("targets_at_peak", "targets_at_mean", "peak_minus_mean"), {})  # need both probed
@@ -276,8 +284,9 @@ def study_hand_loss(store, seeds=(0, 1, 2), epochs=train.DEFAULTS["epochs"]):
         pairs = {"targets_at_peak": {d: paired_metrics(it[d], hm[d], PROBE_METRICS) for d in DECODERS},
                  "targets_at_mean": paired_metrics(it["mean"], hm["mean"], PROBE_METRICS),
                  "peak_minus_mean": {d: paired_metrics(it["mean"], it[d], PROBE_METRICS) for d in DECODERS}}
-    return {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": rows, "placement": placement,
-            "readouts_last": readouts,  # {method: {read-out: per-seed summarize()}}, both kept at the last epoch
+    return {"precision": STUDY_PRECISION, "seeds": list(seeds), "rows": rows,
+            "placement": placement.get("strict", {}), "placement_last": placement.get("strict_last", {}),
+            "readouts_probed": readouts,  # {method: {read-out: per-seed summarize()}}, as labelled, best epoch
             # targets at one read-out (HeatmapNet minus IntegralNet, read the same way), and the read-out at one
             # target (IntegralNet read at its map's peak minus its own soft-argmax, the mean)
             **pairs,

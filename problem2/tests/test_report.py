@@ -49,8 +49,8 @@ def test_a_stored_difference_by_its_path():
 
 
 def test_the_ladder_table_pairs_each_step_with_the_row_above():
-    """Table C1 (study.LADDER's steps 0-5): each row's change is its stored step from the row above; known per-seed PCKs
-    give known changes, and the changes add up to IntegralNet minus RegressionNet."""
+    """Table 2 (study.LADDER's steps 0-6): each row's change is its stored step from the row above; known per-seed PCKs
+    give known changes, and the changes add up to HeatmapNet minus RegressionNet; share() gives a step's part of it."""
     from common import paired_metrics
     from runs import ROW_METRICS
     from study import LADDER
@@ -66,8 +66,10 @@ def test_the_ladder_table_pairs_each_step_with_the_row_above():
     table = report.table_ladder(r).splitlines()
     changes = [line.split(" | ")[-2] for line in table[2:]]
     assert changes == ["", "+0.200 [+0.200, +0.200]", "+0.200 [+0.200, +0.200]", "+0.100 [+0.100, +0.100]",
-                       "+0.050 [+0.050, +0.050]", "+0.000 [+0.000, +0.000]°"]
-    assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["integral_64"] - pck["gap_fc"])
+                       "+0.050 [+0.050, +0.050]", "+0.000 [+0.000, +0.000]°", "+0.200 [+0.200, +0.200]"]
+    assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["heatmap_64"] - pck["gap_fc"])
+    steps.append({"from": "gap_fc", "to": "heatmap_64", **paired_metrics(rows["gap_fc"], rows["heatmap_64"], metrics)})
+    assert report.share(steps, "integral_64", "heatmap_64") == "27 %"  # 0.2 of 0.75
     assert table[2].startswith("| 0 | RegressionNet as specified | 0.110 ± 0.010 |  |")
     assert table[2].endswith("| 0.050 ± 0.000 |")                      # PCK@0.05 on the shifted figures
 
@@ -101,14 +103,14 @@ def test_the_two_steps_table_gives_each_setting_its_stored_differences():
 
 
 def test_the_readouts_table_lists_each_probed_network_under_each_read_out():
-    """Table C8 (report.table_readouts_last): one row per network and read-out of its maps, known per-seed values
+    """Table C8 (report.table_readouts_probed): one row per network and read-out of its maps, known per-seed values
     giving known cells."""
     def rows(p):
         return [{"seed": s, "pck_bbox": {"0.05": p}, "pck_bbox_sym": {"0.05": p + 0.1}, "px": 2.0 + s,
                  "px_head_feet": 1.0} for s in range(3)]
     ro = {"heatmap": {"argmax": rows(0.8), "quarter": rows(0.85)},
           "integral": {"mean": rows(0.75), "argmax": rows(0.6), "quarter": rows(0.65)}}
-    lines = report.table_readouts_last({"study": {"hand_loss": {"readouts_last": ro}}}).splitlines()[2:]
+    lines = report.table_readouts_probed({"study": {"hand_loss": {"readouts_probed": ro}}}).splitlines()[2:]
     assert [line.split(" | ")[1] for line in lines] == [report.READ_OUTS[d] for d in ("argmax", "quarter",
                                                                                        "mean", "argmax",
                                                                                        "quarter")]

@@ -125,10 +125,11 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     assert hl["heatmap_minus_integral"]["strict_last"] == {k: v for k, v in hl["ladder_last"]["heatmap_64"].items()
                                                            if k != "from"}   # the targets at the last epoch, both ways
     assert hl["last_minus_best"]["softargmax_8"]["px"]["n"] == 2
-    for m in study.PROBED:                                            # where the last-epoch runs' hands land
-        assert [p["seed"] for p in hl["placement"][m]] == [0, 1] and all(
-            p["images"] > 0 and sum(p[k] for k in ("on_a_hand", "near_midpoint", "elsewhere")) == pytest.approx(1)
-            for p in hl["placement"][m])
+    for m in study.PROBED:                               # where the hands land, at both epoch rules
+        for key in ("placement", "placement_last"):
+            assert [p["seed"] for p in hl[key][m]] == [0, 1] and all(
+                p["images"] > 0 and sum(p[k] for k in ("on_a_hand", "near_midpoint", "elsewhere")) == pytest.approx(1)
+                for p in hl[key][m])
     pair, rows = hl["paired"]["integral"], hl["rows"]
     by_hand = sum(rows["integral_symmetric"][s]["px_hands_sym"] - rows["integral_strict"][s]["px_hands_sym"]
                   for s in (0, 1)) / 2                                           # symmetric minus strict, per seed
@@ -137,12 +138,17 @@ def test_store_studies_share_runs_and_need_no_checkpoints(tiny_data, tiny_shifte
     for ckpt in runs_root.glob("*/*.pth"):  # a fresh clone: eval.json only
         ckpt.unlink()
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a stored run was retrained"))
-    assert all(set(hl["readouts_last"][m]) == {"mean", *DECODERS} for m in study.PROBED)  # each map read both ways
+    assert all(set(hl["readouts_probed"][m]) == {"mean", *DECODERS} for m in study.PROBED)  # each map read both ways
     assert hl["peak_minus_mean"]["quarter"]["pck_bbox"]["n"] == 2 and hl["targets_at_peak"]["argmax"]["px"]["n"] == 2
     assert hl["targets_at_mean"]["pck_bbox"]["n"] == 2
     again = study.study_hand_loss(store, (0, 1), epochs=1)                      # partial=False
     assert again["rows"] == hl["rows"] and again["placement"] == hl["placement"]  # read from probe.json
-    assert again["readouts_last"] == hl["readouts_last"]
+    assert again["readouts_probed"] == hl["readouts_probed"]
+    probed = run_dir_of(runs_root, make_recipe("integral", data, seed=0, epochs=1, precision="fp32"))
+    (probed / "probe.json").unlink()                          # neither probe nor checkpoint: retrained, probed again
+    monkeypatch.undo()
+    study.study_hand_loss(store, (0, 1), epochs=1)
+    assert (probed / "probe.json").exists() and (probed / "model.pth").exists()
     ev = stored[recipe_key(make_recipe("regression", data, seed=0, epochs=1, precision="fp32"))][1]
     assert ev["shifted"].keys() == ev["test"]["direct"].keys()            # the default decoder on the shifted set
     assert hl["rows"]["regression_strict"][0]["px_shifted"] == ev["shifted"]["px"]
