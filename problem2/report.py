@@ -1,5 +1,5 @@
-"""report.md and README.md, filled from results/*.json by `python report.py` (--check: exit 1 when either differs):
-no number in them is typed by hand. Each {{KIND:arg:...}} in report_template.md and readme_template.md is filled by
+"""report.md, report_appendix.md and README.md, filled from results/*.json by `python report.py` (--check: exit 1 when
+one differs): no number in them is typed by hand. Each {{KIND:arg:...}} in their templates (DOCS) is filled by
 KINDS, e.g. {{table:ablation}}, {{v:n_seeds}}, {{ci:study.hand_loss.paired.heatmap:px}} (the paired difference stored
 at that dotted path, key px); a placeholder with no value stops the script, naming it. px are written to 2 decimals,
 PCK (a metric named 'pck...') to 3; "-0.61 [-0.80, -0.41]" is a mean difference paired by seed with its 95 %
@@ -19,7 +19,8 @@ from model import METHODS
 from study import LADDER, LAST_EPOCH_RERUN, ONE_FACTOR, POSITION_ROWS, READOUT_LABELS, READOUTS
 
 HERE = Path(__file__).resolve().parent
-DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "readme_template.md": HERE.parent / "README.md"}
+DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "report_appendix_template.md": HERE / "report_appendix.md",
+        HERE / "readme_template.md": HERE.parent / "README.md"}
 SLOT = re.compile(r"\{\{([^{}]+?)\}\}")
 LIST_ITEM = re.compile(r" *(- |\d+\. )")  # a bullet or numbered item (nested: indented) starts a paragraph
 THR = [str(t) for t in PCK_THRESHOLDS]
@@ -139,6 +140,14 @@ def share(steps, a, b, metric="pck_bbox"):
     return f"{stored_step(steps, a, b)[metric]['diff'] / gap:.0%}".replace("%", " %")
 
 
+def split(hand_loss, rule, part):
+    """'79 %': the output layers' ('layers') or the targets' ('targets') step as a share of their sum, HeatmapNet minus
+    RegressionNet, in PCK@0.05 (seed means of the paired differences stored by study.py hand_loss under `rule`)."""
+    layers, targets = (hand_loss[k][rule]["pck_bbox"]["diff"]
+                       for k in ("integral_minus_regression", "heatmap_minus_integral"))
+    return f"{(layers if part == 'layers' else targets) / (layers + targets):.0%}".replace("%", " %")
+
+
 def kept_epochs(rows):
     """'29, 30, 30': the epoch each seed's run kept."""
     return ", ".join(str(x["best_epoch"]) for x in rows)
@@ -200,7 +209,7 @@ def table_ladder(r):
 
 
 def table_ladder_last(r):
-    """Table C1's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
+    """Table 2's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
     seed-mean PCK@0.05 as labelled and in either order, the paired change from the row above, the shifted PCK@0.05."""
     hl = r["study"]["hand_loss"]
     rows = [(i, n, what) for i, (n, what) in enumerate(LADDER) if READOUTS[n][0] in LAST_EPOCH_RERUN]
@@ -307,15 +316,15 @@ def main_cpus(r):
 def table_machines(r):
     """Where each part's runs were trained: the distinct machines of its stored runs, with counts."""
     st, h, a = r["study"], r["how_far"]["rows"], r["ablation"]["variants"]
-    parts = {"Tables 1, B1-B2, C1-C4, C6 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
+    parts = {"Tables 1, 2, B1-B2, C1-C3, C5 (Sections 1, 3, 4)": [x for v in st["readouts"]["readouts"].values()
                                                              for x in v["per_seed"]],
-             "Tables 2, C5, C7, C8, C9 (Section 4)": [x for v in st["hand_loss"]["rows"].values() for x in v],
+             "Tables 3, C4, C6-C8 (Section 4)": [x for v in st["hand_loss"]["rows"].values() for x in v],
              "Appendix A, HeatmapNet rows": [x for k, v in h.items() if k.startswith("schedule") for x in v],
              "Appendix A, regression rows": [x for k, v in h.items() if not k.startswith("schedule")
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
              "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Table 3 (Section 5)": [x for v in a.values() for x in v["runs"]]}
+             "Table 4 (Section 5)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
@@ -340,7 +349,7 @@ def table_hand_loss(r, cols, methods=tuple(NAMES), epochs=False):
                for m in methods for loss in HAND_LOSS_ROWS if f"{m}_{loss}" in rows])
 
 
-# Section 4's Table 2: the spec networks and IntegralNet, which has HeatmapNet's layers and RegressionNet's targets
+# Section 4's Table 3: the spec networks and IntegralNet, which has HeatmapNet's layers and RegressionNet's targets
 WHY_ROWS = {"regression": ("the 8x8 grid averaged into FC layers", "coordinates"),
             "integral": ("HeatmapNet's decoder to 64x64 maps", "coordinates"),
             "heatmap": ("HeatmapNet's decoder to 64x64 maps", "heatmaps")}
@@ -356,25 +365,21 @@ def table_why(r):
                 *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))] for m, (layers, target) in WHY_ROWS.items()])
 
 
-# Appendix C's Table C9: Section 4's two steps under each choice measured (key in study hand_loss, PCK key, or the
-# path of a targets-only difference)
-TWO_STEPS = [("as labelled, epoch of lowest validation loss (Section 4)", "strict", "pck_bbox", None),
+# Appendix C's Table C8: Section 4's two steps under each choice measured (key in study hand_loss, PCK key)
+TWO_STEPS = [("as labelled, epoch of lowest validation loss (Section 4)", "strict", "pck_bbox"),
              ("symmetric loss, scored in either order, epoch of lowest validation loss (Section 4)", "symmetric",
-              "pck_bbox_sym", None),
-             ("as labelled, last epoch", "strict_last", "pck_bbox", None),
-             ("symmetric loss, scored in either order, last epoch", "symmetric_last", "pck_bbox_sym", None),
-             ("as labelled, epoch of lowest validation loss, both read at the peak + quarter step (Table C7)", None,
-              "pck_bbox", "targets_at_peak.quarter")]
+              "pck_bbox_sym"),
+             ("as labelled, last epoch", "strict_last", "pck_bbox"),
+             ("symmetric loss, scored in either order, last epoch", "symmetric_last", "pck_bbox_sym")]
 
 
 def table_two_steps(r):
     """IntegralNet − RegressionNet (the output layers) and HeatmapNet − IntegralNet (the targets), paired by seed, in
-    PCK@0.05 under each TWO_STEPS setting; a setting that measured only the targets' step has a dash for the other."""
+    PCK@0.05 under each TWO_STEPS setting."""
     h = r["study"]["hand_loss"]
     return md(["setting", "output layers: IntegralNet − RegressionNet", "targets: HeatmapNet − IntegralNet"],
-              [[label, ci(h["integral_minus_regression"][key][k], k) if key else "—",
-                ci(get(h, other)[k] if other else h["heatmap_minus_integral"][key][k], k)]
-               for label, key, k, other in TWO_STEPS])
+              [[label, ci(h["integral_minus_regression"][key][k], k), ci(h["heatmap_minus_integral"][key][k], k)]
+               for label, key, k in TWO_STEPS])
 
 
 READ_OUTS = {"mean": "mean position under the map", "argmax": "peak (argmax)", "quarter": "peak + quarter step"}
@@ -465,6 +470,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "hl": lambda r, row, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["rows"][row]), k),  # seed mean
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
     "share": lambda r, a, b: share(r["study"]["readouts"]["steps"], a, b),  # b - a as a share of the PCK@0.05 gap
+    "split": lambda r, rule, part: split(r["study"]["hand_loss"], rule, part),  # Section 4's two steps as shares
     "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
     "pl": lambda r, m, k, key="placement": num(mean(x[k] for x in r["study"]["hand_loss"][key][m]), "pck"),  # placement
     "rl": lambda r, m, d, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["readouts_probed"][m][d]), k),
@@ -519,7 +525,8 @@ def reflow(text, width=120):
 
 
 def main(argv=None):
-    p = ArgumentParser(description="Write (or --check) report.md and README.md from their templates.")
+    p = ArgumentParser(description="Write (or --check) report.md, report_appendix.md and README.md from their "
+                                "templates.")
     p.add_argument("--check", action="store_true", help="exit 1 if a document differs from what the JSON gives")
     args = p.parse_args(argv)
     results = load_results()
