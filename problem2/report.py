@@ -471,6 +471,10 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
     "share": lambda r, a, b: share(r["study"]["readouts"]["steps"], a, b),  # b - a as a share of the PCK@0.05 gap
     "split": lambda r, rule, part: split(r["study"]["hand_loss"], rule, part),  # Section 4's two steps as shares
+    # the output layers' smallest share (part 'layers') or the targets' largest ('targets') under both epoch rules
+    "split_bound": lambda r, part: (min if part == "layers" else max)((split(r["study"]["hand_loss"], rule, part)
+                                                                       for rule in ("strict", "strict_last")),
+                                                                      key=lambda x: int(x.split()[0])),
     "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
     "pl": lambda r, m, k, key="placement": num(mean(x[k] for x in r["study"]["hand_loss"][key][m]), "pck"),  # placement
     "rl": lambda r, m, d, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["readouts_probed"][m][d]), k),
