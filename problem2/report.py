@@ -19,7 +19,8 @@ from model import METHODS
 from study import LADDER, LAST_EPOCH_RERUN, ONE_FACTOR, POSITION_ROWS, READOUT_LABELS, READOUTS
 
 HERE = Path(__file__).resolve().parent
-DOCS = {HERE / "report_template.md": HERE / "report.md", HERE / "report_appendix_template.md": HERE / "report_appendix.md",
+DOCS = {HERE / "report_template.md": HERE / "report.md",
+        HERE / "report_appendix_template.md": HERE / "report_appendix.md",
         HERE / "readme_template.md": HERE.parent / "README.md"}
 SLOT = re.compile(r"\{\{([^{}]+?)\}\}")
 LIST_ITEM = re.compile(r" *(- |\d+\. )")  # a bullet or numbered item (nested: indented) starts a paragraph
@@ -387,7 +388,8 @@ READ_OUTS = {"mean": "mean position under the map", "argmax": "peak (argmax)", "
 
 def table_readouts_probed(r):
     """The probed networks, as labelled at their epoch of lowest val loss (study hand_loss readouts_probed), each under
-    every read-out of their maps: PCK@0.05 as labelled and in either order, mean error and the head and feet's (mean ± std over seeds)."""
+    every read-out of their maps: PCK@0.05 as labelled and in either order, mean error and the head and feet's
+    (mean ± std over seeds)."""
     ro = r["study"]["hand_loss"]["readouts_probed"]
     return md(["network", "read-out", "PCK@0.05", "PCK@0.05, either order", "mean error (px)", "head and feet (px)"],
               [[NAMES[m], READ_OUTS[d], *sd_cells(rows, ("pck_bbox", "pck_bbox_sym", "px", "px_head_feet"))]
@@ -450,9 +452,9 @@ VALUES = {
     "bbox_px": lambda r: f"{r['metrics']['normaliser_px']['bbox']:.0f}",
     **{f"radius_{k}": (lambda r, t=t: f"{t * r['metrics']['normaliser_px']['bbox']:.1f}")  # PCK@t's radius, px
        for k, t in (("05", 0.05), ("10", 0.1))},
-    **{f"{k}sigma_px": (lambda r, f=f: f"{f * r['log']['config']['sigma'] * 128 / r['log']['config']['heatmap_size']:g}")
-       for k, f in (("", 1), ("two_", 2))},  # the committed HeatmapNet's σ (and 2σ) in image px
+    "sigma_px": lambda r: f"{r['log']['config']['sigma'] * 128 / r['log']['config']['heatmap_size']:g}",  # image px
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
+    "mean_pose_pck05": lambda r: num(r["study"]["readouts"]["references"]["mean_pose"]["pck_bbox"]["0.05"], "pck"),
     "centre_reference_pck05": lambda r: num(r["study"]["readouts"]["references"]["centre_plus_mean_offsets"][
         "pck_bbox"]["0.05"], "pck"),  # no training, told each figure's true centre
     "main_cpus": main_cpus,
