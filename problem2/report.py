@@ -142,7 +142,7 @@ def share(steps, a, b, metric="pck_bbox"):
 
 
 def split(hand_loss, rule, part):
-    """'79 %': the output layers' ('layers') or the targets' ('targets') step as a share of their sum, HeatmapNet minus
+    """'79 %': the head's ('layers') or the targets' ('targets') step as a share of their sum, HeatmapNet minus
     RegressionNet, in PCK@0.05 (seed means of the paired differences stored by study.py hand_loss under `rule`)."""
     layers, targets = (hand_loss[k][rule]["pck_bbox"]["diff"]
                        for k in ("integral_minus_regression", "heatmap_minus_integral"))
@@ -198,7 +198,7 @@ def table_one_factor(r):
 
 
 def table_ladder(r):
-    """study.LADDER's steps 0-6 (steps 1-5 change RegressionNet's output layers into IntegralNet's, step 6 the targets,
+    """study.LADDER's steps 0-6 (steps 1-5 change RegressionNet's head into IntegralNet's, step 6 the targets,
     to HeatmapNet): each row one change from the row above, its seed-mean PCK@0.05, the paired change from the row
     above, and PCK@0.05 on the shifted test set."""
     ro = complete(r["study"]["readouts"])
@@ -357,13 +357,14 @@ WHY_ROWS = {"regression": ("the 8x8 grid averaged into FC layers", "coordinates"
 
 
 def table_why(r):
-    """WHY_ROWS (study.py hand_loss), PCK@0.05 mean ± std over seeds, two ways: trained and scored as labelled, and
-    trained with the symmetric hand loss and scored in either order."""
+    """WHY_ROWS (study.py hand_loss), PCK@0.05 mean ± std over seeds, three ways: trained and scored as labelled;
+    trained with the symmetric hand loss and scored as labelled; the same, scored in either order."""
     rows = r["study"]["hand_loss"]["rows"]
-    return md(["network", "after the encoder", "trained on", "PCK@0.05, trained and scored as labelled",
-               "PCK@0.05, symmetric loss, scored in either order"],
+    return md(["network", "after the encoder", "trained on", "as labelled", "symmetric loss, scored as labelled",
+               "symmetric loss, scored in either order"],
               [[NAMES[m], layers, target, *sd_cells(rows[f"{m}_strict"], ("pck_bbox",)),
-                *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))] for m, (layers, target) in WHY_ROWS.items()])
+                *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox", "pck_bbox_sym"))]
+               for m, (layers, target) in WHY_ROWS.items()])
 
 
 # Appendix C's Table C8: Section 4's two steps under each choice measured (key in study hand_loss, PCK key)
@@ -375,10 +376,10 @@ TWO_STEPS = [("as labelled, epoch of lowest validation loss (Section 4)", "stric
 
 
 def table_two_steps(r):
-    """IntegralNet − RegressionNet (the output layers) and HeatmapNet − IntegralNet (the targets), paired by seed, in
+    """IntegralNet − RegressionNet (the head) and HeatmapNet − IntegralNet (the targets), paired by seed, in
     PCK@0.05 under each TWO_STEPS setting."""
     h = r["study"]["hand_loss"]
-    return md(["setting", "output layers: IntegralNet − RegressionNet", "targets: HeatmapNet − IntegralNet"],
+    return md(["setting", "head: IntegralNet − RegressionNet", "targets: HeatmapNet − IntegralNet"],
               [[label, ci(h["integral_minus_regression"][key][k], k), ci(h["heatmap_minus_integral"][key][k], k)]
                for label, key, k in TWO_STEPS])
 
@@ -473,7 +474,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
     "share": lambda r, a, b: share(r["study"]["readouts"]["steps"], a, b),  # b - a as a share of the PCK@0.05 gap
     "split": lambda r, rule, part: split(r["study"]["hand_loss"], rule, part),  # Section 4's two steps as shares
-    # the output layers' smallest share (part 'layers') or the targets' largest ('targets') under both epoch rules
+    # the head's smallest share (part 'layers') or the targets' largest ('targets') under both epoch rules
     "split_bound": lambda r, part: (min if part == "layers" else max)((split(r["study"]["hand_loss"], rule, part)
                                                                        for rule in ("strict", "strict_last")),
                                                                       key=lambda x: int(x.split()[0])),
