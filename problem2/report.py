@@ -142,7 +142,7 @@ def share(steps, a, b, metric="pck_bbox"):
 
 
 def split(hand_loss, rule, part):
-    """'79 %': the head's ('layers') or the targets' ('targets') step as a share of their sum, HeatmapNet minus
+    """'79 %': the output stage's ('layers') or the targets' ('targets') step as a share of their sum, HeatmapNet minus
     RegressionNet, in PCK@0.05 (seed means of the paired differences stored by study.py hand_loss under `rule`)."""
     layers, targets = (hand_loss[k][rule]["pck_bbox"]["diff"]
                        for k in ("integral_minus_regression", "heatmap_minus_integral"))
@@ -198,7 +198,7 @@ def table_one_factor(r):
 
 
 def table_ladder(r):
-    """study.LADDER's steps 0-6 (steps 1-5 change RegressionNet's head into IntegralNet's, step 6 the targets,
+    """study.LADDER's steps 0-6 (steps 1-5 change RegressionNet's output stage into IntegralNet's, step 6 the targets,
     to HeatmapNet): each row one change from the row above, its seed-mean PCK@0.05, the paired change from the row
     above, and PCK@0.05 on the shifted test set."""
     ro = complete(r["study"]["readouts"])
@@ -376,10 +376,10 @@ TWO_STEPS = [("as labelled, epoch of lowest validation loss (Section 4)", "stric
 
 
 def table_two_steps(r):
-    """IntegralNet − RegressionNet (the head) and HeatmapNet − IntegralNet (the targets), paired by seed, in
+    """IntegralNet − RegressionNet (the output stage) and HeatmapNet − IntegralNet (the targets), paired by seed, in
     PCK@0.05 under each TWO_STEPS setting."""
     h = r["study"]["hand_loss"]
-    return md(["setting", "head: IntegralNet − RegressionNet", "targets: HeatmapNet − IntegralNet"],
+    return md(["setting", "output stage: IntegralNet − RegressionNet", "targets: HeatmapNet − IntegralNet"],
               [[label, ci(h["integral_minus_regression"][key][k], k), ci(h["heatmap_minus_integral"][key][k], k)]
                for label, key, k in TWO_STEPS])
 
@@ -474,10 +474,6 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "step": lambda r, a, b, k="px": step(r["study"]["readouts"]["steps"], a, b, k),  # readout b - a
     "share": lambda r, a, b: share(r["study"]["readouts"]["steps"], a, b),  # b - a as a share of the PCK@0.05 gap
     "split": lambda r, rule, part: split(r["study"]["hand_loss"], rule, part),  # Section 4's two steps as shares
-    # the head's smallest share (part 'layers') or the targets' largest ('targets') under both epoch rules
-    "split_bound": lambda r, part: (min if part == "layers" else max)((split(r["study"]["hand_loss"], rule, part)
-                                                                       for rule in ("strict", "strict_last")),
-                                                                      key=lambda x: int(x.split()[0])),
     "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
     "pl": lambda r, m, k, key="placement": num(mean(x[k] for x in r["study"]["hand_loss"][key][m]), "pck"),  # placement
     "rl": lambda r, m, d, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["readouts_probed"][m][d]), k),

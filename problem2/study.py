@@ -117,7 +117,7 @@ LADDER = [("gap_fc", "RegressionNet as specified"),
           ("flatten_fc", "the 8x8 grid (1x1 conv to 32 channels) flattened into the FC layers, not averaged"),
           ("flatten_fc_nodropout", "dropout removed from the FC layers"),
           ("flatten_fc_plain", "the final sigmoid removed"),
-          ("softargmax_8", "the FC layers replaced by a soft-argmax on 5 maps of 8x8"),
+          ("softargmax_8", "the FC layers replaced by a 1x1 conv to 5 maps of 8x8, read by a soft-argmax"),
           ("integral_64", "HeatmapNet's decoder to 64x64 maps added (IntegralNet)"),
           ("heatmap_64", "trained on heatmaps, read at their peaks, instead of on coordinates (HeatmapNet)")]
 LADDER_TICKS = {"gap_fc": "RegressionNet", "flatten_fc": "grid flattened", "flatten_fc_nodropout": "dropout removed",

@@ -99,6 +99,7 @@ def test_the_two_steps_table_gives_each_setting_its_stored_differences():
     strict, sym = ["+0.500 [+0.490, +0.510]", "+0.200 [+0.190, +0.210] |"], ["+0.800 [+0.790, +0.810]",
                                                                          "+0.005 [-0.005, +0.015]° |"]
     assert cells == [strict, sym, strict, sym]
+    assert (report.split(h, "strict", "layers"), report.split(h, "strict", "targets")) == ("71 %", "29 %")  # 0.5 : 0.2
 
 
 def test_the_readouts_table_lists_each_probed_network_under_each_read_out():
