@@ -29,10 +29,12 @@ EVAL_VERSION = 2
 STUDY_PRECISION = "fp32"  # the studies' runs: every CPU has fp32, so stored runs are reusable across machines
 CHECKPOINT = "model.pth"  # the epoch with the lowest val loss (or the last, with keep=last)
 PROBE = "probe.json"  # what a study measures beyond eval.json with the checkpoint (probe_of)
-# the numbers of a run_row that studies pair by seed, by name (PCK at 0.05, bbox)
+# the numbers of a run_row that studies pair by seed, by name (PCK at 0.05, bbox; pck_bbox_15/_20 at 0.15/0.2)
 ROW_METRICS = {**{k: (lambda row, k=k: row[k]) for k in ("px", "px_sym", "px_head_feet", "px_hands_sym", "px_shifted",
                                                          "hand_gap_px", "best_epoch")},
-               **{k: (lambda row, k=k: row[k]["0.05"]) for k in ("pck_bbox", "pck_bbox_sym", "pck_bbox_shifted")}}
+               **{k: (lambda row, k=k: row[k]["0.05"]) for k in ("pck_bbox", "pck_bbox_sym", "pck_bbox_shifted")},
+               **{k: (lambda row, t=t: row["pck_bbox"][t])
+                  for k, t in (("pck_bbox_15", "0.15"), ("pck_bbox_20", "0.2"))}}
 
 
 def run_name(recipe):
