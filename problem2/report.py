@@ -263,10 +263,12 @@ def table_how_far(r, cross_machine=False):
 
 
 def variant_label(cfg):
-    """A plain name of an ablation variant: what differs from the default."""
+    """A plain name of an ablation variant: what differs from the default (σ in image px, and in the cells of its
+    heatmap, train.py --sigma's unit)."""
+    sigma = f"σ {cfg['sigma_img']:g} image px = {cfg['sigma_img'] * cfg['hm_size'] / 128:g} cells"
     return ", ".join(x for x in (f"{cfg['hm_size']}x{cfg['hm_size']}" if cfg["hm_size"] != 64 else "",
-                                 f"σ {cfg['sigma_img']:g} image px" if cfg["sigma_img"] != 4 else "",
-                                 "no skips" if not cfg["skip"] else "") if x) or "default (64x64, σ 4 image px, skips)"
+                                 sigma if cfg["sigma_img"] != 4 else "",
+                                 "no skips" if not cfg["skip"] else "") if x) or f"default (64x64, {sigma}, skips)"
 
 
 def table_ablation(r):
@@ -296,7 +298,7 @@ def table_failures(r):
     """failure_cases.json: keypoints one method gets right and the other not, or neither, by body part."""
     f, parts = r["failures"], {"head": ("head",), "hands": ("left_hand", "right_hand"),
                                "feet": ("left_foot", "right_foot")}
-    return md(["keypoints where", "head", "hands", "feet", "all", "distance between the true hands (px)"],
+    return md(["keypoints where", "head", "hands", "feet", "all", "its hands only: distance between the true hands (px)"],
               [[CATEGORIES[c]] + [sum(f["per_keypoint"][c][k] for k in ks) for ks in parts.values()] +
                [n, num(f["characterisation"][c]["hand_gap_px"]["these"])] for c, n in f["counts"].items()])
 
