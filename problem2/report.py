@@ -299,7 +299,7 @@ def table_failures(r):
     """failure_cases.json: keypoints one method gets right and the other not, or neither, by body part."""
     f, parts = r["failures"], {"head": ("head",), "hands": ("left_hand", "right_hand"),
                                "feet": ("left_foot", "right_foot")}
-    return md(["keypoints where", "head", "hands", "feet", "all", "its hands only: distance between the true hands (px)"],
+    return md(["keypoints where", "head", "hands", "feet", "all", "mean distance between the two true hands, over its hands (px)"],
               [[CATEGORIES[c]] + [sum(f["per_keypoint"][c][k] for k in ks) for ks in parts.values()] +
                [n, num(f["characterisation"][c]["hand_gap_px"]["these"])] for c, n in f["counts"].items()])
 
