@@ -135,10 +135,15 @@ def step(steps, a, b, metric):
     return ci(stored_step(steps, a, b)[metric], metric)
 
 
+def percent(x):
+    """'79 %' for 0.79."""
+    return f"{x:.0%}".replace("%", " %")
+
+
 def share(steps, a, b, metric="pck_bbox"):
     """'78 %': b minus a as a share of HeatmapNet minus RegressionNet (the gap of Table 1), seed-mean differences."""
     gap = stored_step(steps, "gap_fc", "heatmap_64")[metric]["diff"]
-    return f"{stored_step(steps, a, b)[metric]['diff'] / gap:.0%}".replace("%", " %")
+    return percent(stored_step(steps, a, b)[metric]["diff"] / gap)
 
 
 def split(hand_loss, rule, part):
@@ -146,7 +151,12 @@ def split(hand_loss, rule, part):
     RegressionNet, in PCK@0.05 (seed means of the paired differences stored by study.py hand_loss under `rule`)."""
     layers, targets = (hand_loss[k][rule]["pck_bbox"]["diff"]
                        for k in ("integral_minus_regression", "heatmap_minus_integral"))
-    return f"{(layers if part == 'layers' else targets) / (layers + targets):.0%}".replace("%", " %")
+    return percent((layers if part == "layers" else targets) / (layers + targets))
+
+
+def far_images(r):
+    """How many test images have hands more than two PCK@0.05 radii apart (study hand_loss placement)."""
+    return r["study"]["hand_loss"]["placement"]["heatmap"][0]["images"]
 
 
 def kept_epochs(rows):
@@ -299,7 +309,8 @@ def table_failures(r):
     """failure_cases.json: keypoints one method gets right and the other not, or neither, by body part."""
     f, parts = r["failures"], {"head": ("head",), "hands": ("left_hand", "right_hand"),
                                "feet": ("left_foot", "right_foot")}
-    return md(["keypoints where", "head", "hands", "feet", "all", "mean distance between the two true hands, over its hands (px)"],
+    return md(["keypoints where", "head", "hands", "feet", "all",
+               "mean distance between the two true hands, over its hands (px)"],
               [[CATEGORIES[c]] + [sum(f["per_keypoint"][c][k] for k in ks) for ks in parts.values()] +
                [n, num(f["characterisation"][c]["hand_gap_px"]["these"])] for c, n in f["counts"].items()])
 
@@ -459,9 +470,8 @@ VALUES = {
     "exact_heatmap": lambda r: f"{r['metrics']['heatmap']['exact_fraction']:.2f}",
     # as labelled, the most PCK@0.05 any network can expect: every head and foot right, and of each image whose hands
     # are more than two PCK@0.05 radii apart (evaluate.hand_placement's images), one hand of the coin-flip pair
-    "labelled_ceiling": lambda r: num(1 - 2 / 5 * 0.5 * r["study"]["hand_loss"]["placement"]["heatmap"][0]["images"]
-                                      / r["failures"]["num_images"], "pck"),
-    "far_images": lambda r: str(r["study"]["hand_loss"]["placement"]["heatmap"][0]["images"]),
+    "labelled_ceiling": lambda r: num(1 - 2 / 5 * 0.5 * far_images(r) / r["failures"]["num_images"], "pck"),
+    "far_images": lambda r: str(far_images(r)),
     "n_test": lambda r: str(r["failures"]["num_images"]),
     "centre_reference_pck05": lambda r: num(r["study"]["readouts"]["references"]["centre_plus_mean_offsets"][
         "pck_bbox"]["0.05"], "pck"),  # no training, told each figure's true centre
