@@ -147,8 +147,8 @@ def share(steps, a, b, metric="pck_bbox"):
 
 
 def split(hand_loss, rule, part):
-    """'79 %': the output stage's ('layers') or the targets' ('targets') step as a share of their sum, HeatmapNet minus
-    RegressionNet, in PCK@0.05 (seed means of the paired differences stored by study.py hand_loss under `rule`)."""
+    """'79 %': the step of the layers after the encoder ('layers') or of the targets ('targets') as a share of their
+    sum, HeatmapNet minus RegressionNet, in PCK@0.05 (seed means of the paired differences stored by study.py hand_loss under `rule`)."""
     layers, targets = (hand_loss[k][rule]["pck_bbox"]["diff"]
                        for k in ("integral_minus_regression", "heatmap_minus_integral"))
     return percent((layers if part == "layers" else targets) / (layers + targets))
@@ -207,20 +207,28 @@ def table_one_factor(r):
               [[what] + cells(n, step(ro["steps"], "gap_fc", n, "pck_bbox")) for n, what in ONE_FACTOR])
 
 
-def table_ladder(r):
-    """study.LADDER's steps 0-6 (steps 1-5 change RegressionNet's output stage into IntegralNet's, step 6 the targets,
-    to HeatmapNet): each row one change from the row above, its seed-mean PCK@0.05 and the paired change from the row
-    above (the shifted test set's scores are in the appendix's figure and Table C2)."""
+# each LADDER step's change made alone to RegressionNet (study.ONE_FACTOR's run), where one was trained
+LADDER_ALONE = {"flatten_fc": "flatten_fc", "flatten_fc_nodropout": "gap_fc_nodropout",
+                "flatten_fc_plain": "gap_fc_nosigmoid", "integral_64": "decoder64_gap_fc"}
+
+
+def table_ladder(r, last=len(LADDER) - 1):
+    """study.LADDER's steps 0 to `last` (steps 1-5 change RegressionNet's layers after the encoder into IntegralNet's,
+    step 6 the targets, to HeatmapNet): each row one change from the row above, its seed-mean PCK@0.05, the paired
+    change from the row above, and the paired change the same change makes alone to RegressionNet (LADDER_ALONE;
+    blank where not trained)."""
     ro = complete(r["study"]["readouts"])
     rows = ro["readouts"]
-    return md(["step", "change from the row above", "PCK@0.05", "PCK@0.05 change"],
+    return md(["step", "change from the row above", "PCK@0.05", "PCK@0.05 change",
+               "the same change alone on RegressionNet"],
               [[str(i), what] + sd_cells(rows[n]["per_seed"], ("pck_bbox",))
-               + [step(ro["steps"], LADDER[i - 1][0], n, "pck_bbox") if i else ""]
-               for i, (n, what) in enumerate(LADDER)])
+               + [step(ro["steps"], LADDER[i - 1][0], n, "pck_bbox") if i else "",
+                  step(ro["steps"], "gap_fc", LADDER_ALONE[n], "pck_bbox") if n in LADDER_ALONE else ""]
+               for i, (n, what) in enumerate(LADDER[:last + 1])])
 
 
 def table_ladder_last(r):
-    """Table 2's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
+    """Table 3's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
     seed-mean PCK@0.05 as labelled and in either order, the paired change from the row above, the shifted PCK@0.05."""
     hl = r["study"]["hand_loss"]
     rows = [(i, n, what) for i, (n, what) in enumerate(LADDER) if READOUTS[n][0] in LAST_EPOCH_RERUN]
@@ -364,7 +372,7 @@ def table_hand_loss(r, cols, methods=tuple(NAMES), epochs=False):
                for m in methods for loss in HAND_LOSS_ROWS if f"{m}_{loss}" in rows])
 
 
-# Section 4's Table 3: the spec networks and IntegralNet, which has HeatmapNet's layers and RegressionNet's targets
+# Section 4's Table 2: the spec networks and IntegralNet, which has HeatmapNet's layers and RegressionNet's targets
 WHY_ROWS = {"regression": ("the 8x8 grid averaged into FC layers", "coordinates"),
             "integral": ("HeatmapNet's decoder to 64x64 maps", "coordinates"),
             "heatmap": ("HeatmapNet's decoder to 64x64 maps", "heatmaps")}
@@ -389,10 +397,10 @@ TWO_STEPS = [("as labelled, epoch of lowest validation loss (Section 4)", "stric
 
 
 def table_two_steps(r):
-    """IntegralNet − RegressionNet (the output stage) and HeatmapNet − IntegralNet (the targets), paired by seed, in
-    PCK@0.05 under each TWO_STEPS setting."""
+    """IntegralNet − RegressionNet (the layers after the encoder) and HeatmapNet − IntegralNet (the targets), paired
+    by seed, in PCK@0.05 under each TWO_STEPS setting."""
     h = r["study"]["hand_loss"]
-    return md(["setting", "output stage: IntegralNet − RegressionNet", "targets: HeatmapNet − IntegralNet"],
+    return md(["setting", "layers after the encoder: IntegralNet − RegressionNet", "targets: HeatmapNet − IntegralNet"],
               [[label, ci(h["integral_minus_regression"][key][k], k), ci(h["heatmap_minus_integral"][key][k], k)]
                for label, key, k in TWO_STEPS])
 
@@ -413,7 +421,9 @@ def table_readouts_probed(r):
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
 TABLES = {
     "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
-    "one_factor": table_one_factor, "ladder": table_ladder, "position": table_position, "why": table_why,
+    "one_factor": table_one_factor, "ladder": table_ladder,
+    "ladder_layers": lambda r: table_ladder(r, [n for n, _ in LADDER].index("integral_64")),
+    "position": table_position, "why": table_why,
     "two_steps": table_two_steps,
     "ladder_last": table_ladder_last, "readouts_probed": table_readouts_probed,
     "assignment_integral": lambda r: table_assignment(r, "bbox", ("integral",)), "readouts_full": table_readouts,

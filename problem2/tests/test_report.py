@@ -49,32 +49,37 @@ def test_a_stored_difference_by_its_path():
 
 
 def test_the_ladder_table_pairs_each_step_with_the_row_above():
-    """Table 2 (study.LADDER's steps 0-6): each row's change is its stored step from the row above; known per-seed PCKs
-    give known changes, and the changes add up to HeatmapNet minus RegressionNet; share() gives a step's part of it."""
+    """Table 3 (study.LADDER's steps): each row's change is its stored step from the row above, and its last column
+    the same change made alone to RegressionNet (report.LADDER_ALONE); known per-seed PCKs give known changes, the
+    changes add up to HeatmapNet minus RegressionNet, and share() gives a step's part of it."""
     from common import paired_metrics
     from runs import ROW_METRICS
     from study import LADDER
     pck = dict(zip((n for n, _ in LADDER), (0.1, 0.3, 0.5, 0.6, 0.65, 0.65, 0.85)))
+    pck.update(gap_fc_nodropout=0.15, gap_fc_nosigmoid=0.05, decoder64_gap_fc=0.2)
     rows = {n: [{"seed": s, "pck_bbox": {"0.05": p + 0.01 * s}, "pck_bbox_sym": {"0.05": p},
                  "pck_bbox_shifted": {"0.05": p / 2}} for s in range(3)]
             for n, p in pck.items()}
     metrics = {k: ROW_METRICS[k] for k in ("pck_bbox",)}
-    steps = [{"from": a, "to": b, **paired_metrics(rows[a], rows[b], metrics)}
-             for (a, _), (b, _) in zip(LADDER, LADDER[1:])]
+    pairs = list(zip((n for n, _ in LADDER), (n for n, _ in LADDER[1:]))) + [("gap_fc", n) for n in pck]
+    steps = [{"from": a, "to": b, **paired_metrics(rows[a], rows[b], metrics)} for a, b in pairs]
     r = {"study": {"readouts": {"readouts": {n: {"complete": True, "params": 1e6, "per_seed": v}
                                              for n, v in rows.items()}, "steps": steps}}}
     table = report.table_ladder(r).splitlines()
-    changes = [line.split(" | ")[-1].rstrip(" |") for line in table[2:]]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    changes = [c[3] for c in cells]
     assert changes == ["", "+0.200 [+0.200, +0.200]", "+0.200 [+0.200, +0.200]", "+0.100 [+0.100, +0.100]",
                        "+0.050 [+0.050, +0.050]", "+0.000 [+0.000, +0.000]°", "+0.200 [+0.200, +0.200]"]
+    assert [c[4] for c in cells] == ["", "+0.200 [+0.200, +0.200]", "+0.050 [+0.050, +0.050]",
+                                     "-0.050 [-0.050, -0.050]", "", "+0.100 [+0.100, +0.100]", ""]
     assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["heatmap_64"] - pck["gap_fc"])
-    steps.append({"from": "gap_fc", "to": "heatmap_64", **paired_metrics(rows["gap_fc"], rows["heatmap_64"], metrics)})
     assert report.share(steps, "integral_64", "heatmap_64") == "27 %"  # 0.2 of 0.75
-    assert table[2] == "| 0 | RegressionNet as specified | 0.110 ± 0.010 |  |"
+    assert table[2] == "| 0 | RegressionNet as specified | 0.110 ± 0.010 |  |  |"
+    assert len(report.TABLES["ladder_layers"](r).splitlines()) == 2 + 6  # steps 0-5: up to IntegralNet
 
 
 def test_the_why_table_gives_each_network_both_ways():
-    """Table 3 (report.WHY_ROWS): per network, PCK@0.05 trained and scored as labelled, and trained with the
+    """Table 2 (report.WHY_ROWS): per network, PCK@0.05 trained and scored as labelled, and trained with the
     symmetric loss and scored in either order; known per-seed values give known cells."""
     hand = {f"{m}_{loss}": [{"seed": s, "best_epoch": 4 + s, "pck_bbox": {"0.05": p + 0.01 * s},
                              "pck_bbox_sym": {"0.05": p + 0.2}} for s in range(3)]
