@@ -208,21 +208,21 @@ def table_one_factor(r):
 
 
 # each LADDER step's change made alone to RegressionNet (study.ONE_FACTOR's run), where one was trained
-LADDER_ALONE = {"flatten_fc": "flatten_fc", "flatten_fc_nodropout": "gap_fc_nodropout",
-                "flatten_fc_plain": "gap_fc_nosigmoid", "integral_64": "decoder64_gap_fc"}
+LADDER_ALONE = {"flatten_fc_nodropout": "gap_fc_nodropout", "flatten_fc_plain": "gap_fc_nosigmoid"}
 
 
 def table_ladder(r, last=len(LADDER) - 1):
     """study.LADDER's steps 0 to `last` (steps 1-5 change RegressionNet's layers after the encoder into IntegralNet's,
     step 6 the targets, to HeatmapNet): each row one change from the row above, its seed-mean PCK@0.05, the paired
-    change from the row above, and the paired change the same change makes alone to RegressionNet (LADDER_ALONE;
-    blank where not trained)."""
+    change from the row above, and the paired change the same change makes alone to RegressionNet (LADDER_ALONE; step
+    1 is made on RegressionNet; blank where not trained)."""
     ro = complete(r["study"]["readouts"])
     rows = ro["readouts"]
     return md(["step", "change from the row above", "PCK@0.05", "PCK@0.05 change",
                "the same change alone on RegressionNet"],
               [[str(i), what] + sd_cells(rows[n]["per_seed"], ("pck_bbox",))
                + [step(ro["steps"], LADDER[i - 1][0], n, "pck_bbox") if i else "",
+                  "same as the change" if i == 1 else
                   step(ro["steps"], "gap_fc", LADDER_ALONE[n], "pck_bbox") if n in LADDER_ALONE else ""]
                for i, (n, what) in enumerate(LADDER[:last + 1])])
 
