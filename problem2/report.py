@@ -214,15 +214,14 @@ LADDER_ALONE = {"flatten_fc_nodropout": "gap_fc_nodropout", "flatten_fc_plain": 
 def table_ladder(r, last=len(LADDER) - 1):
     """study.LADDER's steps 0 to `last` (steps 1-5 change RegressionNet's layers after the encoder into IntegralNet's,
     step 6 the targets, to HeatmapNet): each row one change from the row above, its seed-mean PCK@0.05, the paired
-    change from the row above, and the paired change the same change makes alone to RegressionNet (LADDER_ALONE; step
-    1 is made on RegressionNet; blank where not trained)."""
+    change from the row above, and the paired change the same change makes alone to RegressionNet (LADDER_ALONE; blank
+    where not trained, and for step 1, which already is)."""
     ro = complete(r["study"]["readouts"])
     rows = ro["readouts"]
     return md(["step", "change from the row above", "PCK@0.05", "PCK@0.05 change",
                "the same change alone on RegressionNet"],
               [[str(i), what] + sd_cells(rows[n]["per_seed"], ("pck_bbox",))
                + [step(ro["steps"], LADDER[i - 1][0], n, "pck_bbox") if i else "",
-                  "same as the change" if i == 1 else
                   step(ro["steps"], "gap_fc", LADDER_ALONE[n], "pck_bbox") if n in LADDER_ALONE else ""]
                for i, (n, what) in enumerate(LADDER[:last + 1])])
 
@@ -383,8 +382,8 @@ def table_why(r):
     at the epoch of lowest val loss, and at the last epoch), and trained with the symmetric hand loss and scored in
     either order."""
     rows = r["study"]["hand_loss"]["rows"]
-    return md(["network", "after the encoder", "trained on", "trained and scored as labelled",
-               "the same, kept at the last epoch", "symmetric loss, scored in either order"],
+    return md(["network", "after the encoder", "trained on", "as labelled", "as labelled, last epoch",
+               "symmetric loss, either order"],
               [[NAMES[m], layers, target, *sd_cells(rows[f"{m}_strict"], ("pck_bbox",)),
                 *sd_cells(rows[f"{m}_strict_last"], ("pck_bbox",)), *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))]
                for m, (layers, target) in WHY_ROWS.items()])
@@ -506,6 +505,7 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "split": lambda r, rule, part: split(r["study"]["hand_loss"], rule, part),  # Section 4's two steps as shares
     "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
     "pl": lambda r, m, k, key="placement": num(mean(x[k] for x in r["study"]["hand_loss"][key][m]), "pck"),  # placement
+    "saved": lambda r, m, d, k: num(val(r["metrics"][m]["decoders"][d], k), k),  # a saved model read by decoder d
     "rl": lambda r, m, d, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["readouts_probed"][m][d]), k),
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
