@@ -74,8 +74,8 @@ def plot_heatmap_stages(snapshots, save_path):
             ax.set_title(f"{KEYPOINT_NAMES[j] + '  ' if r == 0 else ''}max {heatmaps[r, j].max():.2f}", fontsize=8)
     plt().setp(axes, xticks=[], yticks=[])
     axes[0, 0].set_title("input", fontsize=8)
-    fig.suptitle(f"HeatmapNet predictions on val image {i} during training ({hm_size}x{hm_size}, colour 0..1, + = "
-                 f"ground truth; true hands {gaps[i]:.1f} px apart)", fontsize=10)
+    fig.suptitle(f"HeatmapNet predictions on val image {i} during training ({hm_size}x{hm_size}, colour scale 0 to 1, "
+                 f"clipped; + = ground truth; true hands {gaps[i]:.1f} px apart)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, save_path)
 

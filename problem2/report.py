@@ -317,7 +317,7 @@ def table_failures(r):
     f, parts = r["failures"], {"head": ("head",), "hands": ("left_hand", "right_hand"),
                                "feet": ("left_foot", "right_foot")}
     return md(["keypoints where", "head", "hands", "feet", "all",
-               "mean distance between the two true hands, over its hands (px)"],
+               "true hands' distance apart, mean over the row's hands (px)"],
               [[CATEGORIES[c]] + [sum(f["per_keypoint"][c][k] for k in ks) for ks in parts.values()] +
                [n, num(f["characterisation"][c]["hand_gap_px"]["these"])] for c, n in f["counts"].items()])
 
@@ -505,7 +505,8 @@ KINDS = {  # {{KIND:arg:...}} -> its text; a path is dotted (study.hand_loss.pai
     "split": lambda r, rule, part: split(r["study"]["hand_loss"], rule, part),  # Section 4's two steps as shares
     "ep": lambda r, row: kept_epochs(r["study"]["hand_loss"]["rows"][row]),  # the epoch each seed's run kept
     "pl": lambda r, m, k, key="placement": num(mean(x[k] for x in r["study"]["hand_loss"][key][m]), "pck"),  # placement
-    "saved": lambda r, m, d, k: num(val(r["metrics"][m]["decoders"][d], k), k),  # a saved model read by decoder d
+    "default": lambda r, d, k: num(mean(val(x["test"][d], k) for x in r["ablation"]["variants"][DEFAULT_VARIANT][
+        "runs"]), k),  # the default HeatmapNet's seed mean (baseline.py --seeds), read by decoder d
     "rl": lambda r, m, d, k: num(mean(val(x, k) for x in r["study"]["hand_loss"]["readouts_probed"][m][d]), k),
     "hf": lambda r, row, k: num(r["how_far"]["means"][hf_row(r["how_far"], row)][k], k),  # a recipe's seed mean
     "hfstep": lambda r, a, b: step(r["how_far"]["steps"], hf_row(r["how_far"], a), hf_row(r["how_far"], b), "px_sym"),
