@@ -136,6 +136,18 @@ def test_figure_geometry_follows_course_distribution(tmp_path):
         assert (r <= 20).all() and (r >= 18).all()   # int() truncation of a 20-px arm
 
 
+def test_swapped_arm_angles_draw_the_same_pixels_with_the_hand_labels_swapped():
+    """The hand labels are a coin flip given the image: arm angles (a, b) and (-b, -a) render pixel-identical images
+    (so no network can tell them apart) whose left_hand and right_hand labels are swapped."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        centre, (a, b), spread = dataset.sample_figure(rng)
+        img, kp = dataset.render_figure(centre, (a, b), spread)
+        img_swapped, kp_swapped = dataset.render_figure(centre, (-b, -a), spread)
+        assert np.array_equal(np.asarray(img), np.asarray(img_swapped))
+        assert kp_swapped == [kp[0], kp[2], kp[1], kp[3], kp[4]]
+
+
 def test_hand_labels_ambiguous_feet_not(tmp_path):
     kp_dir = generate_dataset(tmp_path, {"train": 1000}, seed=11)
     ds = load_split(kp_dir, "train", "regression")
