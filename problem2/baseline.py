@@ -17,7 +17,7 @@ from codec import DECODERS, HANDS, KEYPOINT_NAMES, REFINE_DEFAULT, decode, hand_
 from common import (ArgumentParser, RESULTS_DIR, fmt_time, main_time, paired_by_seed, pick_device, pick_precision, plt,
                     positive, read_json, record_timing, results_lock, run_cli, save_figure, set_threads, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
-from evaluate import keypoint_distances, load_run_checkpoints, pck_matrix, print_metrics_table
+from evaluate import keypoint_distances, load_run_checkpoints, pck_matrix, pck_normalizer, print_metrics_table
 from figures import draw_keypoints
 from model import HeatmapNet, run_model
 from runs import STUDY_PRECISION, Store, collect, run_name
@@ -37,7 +37,8 @@ ABLATION_METRICS = {**{f"px_{d}": (lambda t, d=d: t[d]["px"]) for d in DECODERS}
                     "pck05_sym": lambda t: t[REFINE_DEFAULT]["pck_bbox_sym"]["0.05"]}
 CATEGORIES = {"heatmap_only": "heatmap succeeds, regression fails", "regression_only": "regression succeeds, heatmap fails",
               "both_fail": "both fail"}  # failure_cases.json's keys, named by who succeeds
-SUCCESS_RULE = "a keypoint succeeds when its strict error <= 0.1 x bbox diagonal (PCK@0.1, bbox)"
+SUCCESS_T = 0.1  # the failure analysis' threshold, a fraction of the GT bbox diagonal
+SUCCESS_RULE = f"a keypoint succeeds when its strict error <= {SUCCESS_T} x bbox diagonal (PCK@{SUCCESS_T}, bbox)"
 
 
 def variant_config(overrides):
@@ -131,13 +132,20 @@ def failure_categories(ok_heatmap, ok_regression):
     return {"heatmap_only": ok_h & ~ok_r, "regression_only": ok_r & ~ok_h, "both_fail": ~ok_h & ~ok_r}
 
 
-def characterise(mask, gt):
-    """How many keypoints and images of `mask` [N, K] fail, and the true hand gap of the images whose hands fail,
-    next to the whole test split's."""
-    gaps, hand_rows = hand_gap(gt), mask[:, HANDS].any(1)
+def characterise(mask, gt, preds, radius_px):
+    """How many keypoints and images of `mask` [N, K] fail, the true hand gap of the images whose hands fail (next to
+    the whole test split's), and where each method put the hands counted in `mask`: how many of its predictions
+    [N, K, 2] lie within radius_px [N] (the success rule's) of the image's other true hand, and of the midpoint
+    between the two true hands."""
+    gaps, hand_rows, hands = hand_gap(gt), mask[:, HANDS].any(1), mask[:, HANDS]
+    other, midpoint = gt[:, HANDS[::-1]], gt[:, HANDS].mean(1, keepdim=True)
+    near = lambda pred, target: int((((pred[:, HANDS] - target).norm(dim=-1) <= radius_px[:, None]) & hands).sum())  # noqa: E731
     return {"keypoints": int(mask.sum()), "images": int(mask.any(1).sum()),
             "hand_gap_px": {"these": float(gaps[hand_rows].mean()) if hand_rows.any() else None,
-                            "all": float(gaps.mean())}}
+                            "all": float(gaps.mean())},
+            "hands": {"count": int(hands.sum()),
+                      **{m: {"on_other_hand": near(p, other), "near_midpoint": near(p, midpoint)}
+                         for m, p in preds.items()}}}
 
 
 def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, device="cpu"):
@@ -151,12 +159,14 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, device="cpu")
     hm_out = run_model(hm_model.to(device), test_loader, device, "fp32")
     pred_h = decode("heatmap", hm_out, REFINE_DEFAULT)
     pred_r = decode("regression", run_model(rg_model.to(device), test_loader, device, "fp32"))
-    ok_h, ok_r, ok_h_sym, ok_r_sym = (pck_matrix(pred, gt, [0.1], "bbox", symmetric=sym)[0]
+    ok_h, ok_r, ok_h_sym, ok_r_sym = (pck_matrix(pred, gt, [SUCCESS_T], "bbox", symmetric=sym)[0]
                                       for sym in (False, True) for pred in (pred_h, pred_r))
     cats = failure_categories(ok_h, ok_r)
     result = {"rule": SUCCESS_RULE, "num_images": len(gt), "counts": {c: int(m.sum()) for c, m in cats.items()},
               "per_keypoint": {c: {n: int(v) for n, v in zip(KEYPOINT_NAMES, m.sum(0))} for c, m in cats.items()},
-              "characterisation": {c: characterise(m, gt) for c, m in cats.items()},
+              "characterisation": {c: characterise(m, gt, {"heatmap": pred_h, "regression": pred_r},
+                                                   SUCCESS_T * pck_normalizer(gt, "bbox").float())
+                                   for c, m in cats.items()},
               "gallery": {}}
     # symmetric view: how many strict failures are only a hand-label swap?
     result["fixed_by_symmetric_matching"] = {"heatmap": int((ok_h_sym & ~ok_h).sum()),

@@ -24,7 +24,7 @@ from codec import (DECODERS, HANDS, HEAD_FEET, KEYPOINT_NAMES, REFINE_DEFAULT, d
 from common import (ArgumentParser, RESULTS_DIR, UsageError, device_arg, pick_device, plt, positive, read_json,
                     record_timing, results_lock, run_cli, save_figure, torch_load, write_json)
 from dataset import data_fingerprint, load_split, make_loader, resolve_keypoints_dir
-from figures import draw_keypoints, plot_heatmap_stages, plot_training_curves, prediction_grid
+from figures import draw_keypoints, plot_heatmap_stages, plot_heatmap_stages_all, plot_training_curves, prediction_grid
 from model import METHODS, IntegralNet, load_checkpoint, model_config, run_model, target_of
 
 PCK_THRESHOLDS = [0.05, 0.1, 0.15, 0.2]
@@ -342,7 +342,9 @@ def write_figures(out_dir, split, ds, preds, loaded, training_log, num_samples):
         return
     snap_path = out_dir / "heatmap_snapshots.pt"
     if "heatmap" in final and snap_path.exists():
-        plot_heatmap_stages(torch_load(snap_path), vis_dir / "heatmaps_training_stages.png")
+        snapshots = torch_load(snap_path)
+        plot_heatmap_stages_all(snapshots, vis_dir / "heatmaps_training_stages.png")
+        plot_heatmap_stages(snapshots, vis_dir / "heatmaps_training_stages_keypoints.png")
     plot_training_curves(training_log, vis_dir / "training_curves.png")
 
 

@@ -80,6 +80,31 @@ def plot_heatmap_stages(snapshots, save_path):
     save_figure(fig, save_path)
 
 
+def plot_heatmap_stages_all(snapshots, save_path):
+    """Predicted heatmaps of every val image train.py snapshotted, at each snapshotted epoch: a row per image, the
+    image plus one column per epoch showing the largest of its keypoints' heatmaps at each pixel (GT marked)."""
+    epochs, heatmaps = snapshots["epochs"], snapshots["heatmaps"].float().amax(2).numpy()  # [E, N, H, W]
+    images, gt = snapshots["images"].numpy(), snapshots["keypoints"].numpy()
+    n, hm_size = len(images), heatmaps.shape[-1]
+    fig, axes = plt().subplots(n, len(epochs) + 1, figsize=(1.9 * (len(epochs) + 1), 1.9 * n + 0.4), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(images[i].squeeze(), cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_ylabel(f"val image {i}", fontsize=10)
+        for c, epoch in enumerate(epochs):
+            ax = axes[i, c + 1]
+            ax.imshow(heatmaps[c, i], cmap="magma", vmin=0, vmax=1, extent=(-0.5, 127.5, 127.5, -0.5))
+            ax.plot(gt[i, :, 0], gt[i, :, 1], "c+", ms=7, mew=1.2)
+            if i == 0:
+                ax.set_title(f"epoch {epoch}", fontsize=10)
+    plt().setp(axes, xticks=[], yticks=[])
+    axes[0, 0].set_title("input", fontsize=10)
+    fig.suptitle(f"HeatmapNet's predicted heatmaps during training, all {n} val images saved ({hm_size}x{hm_size}; "
+                 "each pixel: the largest of the 5 keypoints' heatmaps;\ncolour scale 0 to 1, clipped; + = ground "
+                 "truth)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, save_path)
+
+
 def plot_training_curves(training_log, save_path):
     """Train/val loss per method (log scale) and val pixel error per epoch for both methods."""
     methods = [m for m in METHODS if m in training_log]

@@ -473,6 +473,9 @@ VALUES = {
     "main_bf16": lambda r: main_command_time(r, "bf16"), "main_fp32": lambda r: main_command_time(r, "fp32"),
     "main_fp32_forced": lambda r: main_command_time(r, "fp32_forced"),
     "heatmap_failures": lambda r: str(sum(r["failures"]["counts"][c] for c in ("regression_only", "both_fail"))),
+    # of HeatmapNet's failing hands, those within the success radius of the image's other true hand
+    "heatmap_on_other_hand": lambda r: str(sum(r["failures"]["characterisation"][c]["hands"]["heatmap"]["on_other_hand"]
+                                              for c in ("regression_only", "both_fail"))),
     "torso_px": lambda r: f"{r['metrics']['normaliser_px']['torso']:.0f}",
     "bbox_px": lambda r: f"{r['metrics']['normaliser_px']['bbox']:.0f}",
     **{f"radius_{k}": (lambda r, t=t: f"{t * r['metrics']['normaliser_px']['bbox']:.1f}")  # PCK@t's radius, px

@@ -110,6 +110,23 @@ class _Replay(torch.nn.Module):
         return out
 
 
+def test_characterise_counts_where_each_method_put_the_failing_hands():
+    """baseline.characterise: for the hands in the mask, how many of each method's predictions lie within the radius
+    of the image's other true hand, and of the midpoint between the hands (known geometry: hands 20 px apart)."""
+    gt = torch.tensor([[[50.0, 20.0], [40.0, 50.0], [60.0, 50.0], [40.0, 90.0], [60.0, 90.0]]]).repeat(3, 1, 1)
+    pred_a, pred_b = gt.clone(), gt.clone()
+    pred_a[0, 1] = gt[0, 2]                     # image 0: left hand put on the right hand
+    pred_a[1, 2] = (gt[1, 1] + gt[1, 2]) / 2    # image 1: right hand put at the midpoint
+    pred_b[0, 1] = gt[0, 1] + 30                # image 0: far from everything
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask[0, 1] = mask[1, 2] = mask[2, 0] = True  # two failing hands and a head
+    res = baseline.characterise(mask, gt, {"a": pred_a, "b": pred_b}, torch.full((3,), 7.0))
+    assert res["keypoints"] == 3 and res["images"] == 3
+    # b: image 0's hand is far from everything, image 1's on its own hand (20 px from the other, 10 from the midpoint)
+    assert res["hands"] == {"count": 2, "a": {"on_other_hand": 1, "near_midpoint": 1},
+                            "b": {"on_other_hand": 0, "near_midpoint": 0}}
+
+
 def test_analyze_failure_cases_on_known_predictions(tiny_data, tmp_path, monkeypatch):
     figs, real = {}, baseline.save_figure
     monkeypatch.setattr(baseline, "save_figure", lambda fig, path: (figs.__setitem__(path.name, fig), real(fig, path)))

@@ -143,6 +143,26 @@ def test_figures_show_what_their_reader_needs(tiny_data, trained, tmp_path, monk
     assert grid_legend.get_title().get_text() == "the first 3 images of the val split"
 
 
+def test_the_training_stage_figure_shows_every_saved_image_at_every_saved_epoch(tmp_path, monkeypatch):
+    """figures.plot_heatmap_stages_all: a row per snapshotted image, the input then one column per epoch, each panel the
+    pixelwise largest of the keypoints' heatmaps (a known peak shows at its own place)."""
+    import figures
+    figs = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: figs.__setitem__(Path(path).name, fig))
+    heatmaps = torch.zeros(3, 2, 5, 16, 16)                     # [epochs, images, keypoints, H, W]
+    heatmaps[2, 1, 4, 5, 7] = 0.8                               # last epoch, image 1, right_foot
+    snapshots = {"epochs": [1, 5, 30], "heatmaps": heatmaps, "images": torch.rand(2, 1, 128, 128),
+                 "keypoints": _gt().repeat(2, 1, 1)}
+    figures.plot_heatmap_stages_all(snapshots, tmp_path / "stages.png")
+    axes = figs["stages.png"].axes
+    assert len(axes) == 2 * 4
+    assert [ax.get_title() for ax in axes[:4]] == ["input", "epoch 1", "epoch 5", "epoch 30"]
+    assert [axes[r * 4].get_ylabel() for r in range(2)] == ["val image 0", "val image 1"]
+    shown = axes[1 * 4 + 3].get_images()[0].get_array()
+    assert shown[5, 7] == pytest.approx(0.8) and float(shown.sum()) == pytest.approx(0.8)
+    assert "all 2 val images" in figs["stages.png"].texts[0].get_text()
+
+
 def test_figures_write_png(tmp_path):
     pck = {t / 100: min(1.0, t / 10) for t in range(0, 31)}
     plot_pck_curves(pck, {t: v / 2 for t, v in pck.items()}, tmp_path / "pck.png", extra_curves={"sym": pck})
@@ -195,7 +215,7 @@ def test_main_end_to_end(tiny_data, trained, tmp_path):
     assert metrics["regression"]["decoders"]["direct"]["px"] == pytest.approx(
         float((direct - ds.keypoints).norm(dim=-1).mean()), rel=1e-5)
     for name in ("pck_curves_bbox", "pck_curves_torso", "heatmaps_training_stages",
-                 "training_curves", "example_heatmap_prediction", "test_grid"):
+                 "heatmaps_training_stages_keypoints", "training_curves", "example_heatmap_prediction", "test_grid"):
         assert (out / "visualizations" / f"{name}.png").stat().st_size > 5000
 
 
