@@ -3,7 +3,7 @@ one differs): no number in them is typed by hand. Each {{KIND:arg:...}} in their
 KINDS, e.g. {{table:ablation}}, {{v:n_seeds}}, {{ci:study.hand_loss.paired.heatmap:px}} (the paired difference stored
 at that dotted path, key px); a placeholder with no value stops the script, naming it. px are written to 2 decimals,
 PCK (a metric named 'pck...') to 3; "-0.61 [-0.80, -0.41]" is a mean difference paired by seed with its 95 %
-t-interval, a trailing ° marks one that includes 0 (within seed noise).
+t-interval, a trailing 'ns' (not significant) marks one that includes 0 (within seed noise).
 """
 import re
 import textwrap
@@ -69,14 +69,15 @@ def num(x, metric="", sign=""):
 
 
 def ci(d, metric=""):
-    """'-0.61 [-0.80, -0.41]' from a stored {diff, ci95, n}; a trailing ° when the interval includes 0."""
+    """'-0.61 [-0.80, -0.41]' from a stored {diff, ci95, n}; a trailing ' ns' (not significant) when the interval
+    includes 0."""
     if d["diff"] is None:
         raise KeyError("no seeds paired")
     diff = num(d["diff"], metric, "+")
     if d["ci95"] is None:
         return f"{diff} (1 seed)"
     lo, hi = d["ci95"]
-    return f"{diff} [{bound(lo, metric)}, {bound(hi, metric)}]" + ("°" if lo <= 0 <= hi else "")
+    return f"{diff} [{bound(lo, metric)}, {bound(hi, metric)}]" + (" ns" if lo <= 0 <= hi else "")
 
 
 def bound(x, metric):

@@ -13,8 +13,8 @@ def test_committed_documents_match_committed_results():
 
 def test_interval_notation():
     assert report.ci({"diff": -0.614, "ci95": [-0.8, -0.41], "n": 3}) == "-0.61 [-0.80, -0.41]"
-    assert report.ci({"diff": 0.07, "ci95": [-0.15, 0.29], "n": 3}) == "+0.07 [-0.15, +0.29]°"     # includes 0
-    assert report.ci({"diff": 0.0012, "ci95": [-0.003, 0.005], "n": 3}, "pck_bbox") == "+0.001 [-0.003, +0.005]°"
+    assert report.ci({"diff": 0.07, "ci95": [-0.15, 0.29], "n": 3}) == "+0.07 [-0.15, +0.29] ns"     # includes 0
+    assert report.ci({"diff": 0.0012, "ci95": [-0.003, 0.005], "n": 3}, "pck_bbox") == "+0.001 [-0.003, +0.005] ns"
     assert report.ci({"diff": 0.5, "ci95": None, "n": 1}) == "+0.50 (1 seed)"
     # a bound that is not 0 never prints as one (an interval that excludes 0 must not look as if it touched it)
     assert report.ci({"diff": 0.016, "ci95": [0.00049, 0.0315], "n": 3}, "pck05") == "+0.016 [+0.0005, +0.032]"
@@ -43,7 +43,7 @@ def test_a_stored_difference_by_its_path():
     r = {"study": {"precision": {"paired": {"px": {"diff": -0.614, "ci95": [-0.8, -0.41], "n": 3},
                                             "pck_bbox": {"diff": 0.0012, "ci95": [-0.003, 0.005], "n": 3}}}}}
     text = "{{ci:study.precision.paired:px}} and {{ci:study.precision.paired:pck_bbox}}"
-    assert report.render(text, r) == "-0.61 [-0.80, -0.41] and +0.001 [-0.003, +0.005]°"
+    assert report.render(text, r) == "-0.61 [-0.80, -0.41] and +0.001 [-0.003, +0.005] ns"
     with pytest.raises(UsageError, match=r"\{\{ci:study.precision.paired:px_sym\}\}"):
         report.render("{{ci:study.precision.paired:px_sym}}", r)
 
@@ -69,7 +69,7 @@ def test_the_ladder_table_pairs_each_step_with_the_row_above():
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
     changes = [c[3] for c in cells]
     assert changes == ["", "+0.200 [+0.200, +0.200]", "+0.200 [+0.200, +0.200]", "+0.100 [+0.100, +0.100]",
-                       "+0.050 [+0.050, +0.050]", "+0.000 [+0.000, +0.000]°", "+0.200 [+0.200, +0.200]"]
+                       "+0.050 [+0.050, +0.050]", "+0.000 [+0.000, +0.000] ns", "+0.200 [+0.200, +0.200]"]
     assert [c[4] for c in cells] == ["", "", "+0.050 [+0.050, +0.050]", "-0.050 [-0.050, -0.050]",
                                      "", "", ""]
     assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["heatmap_64"] - pck["gap_fc"])
@@ -103,7 +103,7 @@ def test_the_two_steps_table_gives_each_setting_its_stored_differences():
                                     for k in ("strict", "strict_last", "symmetric", "symmetric_last")}}
     cells = [line.split(" | ")[1:] for line in report.table_two_steps({"study": {"hand_loss": h}}).splitlines()[2:]]
     strict, sym = ["+0.500 [+0.490, +0.510]", "+0.200 [+0.190, +0.210] |"], ["+0.800 [+0.790, +0.810]",
-                                                                         "+0.005 [-0.005, +0.015]° |"]
+                                                                         "+0.005 [-0.005, +0.015] ns |"]
     assert cells == [strict, sym, strict, sym]
     assert (report.split(h, "strict", "layers"), report.split(h, "strict", "targets")) == ("71 %", "29 %")  # 0.5 : 0.2
 
