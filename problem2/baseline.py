@@ -191,10 +191,11 @@ def analyze_failure_cases(model, test_loader, out_dir=RESULTS_DIR, device="cpu")
                 draw_keypoints(ax, ds.images[i], pred[i], gt[i], f"{method}: {err:.1f} px on {KEYPOINT_NAMES[k]}")
             row[2].imshow(hm_out[i, k].numpy(), cmap="magma", extent=(-0.5, 127.5, 127.5, -0.5))
             row[2].plot(*gt[i, k].numpy(), "c+", ms=9, mew=1.5)
+            row[2].plot(*pred_h[i, k].numpy(), "wx", ms=8, mew=1.5)  # HeatmapNet's decoded prediction
             row[2].set(xticks=[], yticks=[])
             row[2].set_title(f"{KEYPOINT_NAMES[k]} heatmap (test #{i})", fontsize=9)
         counts = ", ".join(f"{KEYPOINT_NAMES[k]} {int(mask[:, k].sum())}" for _, k in rows)
-        fig.suptitle(f"Failure cases: {CATEGORIES[cat]} (rule: PCK@0.1 bbox; o = GT, x = prediction)\none row per "
+        fig.suptitle(f"Failure cases: {CATEGORIES[cat]} (rule: PCK@0.1 bbox; o or + = GT, x = prediction)\none row per "
                      f"keypoint that fails here, its median-error example; keypoints in this category: {counts}",
                      fontsize=10)
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len(KEYPOINT_NAMES), fontsize=8,

@@ -3,7 +3,7 @@ prediction grid, heatmaps during training and the training curves. Coordinates i
 import numpy as np
 import torch
 
-from codec import IMG_SIZE, KEYPOINT_NAMES, hand_gap, img_to_hm
+from codec import IMG_SIZE, KEYPOINT_NAMES, decode, hand_gap, img_to_hm
 from common import plt, save_figure
 from model import METHODS
 
@@ -57,10 +57,11 @@ def prediction_grid(images, preds_by_method, gt_keypoints, save_path, scale=4, n
 def plot_heatmap_stages(snapshots, save_path):
     """Predicted heatmaps of one val image at the epochs train.py snapshotted: a row per epoch, the image plus one
     column per keypoint (GT marked). The image is the snapshotted one whose true hands are furthest apart, so the two
-    hand heatmaps' peaks can be told apart."""
+    hand heatmaps' peaks can be told apart; x marks each heatmap's decoded prediction."""
     gaps = hand_gap(snapshots["keypoints"])
     i = int(gaps.argmax())
     epochs, heatmaps = snapshots["epochs"], snapshots["heatmaps"][:, i].float().numpy()  # [E, K, H, W]
+    preds = decode("heatmap", snapshots["heatmaps"][:, i].float()).numpy()  # [E, K, 2] image px, the default decoder
     image, gt = snapshots["images"][i].numpy(), snapshots["keypoints"][i].numpy()
     k, hm_size = heatmaps.shape[1], heatmaps.shape[-1]
     fig, axes = plt().subplots(len(epochs), k + 1, figsize=(1.9 * (k + 1), 1.9 * len(epochs)), squeeze=False)
@@ -71,11 +72,12 @@ def plot_heatmap_stages(snapshots, save_path):
             ax = axes[r, j + 1]
             ax.imshow(heatmaps[r, j], cmap="magma", vmin=0, vmax=1, extent=(-0.5, 127.5, 127.5, -0.5))
             ax.plot(*gt[j], "c+", ms=8, mew=1.5)
+            ax.plot(*preds[r, j], "wx", ms=7, mew=1.5)
             ax.set_title(f"{KEYPOINT_NAMES[j] + '  ' if r == 0 else ''}max {heatmaps[r, j].max():.2f}", fontsize=8)
     plt().setp(axes, xticks=[], yticks=[])
     axes[0, 0].set_title("input", fontsize=8)
     fig.suptitle(f"HeatmapNet predictions on val image {i} during training ({hm_size}x{hm_size}, colour scale 0 to 1, "
-                 f"clipped; + = ground truth; true hands {gaps[i]:.1f} px apart)", fontsize=10)
+                 f"clipped; + = ground truth, x = prediction; true hands {gaps[i]:.1f} px apart)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, save_path)
 
