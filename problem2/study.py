@@ -114,7 +114,7 @@ ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
 # the ladder (Section 4's Table 3, and its figure): RegressionNet turned into HeatmapNet one change at a time,
 # each row a STEP from the row above
 LADDER = [("gap_fc", "RegressionNet as specified"),
-          ("flatten_fc", "the 8x8 grid (1x1 conv to 32 channels) flattened into the FC layers, not averaged"),
+          ("flatten_fc", "the 8x8 grid flattened into the FC layers instead of averaged (after a 1x1 conv to 32 channels)"),
           ("flatten_fc_nodropout", "dropout removed from the FC layers"),
           ("flatten_fc_plain", "the final sigmoid removed"),
           ("softargmax_8", "the FC layers replaced by a 1x1 conv to 5 maps of 8x8, read by a soft-argmax"),
