@@ -237,7 +237,7 @@ def table_ladder(r, last=len(LADDER) - 1):
 
 
 def table_ladder_last(r):
-    """Table 3's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
+    """Table C0's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
     seed-mean PCK@0.05 as labelled and in either order, the paired change from the row above, the shifted PCK@0.05."""
     hl = r["study"]["hand_loss"]
     rows = [(i, n, what) for i, (n, what) in enumerate(LADDER) if READOUTS[n][0] in LAST_EPOCH_RERUN]
@@ -356,7 +356,7 @@ def table_machines(r):
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
              "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Table 4 (Section 5)": [x for v in a.values() for x in v["runs"]]}
+             "Table 3 (Section 5)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)
@@ -392,8 +392,8 @@ def table_why(r):
     as labelled; trained as labelled, scored in either order; trained with the symmetric hand loss, scored in either
     order."""
     rows = r["study"]["hand_loss"]["rows"]
-    return md(["network", "after the encoder", "trained on", "trained and scored as labelled",
-               "trained as labelled, scored in either order", "symmetric loss, scored in either order"],
+    return md(["network", "after the encoder", "trained on", "as labelled", "scored in either order",
+               "symmetric loss, scored in either order"],
               [[NAMES[m], layers, target, *sd_cells(rows[f"{m}_strict"], ("pck_bbox", "pck_bbox_sym")),
                 *sd_cells(rows[f"{m}_symmetric"], ("pck_bbox_sym",))] for m, (layers, target) in WHY_ROWS.items()])
 
