@@ -237,7 +237,7 @@ def table_ladder(r, last=len(LADDER) - 1):
 
 
 def table_ladder_last(r):
-    """Table C0's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
+    """Table 3's rows whose networks were also trained keeping the last epoch (study.LAST_EPOCH_RERUN): that run's
     seed-mean PCK@0.05 as labelled and in either order, the paired change from the row above, the shifted PCK@0.05."""
     hl = r["study"]["hand_loss"]
     rows = [(i, n, what) for i, (n, what) in enumerate(LADDER) if READOUTS[n][0] in LAST_EPOCH_RERUN]
@@ -356,7 +356,7 @@ def table_machines(r):
                                             and k not in CROSS_MACHINE for x in v],
              "Appendix A, first regression row": h["ladder: spec head"],
              "Appendix A, soft-argmax row": [x for k, v in h.items() if k.startswith("spatial") for x in v],
-             "Table 3 (Section 5)": [x for v in a.values() for x in v["runs"]]}
+             "Table 4 (Section 5)": [x for v in a.values() for x in v["runs"]]}
     rows = []
     for part, runs in parts.items():
         counts = Counter(r["run_machines"].get(x["run"], "not stored") for x in runs)

@@ -37,7 +37,7 @@ from runs import ROW_METRICS, STUDY_PRECISION, Store, collect, probe_of, run_dir
 METHODS = ("heatmap", "regression", "integral")
 STUDIES = ("readouts", "hand_loss")
 # trained as labelled once more keeping the last epoch: the soft-argmax networks (their val loss is lowest early),
-# HeatmapNet and the FC networks of Table C0, so the whole ladder can also be read at one epoch rule
+# HeatmapNet and the FC networks of Table 3, so the whole ladder can also be read at one epoch rule
 LAST_EPOCH_RERUN = ("softargmax_8", "integral", "heatmap", "regression", "flatten_fc", "flatten_fc_nodropout",
                     "flatten_fc_plain")
 LAST_RULES = ("strict_last", "symmetric_last")  # the hand losses, every network kept at its last epoch
@@ -111,7 +111,7 @@ ONE_FACTOR = [("gap_fc_nodropout", "dropout removed from the FC layers"),
               ("coordconv_gap_fc", "x/y coordinate channels added to every encoder conv's input (CoordConv)"),
               ("decoder64_gap_fc", "HeatmapNet's decoder to 64x64 inserted before the pooling"),
               ("heatmap_64", "everything after the encoder replaced by HeatmapNet's decoder and heatmaps: HeatmapNet")]
-# the ladder (Appendix C's Table C0, and its figure): RegressionNet turned into HeatmapNet one change at a time,
+# the ladder (Section 4's Table 3, and its figure): RegressionNet turned into HeatmapNet one change at a time,
 # each row a STEP from the row above
 LADDER = [("gap_fc", "RegressionNet as specified"),
           ("flatten_fc", "the 8x8 grid flattened into the FC layers instead of averaged (after a 1x1 conv to 32 channels)"),
@@ -124,12 +124,12 @@ LADDER_TICKS = {"gap_fc": "RegressionNet", "flatten_fc": "grid flattened", "flat
                 "flatten_fc_plain": "sigmoid removed", "softargmax_8": "soft-argmax on 8x8 maps",
                 "integral_64": "decoder to 64x64 (IntegralNet)",
                 "heatmap_64": "heatmap targets (HeatmapNet)"}  # each LADDER row's change, as the figure names it
-# Appendix C's Table C5: what Table C0's first step changes, each row a STEP from RegressionNet
+# Appendix C's Table C5: what Table 3's first step changes, each row a STEP from RegressionNet
 POSITION_ROWS = [("gap_fc", "RegressionNet as specified: the 8x8 grid averaged into the FC layers"),
                  ("gap_fc_wide", "averaged, first FC layer widened to the flattened network's parameter count"),
                  ("reduce_gap_fc", "averaged after the flattened network's 1x1 convolution to 32 channels"),
                  ("coordconv_gap_fc", "averaged, x/y coordinate channels added to every encoder convolution's input"),
-                 ("flatten_fc", "flattened into the FC layers (step 1 of Table C0)"),
+                 ("flatten_fc", "flattened into the FC layers (step 1 of Table 3)"),
                  ("heatmap_64", "HeatmapNet, for comparison")]
 
 
@@ -175,7 +175,7 @@ def study_readouts(store, seeds=(0, 1, 2), precision=STUDY_PRECISION, epochs=tra
 
 
 def plot_ladder(section, vis_dir):
-    """Table C0 as a figure: each LADDER row's PCK@0.05 (hands as labelled) on the test split and on the shifted
+    """Table 3 as a figure: each LADDER row's PCK@0.05 (hands as labelled) on the test split and on the shifted
     figures (bars: seed mean, dots: seeds)."""
     rows = [section["readouts"].get(n, {}).get("per_seed") for n, _ in LADDER]
     if not all(rows):

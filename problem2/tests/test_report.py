@@ -49,7 +49,7 @@ def test_a_stored_difference_by_its_path():
 
 
 def test_the_ladder_table_pairs_each_step_with_the_row_above():
-    """Table C0 (study.LADDER's steps): each row's change is its stored step from the row above, and its last column
+    """Table 3 (study.LADDER's steps): each row's change is its stored step from the row above, and its last column
     the same change made alone to RegressionNet (report.LADDER_ALONE); known per-seed PCKs give known changes, the
     changes add up to HeatmapNet minus RegressionNet, and share() gives a step's part of it."""
     from common import paired_metrics
