@@ -217,15 +217,17 @@ def table_one_factor(r):
               [[what] + cells(n, step(ro["steps"], "gap_fc", n, "pck_bbox")) for n, what in ONE_FACTOR])
 
 
-# each LADDER step's change made alone to RegressionNet (study.ONE_FACTOR's run), where one was trained
-LADDER_ALONE = {"flatten_fc_nodropout": "gap_fc_nodropout", "flatten_fc_plain": "gap_fc_nosigmoid"}
+# each LADDER step's change made alone to RegressionNet (study.ONE_FACTOR's run), where one was trained; step 1 is
+# made to RegressionNet itself
+LADDER_ALONE = {"flatten_fc": "flatten_fc", "flatten_fc_nodropout": "gap_fc_nodropout",
+                "flatten_fc_plain": "gap_fc_nosigmoid"}
 
 
 def table_ladder(r, last=len(LADDER) - 1):
     """study.LADDER's steps 0 to `last` (steps 1-5 change RegressionNet's layers after the encoder into IntegralNet's,
     step 6 the targets, to HeatmapNet): each row one change from the row above, its seed-mean PCK@0.05, the paired
-    change from the row above, and the paired change the same change makes alone to RegressionNet (LADDER_ALONE; blank
-    where not trained, and for step 1, which already is)."""
+    change from the row above, and the paired change the same change makes alone to RegressionNet (LADDER_ALONE;
+    blank where not trained)."""
     ro = complete(r["study"]["readouts"])
     rows = ro["readouts"]
     return md(["step", "change from the row above", "PCK@0.05", "PCK@0.05 change",

@@ -70,7 +70,7 @@ def test_the_ladder_table_pairs_each_step_with_the_row_above():
     changes = [c[3] for c in cells]
     assert changes == ["", "+0.200 [+0.200, +0.200]", "+0.200 [+0.200, +0.200]", "+0.100 [+0.100, +0.100]",
                        "+0.050 [+0.050, +0.050]", "+0.000 [+0.000, +0.000] ns", "+0.200 [+0.200, +0.200]"]
-    assert [c[4] for c in cells] == ["", "", "+0.050 [+0.050, +0.050]", "-0.050 [-0.050, -0.050]",
+    assert [c[4] for c in cells] == ["", "+0.200 [+0.200, +0.200]", "+0.050 [+0.050, +0.050]", "-0.050 [-0.050, -0.050]",
                                      "", "", ""]
     assert sum(float(c.split()[0]) for c in changes[1:]) == pytest.approx(pck["heatmap_64"] - pck["gap_fc"])
     assert report.share(steps, "integral_64", "heatmap_64") == "27 %"  # 0.2 of 0.75
