@@ -358,6 +358,21 @@ def _task(fn, task):
         os._exit(1)
 
 
+def _watched(results, workers, num_tasks):
+    """The pool's results as they come; when a worker process dies mid-run (multiprocessing.Pool then waits forever
+    for its lost task) it raises instead, naming the exit code."""
+    for _ in range(num_tasks):
+        while True:
+            try:
+                yield results.next(timeout=1)
+                break
+            except multiprocessing.TimeoutError:
+                dead = [w.exitcode for w in workers if w.exitcode is not None]
+                if dead:
+                    raise RuntimeError(f"a worker process died (exit code {dead[0]}) and its run was lost; run the "
+                                       "command again (finished runs are stored and reused)") from None
+
+
 def jobs_used(jobs, num_tasks):
     """How many worker processes job_results runs for `num_tasks` tasks (1 = in this process, all its threads)."""
     return max(1, min(jobs, num_tasks))
@@ -381,7 +396,8 @@ def job_results(fn, tasks, jobs=1):
     try:
         context = multiprocessing.get_context("spawn")
         with context.Pool(jobs, _pool_init, (threads, os.getpid())) as pool:  # its exit terminates the workers
-            yield pool.imap_unordered(functools.partial(_task, fn), tasks)
+            workers = list(pool._pool)  # the Pool's own processes, watched: a worker's death loses its task
+            yield _watched(pool.imap_unordered(functools.partial(_task, fn), tasks), workers, len(tasks))
     finally:
         if previous is not None:  # None: not on the main thread, or a handler installed outside Python
             signal.signal(signal.SIGTERM, previous)

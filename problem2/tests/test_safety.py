@@ -96,6 +96,17 @@ def test_every_write_goes_through_the_atomic_write():
             assert not re.search(r"\.write_(text|bytes)\(|open\([^)]*[\"'][wa]|savefig\(|torch\.save\(", text), path
 
 
+def test_a_worker_that_dies_mid_run_stops_the_batch_instead_of_hanging():
+    """A --jobs 2 worker that dies inside its task (here os._exit(3)): multiprocessing.Pool would wait forever for
+    the lost task; job_results raises within seconds, naming the exit code."""
+    import common
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match=r"a worker process died \(exit code 3\)"):
+        with common.job_results(os._exit, [3, 3], 2) as results:
+            list(results)
+    assert time.time() - t0 < 60
+
+
 def test_workers_end_when_their_parent_is_killed(tmp_path):
     """SIGKILL (no handler can run) of a --jobs 2 parent: its workers and multiprocessing's resource tracker end on
     their own within seconds instead of training on as orphans."""
