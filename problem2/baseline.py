@@ -137,9 +137,13 @@ def characterise(mask, gt, preds, radius_px):
     the whole test split's), and where each method put the hands counted in `mask`: how many of its predictions
     [N, K, 2] lie within radius_px [N] (the success rule's) of the image's other true hand, and of the midpoint
     between the two true hands."""
-    gaps, hand_rows, hands = hand_gap(gt), mask[:, HANDS].any(1), mask[:, HANDS]
+    hands = mask[:, HANDS]
+    gaps, hand_rows = hand_gap(gt), hands.any(1)
     other, midpoint = gt[:, HANDS[::-1]], gt[:, HANDS].mean(1, keepdim=True)
-    near = lambda pred, target: int((((pred[:, HANDS] - target).norm(dim=-1) <= radius_px[:, None]) & hands).sum())  # noqa: E731
+
+    def near(pred, target):  # counted hands whose prediction lies within the radius of `target`
+        return int((((pred[:, HANDS] - target).norm(dim=-1) <= radius_px[:, None]) & hands).sum())
+
     return {"keypoints": int(mask.sum()), "images": int(mask.any(1).sum()),
             "hand_gap_px": {"these": float(gaps[hand_rows].mean()) if hand_rows.any() else None,
                             "all": float(gaps.mean())},

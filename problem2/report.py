@@ -149,7 +149,8 @@ def share(steps, a, b, metric="pck_bbox"):
 
 def split(hand_loss, rule, part):
     """'79 %': the step of the layers after the encoder ('layers') or of the targets ('targets') as a share of their
-    sum, HeatmapNet minus RegressionNet, in PCK@0.05 (seed means of the paired differences stored by study.py hand_loss under `rule`)."""
+    sum, HeatmapNet minus RegressionNet, in PCK@0.05 (seed means of the paired differences that study.py hand_loss
+    stored under `rule`)."""
     layers, targets = (hand_loss[k][rule]["pck_bbox"]["diff"]
                        for k in ("integral_minus_regression", "heatmap_minus_integral"))
     return percent((layers if part == "layers" else targets) / (layers + targets))
@@ -160,12 +161,15 @@ def far_images(r):
     return r["study"]["hand_loss"]["placement"]["heatmap"][0]["images"]
 
 
+HEATMAP_FAILS = ("regression_only", "both_fail")  # the failure categories where HeatmapNet fails
+
+
 def heatmap_misses_on_other_hand(r):
     """'all 123' or '120 of 123': of the hands HeatmapNet misses (failure analysis), those within the success radius
     of the image's other true hand."""
     chars = r["failures"]["characterisation"]
-    on = sum(chars[c]["hands"]["heatmap"]["on_other_hand"] for c in ("regression_only", "both_fail"))
-    missed = sum(chars[c]["hands"]["count"] for c in ("regression_only", "both_fail"))
+    on = sum(chars[c]["hands"]["heatmap"]["on_other_hand"] for c in HEATMAP_FAILS)
+    missed = sum(chars[c]["hands"]["count"] for c in HEATMAP_FAILS)
     return f"all {missed}" if on == missed else f"{on} of {missed}"
 
 
@@ -433,8 +437,8 @@ def table_readouts_probed(r):
 HAND_KEYS = ("px", "px_sym", "px_hands_sym", "hand_gap_px", "pck_bbox", "pck_bbox_sym")
 TABLES = {
     "assignment": table_assignment, "assignment_torso": lambda r: table_assignment(r, "torso", tuple(SPEC_READOUTS)),
-    "one_factor": table_one_factor, "ladder": table_ladder,
-    "ladder_layers": lambda r: table_ladder(r, [n for n, _ in LADDER].index("integral_64")),
+    "one_factor": table_one_factor,
+    "ladder_layers": lambda r: table_ladder(r, [n for n, _ in LADDER].index("integral_64")),  # steps 0-5
     "position": table_position, "why": table_why,
     "two_steps": table_two_steps,
     "ladder_last": table_ladder_last, "readouts_probed": table_readouts_probed,
@@ -483,7 +487,7 @@ VALUES = {
     "main_time": lambda r: main_time(r["timings"]), "allocator_gain": allocator_gain,
     "main_bf16": lambda r: main_command_time(r, "bf16"), "main_fp32": lambda r: main_command_time(r, "fp32"),
     "main_fp32_forced": lambda r: main_command_time(r, "fp32_forced"),
-    "heatmap_failures": lambda r: str(sum(r["failures"]["counts"][c] for c in ("regression_only", "both_fail"))),
+    "heatmap_failures": lambda r: str(sum(r["failures"]["counts"][c] for c in HEATMAP_FAILS)),
     # of HeatmapNet's failing hands, those within the success radius of the image's other true hand
     "heatmap_misses_on_other_hand": heatmap_misses_on_other_hand,
     "torso_px": lambda r: f"{r['metrics']['normaliser_px']['torso']:.0f}",
